@@ -1,0 +1,123 @@
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import generics, serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from core.cache.keys import normalize_email
+from core.responses import json_bytes_response
+
+from . import selectors, services
+
+
+class ProfileOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    email = serializers.EmailField()
+    display_name = serializers.CharField()
+    is_active = serializers.BooleanField()
+    is_staff = serializers.BooleanField()
+    date_joined = serializers.DateTimeField()
+
+
+class TokenPairOutput(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
+class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
+    """Puts the email in the token, so authentication finds the user in ``user:email:{email}``."""
+
+    def validate(self, attrs):
+        attrs[self.username_field] = normalize_email(attrs.get(self.username_field, ""))
+        return super().validate(attrs)
+
+    @classmethod
+    def get_token(cls, user):
+        token = super().get_token(user)
+        token["email"] = user.email
+        return token
+
+
+def tokens_for(user) -> dict:
+    refresh = EmailTokenObtainPairSerializer.get_token(user)
+    return {"refresh": str(refresh), "access": str(refresh.access_token)}
+
+
+class TokenApi(TokenObtainPairView):
+    serializer_class = EmailTokenObtainPairSerializer
+    throttle_scope = "auth"
+
+
+class TokenRefreshApi(TokenRefreshView):
+    throttle_scope = "auth"
+
+
+class RegisterApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_scope = "register"
+
+    class InputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=254)
+        password = serializers.CharField(min_length=8, max_length=128, write_only=True, trim_whitespace=False)
+        display_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+    class OutputSerializer(serializers.Serializer):
+        user = ProfileOutput()
+        tokens = TokenPairOutput()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, auth=[])
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.user_register(**data.validated_data)
+        body = {"user": selectors.user_payload(user), "tokens": tokens_for(user)}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class MeApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        display_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+        email = serializers.EmailField(max_length=254, required=False)
+        current_password = serializers.CharField(max_length=128, required=False, write_only=True)
+
+    class UpdateOutputSerializer(ProfileOutput):
+        tokens = TokenPairOutput(required=False, help_text="New tokens, present when the email changed.")
+
+    @extend_schema(responses={200: ProfileOutput})
+    def get(self, request):
+        # Authentication already read user:email:{email}; its payload is the body.
+        return json_bytes_response(request.user.payload, request, shared=False)
+
+    @extend_schema(request=InputSerializer, responses={200: UpdateOutputSerializer})
+    def patch(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.user_update(user_id=request.user.id, **data.validated_data)
+        body = selectors.user_payload(user)
+        if user.email != request.user.email:
+            body["tokens"] = tokens_for(user)
+        return Response(body, headers={"Cache-Control": "private, no-cache"})
+
+
+class CoinsApi(APIView):
+    @extend_schema(responses={200: inline_serializer("Coins", {"balance": serializers.IntegerField()})})
+    def get(self, request):
+        return json_bytes_response(selectors.user_coins_cached(user_id=request.user.id), request, shared=False)
+
+
+class CoinHistoryApi(generics.ListAPIView):
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        amount = serializers.IntegerField()
+        reason = serializers.CharField()
+        reference = serializers.CharField()
+        balance_after = serializers.IntegerField()
+        created_at = serializers.DateTimeField()
+
+    serializer_class = OutputSerializer
+
+    def get_queryset(self):
+        return selectors.ledger_list(user_id=self.request.user.id)

@@ -1,0 +1,47 @@
+"""JWT authentication without SQL: the token names the user, ``user:email:{email}`` holds them."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.settings import api_settings
+
+from core.cache.store import Payload
+
+from .selectors import user_payload_by_id, user_profile_cached
+
+
+class CachedUser:
+    """The authenticated user as the cache knows it: plain data, no model instance."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, profile: dict, payload: Payload) -> None:
+        self.profile = profile
+        self.payload = payload  # the /api/me body, already in hand
+        self.id = self.pk = profile["id"]
+        self.email = profile["email"]
+        self.is_active = profile["is_active"]
+        self.is_staff = profile["is_staff"]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class CachedJWTAuthentication(JWTAuthentication):
+    def get_user(self, validated_token) -> CachedUser:
+        try:
+            user_id = int(validated_token[api_settings.USER_ID_CLAIM])
+        except (KeyError, TypeError, ValueError):
+            raise exceptions.AuthenticationFailed("Token has no valid user.", code="token_not_valid")
+        email = validated_token.get("email")
+        payload = user_profile_cached(email=email) if isinstance(email, str) else None
+        profile = payload.data() if payload is not None else None
+        if profile is None or profile["id"] != user_id:
+            # The email in the token is no longer this user's (it changed): look up by id.
+            profile = user_payload_by_id(user_id=user_id)
+            payload = Payload.of(profile)
+        if profile is None or not profile["is_active"]:
+            raise exceptions.AuthenticationFailed("User not found or inactive.", code="user_inactive")
+        return CachedUser(profile, payload)

@@ -1,0 +1,87 @@
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils import timezone
+
+from core.cache.keys import normalize_email
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra):
+        user = self.model(email=normalize_email(email), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra):
+        extra.setdefault("is_staff", True)
+        extra.setdefault("is_superuser", True)
+        return self.create_user(email, password, **extra)
+
+    def get_by_natural_key(self, email: str):
+        return self.get(email=normalize_email(email))
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    email = models.EmailField(max_length=254, unique=True)
+    display_name = models.CharField(max_length=100, blank=True)
+    is_active = models.BooleanField(default=True)
+    is_staff = models.BooleanField(default=False)
+    date_joined = models.DateTimeField(default=timezone.now)
+    # Changed only through accounts.services (a conditional UPDATE plus a ledger row).
+    coin_balance = models.BigIntegerField(default=0, editable=False)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(coin_balance__gte=0), name="user_coin_balance_non_negative"),
+            models.UniqueConstraint(Lower("email"), name="user_email_ci_unique"),
+        ]
+
+    def save(self, *args, **kwargs):
+        self.email = normalize_email(self.email)
+        super().save(*args, **kwargs)
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class CoinLedgerEntry(models.Model):
+    class Reason(models.TextChoices):
+        GRANT = "grant", "Grant"
+        PLAN_GRANT = "plan_grant", "Plan grant"
+        SPEND = "spend", "Spend"
+        REFUND = "refund", "Refund"
+        ADJUSTMENT = "adjustment", "Adjustment"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="ledger")
+    amount = models.BigIntegerField()
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    reference = models.CharField(max_length=200, blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    balance_after = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="ledger_idempotency_key_unique_per_user",
+            ),
+            models.CheckConstraint(condition=~models.Q(amount=0), name="ledger_amount_non_zero"),
+            models.CheckConstraint(condition=models.Q(balance_after__gte=0), name="ledger_balance_after_non_negative"),
+        ]
+        indexes = [models.Index(fields=["user", "-id"], name="ledger_user_recent")]
+        verbose_name_plural = "coin ledger entries"
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.amount:+d} ({self.reason})"

@@ -1,0 +1,92 @@
+"""Writes of users and coins. Every balance change is one locked row update plus a ledger row."""
+
+from __future__ import annotations
+
+from django.contrib.auth.password_validation import validate_password
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from rest_framework import exceptions
+
+from core.cache.keys import normalize_email
+from core.exceptions import PaymentRequired
+
+from .models import CoinLedgerEntry, User
+
+
+def user_register(*, email: str, password: str, display_name: str = "") -> User:
+    from subscriptions.services import subscription_start_free
+
+    email = normalize_email(email)
+    candidate = User(email=email, display_name=display_name)
+    validate_password(password, user=candidate)
+    with transaction.atomic():
+        if User.objects.filter(email__iexact=email).exists():
+            raise exceptions.ValidationError({"email": ["A user with this email already exists."]}, code="email_taken")
+        try:
+            with transaction.atomic():
+                user = User.objects.create_user(email=email, password=password, display_name=display_name)
+        except IntegrityError:  # lost a race with a concurrent registration of the same email
+            raise exceptions.ValidationError({"email": ["A user with this email already exists."]}, code="email_taken")
+        subscription_start_free(user_id=user.id)
+    return user
+
+
+def user_update(
+    *, user_id: int, display_name: str | None = None, email: str | None = None, current_password: str | None = None
+) -> User:
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user_id)
+        if email is not None and normalize_email(email) != user.email:
+            if not current_password or not user.check_password(current_password):
+                raise exceptions.ValidationError(
+                    {"current_password": ["Your current password is required to change the email."]}
+                )
+            email = normalize_email(email)
+            if User.objects.filter(email__iexact=email).exclude(pk=user_id).exists():
+                raise exceptions.ValidationError({"email": ["A user with this email already exists."]})
+            user.email = email
+        if display_name is not None:
+            user.display_name = display_name
+        user.save()  # post_save invalidates user:email for the old and the new address
+    return user
+
+
+def coins_apply(
+    *,
+    user_id: int,
+    amount: int,
+    reason: str,
+    reference: str = "",
+    idempotency_key: str | None = None,
+) -> CoinLedgerEntry:
+    """Add (amount > 0) or spend (amount < 0) coins: one ledger row, one balance update.
+
+    Decided by the database row, never by the cached balance. The user row is locked for the
+    transaction, so concurrent spends serialise and the CHECK constraint is only a safety net.
+    Raises PaymentRequired when the balance is short. With an idempotency key a retry returns
+    the first entry without charging again. The ledger row's post_save invalidates
+    ``user:coins`` and ``subscription:stats``.
+    """
+    if amount == 0:
+        raise exceptions.ValidationError({"amount": ["Amount must not be zero."]})
+    with transaction.atomic():
+        User.objects.select_for_update().only("id").get(pk=user_id)
+        if idempotency_key is not None:
+            existing = CoinLedgerEntry.objects.filter(user_id=user_id, idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing
+        updated = (
+            User.objects.filter(pk=user_id, coin_balance__gte=max(0, -amount))
+            .update(coin_balance=F("coin_balance") + amount)
+        )
+        if not updated:
+            raise PaymentRequired()
+        balance = User.objects.filter(pk=user_id).values_list("coin_balance", flat=True).get()
+        return CoinLedgerEntry.objects.create(
+            user_id=user_id,
+            amount=amount,
+            reason=reason,
+            reference=reference[:200],
+            idempotency_key=idempotency_key,
+            balance_after=balance,
+        )

@@ -1,0 +1,34 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers
+from rest_framework.views import APIView
+
+from core.responses import json_bytes_response
+
+from . import selectors
+from .models import Character
+
+
+class CharacterOutput(serializers.Serializer):
+    name = serializers.CharField()
+    display_name = serializers.CharField()
+    description = serializers.CharField()
+    greeting = serializers.CharField()
+    avatar_url = serializers.CharField()
+    is_premium = serializers.BooleanField()
+    sort_order = serializers.IntegerField()
+
+
+class CharacterListApi(APIView):
+    @extend_schema(responses={200: CharacterOutput(many=True)})
+    def get(self, request):
+        return json_bytes_response(selectors.character_list_cached(), request, shared=True)
+
+
+class CharacterDetailApi(APIView):
+    @extend_schema(responses={200: CharacterOutput})
+    def get(self, request, name: str):
+        try:
+            payload = selectors.character_cached(name=name)
+        except Character.DoesNotExist:
+            raise exceptions.NotFound("No such character.")
+        return json_bytes_response(payload, request, shared=True)

@@ -1,0 +1,32 @@
+"""Writes of characters; admin uses these too."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from core.cache import registry
+from core.cache.store import invalidate
+
+from .models import Character
+
+
+def characters_invalidate(*, names) -> None:
+    invalidate(
+        (registry.CHARACTERS_LIST, {}),
+        *((registry.CHARACTER, {"name": name}) for name in set(names) if name),
+    )
+
+
+def character_save(*, character: Character) -> Character:
+    """Save (create or edit). post_save invalidates the list and the old and new name."""
+    with transaction.atomic():
+        character.save()
+    return character
+
+
+def characters_set_active(*, names: list[str], active: bool) -> int:
+    """Bulk (de)activation: an update() sends no signals, so invalidate here."""
+    with transaction.atomic():
+        count = Character.objects.filter(name__in=names).update(is_active=active)
+        characters_invalidate(names=names)
+    return count

@@ -1,0 +1,91 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, generics, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from characters.models import Character
+from characters.selectors import character_cached
+from core.responses import json_bytes_response
+
+from . import selectors, services
+from .models import ChatSession
+
+
+class MessageOutput(serializers.Serializer):
+    seq = serializers.IntegerField()
+    role = serializers.ChoiceField(choices=["user", "assistant"])
+    content = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class HistoryOutput(serializers.Serializer):
+    session = serializers.CharField()
+    messages = MessageOutput(many=True)
+    has_more = serializers.BooleanField()
+    next_before = serializers.IntegerField(allow_null=True)
+
+
+class ExchangeOutput(serializers.Serializer):
+    session = serializers.CharField()
+    message = MessageOutput()
+    reply = MessageOutput()
+
+
+def _require_character(name: str) -> None:
+    try:
+        character_cached(name=name)
+    except Character.DoesNotExist:
+        raise exceptions.NotFound("No such character.")
+
+
+class ChatSessionListApi(generics.ListAPIView):
+    class OutputSerializer(serializers.Serializer):
+        session = serializers.CharField(source="session_id")
+        message_count = serializers.IntegerField(source="last_seq")
+        created_at = serializers.DateTimeField()
+        updated_at = serializers.DateTimeField()
+
+    serializer_class = OutputSerializer
+
+    def get_queryset(self):
+        _require_character(self.kwargs["character"])
+        return selectors.chat_session_list(user_id=self.request.user.id, character=self.kwargs["character"])
+
+
+class ChatMessagesApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        content = serializers.CharField(max_length=100_000, trim_whitespace=True)
+
+    class QuerySerializer(serializers.Serializer):
+        before = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
+        limit = serializers.IntegerField(min_value=1, max_value=100, required=False, default=50)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("before", int, description="Older messages: seq below this (from next_before)."),
+            OpenApiParameter("limit", int, description="Page size for older messages (1-100)."),
+        ],
+        responses={200: HistoryOutput},
+    )
+    def get(self, request, character: str, session: str):
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        before = query.validated_data.get("before")
+        try:
+            if before is None:  # the recent page: chat:history:{user}:{character}:{session}
+                payload = selectors.chat_history_cached(user_id=request.user.id, character=character, session=session)
+                return json_bytes_response(payload, request, shared=False)
+            chat = selectors.chat_session_get(user_id=request.user.id, character=character, session=session)
+        except ChatSession.DoesNotExist:
+            raise exceptions.NotFound("No such chat session.")
+        body = selectors.chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
+        return Response(body, headers={"Cache-Control": "private, no-cache"})
+
+    @extend_schema(request=InputSerializer, responses={201: ExchangeOutput})
+    def post(self, request, character: str, session: str):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        body = services.chat_message_send(
+            user_id=request.user.id, character=character, session=session, content=data.validated_data["content"]
+        )
+        return Response(body, status=201, headers={"Cache-Control": "private, no-cache"})

@@ -1,0 +1,42 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ChatSession(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions")
+    character = models.ForeignKey("characters.Character", on_delete=models.CASCADE, related_name="chat_sessions")
+    session_id = models.CharField(max_length=64, help_text="Chosen by the client.")
+    last_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "character", "session_id"], name="chat_session_unique_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}/{self.character_id}/{self.session_id}"
+
+
+class ChatMessage(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    seq = models.PositiveIntegerField(help_text="Strict order within the session.")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["session", "seq"]
+        constraints = [models.UniqueConstraint(fields=["session", "seq"], name="chat_message_seq_unique")]
+        indexes = [models.Index(fields=["user", "created_at"], name="chat_message_user_day")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.seq} {self.role}"

@@ -1,0 +1,189 @@
+"""Settings shared by every environment. Everything tunable comes from the environment."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+from core.cache.health import GuardedConnection, GuardedSSLConnection
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+
+SECRET_KEY = env("SECRET_KEY", default="dev-insecure-key-change-me-0123456789abcdefghijklmnop")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "core",
+    "accounts",
+    "subscriptions",
+    "characters",
+    "generation",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "core.middleware.MetricsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# With DATABASE_URL unset the service runs on an embedded SQLite file, so `make run` needs nothing.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+# Persistent connections: a new PostgreSQL connection per request costs more than half the throughput.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Request bodies above this size get a 413/400 before any view runs.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=64 * 1024)
+
+# --- Redis -------------------------------------------------------------------------------------
+REDIS_URL = env("REDIS_URL", default="redis://localhost:6379/0")
+# Short timeouts: a stalled Redis must cost one timeout, then the circuit breaker skips it.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.25)
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        # Keys read in Redis exactly as the contract names them, behind an optional namespace.
+        "KEY_PREFIX": env("CACHE_NAMESPACE", default=""),
+        "KEY_FUNCTION": "core.cache.keys.make_key",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+            "PARSER_CLASS": "redis._parsers.hiredis._HiredisParser",
+            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
+            "CONNECTION_POOL_KWARGS": {
+                # Fails fast while the circuit breaker is open and reports failures to it.
+                "connection_class": GuardedSSLConnection if REDIS_URL.startswith("rediss://") else GuardedConnection,
+            },
+            # Throttling and other incidental cache use must never turn a Redis fault into a 500.
+            "IGNORE_EXCEPTIONS": True,
+        },
+    }
+}
+DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+DJANGO_REDIS_LOGGER = "core.cache"
+
+# TTLs of the key families (seconds); see core/cache/registry.py for the contract.
+CACHE_TTL_SUBSCRIPTION_USER = env.int("CACHE_TTL_SUBSCRIPTION_USER", default=300)
+CACHE_TTL_SUBSCRIPTION_STATS = env.int("CACHE_TTL_SUBSCRIPTION_STATS", default=300)
+CACHE_TTL_USER_EMAIL = env.int("CACHE_TTL_USER_EMAIL", default=120)
+CACHE_TTL_USER_COINS = env.int("CACHE_TTL_USER_COINS", default=60)
+CACHE_TTL_CHARACTERS_LIST = env.int("CACHE_TTL_CHARACTERS_LIST", default=1800)
+CACHE_TTL_CHARACTER = env.int("CACHE_TTL_CHARACTER", default=1800)
+CACHE_TTL_GENERATION_SETTINGS = env.int("CACHE_TTL_GENERATION_SETTINGS", default=3600)
+CACHE_TTL_CHAT_HISTORY = env.int("CACHE_TTL_CHAT_HISTORY", default=600)
+CHAT_HISTORY_CACHED_MESSAGES = env.int("CHAT_HISTORY_CACHED_MESSAGES", default=100)
+# Circuit breaker: how long Redis is skipped after a failure before it is tried again.
+CACHE_BREAKER_COOLDOWN = env.float("CACHE_BREAKER_COOLDOWN", default=1.0)
+# Single-flight: how long a miss waits for another request that is already recomputing.
+CACHE_LEASE_TTL_MS = env.int("CACHE_LEASE_TTL_MS", default=2000)
+CACHE_LEASE_WAIT = env.float("CACHE_LEASE_WAIT", default=0.5)
+
+# --- API -------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.CachedJWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.Pagination",
+    "PAGE_SIZE": 20,
+    "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env("THROTTLE_AUTH", default="10/min"),
+        "register": env("THROTTLE_REGISTER", default="10/hour"),
+    },
+    "UNAUTHENTICATED_USER": None,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
+    "SIGNING_KEY": env("JWT_SIGNING_KEY", default=SECRET_KEY),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "UPDATE_LAST_LOGIN": False,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Character chat and art generation API",
+    "DESCRIPTION": "Subscriptions, coins, characters, chat and image generation; hot reads served from Redis.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Domain ----------------------------------------------------------------------------------
+GENERATION_BACKEND = env("GENERATION_BACKEND", default="generation.backends.PlaceholderBackend")
+CHAT_RESPONDER = env("CHAT_RESPONDER", default="chat.responders.PersonaResponder")
+CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=4000)
+SUBSCRIPTION_PERIOD_DAYS = env.int("SUBSCRIPTION_PERIOD_DAYS", default=30)
+
+# Prometheus metrics at /metrics: only from these addresses unless a token is configured.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}

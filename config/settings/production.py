@@ -1,0 +1,20 @@
+"""Production settings: refuse to start without a secret, secure cookies and HTTPS."""
+
+from .base import *  # noqa: F403
+from .base import SIMPLE_JWT, env
+
+SECRET_KEY = env("SECRET_KEY")  # no default: ImproperlyConfigured when missing
+DEBUG = False
+# The JWT key must follow the real secret, not the development default base.py saw.
+SIMPLE_JWT = {**SIMPLE_JWT, "SIGNING_KEY": env("JWT_SIGNING_KEY", default=SECRET_KEY)}
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"

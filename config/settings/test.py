@@ -1,0 +1,13 @@
+"""Test settings: real PostgreSQL (DATABASE_URL, else the local server) and real Redis.
+
+The suite starts a private redis-server per test process (see conftest.py) and points the
+cache at it, so tests may wipe their own Redis without touching anyone else's.
+"""
+
+from .base import *  # noqa: F403
+from .base import DATABASES, REST_FRAMEWORK, env
+
+DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/chatart")
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth": "1000/min", "register": "1000/min"}}

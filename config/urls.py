@@ -1,0 +1,61 @@
+from django.contrib import admin
+from django.urls import include, path, register_converter
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts import apis as accounts
+from characters import apis as characters
+from chat import apis as chat
+from core import apis as core
+from generation import apis as generation
+from subscriptions import apis as subscriptions
+
+
+class SessionIdConverter:
+    """Client-chosen chat session ids: 1-64 of letters, digits, '-' and '_'."""
+
+    regex = r"[A-Za-z0-9_-]{1,64}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(SessionIdConverter, "session")
+
+api = [
+    path("auth/register", accounts.RegisterApi.as_view(), name="register"),
+    path("auth/token", accounts.TokenApi.as_view(), name="token"),
+    path("auth/token/refresh", accounts.TokenRefreshApi.as_view(), name="token-refresh"),
+    path("me", accounts.MeApi.as_view(), name="me"),
+    path("me/coins", accounts.CoinsApi.as_view(), name="coins"),
+    path("me/coins/history", accounts.CoinHistoryApi.as_view(), name="coins-history"),
+    path("plans", subscriptions.PlanListApi.as_view(), name="plans"),
+    path("subscription", subscriptions.SubscriptionApi.as_view(), name="subscription"),
+    path("subscription/stats", subscriptions.SubscriptionStatsApi.as_view(), name="subscription-stats"),
+    path("subscription/cancel", subscriptions.SubscriptionCancelApi.as_view(), name="subscription-cancel"),
+    path("characters", characters.CharacterListApi.as_view(), name="characters"),
+    path("characters/<slug:name>", characters.CharacterDetailApi.as_view(), name="character"),
+    path("generation/settings", generation.GenerationSettingsApi.as_view(), name="generation-settings"),
+    path("generations", generation.GenerationApi.as_view(), name="generations"),
+    path("chat/<slug:character>/sessions", chat.ChatSessionListApi.as_view(), name="chat-sessions"),
+    path(
+        "chat/<slug:character>/sessions/<session:session>/messages",
+        chat.ChatMessagesApi.as_view(),
+        name="chat-messages",
+    ),
+    path("health", core.HealthApi.as_view(), name="health"),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("api/", include(api)),
+    path("metrics", core.metrics_view, name="metrics"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "core.apis.json_bad_request"
+handler404 = "core.apis.json_not_found"
+handler500 = "core.apis.json_server_error"

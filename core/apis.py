@@ -1,0 +1,98 @@
+import time
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.cache.health import HEALTH
+from core.cache.store import redis_client
+
+
+def _probe(check) -> dict:
+    started = time.perf_counter()
+    try:
+        check()
+    except Exception as exc:  # a health check reports failures, it does not raise them
+        return {"status": "down", "error": type(exc).__name__, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+    return {"status": "up", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def _db_check() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _cache_check() -> None:
+    if HEALTH.blocking():
+        raise ConnectionError("circuit open")
+    redis_client().ping()
+
+
+_COMPONENT = inline_serializer(
+    "HealthComponent",
+    {"status": serializers.ChoiceField(choices=["up", "down"]), "latency_ms": serializers.FloatField(),
+     "error": serializers.CharField(required=False)},
+)
+
+
+class HealthApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        auth=[],
+        responses={
+            200: inline_serializer("Health", {"status": serializers.CharField(), "database": _COMPONENT,
+                                              "cache": _COMPONENT, "cache_breaker": serializers.CharField()}),
+            503: inline_serializer("HealthDown", {"status": serializers.CharField(), "database": _COMPONENT,
+                                                  "cache": _COMPONENT, "cache_breaker": serializers.CharField()}),
+        },
+    )
+    def get(self, request):
+        database = _probe(_db_check)
+        cache = _probe(_cache_check)
+        ok = database["status"] == "up"
+        body = {
+            "status": ("ok" if cache["status"] == "up" else "degraded") if ok else "down",
+            "database": database,
+            "cache": cache,
+            "cache_breaker": HEALTH.state,
+        }
+        return Response(body, status=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+
+def metrics_view(request):
+    """Prometheus exposition: only from METRICS_ALLOWED_IPS, or with the METRICS_TOKEN bearer."""
+    token = settings.METRICS_TOKEN
+    authorised = request.META.get("REMOTE_ADDR") in settings.METRICS_ALLOWED_IPS or (
+        token and request.headers.get("Authorization") == f"Bearer {token}"
+    )
+    if not authorised:
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        data = generate_latest(registry)
+    else:
+        data = generate_latest()
+    return HttpResponse(data, content_type=CONTENT_TYPE_LATEST)
+
+
+def json_not_found(request, exception=None):
+    return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+
+
+def json_server_error(request):
+    return JsonResponse({"detail": "Server error.", "code": "server_error"}, status=500)
+
+
+def json_bad_request(request, exception=None):
+    return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)

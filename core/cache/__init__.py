@@ -1,0 +1,1 @@
+"""The cache layer: key registry, resilient Redis access, read-through with leases, invalidation."""

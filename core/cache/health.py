@@ -1,0 +1,167 @@
+"""Redis health for this process: a circuit breaker and the "trusted" state of cached reads.
+
+Two facts decide whether a cached read may be served:
+
+* the breaker is closed: after any Redis failure (refused, timeout, MISCONF on a write) Redis is
+  skipped for ``CACHE_BREAKER_COOLDOWN`` seconds, so a stalled server costs one timeout, not one
+  per request;
+* the process has synced since its last (re)connection: invalidations that could not reach Redis
+  were recorded in PostgreSQL (``core.PendingInvalidation``) and must be applied before a value
+  read over a fresh connection (a restarted Redis may have replayed old values from its AOF) is
+  trusted. The sync is one SQL query, run only on those transitions, never on a warm hit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from redis.connection import Connection, SSLConnection
+
+logger = logging.getLogger("core.cache")
+
+CLOSED, OPEN = "closed", "open"
+
+
+class RateLimitedLog:
+    """Logs a repeated failure at most once per interval, with a count of what was suppressed."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -1e9) >= self.interval:
+            suppressed = self._suppressed.pop(kind, 0)
+            self._last[kind] = now
+            extra = f" ({suppressed} similar suppressed)" if suppressed else ""
+            logger.warning("%s%s", message, extra)
+        else:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+
+
+class CacheHealth:
+    def __init__(self) -> None:
+        self._sync_lock = threading.Lock()
+        self.log = RateLimitedLog()
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = CLOSED
+        self.open_until = 0.0
+        self.connect_epoch = 0
+        self.synced_epoch = -1  # a new process has never synced
+        self.failures = 0
+
+    @property
+    def needs_sync(self) -> bool:
+        return self.state is OPEN or self.synced_epoch != self.connect_epoch
+
+    def blocking(self) -> bool:
+        """True while the breaker is open and cooling down: do not even try Redis."""
+        return self.state is OPEN and time.monotonic() < self.open_until
+
+    def connected(self) -> None:
+        self.connect_epoch += 1
+
+    def failure(self, exc: BaseException, operation: str = "redis") -> None:
+        from django.conf import settings
+
+        from core import metrics
+
+        was_open = self.state is OPEN
+        self.state = OPEN
+        self.open_until = time.monotonic() + settings.CACHE_BREAKER_COOLDOWN
+        self.failures += 1
+        metrics.cache_errors.labels(operation=operation).inc()
+        metrics.breaker_open.set(1)
+        self.log.warning(f"{operation}:{type(exc).__name__}", f"cache {operation} failed, Redis skipped: {exc!r}")
+        if not was_open:
+            logger.info("cache circuit opened")
+
+    def ready(self) -> bool:
+        """May cached reads be trusted right now? Syncs first when needed (rarely)."""
+        if not self.needs_sync:
+            return True
+        if self.blocking():
+            return False
+        return self.sync()
+
+    def sync(self) -> bool:
+        from django.db import DatabaseError, connection
+
+        from core import metrics
+
+        from .store import drain_pending_invalidations, redis_client
+
+        # Inside a transaction a failed sync query would poison it: serve from the database instead.
+        if connection.in_atomic_block:
+            return False
+        if not self._sync_lock.acquire(blocking=False):
+            return False  # another thread of this process is syncing; skip Redis meanwhile
+        try:
+            client = redis_client()
+            client.ping()  # may reconnect, bumping connect_epoch
+            epoch = self.connect_epoch
+            drain_pending_invalidations(client)
+        except (redis.RedisError, DatabaseError) as exc:
+            self.failure(exc, "sync")
+            return False
+        finally:
+            self._sync_lock.release()
+        self.synced_epoch = epoch
+        if self.state is OPEN:
+            logger.info("cache circuit closed")
+        self.state = CLOSED
+        metrics.breaker_open.set(0)
+        return True
+
+
+HEALTH = CacheHealth()
+
+
+class GuardedMixin:
+    """Connection behaviour shared by the plain and TLS connections: fail fast while the breaker
+    is open, report failures to it, and count (re)connections."""
+
+    def connect(self):
+        if HEALTH.blocking():
+            raise redis.ConnectionError("cache circuit open")
+        try:
+            return super().connect()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            HEALTH.failure(exc, "connect")
+            raise
+
+    def on_connect_check_health(self, *args, **kwargs):
+        super().on_connect_check_health(*args, **kwargs)
+        HEALTH.connected()
+
+    def send_packed_command(self, *args, **kwargs):
+        if HEALTH.blocking():
+            self.disconnect()
+            raise redis.ConnectionError("cache circuit open")
+        try:
+            return super().send_packed_command(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            HEALTH.failure(exc, "send")
+            raise
+
+    def read_response(self, *args, **kwargs):
+        try:
+            return super().read_response(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            HEALTH.failure(exc, "read")
+            raise
+
+
+class GuardedConnection(GuardedMixin, Connection):
+    pass
+
+
+class GuardedSSLConnection(GuardedMixin, SSLConnection):
+    pass

@@ -1,0 +1,30 @@
+"""Key building: the contract's key names, with user-supplied parts made safe.
+
+A part made only of characters from a small safe set (and not too long) is used as is; any
+other part becomes ``~`` plus the SHA-256 of its UTF-8 bytes. ``~`` is outside the safe set,
+so an encoded part never equals a raw one, and no part can hold ``:``, a glob character,
+whitespace or unicode: a part cannot reach into another family or act as a pattern.
+"""
+
+import hashlib
+import re
+
+SAFE_PART = re.compile(r"[A-Za-z0-9._@+-]{1,100}\Z")
+HASH_MARK = "~"
+
+
+def key_part(value: object) -> str:
+    text = str(value)
+    if SAFE_PART.match(text):
+        return text
+    return HASH_MARK + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def make_key(key: str, key_prefix: str, version: int) -> str:
+    """Django KEY_FUNCTION: the namespace (empty by default) then the key, no version segment,
+    so `redis-cli --scan --pattern 'user:coins:*'` finds the keys."""
+    return f"{key_prefix}{key}"

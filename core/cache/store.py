@@ -1,0 +1,243 @@
+"""Read-through caching of JSON bodies with leases, and invalidation after commit.
+
+Read (``fetch``): GET the key; on a hit return the stored body untouched. On a miss take a short
+lease (``SET lease:<key> <token> NX PX``), build the value from the database, then store it only
+if the lease is still ours (one Lua compare-and-set). Invalidation deletes the key *and* its lease,
+so a reader that loaded the old row before a write committed can no longer store it (the stale-set
+race). Requests that miss while another holds the lease wait briefly for its value instead of
+querying too (single flight). Losing a lease to eviction costs a miss, never a stale value.
+
+Invalidation (``invalidate``) runs after the transaction commits. A delete that cannot reach Redis
+is recorded in ``core.PendingInvalidation`` and applied before cached reads are trusted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+import redis
+from django.conf import settings
+from django.core.cache import caches
+from django.db import transaction
+from django_redis import get_redis_connection
+
+from core import metrics
+
+from .health import HEALTH
+from .registry import FAMILIES, KeyFamily
+
+_HEAD = b'{"etag":"'
+_MID = b'","data":'
+_ETAG_LEN = 16
+_BODY_START = len(_HEAD) + _ETAG_LEN + len(_MID)
+
+_COUNTERS = {name: metrics.FamilyCounters(name) for name in FAMILIES}
+
+# Store the value only if our lease is still there: an invalidation in between deleted it.
+_POPULATE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A JSON response body and its ETag."""
+
+    body: bytes
+    etag: str
+
+    @classmethod
+    def of(cls, data: object) -> Payload:
+        body = orjson.dumps(data)
+        return cls(body, hashlib.blake2b(body, digest_size=_ETAG_LEN // 2).hexdigest())
+
+    def data(self):
+        return orjson.loads(self.body)
+
+    def pack(self) -> bytes:
+        return b"".join((_HEAD, self.etag.encode(), _MID, self.body, b"}"))
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Payload | None:
+        if raw[: len(_HEAD)] != _HEAD or raw[_BODY_START - len(_MID) : _BODY_START] != _MID or raw[-1:] != b"}":
+            return None
+        return cls(raw[_BODY_START:-1], raw[len(_HEAD) : len(_HEAD) + _ETAG_LEN].decode())
+
+
+def redis_client() -> redis.Redis:
+    return get_redis_connection("default")
+
+
+def namespace() -> str:
+    return caches["default"].key_prefix
+
+
+def full_key(key: str) -> str:
+    return namespace() + key
+
+
+def lease_key(key: str) -> str:
+    # "lease:" in front keeps lease keys out of every family's SCAN pattern.
+    return namespace() + "lease:" + key
+
+
+class _Scripts:
+    """Lua scripts bound to the current client (re-registered if the client changes)."""
+
+    def __init__(self) -> None:
+        self._client = None
+
+    def get(self, client):
+        if client is not self._client:
+            self.populate = client.register_script(_POPULATE)
+            self.release = client.register_script(_RELEASE)
+            self._client = client
+        return self
+
+
+_scripts = _Scripts()
+
+
+def fetch(family: KeyFamily, /, **parts: object) -> Payload:
+    """The family's value for these parts: from Redis when it can be trusted, else the database."""
+    counters = _COUNTERS[family.name]
+    if not HEALTH.ready():
+        counters.bypass.inc()
+        return Payload.of(family.load(**parts))
+    key = family.key(**parts)
+    client = redis_client()
+    try:
+        raw = client.get(full_key(key))
+        if HEALTH.needs_sync:
+            # The connection was (re)made during that call: sync before trusting what it read.
+            if not HEALTH.ready():
+                counters.bypass.inc()
+                return Payload.of(family.load(**parts))
+            raw = client.get(full_key(key))
+    except redis.RedisError as exc:
+        HEALTH.failure(exc, "get")
+        counters.error.inc()
+        return Payload.of(family.load(**parts))
+    if raw is not None:
+        payload = Payload.unpack(raw)
+        if payload is not None:
+            counters.hit.inc()
+            return payload
+    counters.miss.inc()
+    return _fill(client, family, key, parts)
+
+
+def fetch_data(family: KeyFamily, /, **parts: object):
+    return fetch(family, **parts).data()
+
+
+def _fill(client: redis.Redis, family: KeyFamily, key: str, parts: dict) -> Payload:
+    scripts = _scripts.get(client)
+    lease, target = lease_key(key), full_key(key)
+    token = os.urandom(8).hex()
+    deadline = time.monotonic() + settings.CACHE_LEASE_WAIT
+    delay = 0.002
+    try:
+        while not client.set(lease, token, nx=True, px=settings.CACHE_LEASE_TTL_MS):
+            # Someone else is loading this key: wait for their value rather than query too.
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+            raw = client.get(target)
+            payload = Payload.unpack(raw) if raw is not None else None
+            if payload is not None:
+                return payload
+            if time.monotonic() > deadline:
+                return Payload.of(family.load(**parts))
+    except redis.RedisError as exc:
+        HEALTH.failure(exc, "lease")
+        return Payload.of(family.load(**parts))
+    try:
+        payload = Payload.of(family.load(**parts))
+    except BaseException:
+        _quietly(scripts.release, keys=[lease], args=[token])
+        raise
+    _quietly(scripts.populate, keys=[lease, target], args=[token, payload.pack(), family.ttl_for(payload)])
+    return payload
+
+
+def _quietly(script, **kwargs) -> None:
+    try:
+        script(**kwargs)
+    except redis.RedisError as exc:
+        HEALTH.failure(exc, "set")
+
+
+# --- invalidation ------------------------------------------------------------------------------
+
+
+def invalidate(*targets: tuple[KeyFamily, dict]) -> None:
+    """Delete these keys once the current transaction commits (at once outside a transaction).
+
+    ``targets`` are ``(family, parts)`` pairs. A rollback discards the delete; a failing Redis
+    never fails the committed write: the keys are recorded and deleted later.
+    """
+    keys = tuple((family, family.key(**parts)) for family, parts in targets)
+
+    def delete_cached_keys() -> None:
+        _delete_now(keys)
+
+    transaction.on_commit(delete_cached_keys, robust=True)
+
+
+def _delete_now(keys: tuple[tuple[KeyFamily, str], ...]) -> None:
+    names = [key for _, key in keys]
+    if HEALTH.blocking():
+        _defer(keys)
+        return
+    try:
+        redis_client().delete(*(full_key(k) for k in names), *(lease_key(k) for k in names))
+    except redis.RedisError as exc:
+        HEALTH.failure(exc, "delete")
+        _defer(keys)
+        return
+    for family, _ in keys:
+        _COUNTERS[family.name].deleted.inc()
+
+
+def _defer(keys: tuple[tuple[KeyFamily, str], ...]) -> None:
+    record_pending_invalidations(key for _, key in keys)
+    for family, _ in keys:
+        _COUNTERS[family.name].deferred.inc()
+
+
+def record_pending_invalidations(keys: Iterable[str]) -> None:
+    from core.models import PendingInvalidation
+
+    PendingInvalidation.objects.bulk_create(
+        [PendingInvalidation(key=key) for key in keys], ignore_conflicts=True
+    )
+    HEALTH.synced_epoch = -1  # this process must sync before trusting Redis again
+
+
+def drain_pending_invalidations(client: redis.Redis, batch: int = 500) -> int:
+    """Apply recorded deletes; rows go only after Redis confirmed the delete."""
+    from core.models import PendingInvalidation
+
+    done = 0
+    while True:
+        rows = list(PendingInvalidation.objects.order_by("id").values_list("id", "key")[:batch])
+        if not rows:
+            return done
+        keys = [key for _, key in rows]
+        client.delete(*(full_key(k) for k in keys), *(lease_key(k) for k in keys))
+        PendingInvalidation.objects.filter(id__in=[pk for pk, _ in rows]).delete()
+        done += len(rows)

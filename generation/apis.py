@@ -1,0 +1,75 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.responses import json_bytes_response
+
+from . import selectors, services
+
+
+class SettingsOutput(serializers.Serializer):
+    default_model = serializers.CharField()
+    allowed_sizes = serializers.ListField(child=serializers.CharField())
+    steps = serializers.IntegerField()
+    max_steps = serializers.IntegerField()
+    guidance = serializers.FloatField()
+    cost_per_generation = serializers.IntegerField()
+    max_prompt_length = serializers.IntegerField()
+    enabled = serializers.BooleanField()
+
+
+class GenerationOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["pending", "completed", "failed"])
+    prompt = serializers.CharField()
+    character = serializers.CharField(allow_null=True)
+    parameters = serializers.DictField()
+    cost = serializers.IntegerField()
+    result = serializers.DictField()
+    created_at = serializers.DateTimeField()
+
+
+class GenerationSettingsApi(APIView):
+    @extend_schema(responses={200: SettingsOutput})
+    def get(self, request):
+        return json_bytes_response(selectors.generation_settings_cached(), request, shared=True)
+
+
+class GenerationApi(generics.ListAPIView):
+    class InputSerializer(serializers.Serializer):
+        prompt = serializers.CharField(max_length=10000, trim_whitespace=True)
+        character = serializers.SlugField(max_length=64, required=False, allow_null=True)
+        size = serializers.CharField(max_length=20, required=False)
+        steps = serializers.IntegerField(min_value=1, max_value=1000, required=False)
+        guidance = serializers.FloatField(min_value=0, max_value=50, required=False)
+        seed = serializers.IntegerField(min_value=0, max_value=2**32 - 1, required=False, allow_null=True)
+
+    class ListOutput(GenerationOutput):
+        pass
+
+    serializer_class = GenerationOutput
+
+    def get_queryset(self):
+        return selectors.generation_list(user_id=self.request.user.id)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response([services.generation_payload(g) for g in page])
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: GenerationOutput, 201: GenerationOutput},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                     description="Retries with the same key charge once and return the first result.")],
+    )
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 100:
+            from rest_framework import exceptions
+
+            raise exceptions.ValidationError({"Idempotency-Key": ["Between 1 and 100 characters."]})
+        body, _created = services.generation_create(user_id=request.user.id, idempotency_key=key, **data.validated_data)
+        return Response(body, status=201, headers={"Cache-Control": "private, no-cache"})

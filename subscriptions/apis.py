@@ -1,0 +1,88 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.responses import json_bytes_response
+
+from . import selectors, services
+
+
+class PlanOutput(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    price = serializers.DecimalField(max_digits=8, decimal_places=2, coerce_to_string=True)
+    coins_per_period = serializers.IntegerField()
+    daily_generation_limit = serializers.IntegerField()
+    daily_message_limit = serializers.IntegerField()
+    includes_premium = serializers.BooleanField()
+
+
+class SubscriptionOutput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["active", "cancelled", "expired", "none"])
+    plan = PlanOutput(allow_null=True)
+    current_period_start = serializers.DateTimeField(allow_null=True)
+    current_period_end = serializers.DateTimeField(allow_null=True)
+    auto_renew = serializers.BooleanField()
+
+
+class UsageOutput(serializers.Serializer):
+    used_today = serializers.IntegerField()
+    daily_limit = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+
+
+class StatsOutput(serializers.Serializer):
+    plan = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
+    day = serializers.DateField()
+    current_period_start = serializers.DateTimeField(allow_null=True)
+    current_period_end = serializers.DateTimeField(allow_null=True)
+    days_left = serializers.IntegerField()
+    generations = UsageOutput()
+    messages = UsageOutput()
+    coins_spent = serializers.IntegerField()
+
+
+class PlanListApi(generics.ListAPIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    pagination_class = None
+    serializer_class = PlanOutput
+
+    def get_queryset(self):
+        return selectors.plan_list()
+
+
+class SubscriptionApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        plan = serializers.SlugField(max_length=32)
+
+    @extend_schema(responses={200: SubscriptionOutput})
+    def get(self, request):
+        return json_bytes_response(selectors.subscription_cached(user_id=request.user.id), request, shared=False)
+
+    @extend_schema(request=InputSerializer, responses={200: SubscriptionOutput, 201: SubscriptionOutput})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        _, changed = services.subscription_change(user_id=request.user.id, plan_code=data.validated_data["plan"])
+        body = selectors.subscription_payload(user_id=request.user.id)
+        return Response(body, status=201 if changed else 200, headers={"Cache-Control": "private, no-cache"})
+
+
+class SubscriptionCancelApi(APIView):
+    @extend_schema(request=None, responses={200: SubscriptionOutput})
+    def post(self, request):
+        services.subscription_cancel(user_id=request.user.id)
+        body = selectors.subscription_payload(user_id=request.user.id)
+        return Response(body, headers={"Cache-Control": "private, no-cache"})
+
+
+class SubscriptionStatsApi(APIView):
+    @extend_schema(responses={200: StatsOutput})
+    def get(self, request):
+        return json_bytes_response(
+            selectors.subscription_stats_cached(user_id=request.user.id), request, shared=False
+        )
