@@ -4,10 +4,14 @@ The suite starts a private redis-server per test process (see conftest.py) and p
 cache at it, so tests may wipe their own Redis without touching anyone else's.
 """
 
+import os
+
 from .base import *  # noqa: F403
 from .base import DATABASES, REST_FRAMEWORK, env
 
 DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/chatart")
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+# One test database per test process, so parallel runs on one server never drop each other's.
+DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=f"test_chatart_{os.getpid()}")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"auth": "1000/min", "register": "1000/min"}}
