@@ -136,6 +136,8 @@ CACHE_TTL_CHARACTER = env.int("CACHE_TTL_CHARACTER", default=1800)
 CACHE_TTL_GENERATION_SETTINGS = env.int("CACHE_TTL_GENERATION_SETTINGS", default=3600)
 CACHE_TTL_CHAT_HISTORY = env.int("CACHE_TTL_CHAT_HISTORY", default=600)
 CHAT_HISTORY_CACHED_MESSAGES = env.int("CHAT_HISTORY_CACHED_MESSAGES", default=100)
+# Off only in benchmark baselines (config/settings/bench.py): every read then goes to the database.
+CACHE_LAYER_ENABLED = env.bool("CACHE_LAYER_ENABLED", default=True)
 # Circuit breaker: how long Redis is skipped after a failure before it is tried again.
 CACHE_BREAKER_COOLDOWN = env.float("CACHE_BREAKER_COOLDOWN", default=1.0)
 # Single-flight: how long a miss waits for another request that is already recomputing.

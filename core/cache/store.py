@@ -115,6 +115,8 @@ _scripts = _Scripts()
 def fetch(family: KeyFamily, /, **parts: object) -> Payload:
     """The family's value for these parts: from Redis when it can be trusted, else the database."""
     counters = _COUNTERS[family.name]
+    if not settings.CACHE_LAYER_ENABLED:  # benchmark baselines: no cache, or another cache
+        return Payload.of(family.load(**parts))
     if not HEALTH.ready():
         counters.bypass.inc()
         return Payload.of(family.load(**parts))
@@ -190,6 +192,8 @@ def invalidate(*targets: tuple[KeyFamily, dict]) -> None:
     ``targets`` are ``(family, parts)`` pairs. A rollback discards the delete; a failing Redis
     never fails the committed write: the keys are recorded and deleted later.
     """
+    if not settings.CACHE_LAYER_ENABLED:
+        return
     keys = tuple((family, family.key(**parts)) for family, parts in targets)
 
     def delete_cached_keys() -> None:
