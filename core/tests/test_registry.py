@@ -1,0 +1,135 @@
+"""core.cache.registry: the eight families, their templates, TTL settings, and key separation."""
+
+import os
+import subprocess
+import sys
+from fnmatch import fnmatchcase
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.cache import registry
+from core.cache.registry import FAMILIES, family_of
+
+CONTRACT = {
+    "subscription:user": ("subscription:user:{user_id}", "CACHE_TTL_SUBSCRIPTION_USER", 300),
+    "subscription:stats": ("subscription:stats:{user_id}", "CACHE_TTL_SUBSCRIPTION_STATS", 300),
+    "user:email": ("user:email:{email}", "CACHE_TTL_USER_EMAIL", 120),
+    "user:coins": ("user:coins:{user_id}", "CACHE_TTL_USER_COINS", 60),
+    "characters:list": ("characters:list", "CACHE_TTL_CHARACTERS_LIST", 1800),
+    "character": ("character:{name}", "CACHE_TTL_CHARACTER", 1800),
+    "generation:settings": ("generation:settings", "CACHE_TTL_GENERATION_SETTINGS", 3600),
+    "chat:history": ("chat:history:{user_id}:{character}:{session}", "CACHE_TTL_CHAT_HISTORY", 600),
+}
+
+SAMPLE_PARTS = {
+    "subscription:user": {"user_id": 7},
+    "subscription:stats": {"user_id": 7},
+    "user:email": {"email": "a@b.c"},
+    "user:coins": {"user_id": 7},
+    "characters:list": {},
+    "character": {"name": "luna"},
+    "generation:settings": {},
+    "chat:history": {"user_id": 7, "character": "luna", "session": "s1"},
+}
+
+
+def test_the_registry_holds_exactly_the_contract():
+    assert {name: (f.template, f.ttl_setting, f.default_ttl) for name, f in FAMILIES.items()} == CONTRACT
+
+
+@pytest.mark.parametrize("name", CONTRACT)
+def test_default_ttls_are_the_contracts(name):
+    assert FAMILIES[name].ttl == CONTRACT[name][2]
+
+
+def test_ttl_follows_the_setting(settings):
+    settings.CACHE_TTL_USER_COINS = 7
+    assert registry.USER_COINS.ttl == 7
+
+
+@pytest.mark.slow
+def test_ttls_come_from_the_environment():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
+           "CACHE_TTL_USER_COINS": "11", "CACHE_TTL_CHAT_HISTORY": "22", "CHAT_HISTORY_CACHED_MESSAGES": "33"}
+    code = ("import django; django.setup(); from core.cache import registry; from django.conf import settings; "
+            "print(registry.USER_COINS.ttl, registry.CHAT_HISTORY.ttl, settings.CHAT_HISTORY_CACHED_MESSAGES)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.stdout.split() == ["11", "22", "33"]
+
+
+@pytest.mark.parametrize("name", CONTRACT)
+def test_each_key_belongs_to_its_family_and_only_matches_its_own_pattern(name):
+    key = FAMILIES[name].key(**SAMPLE_PARTS[name])
+    assert family_of(key) is FAMILIES[name]
+    matching = [f.name for f in FAMILIES.values() if fnmatchcase(key, f.pattern)]
+    assert matching == [name]
+
+
+def test_keys_read_like_the_contract():
+    assert registry.USER_COINS.key(user_id=1) == "user:coins:1"
+    assert registry.USER_EMAIL.key(email="a@b.c") == "user:email:a@b.c"
+    assert registry.CHAT_HISTORY.key(user_id=1, character="luna", session="s-1") == "chat:history:1:luna:s-1"
+    assert registry.CHARACTERS_LIST.key() == "characters:list"
+
+
+def test_key_requires_exactly_the_templates_fields():
+    with pytest.raises(TypeError):
+        registry.USER_COINS.key()
+    with pytest.raises(TypeError):
+        registry.USER_COINS.key(user_id=1, email="x")
+
+
+def test_lease_keys_belong_to_no_family():
+    assert family_of("lease:user:coins:1") is None
+    assert not any(fnmatchcase("lease:user:coins:1", f.pattern) for f in FAMILIES.values())
+
+
+@pytest.mark.parametrize("email", [
+    "*", "user:coins:1", "x:user:coins:1", "a@b.c:1", "*@example.com", "a?b@c", "[ab]@c", "a b@c", "é@example.com",
+])
+def test_a_hostile_email_stays_in_its_family(email):
+    key = registry.USER_EMAIL.key(email=email)
+    assert family_of(key) is registry.USER_EMAIL
+    assert registry.USER_EMAIL.parts_of(key)["email"].startswith("~")
+    assert not any(c in key for c in "*?[] ")
+    assert key.count(":") == 2
+
+
+@given(st.text(), st.text(), st.text())
+def test_hostile_parts_never_reach_another_family(character, session, email):
+    for family, parts in (
+        (registry.CHAT_HISTORY, {"user_id": 1, "character": character, "session": session}),
+        (registry.USER_EMAIL, {"email": email}),
+        (registry.CHARACTER, {"name": character}),
+    ):
+        key = family.key(**parts)
+        assert family_of(key) is family
+        assert [f for f in FAMILIES.values() if fnmatchcase(key, f.pattern)] == [family]
+        assert key.isascii() and not any(c in key for c in "*?[] \\")
+
+
+@given(st.text(), st.text())
+def test_distinct_history_parts_never_share_a_key(a, b):
+    if a != b:
+        k1 = registry.CHAT_HISTORY.key(user_id=1, character=a, session="s")
+        k2 = registry.CHAT_HISTORY.key(user_id=1, character=b, session="s")
+        assert k1 != k2
+        assert registry.CHAT_HISTORY.key(user_id=1, character="c", session=a) != registry.CHAT_HISTORY.key(
+            user_id=1, character="c", session=b
+        )
+
+
+def test_parts_of_reverses_key():
+    key = registry.CHAT_HISTORY.key(user_id=3, character="luna", session="a:b")
+    parts = registry.CHAT_HISTORY.parts_of(key)
+    assert parts["user_id"] == "3" and parts["character"] == "luna" and parts["session"].startswith("~")
+    assert registry.CHAT_HISTORY.parts_of("user:coins:1") is None
+
+
+def test_docstring_table_lists_every_family():
+    for family in FAMILIES.values():
+        assert family.template in registry.__doc__
+        assert family.ttl_setting in registry.__doc__
