@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
@@ -47,16 +48,19 @@ def tokens_for(user) -> dict:
 
 class TokenApi(TokenObtainPairView):
     serializer_class = EmailTokenObtainPairSerializer
+    throttle_classes = [ScopedRateThrottle]  # no global throttle classes: scope alone does nothing
     throttle_scope = "auth"
 
 
 class TokenRefreshApi(TokenRefreshView):
+    throttle_classes = [ScopedRateThrottle]  # no global throttle classes: scope alone does nothing
     throttle_scope = "auth"
 
 
 class RegisterApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
     throttle_scope = "register"
 
     class InputSerializer(serializers.Serializer):

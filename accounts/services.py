@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from rest_framework import exceptions
@@ -13,12 +14,20 @@ from core.exceptions import PaymentRequired
 from .models import CoinLedgerEntry, User
 
 
+def _validate_password(password: str, user: User) -> None:
+    """Django's validators raise a field-less error: report it under ``password``."""
+    try:
+        validate_password(password, user=user)
+    except DjangoValidationError as exc:
+        raise exceptions.ValidationError({"password": exc.messages}, code="weak_password")
+
+
 def user_register(*, email: str, password: str, display_name: str = "") -> User:
     from subscriptions.services import subscription_start_free
 
     email = normalize_email(email)
     candidate = User(email=email, display_name=display_name)
-    validate_password(password, user=candidate)
+    _validate_password(password, user=candidate)
     with transaction.atomic():
         if User.objects.filter(email__iexact=email).exists():
             raise exceptions.ValidationError({"email": ["A user with this email already exists."]}, code="email_taken")
