@@ -1,0 +1,59 @@
+"""Delete this app's cache keys safely: `manage.py cache_flush [family ...] [--key KEY] [--all] [--dry-run] [--yes]`."""
+
+import redis
+from django.core.management.base import BaseCommand, CommandError
+
+from core.cache import ops
+from core.cache.registry import FAMILIES
+from core.management.progress import progress_bar
+
+
+class Command(BaseCommand):
+    help = ("Delete cache keys by family with SCAN + UNLINK in batches. Never KEYS, never FLUSHDB/FLUSHALL: "
+            "other apps' keys in the same Redis are untouched.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("families", nargs="*", metavar="family", help=f"one or more of: {', '.join(FAMILIES)}")
+        parser.add_argument("--key", action="append", default=[], metavar="KEY",
+                            help="delete this one key (repeatable), e.g. character:luna")
+        parser.add_argument("--all", action="store_true", help="every family of this app (asks first)")
+        parser.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+        parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    def handle(self, *args, families, key, all, dry_run, yes, **options):
+        if all and families:
+            raise CommandError("give family names or --all, not both")
+        if not (families or key or all):
+            raise CommandError(f"say what to flush: family names ({', '.join(FAMILIES)}), --key KEY or --all")
+        try:
+            chosen = list(FAMILIES.values()) if all else ops.resolve_families(families)
+        except ops.UnknownFamily as exc:
+            raise CommandError(str(exc)) from exc
+        if all and not dry_run and not yes and not self._confirm():
+            raise CommandError("aborted: nothing deleted")
+        verb = "would delete" if dry_run else "deleted"
+        try:
+            ops.ping()
+            total = 0
+            for one in key:
+                try:
+                    family, count = ops.flush_key(one, dry_run=dry_run)
+                except ops.UnknownFamily as exc:
+                    raise CommandError(str(exc)) from exc
+                self.stdout.write(f"{family.name:<20} {verb} {count:>7}  ({one})")
+                total += count
+            with progress_bar(self.stdout, "flushing", None) as advance:
+                counts = ops.flush(chosen, dry_run=dry_run, progress=advance)
+        except redis.RedisError as exc:
+            raise CommandError(f"Redis is unreachable: {exc}") from exc
+        for name, count in counts.items():
+            self.stdout.write(f"{name:<20} {verb} {count:>7}")
+            total += count
+        self.stdout.write(self.style.SUCCESS(f"{verb} {total} key(s)"))
+
+    def _confirm(self) -> bool:
+        try:
+            answer = input("Delete every cache key of this app (all eight families)? [y/N] ")
+        except EOFError:  # no terminal to ask on: refuse rather than guess
+            return False
+        return answer.strip().lower() in ("y", "yes")

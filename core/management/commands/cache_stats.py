@@ -1,0 +1,74 @@
+"""What is in the cache and how Redis is doing: `manage.py cache_stats [--json]`."""
+
+import json
+
+import redis
+from django.core.management.base import BaseCommand, CommandError
+
+from core.cache import ops
+
+
+def _fmt_bytes(value) -> str:
+    value = float(value or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else str(value)
+
+
+class Command(BaseCommand):
+    help = ("Per family: key count, sampled memory, TTL spread; from Redis INFO: memory, eviction, hit ratio, "
+            "clients, persistence; the app's own hit/miss/error counters.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.add_argument("--sample", type=int, default=200, help="keys per family sampled for memory and TTL")
+
+    def handle(self, *args, json: bool, sample: int, **options):  # noqa: A002
+        if sample < 1:
+            raise CommandError("--sample must be at least 1")
+        try:
+            data = ops.stats(sample=sample)
+        except redis.RedisError as exc:
+            raise CommandError(f"Redis is unreachable: {exc}") from exc
+        if json:
+            self.stdout.write(_json_dumps(data))
+            return
+        self._print(data)
+
+    def _print(self, data: dict) -> None:
+        w = self.stdout.write
+        w(f"{'family':<20} {'keys':>7} {'memory (est.)':>14} {'ttl min':>8} {'median':>8} {'max':>8} {'default':>8}")
+        for name, row in data["families"].items():
+            w(f"{name:<20} {row['keys']:>7} {_fmt_bytes(row['memory_estimate_bytes']):>14} {_fmt(row['ttl_min']):>8} "
+              f"{_fmt(row['ttl_median']):>8} {_fmt(row['ttl_max']):>8} {row['ttl_default']:>8}")
+        r = data["redis"]
+        w("")
+        w(f"redis {r['redis_version']}, up {r['uptime_in_seconds']} s, {r['db_keys']} keys in this db")
+        w(f"memory      {r['used_memory_human']} used of {r['maxmemory_human'] if r['maxmemory'] else 'no limit'}"
+          f", policy {r['maxmemory_policy']}, evicted {r['evicted_keys']}")
+        ratio = "-" if r["hit_ratio"] is None else f"{r['hit_ratio']:.1%}"
+        w(f"keyspace    hits {r['keyspace_hits']}, misses {r['keyspace_misses']}, hit ratio {ratio}")
+        w(f"clients     {r['connected_clients']} connected")
+        w(f"persistence aof {'on' if r['aof_enabled'] else 'off'} (last write {r['aof_last_write_status']}), "
+          f"last bgsave {r['rdb_last_bgsave_status']}, stop-writes-on-bgsave-error "
+          f"{_fmt(r['stop_writes_on_bgsave_error'])}")
+        app = data["app"]
+        w("")
+        scope = "all workers" if app["multiprocess"] else "this process only (set PROMETHEUS_MULTIPROC_DIR)"
+        w(f"app counters ({scope}); breaker {data['breaker']}, pending invalidations {data['pending_invalidations']}")
+        w(f"{'family':<20} {'hit':>8} {'miss':>8} {'bypass':>8} {'error':>8} {'deleted':>8} {'deferred':>8}")
+        for name, row in app["families"].items():
+            w(f"{name:<20} " + " ".join(f"{int(row.get(k, 0)):>8}" for k in
+                                        ("hit", "miss", "bypass", "error", "deleted", "deferred")))
+        if app["errors"]:
+            w("redis errors: " + ", ".join(f"{op} {int(n)}" for op, n in sorted(app["errors"].items())))
+
+
+def _json_dumps(data) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,52 @@
+"""Fill the cache ahead of traffic: `manage.py cache_warm [family ...] [--users-active-since DAYS]`."""
+
+import redis
+from django.core.management.base import BaseCommand, CommandError
+
+from core.cache import ops
+from core.management.progress import progress_bar
+
+
+class Command(BaseCommand):
+    help = ("Fill characters:list, every character:{name} and generation:settings through the normal "
+            "read-through path; with --users-active-since also the per-user families of recently active "
+            "users. Keys already cached are left alone, so running it twice writes nothing the second time.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("families", nargs="*", metavar="family",
+                            help=f"families to warm (default: {', '.join(ops.SHARED_FAMILIES)}, plus the "
+                                 f"per-user ones with --users-active-since)")
+        parser.add_argument("--users-active-since", type=int, metavar="DAYS",
+                            help="also warm per-user keys of users active in the last DAYS days")
+
+    def handle(self, *args, families, users_active_since, **options):
+        if users_active_since is not None and users_active_since < 0:
+            raise CommandError("--users-active-since must be 0 or more days")
+        if not families:
+            families = list(ops.SHARED_FAMILIES)
+            if users_active_since is not None:
+                families += list(ops.USER_FAMILIES)
+        try:
+            chosen = ops.resolve_families(families)
+        except ops.UnknownFamily as exc:
+            raise CommandError(str(exc)) from exc
+        per_user = [f.name for f in chosen if f.name in ops.USER_FAMILIES]
+        if per_user and users_active_since is None:
+            raise CommandError(f"{', '.join(per_user)} {'is' if len(per_user) == 1 else 'are'} per user: "
+                               "say whose with --users-active-since DAYS")
+        targets = ops.warm_targets(chosen, users_active_since=users_active_since)
+        try:
+            with progress_bar(self.stdout, "warming", len(targets)) as advance:
+                result = ops.warm(targets, progress=advance)
+        except redis.RedisError as exc:
+            raise CommandError(f"Redis is unreachable: {exc}") from exc
+        for family in chosen:
+            name = family.name
+            line = f"{name:<20} written {result.written.get(name, 0):>6}  already cached {result.already.get(name, 0):>6}"
+            if result.skipped.get(name):
+                line += f"  no such row {result.skipped[name]}"
+            self.stdout.write(line)
+        self.stdout.write(self.style.SUCCESS(
+            f"{result.total_written} key(s) written, {sum(result.already.values())} already cached, "
+            f"in {result.seconds:.2f} s"
+        ))
