@@ -14,7 +14,9 @@ def generation_settings_get() -> GenerationSettings:
 
 
 def generation_settings_payload() -> dict:
-    row = generation_settings_get()
+    # A read never creates the row: its post_save would invalidate (and drop the lease of) the
+    # very value being loaded, so the first read would never be cached. Missing row = defaults.
+    row = GenerationSettings.objects.filter(pk=1).first() or GenerationSettings(pk=1)
     return {
         "default_model": row.default_model,
         "allowed_sizes": list(row.allowed_sizes),
