@@ -47,10 +47,10 @@ class RateLimitedLog:
 class CacheHealth:
     def __init__(self) -> None:
         self._sync_lock = threading.Lock()
-        self.log = RateLimitedLog()
         self.reset()
 
     def reset(self) -> None:
+        self.log = RateLimitedLog()
         self.state = CLOSED
         self.open_until = 0.0
         self.connect_epoch = 0
@@ -79,7 +79,7 @@ class CacheHealth:
         self.failures += 1
         metrics.cache_errors.labels(operation=operation).inc()
         metrics.breaker_open.set(1)
-        self.log.warning(f"{operation}:{type(exc).__name__}", f"cache {operation} failed, Redis skipped: {exc!r}")
+        self.log.warning(f"{operation}:{type(exc).__name__}", f"cache {operation} failed, Redis skipped: {type(exc).__name__}: {exc}")
         if not was_open:
             logger.info("cache circuit opened")
 

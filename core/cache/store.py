@@ -195,6 +195,8 @@ def invalidate(*targets: tuple[KeyFamily, dict]) -> None:
     if not settings.CACHE_LAYER_ENABLED:
         return
     keys = tuple((family, family.key(**parts)) for family, parts in targets)
+    if not keys:
+        return
 
     def delete_cached_keys() -> None:
         _delete_now(keys)
