@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from datetime import datetime, timedelta
 
 from django.db.models import QuerySet, Sum
@@ -89,9 +91,12 @@ def subscription_stats_payload(*, user_id: int) -> dict:
         user_id=user_id, role=ChatMessage.Role.USER, created_at__gte=today
     ).count()
     period_start = parse_datetime(sub["current_period_start"]) if sub["current_period_start"] else today
-    spent = CoinLedgerEntry.objects.filter(user_id=user_id, amount__lt=0, created_at__gte=period_start).aggregate(
-        total=Sum("amount")
-    )["total"]
+    # Net of refunds: a failed generation gives its coins back and was not spent.
+    spent = CoinLedgerEntry.objects.filter(
+        user_id=user_id,
+        reason__in=[CoinLedgerEntry.Reason.SPEND, CoinLedgerEntry.Reason.REFUND],
+        created_at__gte=period_start,
+    ).aggregate(total=Sum("amount"))["total"]
     end = parse_datetime(sub["current_period_end"]) if sub["current_period_end"] else None
     gen_limit = plan.get("daily_generation_limit", 0)
     msg_limit = plan.get("daily_message_limit", 0)
@@ -101,12 +106,13 @@ def subscription_stats_payload(*, user_id: int) -> dict:
         "day": today.date().isoformat(),
         "current_period_start": sub["current_period_start"],
         "current_period_end": sub["current_period_end"],
-        "days_left": max(0, (end - now).days) if end else 0,
+        # A fresh 30-day period shows 30, not 29: part of a day counts as a day.
+        "days_left": max(0, math.ceil((end - now).total_seconds() / 86400)) if end else 0,
         "generations": {"used_today": generations_today, "daily_limit": gen_limit,
                         "remaining": max(0, gen_limit - generations_today)},
         "messages": {"used_today": messages_today, "daily_limit": msg_limit,
                      "remaining": max(0, msg_limit - messages_today)},
-        "coins_spent": -(spent or 0),
+        "coins_spent": max(0, -(spent or 0)),
     }
 
 
