@@ -1,0 +1,207 @@
+"""core.cache.store: the stale-set race (leases + compare-and-set populate), the namespace prefix,
+JSON values, and what a reader does with a value it cannot read."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+
+import pytest
+
+from core.cache import registry
+from core.cache.store import Payload, fetch, invalidate
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+# --- the stale-set race, made deterministic ------------------------------------------------------
+# The reader misses, loads the OLD row, and before it stores that row a writer commits and
+# invalidates. Running the writer inside the wrapped loader (same thread, autocommit, so its
+# on_commit delete runs at once) puts the write exactly in that window.
+
+
+def test_stale_set_race_per_user_coins(user, alice, redis_raw, monkeypatch):
+    import accounts.selectors as selectors
+    from accounts.models import CoinLedgerEntry
+    from accounts.services import coins_apply
+
+    key = f"user:coins:{user.id}"
+    real = selectors.coins_payload
+    raced = []
+
+    def reader_then_writer(*, user_id):
+        old = real(user_id=user_id)  # the reader has the old row in hand
+        if not raced:
+            raced.append(old)
+            coins_apply(user_id=user_id, amount=-7, reason=CoinLedgerEntry.Reason.SPEND)  # commits, invalidates
+        return old
+
+    monkeypatch.setattr(selectors, "coins_payload", reader_then_writer)
+    response = alice.get("/api/me/coins")
+    assert response.json() == {"balance": 30}  # this reader answers with what it read...
+    assert raced == [{"balance": 30}]
+    assert redis_raw.get(key) is None  # ...but could not store it
+    assert not redis_raw.exists(f"lease:{key}")
+
+    assert alice.get("/api/me/coins").json() == {"balance": 23}  # the next read sees the write
+    assert json.loads(redis_raw.get(key))["data"] == {"balance": 23}
+
+
+def test_stale_set_race_shared_characters_list(alice, characters, redis_raw, monkeypatch):
+    import characters.selectors as selectors
+    from characters.services import characters_set_active
+
+    real = selectors.character_list_payload
+    raced = []
+
+    def reader_then_writer():
+        old = real()
+        if not raced:
+            raced.append(old)
+            characters_set_active(names=["rex"], active=False)  # an update(): the service invalidates
+        return old
+
+    monkeypatch.setattr(selectors, "character_list_payload", reader_then_writer)
+    response = alice.get("/api/characters")
+    assert "rex" in [c["name"] for c in response.json()]
+    assert raced
+    assert redis_raw.get("characters:list") is None
+
+    names = [c["name"] for c in alice.get("/api/characters").json()]
+    assert names == ["luna", "nyx"]
+    assert [c["name"] for c in json.loads(redis_raw.get("characters:list"))["data"]] == ["luna", "nyx"]
+
+
+def test_stale_set_race_through_a_signal(alice, characters, redis_raw, monkeypatch):
+    """The same race with the write invalidating through post_save (a model save)."""
+    import characters.selectors as selectors
+    from characters.models import Character
+    from characters.services import character_save
+
+    real = selectors.character_payload
+    raced = []
+
+    def reader_then_writer(*, name):
+        old = real(name=name)
+        if not raced:
+            raced.append(old)
+            luna = Character.objects.get(name="luna")
+            luna.greeting = "New greeting."
+            character_save(character=luna)
+        return old
+
+    monkeypatch.setattr(selectors, "character_payload", reader_then_writer)
+    assert alice.get("/api/characters/luna").json()["greeting"] == "Good evening."
+    assert redis_raw.get("character:luna") is None
+    assert alice.get("/api/characters/luna").json()["greeting"] == "New greeting."
+
+
+def test_without_a_write_the_same_reader_does_store(user, alice, redis_raw, monkeypatch):
+    """Control for the race tests: the wrapped loader by itself does not prevent the store."""
+    import accounts.selectors as selectors
+
+    real = selectors.coins_payload
+    monkeypatch.setattr(selectors, "coins_payload", lambda *, user_id: real(user_id=user_id))
+    alice.get("/api/me/coins")
+    assert json.loads(redis_raw.get(f"user:coins:{user.id}"))["data"] == {"balance": 30}
+
+
+# --- leases ---------------------------------------------------------------------------------------
+
+
+def test_a_miss_waits_for_the_lease_holder_instead_of_querying(user, redis_raw, monkeypatch):
+    """Single flight: while another request holds the lease, a miss waits for its value."""
+    import accounts.selectors as selectors
+
+    key = f"user:coins:{user.id}"
+    loads = []
+    monkeypatch.setattr(selectors, "coins_payload", lambda *, user_id: loads.append(user_id) or {"balance": -1})
+    redis_raw.set(f"lease:{key}", "someone-else", px=2000)
+    theirs = Payload.of({"balance": 30})
+    timer = threading.Timer(0.05, lambda: redis_raw.set(key, theirs.pack(), ex=60))
+    timer.start()
+    try:
+        got = fetch(registry.USER_COINS, user_id=user.id)
+    finally:
+        timer.join()
+    assert got == theirs
+    assert loads == []
+
+
+def test_a_failing_loader_releases_its_lease(user, redis_raw, monkeypatch):
+    import accounts.selectors as selectors
+
+    def broken(*, user_id):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(selectors, "coins_payload", broken)
+    with pytest.raises(RuntimeError):
+        fetch(registry.USER_COINS, user_id=user.id)
+    assert not redis_raw.exists(f"lease:user:coins:{user.id}")
+    assert not redis_raw.exists(f"user:coins:{user.id}")
+
+
+def test_invalidate_deletes_key_and_lease(user, redis_raw):
+    key = f"user:coins:{user.id}"
+    redis_raw.set(key, Payload.of({"balance": 1}).pack(), ex=60)
+    redis_raw.set(f"lease:{key}", "token", px=2000)
+    invalidate((registry.USER_COINS, {"user_id": user.id}))  # autocommit: at once
+    assert not redis_raw.exists(key)
+    assert not redis_raw.exists(f"lease:{key}")
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+def test_payload_pack_is_plain_json_and_round_trips():
+    payload = Payload.of({"balance": 5, "name": "Łuna ✓"})
+    assert json.loads(payload.pack()) == {"etag": payload.etag, "data": {"balance": 5, "name": "Łuna ✓"}}
+    assert Payload.unpack(payload.pack()) == payload
+
+
+@pytest.mark.parametrize("raw", [
+    b"garbage",
+    b"\x80\x04\x95\x0c\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94K\x01s.",  # a pickle
+    b'{"etag":"short","data":1}',
+    b'{"data":{"balance":999},"etag":"0123456789abcdef"}',  # other field order
+    b"",
+])
+def test_an_unreadable_value_is_a_miss_and_gets_replaced(raw, user, alice, redis_raw):
+    key = f"user:coins:{user.id}"
+    redis_raw.set(key, raw, ex=60)
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert json.loads(redis_raw.get(key))["data"] == {"balance": 30}
+
+
+# --- the deploy-wide namespace ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def namespaced(settings):
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["KEY_PREFIX"] = "ns1:"
+    settings.CACHES = caches  # the settings fixture resets django's cache handler on change
+    return "ns1:"
+
+
+def test_namespace_prefix_stands_in_front_of_every_key(namespaced, user, alice, characters, redis_raw):
+    from accounts.models import CoinLedgerEntry
+    from accounts.services import coins_apply
+
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert alice.get("/api/characters").status_code == 200
+    keys = {k.decode() for k in redis_raw.scan_iter()}
+    assert keys == {f"ns1:user:coins:{user.id}", "ns1:user:email:alice@example.com", "ns1:characters:list"}
+    assert [k.decode() for k in redis_raw.scan_iter(match="ns1:user:coins:*")] == [f"ns1:user:coins:{user.id}"]
+
+    coins_apply(user_id=user.id, amount=5, reason=CoinLedgerEntry.Reason.GRANT)
+    assert not redis_raw.exists(f"ns1:user:coins:{user.id}")  # invalidation uses the namespace too
+    assert alice.get("/api/me/coins").json() == {"balance": 35}
+
+
+def test_namespaced_deploys_do_not_see_each_others_keys(namespaced, user, alice, redis_raw):
+    # Another deploy (no namespace) left a wrong value under the bare key: ours ignores it.
+    redis_raw.set(f"user:coins:{user.id}", Payload.of({"balance": 999}).pack(), ex=60)
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert json.loads(redis_raw.get(f"user:coins:{user.id}"))["data"] == {"balance": 999}
