@@ -55,6 +55,7 @@ class CacheHealth:
         self.open_until = 0.0
         self.connect_epoch = 0
         self.synced_epoch = -1  # a new process has never synced
+        self.run_id: str | None = None  # the Redis server instance last connected to
         self.failures = 0
 
     @property
@@ -65,8 +66,13 @@ class CacheHealth:
         """True while the breaker is open and cooling down: do not even try Redis."""
         return self.state is OPEN and time.monotonic() < self.open_until
 
-    def connected(self) -> None:
-        self.connect_epoch += 1
+    def connected(self, run_id: str | None) -> None:
+        """A connection was made. A server we have not synced with (first contact, or a restart,
+        which may have replayed old values from its AOF) must be synced with before it is trusted;
+        reconnecting to the same server instance does not need that."""
+        if run_id is None or run_id != self.run_id:
+            self.run_id = run_id
+            self.connect_epoch += 1
 
     def failure(self, exc: BaseException, operation: str = "redis") -> None:
         from django.conf import settings
@@ -101,8 +107,12 @@ class CacheHealth:
         # Inside a transaction a failed sync query would poison it: serve from the database instead.
         if connection.in_atomic_block:
             return False
-        if not self._sync_lock.acquire(blocking=False):
-            return False  # another thread of this process is syncing; skip Redis meanwhile
+        # Another thread may be syncing: wait briefly for it rather than skip Redis.
+        if not self._sync_lock.acquire(timeout=0.5):
+            return False
+        if not self.needs_sync:  # it finished while we waited
+            self._sync_lock.release()
+            return True
         try:
             client = redis_client()
             client.ping()  # may reconnect, bumping connect_epoch
@@ -139,7 +149,19 @@ class GuardedMixin:
 
     def on_connect_check_health(self, *args, **kwargs):
         super().on_connect_check_health(*args, **kwargs)
-        HEALTH.connected()
+        # Which server instance is this? run_id changes on every restart.
+        try:
+            self.send_command("INFO", "server")
+            info = self.read_response()
+        except redis.ResponseError:  # INFO denied by an ACL: sync on every new connection instead
+            info = ""
+        if isinstance(info, bytes):
+            info = info.decode()
+        run_id = None
+        for line in str(info).splitlines():
+            if line.startswith("run_id:"):
+                run_id = line.partition(":")[2].strip()
+        HEALTH.connected(run_id)
 
     def send_packed_command(self, *args, **kwargs):
         if HEALTH.blocking():

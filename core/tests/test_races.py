@@ -1,0 +1,219 @@
+"""Concurrency: stampedes, eviction of any key (leases included), and randomised readers and
+writers; afterwards every cached value equals the database."""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import time
+
+import orjson
+import pytest
+from django.db import connection
+
+from core.cache import registry
+from core.cache.health import HEALTH
+from core.testing import RedisServer
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def in_threads(count: int, work) -> list:
+    """Run work(i) in `count` threads released together; each closes its own DB connection."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except Exception as exc:  # surfaced by the assertions on results
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def counting_loader(monkeypatch, module, name: str, delay: float = 0.05) -> list:
+    """Wrap a family's reader to count database recomputes (and make each take `delay`)."""
+    calls: list = []
+    original = getattr(module, name)
+
+    def wrapped(**kwargs):
+        calls.append(kwargs)
+        time.sleep(delay)
+        return original(**kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("url", "module_path", "reader"),
+    [
+        ("/api/characters", "characters.selectors", "character_list_payload"),
+        ("/api/characters/luna", "characters.selectors", "character_payload"),
+        ("/api/generation/settings", "generation.selectors", "generation_settings_payload"),
+    ],
+)
+def test_stampede_on_a_missing_shared_key_queries_the_database_at_most_twice(
+    monkeypatch, client_for, user, characters, url, module_path, reader
+):
+    import importlib
+
+    clients = [client_for(user) for _ in range(50)]
+    clients[0].get("/api/me")  # auth is warm: the only recompute left is the key under test
+    calls = counting_loader(monkeypatch, importlib.import_module(module_path), reader)
+
+    def hit(i):
+        started = time.monotonic()
+        response = clients[i].get(url)
+        return response.status_code, response.content, time.monotonic() - started
+
+    results = in_threads(50, hit)
+    assert all(not isinstance(r, Exception) for r in results), [r for r in results if isinstance(r, Exception)]
+    assert {status for status, _, _ in results} == {200}
+    assert len({body for _, body, _ in results}) == 1
+    assert len(calls) <= 2, len(calls)
+    # Nobody waits much longer than the recompute (50 ms) plus the lease wait.
+    from django.conf import settings
+
+    assert max(latency for _, _, latency in results) < 0.05 + settings.CACHE_LEASE_WAIT + 1.5
+
+
+@pytest.fixture
+def tiny_redis(settings):
+    """A Redis with a tiny maxmemory and allkeys-lru: any key can vanish at any time."""
+    server = RedisServer("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru").start()
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] = server.url
+    settings.CACHES = caches
+    HEALTH.reset()
+    yield server
+    server.close()
+    HEALTH.reset()
+
+
+def fill(server: RedisServer, count: int, seed: int) -> None:
+    client = server.client()
+    pipe = client.pipeline(transaction=False)
+    for i in range(count):
+        pipe.set(f"filler:{seed}:{i}", b"x" * 1024)
+    pipe.execute()
+
+
+def test_eviction_costs_at_most_a_miss_never_a_stale_value(tiny_redis, make_user, client_for, characters):
+    from accounts.models import User
+    from characters.models import Character
+    from characters.services import character_save
+
+    user = make_user("evict@example.com", coins=500, plan="pro")
+    client = client_for(user)
+    rng = random.Random(7)
+    for round_ in range(60):
+        fill(tiny_redis, 300, round_)  # pushes memory over the limit: LRU evicts whatever it likes
+        action = rng.choice(["spend", "edit", "read"])
+        if action == "spend":
+            assert client.post("/api/generations", {"prompt": f"p{round_}"}, format="json").status_code == 201
+        elif action == "edit":
+            luna = Character.objects.get(name="luna")
+            luna.description = f"edit {round_}"
+            character_save(character=luna)
+        balance = User.objects.get(pk=user.pk).coin_balance
+        assert client.get("/api/me/coins").json() == {"balance": balance}
+        description = Character.objects.get(name="luna").description
+        assert client.get("/api/characters/luna").json()["description"] == description
+        assert next(c for c in client.get("/api/characters").json() if c["name"] == "luna")["description"] == description
+    assert tiny_redis.client().info("stats")["evicted_keys"] > 0
+
+
+def test_an_evicted_lease_stops_the_populate(monkeypatch, alice, user, redis_raw):
+    """Losing the lease between the database read and the store means: do not store."""
+    import accounts.selectors as selectors
+
+    original = selectors.coins_payload
+
+    def evicting(**kwargs):
+        data = original(**kwargs)
+        redis_raw.delete(f"lease:user:coins:{user.id}")  # as if LRU took it
+        return data
+
+    monkeypatch.setattr(selectors, "coins_payload", evicting)
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert not redis_raw.exists(f"user:coins:{user.id}")
+
+
+def cached_data(client, key: str):
+    raw = client.get(key)
+    return None if raw is None else orjson.loads(raw)["data"]
+
+
+def test_randomised_readers_and_writers_leave_every_cached_key_equal_to_the_database(
+    make_user, client_for, characters, redis_raw
+):
+    from characters.models import Character
+    from characters.services import character_save
+    from generation.services import generation_settings_update
+
+    users = [make_user(f"race{i}@example.com", coins=10_000, plan="pro") for i in range(3)]
+    clients = [client_for(u) for u in users]
+    names = ["luna", "rex"]
+    deadline = time.monotonic() + 4.0
+
+    def worker(i: int):
+        rng = random.Random(i)
+        client = clients[i % len(clients)]
+        statuses = []
+        while time.monotonic() < deadline:
+            action = rng.random()
+            if action < 0.45:
+                url = rng.choice(["/api/me", "/api/me/coins", "/api/subscription", "/api/subscription/stats",
+                                  "/api/characters", f"/api/characters/{rng.choice(names)}",
+                                  "/api/generation/settings", f"/api/chat/luna/sessions/s{i % 2}/messages"])
+                statuses.append(client.get(url).status_code)
+            elif action < 0.6:
+                statuses.append(client.post("/api/generations", {"prompt": "x"}, format="json").status_code)
+            elif action < 0.75:
+                statuses.append(client.post(f"/api/chat/luna/sessions/s{i % 2}/messages", {"content": "hey"},
+                                            format="json").status_code)
+            elif action < 0.88:
+                character = Character.objects.get(name=rng.choice(names))
+                character.description = f"d{rng.random()}"
+                character_save(character=character)
+            else:
+                generation_settings_update(guidance=round(rng.uniform(1, 20), 3))
+        return statuses
+
+    results = in_threads(6, worker)
+    assert all(not isinstance(r, Exception) for r in results), [r for r in results if isinstance(r, Exception)]
+    statuses = {s for r in results for s in r}
+    assert statuses <= {200, 201, 404}, statuses  # 404: a history read before the session's first message
+
+    # Quiescence: every key that is cached must equal what the database says now.
+    checked = 0
+    for u in users:
+        for family, parts in [
+            (registry.USER_COINS, {"user_id": u.id}),
+            (registry.USER_EMAIL, {"email": u.email}),
+            (registry.SUBSCRIPTION_USER, {"user_id": u.id}),
+            (registry.SUBSCRIPTION_STATS, {"user_id": u.id}),
+            *[(registry.CHAT_HISTORY, {"user_id": u.id, "character": "luna", "session": f"s{s}"}) for s in (0, 1)],
+        ]:
+            value = cached_data(redis_raw, family.key(**parts))
+            if value is not None:
+                checked += 1
+                assert value == family.load(**parts), family.name
+    for family, parts in [(registry.CHARACTERS_LIST, {}), (registry.GENERATION_SETTINGS, {}),
+                          *[(registry.CHARACTER, {"name": n}) for n in names]]:
+        value = cached_data(redis_raw, family.key(**parts))
+        if value is not None:
+            checked += 1
+            assert value == family.load(**parts), family.name
+    assert checked >= 5
