@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts import apis as accounts
 from characters import apis as characters
 from chat import apis as chat
+from core import admin as core_admin
 from core import apis as core
 from generation import apis as generation
 from subscriptions import apis as subscriptions
@@ -53,6 +54,8 @@ api = [
 urlpatterns = [
     path("api/", include(api)),
     path("metrics", core.metrics_view, name="metrics"),
+    # Before admin.site.urls, whose catch-all would answer first; admin_view makes it staff-only.
+    path("admin/cache-stats/", admin.site.admin_view(core_admin.cache_stats_view), name="admin-cache-stats"),
     path("admin/", admin.site.urls),
 ]
 

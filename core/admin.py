@@ -7,3 +7,18 @@ from .models import PendingInvalidation
 class PendingInvalidationAdmin(admin.ModelAdmin):
     list_display = ("key", "created_at")
     readonly_fields = ("key", "created_at")
+
+
+def cache_stats_view(request):
+    """Staff-only page (wrapped in admin.site.admin_view in config/urls.py): what `cache_stats` prints."""
+    import redis
+    from django.template.response import TemplateResponse
+
+    from core.cache import ops
+
+    context = {**admin.site.each_context(request), "title": "Cache statistics"}
+    try:
+        context["stats"] = ops.stats(sample=100)
+    except redis.RedisError as exc:  # the page reports an unreachable Redis, it does not fail
+        context["error"] = f"Redis is unreachable: {exc}"
+    return TemplateResponse(request, "admin/cache_stats.html", context)
