@@ -1,0 +1,56 @@
+"""Bench-only Django pieces, wired in by config/settings/bench.py and never by the production URLconf.
+
+* ``SqlCountMiddleware`` counts the SQL statements each request really runs (Django's
+  ``connection.execute_wrapper``, so queries answered by django-cachalot are not counted) into
+  Prometheus counters labelled by route; gunicorn runs with PROMETHEUS_MULTIPROC_DIR, so
+  ``/metrics`` sums every worker.
+* ``FloorApi`` returns constant JSON bytes through the same middleware, JWT authentication and
+  permission check as the real endpoints: the ceiling any cached endpoint can approach.
+"""
+
+from django.db import connection
+from django.http import HttpResponse
+from django.urls import path
+from prometheus_client import Counter
+from rest_framework.views import APIView
+
+from config.urls import handler400, handler404, handler500  # noqa: F401
+from config.urls import urlpatterns as production_urlpatterns
+
+bench_requests = Counter("bench_requests_total", "Requests by route (bench settings only).", ["route"])
+bench_sql = Counter("bench_sql_queries_total", "SQL statements by route (bench settings only).", ["route"])
+
+
+class SqlCountMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        count = 0
+
+        def counter(execute, sql, params, many, context):
+            nonlocal count
+            count += 1
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(counter):
+            response = self.get_response(request)
+        match = request.resolver_match
+        route = f"{request.method} {match.url_name if match else 'unresolved'}"
+        bench_requests.labels(route).inc()
+        if count:
+            bench_sql.labels(route).inc(count)
+        return response
+
+
+FLOOR_BODY = b'{"floor":true,"detail":"constant bytes, no cache, no database"}'
+
+
+class FloorApi(APIView):
+    def get(self, request):
+        response = HttpResponse(FLOOR_BODY, content_type="application/json")
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+
+urlpatterns = [path("api/bench/floor", FloorApi.as_view(), name="bench-floor"), *production_urlpatterns]

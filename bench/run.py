@@ -1,0 +1,380 @@
+"""make bench: the same workloads against no cache, our cache layer and django-cachalot, alternated.
+
+Load tool: wrk (C, one thread, a Lua script for per-user tokens and the Zipf user draw). On two
+cores the load generator competes with gunicorn, PostgreSQL and Redis; wrk costs a fraction of what
+a Python load generator (locust) would, so it disturbs the figures least.
+
+Each round runs every mode once (the order rotates), each mode on a fresh private redis-server and
+a fresh gunicorn: the mix (warm-up, then measured), then each cached endpoint alone (a warm pass
+over the users, then measured) and the floor. SQL is counted in the app (bench/app.py); figures are
+medians over rounds, ratios are taken within a round first.
+
+    python bench/run.py [--quick] [--rounds N] [--workers N] [--connections N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common, data  # noqa: E402
+
+MODES = ("none", "ours", "cachalot")
+# Cached reads measured alone, with the route label bench/app.py counts them under.
+ENDPOINTS = {
+    "subscription": "GET subscription",
+    "characters": "GET characters",
+    "character": "GET character",
+    "chat_history": "GET chat-messages",
+    "coins": "GET coins",
+    "settings": "GET generation-settings",
+}
+PER_USER = {"subscription", "chat_history", "coins", "floor"}  # warm pass over the users first
+FLOOR_ROUTE = "GET bench-floor"
+LUA = common.ROOT / "bench" / "load.lua"
+ZIPF_S = 1.1
+
+
+def wrk(app: common.App, order: str, endpoint: str, seconds: int, users_file: Path, population: int,
+        connections: int) -> dict:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(LUA), app.base,
+           "--", order, endpoint, str(users_file), str(ZIPF_S), str(population)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    result = json.loads(line.removeprefix("BENCH_JSON "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def measure(app: common.App, routes: set[str] | None, **wrk_args) -> dict:
+    """One measured wrk run with the app's SQL and cache counters diffed around it."""
+    before = app.metrics()
+    run = wrk(app, **wrk_args)
+    after = app.metrics()
+
+    def delta(name: str, **where) -> float:
+        return common.metric_sum(after, name, **where) - common.metric_sum(before, name, **where)
+
+    if routes is None:  # the mix: every route but the scrapes and the floor
+        reqs = delta("bench_requests_total") - delta("bench_requests_total", route="GET metrics")
+        sql = delta("bench_sql_queries_total") - delta("bench_sql_queries_total", route="GET metrics")
+    else:
+        reqs = sum(delta("bench_requests_total", route=r) for r in routes)
+        sql = sum(delta("bench_sql_queries_total", route=r) for r in routes)
+    split = {}
+    if routes is None:  # reads and writes of the mix apart: writes cost SQL with any cache
+        req_by = _delta_by(before, after, "bench_requests_total")
+        sql_by = _delta_by(before, after, "bench_sql_queries_total")
+        for kind, method in (("read", "GET "), ("write", "POST ")):
+            n = sum(v for r, v in req_by.items() if r.startswith(method) and r not in ("GET metrics", FLOOR_ROUTE))
+            q = sum(v for r, v in sql_by.items() if r.startswith(method) and r not in ("GET metrics", FLOOR_ROUTE))
+            split[f"{kind}_requests"] = int(n)
+            split[f"{kind}_sql_per_request"] = round(q / n, 3) if n else None
+    hits = delta("cache_requests_total", result="hit")
+    lookups = hits + delta("cache_requests_total", result="miss")
+    return {
+        "rps": round(run["rps"], 1),
+        "p50_ms": round(run["p50_us"] / 1000, 2),
+        "p99_ms": round(run["p99_us"] / 1000, 2),
+        "requests": run["requests"],
+        "errors": sum(run["errors"].values()),
+        "error_detail": run["errors"],
+        "counted_requests": int(reqs),
+        "sql": int(sql),
+        "sql_per_request": round(sql / reqs, 3) if reqs else None,
+        "hit_ratio": round(hits / lookups, 4) if lookups else None,
+        **split,
+    }
+
+
+def _delta_by(before: dict, after: dict, name: str) -> dict[str, float]:
+    b = common.metric_by(before, name, "route")
+    return {route: value - b.get(route, 0.0) for route, value in common.metric_by(after, name, "route").items()}
+
+
+def run_mode(mode: str, args, database_url: str, users_file: Path, tokens: list[str], log: Path) -> dict:
+    from core.testing import RedisServer
+
+    redis = RedisServer("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru").start()
+    app = common.App(mode=mode, database_url=database_url, redis_url=redis.url, workers=args.workers, log=log)
+    try:
+        app.wait_ready(tokens[0])
+        out = {}
+        common_args = {"users_file": users_file, "connections": args.connections}
+        wrk(app, "zipf", "mix", args.mix_warm, population=len(tokens), **common_args)
+        out["mix"] = measure(app, None, order="zipf", endpoint="mix", seconds=args.mix_seconds,
+                             population=len(tokens), **common_args)
+        for name in (*ENDPOINTS, "floor"):
+            route = ENDPOINTS.get(name, FLOOR_ROUTE)
+            if args.warm_seconds:
+                seconds = args.warm_seconds if name in PER_USER else 1
+                wrk(app, "warm", name, seconds, population=args.population, **common_args)
+            out[name] = measure(app, {route}, order="zipf", endpoint=name, seconds=args.seconds,
+                                population=args.population, **common_args)
+        return out
+    finally:
+        app.stop()
+        redis.close()
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def summarise(rounds: list[dict]) -> tuple[dict, dict]:
+    workloads = list(rounds[0]["ours"])
+    med = {
+        mode: {
+            w: {k: median([r[mode][w][k] for r in rounds])
+                for k in ("rps", "p50_ms", "p99_ms", "sql_per_request", "hit_ratio",
+                          "read_sql_per_request", "write_sql_per_request") if k in rounds[0][mode][w]}
+            for w in workloads
+        }
+        for mode in MODES
+    }
+    derived = {}
+    for w in workloads:
+        def ratio(a_mode, b_mode, b_workload=None, *, w=w):
+            return median([r[a_mode][w]["rps"] / r[b_mode][b_workload or w]["rps"] for r in rounds])
+
+        none_sql = med["none"][w]["sql_per_request"]
+        ours_sql = med["ours"][w]["sql_per_request"]
+        derived[w] = {
+            "db_load_reduction": round(1 - ours_sql / none_sql, 4) if none_sql else None,
+            "cachalot_db_load_reduction": (round(1 - med["cachalot"][w]["sql_per_request"] / none_sql, 4)
+                                           if none_sql else None),
+            "speedup_vs_none": ratio("ours", "none"),
+            "ratio_vs_cachalot": ratio("ours", "cachalot"),
+            "cachalot_speedup_vs_none": ratio("cachalot", "none"),
+            "share_of_floor": ratio("ours", "ours", "floor"),
+        }
+    return med, derived
+
+
+def check_targets(med: dict, derived: dict) -> list[dict]:
+    cached = list(ENDPOINTS)
+    targets = []
+    worst_sql = max(cached, key=lambda w: med["ours"][w]["sql_per_request"] or 0)
+    value = med["ours"][worst_sql]["sql_per_request"]
+    targets.append({"target": "zero SQL on warm cached reads", "met": value == 0,
+                    "value": f"max {value} SQL/request ({worst_sql})"})
+    red = derived["mix"]["db_load_reduction"]
+    mix_none, mix_ours = med["none"]["mix"], med["ours"]["mix"]
+    reads = (1 - mix_ours["read_sql_per_request"] / mix_none["read_sql_per_request"]
+             if mix_none.get("read_sql_per_request") else None)
+    targets.append({"target": ">= 95% fewer SQL per request on the mix than no cache", "met": red is not None and red >= 0.95,
+                    "value": (f"{red:.1%} fewer" + ("" if red >= 0.95 else f" ({0.95 - red:.1%} short)")
+                              + f"; its reads alone {reads:.1%} fewer ({mix_none['read_sql_per_request']:.2f} ->"
+                              f" {mix_ours['read_sql_per_request']:.3f}), its writes cost"
+                              f" {mix_ours['write_sql_per_request']:.1f} SQL each in every mode")})
+    sp = derived["characters"]["speedup_vs_none"]
+    targets.append({"target": "cached character list >= 6x uncached", "met": sp >= 6,
+                    "value": f"{sp:.2f}x" + ("" if sp >= 6 else f" ({6 - sp:.2f}x short)")})
+    worst_floor = min(cached, key=lambda w: derived[w]["share_of_floor"])
+    share = derived[worst_floor]["share_of_floor"]
+    targets.append({"target": "every cached read >= 60% of the floor", "met": share >= 0.6,
+                    "value": f"min {share:.0%} ({worst_floor})" + ("" if share >= 0.6 else f", {0.6 - share:.0%} short")})
+    worst_cl = min(cached, key=lambda w: derived[w]["ratio_vs_cachalot"])
+    rc = derived[worst_cl]["ratio_vs_cachalot"]
+    targets.append({"target": "every cached read >= 4x cachalot", "met": rc >= 4,
+                    "value": f"min {rc:.2f}x ({worst_cl})" + ("" if rc >= 4 else f", {4 - rc:.2f}x short")})
+    return targets
+
+
+def fmt(v, spec="{:.0f}"):
+    return "n/a" if v is None else spec.format(v)
+
+
+def markdown(result: dict) -> str:
+    med, der = result["median"], result["derived"]
+    m = result["machine"]
+    lines = [
+        f"Run {result['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; PostgreSQL {result['postgres']},"
+        f" Redis {m['redis']}, Python {m['python']}; gunicorn {result['config']['workers']} sync workers, wrk"
+        f" {result['config']['connections']} connections; {result['config']['rounds']} alternated rounds, medians"
+        f"{' (QUICK: tiny data, seconds per run; not a measurement)' if result['config']['quick'] else ''}.",
+        "",
+        "| workload | req/s none | req/s ours | req/s cachalot | p50 / p99 ms ours | p50 / p99 ms none | SQL/req none | SQL/req ours | SQL/req cachalot | DB load vs none | speedup vs none | ours / cachalot | share of floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for w in med["ours"]:
+        d = der[w]
+        red = d["db_load_reduction"]
+        lines.append(
+            f"| {w} | {fmt(med['none'][w]['rps'])} | {fmt(med['ours'][w]['rps'])} | {fmt(med['cachalot'][w]['rps'])}"
+            f" | {fmt(med['ours'][w]['p50_ms'], '{:.1f}')} / {fmt(med['ours'][w]['p99_ms'], '{:.1f}')}"
+            f" | {fmt(med['none'][w]['p50_ms'], '{:.1f}')} / {fmt(med['none'][w]['p99_ms'], '{:.1f}')}"
+            f" | {fmt(med['none'][w]['sql_per_request'], '{:.2f}')} | {fmt(med['ours'][w]['sql_per_request'], '{:.3f}')}"
+            f" | {fmt(med['cachalot'][w]['sql_per_request'], '{:.2f}')}"
+            f" | {'-' + format(red, '.1%') if red is not None else 'n/a'}"
+            f" | {fmt(d['speedup_vs_none'], '{:.2f}x')} | {fmt(d['ratio_vs_cachalot'], '{:.2f}x')}"
+            f" | {fmt(d['share_of_floor'], '{:.0%}') if w != 'floor' else '100%'} |"
+        )
+    lines += ["", "Targets:", ""]
+    for t in result["targets"]:
+        lines.append(f"- {'met' if t['met'] else 'NOT MET'}: {t['target']} - {t['value']}")
+    lines += ["", f"Non-2xx responses or socket errors across all runs: {result['errors']}.",
+              "SQL counted per request by a bench-only middleware (Django execute_wrapper, summed over workers"
+              " through /metrics); the mix draws users from a Zipf(1.1) over all users, so it includes cold"
+              " misses; single-endpoint runs draw from the hottest"
+              f" {result['config']['population']} users after a warm pass."]
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med = result["median"]
+    workloads = list(med["ours"])
+    colors = {"none": "#9e9e9e", "ours": "#1f77b4", "cachalot": "#ff7f0e"}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [3, 2]})
+    width = 0.27
+    xs = range(len(workloads))
+    for k, mode in enumerate(MODES):
+        vals = [med[mode][w]["rps"] or 0 for w in workloads]
+        ax1.bar([x + (k - 1) * width for x in xs], vals, width, label=mode, color=colors[mode])
+    for x, w in zip(xs, workloads, strict=True):
+        sp = result["derived"][w]["speedup_vs_none"]
+        top = max(med[m][w]["rps"] or 0 for m in MODES)
+        ax1.annotate(f"{sp:.1f}x", (x, top), ha="center", va="bottom", fontsize=8)
+    ax1.set_xticks(list(xs), workloads, rotation=25, ha="right")
+    ax1.set_ylabel("requests/s (higher is better)")
+    ax1.set_title("Throughput; label = ours vs no cache")
+    ax1.legend()
+    reads = [w for w in workloads if w != "floor"]
+    for k, mode in enumerate(MODES):
+        vals = [med[mode][w]["sql_per_request"] or 0 for w in reads]
+        ax2.bar([x + (k - 1) * width for x in range(len(reads))], vals, width, label=mode, color=colors[mode])
+    ax2.set_xticks(list(range(len(reads))), reads, rotation=25, ha="right")
+    ax2.set_ylabel("SQL queries per request (lower is better)")
+    ax2.set_title("Database load")
+    m = result["machine"]
+    fig.suptitle(f"make bench {result['date']} - {m['cores']} cores, {m['cpu'][:40]}"
+                 f"{' - QUICK (not a measurement)' if result['config']['quick'] else ''}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_readme(result: dict, table: str) -> None:
+    readme = common.ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start not in text or end not in text:
+        print("README.md has no bench markers; left alone")
+        return
+    block = (f"{start}\n### Benchmark: `make bench` ({result['date']})\n\n"
+             "No cache vs this cache layer vs django-cachalot, same workloads, alternated; see"
+             " `bench/results/latest.json` for every round.\n\n"
+             f"![benchmark chart](bench/results/latest.png)\n\n{table}{end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + block + tail)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny data, ~1 s per run, one round (CI)")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
+    parser.add_argument("--connections", type=int, default=4, help="wrk connections (default 4)")
+    parser.add_argument("--database", default="bench_chatart")
+    parser.add_argument("--keep-database", action="store_true", help="do not drop the bench database at the end")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args()
+    scale = data.QUICK if args.quick else data.FULL
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.seconds, args.warm_seconds = (1, 0) if args.quick else (3, 2)
+    args.mix_seconds, args.mix_warm = (2, 1) if args.quick else (8, 3)
+    args.population = 100 if args.quick else 1000
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk (make bench does this)", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    database_url = data.database_url(args.database)
+    data.recreate_database(args.database)
+    common.setup_django(database_url)
+    common.migrate()
+    counts = data.load(database_url, scale)
+    print(f"loaded {counts}", flush=True)
+    tokens = common.mint_tokens(scale.users)
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    users_file = work / "users.txt"
+    with open(users_file, "w") as f:
+        f.write("chars " + " ".join(data.character_names(scale)) + "\n")
+        for i, token in enumerate(tokens, 1):
+            f.write(f"{token} {data.user_character(i, scale)} main\n")
+    log = common.RESULTS / "gunicorn-bench.log"
+    common.RESULTS.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"")
+    rounds = []
+    try:
+        for r in range(args.rounds):
+            order = MODES[r % 3:] + MODES[:r % 3]
+            rounds.append({})
+            for mode in order:
+                t0 = time.monotonic()
+                rounds[-1][mode] = run_mode(mode, args, database_url, users_file, tokens, log)
+                print(f"round {r + 1}/{args.rounds} {mode:8s} mix {rounds[-1][mode]['mix']['rps']:.0f} req/s,"
+                      f" characters {rounds[-1][mode]['characters']['rps']:.0f} req/s"
+                      f" ({time.monotonic() - t0:.0f} s)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep_database:
+            from django.db import connections
+
+            connections.close_all()
+            data.drop_database(args.database)
+    med, derived = summarise(rounds)
+    errors = sum(run["errors"] for rnd in rounds for mode in rnd.values() for run in mode.values())
+    result = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": common.machine(),
+        "postgres": "?",
+        "config": {"quick": args.quick, "rounds": args.rounds, "workers": args.workers,
+                   "connections": args.connections, "seconds": args.seconds, "mix_seconds": args.mix_seconds,
+                   "population": args.population, "zipf_s": ZIPF_S, "load_tool": "wrk", "data": counts},
+        "median": med,
+        "derived": derived,
+        "errors": errors,
+        "rounds": rounds,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }
+    try:
+        result["postgres"] = common.postgres_version(data.ADMIN_DSN)
+    except Exception:  # only a label in the report
+        pass
+    result["targets"] = check_targets(med, derived)
+    table = markdown(result)
+    name = "quick" if args.quick else "latest"
+    (common.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (common.RESULTS / f"{name}.md").write_text(table)
+    chart(result, common.RESULTS / f"{name}.png")
+    if not args.quick and not args.no_readme:
+        update_readme(result, table)
+    print(table)
+    print(f"wrote bench/results/{name}.json, .md, .png in {result['elapsed_s']} s")
+    if errors:
+        print(f"FAIL: {errors} non-2xx responses or socket errors", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
