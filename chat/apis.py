@@ -71,6 +71,7 @@ class ChatMessagesApi(APIView):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         before = query.validated_data.get("before")
+        _require_character(character)  # a hidden character's chats are hidden too
         try:
             if before is None:  # the recent page: chat:history:{user}:{character}:{session}
                 payload = selectors.chat_history_cached(user_id=request.user.id, character=character, session=session)
