@@ -32,6 +32,15 @@ def chat_invalidate(*, user_id: int, character: str, session: str) -> None:
     )
 
 
+def chat_histories_invalidate(*, character_id: int, name: str) -> None:
+    """Every session's history key of one character under the given name (used on rename)."""
+    sessions = ChatSession.objects.filter(character_id=character_id).values_list("user_id", "session_id")
+    invalidate(*(
+        (registry.CHAT_HISTORY, {"user_id": user_id, "character": name, "session": session})
+        for user_id, session in sessions
+    ))
+
+
 def chat_message_send(*, user_id: int, character: str, session: str, content: str) -> dict:
     """Store the message and the reply; returns both. Creates the session on first use."""
     char = (

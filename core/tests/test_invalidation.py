@@ -249,6 +249,28 @@ def test_admin_rename_invalidates_old_and_new_name(alice, characters, admin_web,
     assert [c["name"] for c in alice.get("/api/characters").json()] == ["selene", "rex", "nyx"]
 
 
+def test_rename_drops_the_old_names_chat_histories(user, alice, characters, admin_web, redis_raw):
+    url = "/api/chat/luna/sessions/s1/messages"
+    assert alice.post(url, {"content": "hi"}, format="json").status_code == 201
+    assert alice.get(url).status_code == 200
+    assert redis_raw.exists(f"chat:history:{user.id}:luna:s1")
+
+    change = f"/admin/characters/character/{characters['luna'].pk}/change/"
+    data = admin_form(admin_web, change)
+    data["name"] = "selene"
+    admin_post(admin_web, change, data)
+    assert not redis_raw.exists(f"chat:history:{user.id}:luna:s1")
+
+    # A new character takes the old name: the renamed one's session must not show up under it.
+    from characters.models import Character
+    from characters.services import character_save
+
+    character_save(character=Character(name="luna", display_name="Another Luna"))
+    assert alice.get(url).status_code == 404
+    renamed = alice.get("/api/chat/selene/sessions/s1/messages")
+    assert [m["content"] for m in renamed.json()["messages"]][0] == "hi"
+
+
 def test_admin_bulk_deactivate_invalidates_through_the_service(alice, characters, admin_web, redis_raw):
     assert len(alice.get("/api/characters").json()) == 3
     assert alice.get("/api/characters/rex").status_code == 200
