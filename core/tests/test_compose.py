@@ -1,0 +1,189 @@
+"""docker-compose.yml cannot be run here (no Docker), so check what can be checked: it is a valid
+Compose file, it says what the operations guide promises, and its exact Redis command is accepted
+by a real redis-server, which reports every option back."""
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jsonschema
+import pytest
+import redis
+import yaml
+from django.conf import settings
+
+from core.testing import free_port
+
+ROOT = Path(settings.BASE_DIR)
+# The Compose Specification schema as shipped in the docker-compose 1.29.2 package (Apache-2.0),
+# vendored because tests have no internet.
+SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_file_is_valid_against_the_compose_specification(compose):
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["title"] == "Compose Specification"
+    jsonschema.validate(compose, schema, cls=jsonschema.Draft201909Validator)
+
+
+def test_the_schema_check_catches_mistakes(compose):
+    schema = json.loads(SCHEMA.read_text())
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["web"]["depends_on"]["redis"]["condition"] = "service_ready"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema, cls=jsonschema.Draft201909Validator)
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["redis"]["healthcheck"]["tests"] = ["CMD", "true"]  # a typo
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema, cls=jsonschema.Draft201909Validator)
+
+
+def test_redis_service_is_what_the_guide_describes(compose):
+    service = compose["services"]["redis"]
+    assert service["image"] == "redis:7"
+    assert service["container_name"] == "art_generation_redis"
+    assert "redis_data:/data" in service["volumes"]
+    assert "redis_data" in compose["volumes"]
+    assert service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # Bound to loopback only: never published on every interface.
+    assert service["ports"] == ["127.0.0.1:6379:6379"]
+    assert all(str(port).startswith("127.0.0.1:") for s in compose["services"].values() for port in s.get("ports", []))
+
+
+def test_db_and_web_services(compose):
+    db, web = compose["services"]["db"], compose["services"]["web"]
+    assert db["image"].startswith("postgres:16")
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in db["volumes"])
+    assert "pg_isready" in db["healthcheck"]["test"]
+    assert web["build"] == "."
+    env = web["environment"]
+    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    assert env["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in env["DATABASE_URL"]
+    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")  # no default secret: compose refuses to start
+    assert env["GUNICORN_BIND"] == "0.0.0.0:8000"
+    assert web["depends_on"] == {"redis": {"condition": "service_healthy"}, "db": {"condition": "service_healthy"}}
+
+
+def test_dockerfile_runs_migrations_then_gunicorn_with_the_repo_config():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD "))
+    assert cmd.index("manage.py migrate") < cmd.index("exec gunicorn")
+    assert "-c config/gunicorn.conf.py" in cmd
+    assert "COPY requirements.txt" in dockerfile and "pip install --no-cache-dir -r requirements.txt" in dockerfile
+    assert "USER app" in dockerfile
+
+
+class ComposeRedis:
+    """redis-server started with the compose file's exact command, plus only what a container
+    gives it implicitly (port, loopback, its data directory)."""
+
+    def __init__(self, command: list[str], *extra: str) -> None:
+        assert command[0] == "redis-server"
+        self.dir = tempfile.mkdtemp(prefix="compose-redis-")
+        self.port = free_port()
+        args = [shutil.which("redis-server"), *command[1:], *extra,
+                "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--daemonize", "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def wait(self, **client_kwargs) -> redis.Redis:
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server rejected the command: {self.process.stdout.read().decode()}")
+            try:
+                client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, **client_kwargs)
+                client.ping()
+                return client
+            except redis.AuthenticationError:
+                raise
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise AssertionError("redis-server did not start")
+
+    def close(self) -> None:
+        self.process.kill()  # our own child, by its handle
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def test_the_exact_redis_command_runs_and_reports_every_option(compose):
+    command = compose["services"]["redis"]["command"]
+    assert isinstance(command, list) and all(isinstance(arg, str) for arg in command), command  # yes/no quoted
+    server = ComposeRedis(command)
+    try:
+        client = server.wait()
+        config = {name: client.config_get(name)[name] for name in (
+            "appendonly", "maxmemory", "maxmemory-policy", "save", "stop-writes-on-bgsave-error")}
+        # The AOF is really on: the server writes it into its data directory.
+        assert client.info("persistence")["aof_enabled"] == 1
+    finally:
+        server.close()
+    assert config == {
+        "appendonly": "yes",
+        "maxmemory": "268435456",
+        "maxmemory-policy": "allkeys-lru",
+        "save": "900 1 300 10 60 10000",
+        "stop-writes-on-bgsave-error": "no",
+    }
+
+
+@pytest.mark.slow
+def test_requirepass_as_documented_with_a_password_in_redis_url(compose):
+    server = ComposeRedis(compose["services"]["redis"]["command"], "--requirepass", "s3cret-pass")
+    try:
+        server.wait(password="s3cret-pass")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port).ping()
+        url = redis.Redis.from_url(f"redis://:s3cret-pass@127.0.0.1:{server.port}/0")
+        assert url.ping()
+        url.close()
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # cached reads are not trusted inside an atomic block
+def test_the_documented_acl_user_can_run_every_cache_tool_and_nothing_destructive(compose, monkeypatch):
+    from core.cache import ops, store
+    from core.cache.registry import FAMILIES
+
+    acl = (ROOT / "deploy" / "redis" / "users.acl.example").read_text().replace(">CHANGE-ME", ">acl-pass-1")
+    acl_path = Path(tempfile.mkdtemp(prefix="acl-")) / "users.acl"
+    acl_path.write_text("\n".join(line for line in acl.splitlines() if not line.startswith("#")) + "\n")
+    server = ComposeRedis(compose["services"]["redis"]["command"], "--aclfile", str(acl_path))
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            server.wait()  # the default user is off
+        client = redis.Redis.from_url(f"redis://chatart:acl-pass-1@127.0.0.1:{server.port}/0")
+        monkeypatch.setattr(store, "redis_client", lambda: client)
+        monkeypatch.setattr(ops, "redis_client", lambda: client)
+
+        from characters.models import Character
+
+        Character.objects.create(name="luna", display_name="Luna")
+        store.HEALTH.reset()
+        result = ops.warm(ops.warm_targets([FAMILIES["character"]]))  # GET, SET NX lease, Lua populate
+        assert result.written == {"character": 1}
+        assert client.ttl("character:luna") > 0
+        assert ops.verify().drifted == []  # SCAN, MGET
+        info = ops.stats()  # INFO, MEMORY USAGE, TTL, CONFIG GET
+        assert info["families"]["character"]["keys"] == 1
+        assert info["redis"]["stop_writes_on_bgsave_error"] == "no"
+        assert ops.flush([FAMILIES["character"]]) == {"character": 1}  # UNLINK
+        for forbidden in (("FLUSHALL",), ("FLUSHDB",), ("KEYS", "*")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*forbidden)
+        client.close()
+    finally:
+        server.close()
+        shutil.rmtree(acl_path.parent, ignore_errors=True)
