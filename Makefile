@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BIND   ?= 127.0.0.1:8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test test-quick lint bench bench-quick chaos chaos-quick install install-dev clean
+.PHONY: run test test-quick lint bench bench-quick chaos chaos-quick bench-deps install install-dev clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,28 @@ test-quick: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
+
+# Benchmark and chaos (bench/): benchmark-only Python packages, wrk and redis-server (Debian packages).
+$(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt
+	$(PIP) install -r bench/requirements.txt
+	touch $@
+
+bench-deps: $(VENV)/.installed-bench
+	@for tool in wrk redis-server; do command -v $$tool >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$tool >/dev/null; } || \
+	  { echo "please install $$tool (apt-get install $$tool)"; exit 1; }; done
+
+bench: bench-deps
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-quick: bench-deps
+	$(PY) bench/run.py --quick $(BENCH_ARGS)
+
+chaos: bench-deps
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
+
+chaos-quick: bench-deps
+	$(PY) bench/chaos.py --quick $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles
