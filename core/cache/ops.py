@@ -163,10 +163,6 @@ def warm_targets(families: Iterable[KeyFamily], *, users_active_since: int | Non
         for name in Character.objects.filter(is_active=True).order_by("sort_order", "id").values_list("name", flat=True):
             targets.append((FAMILIES["character"], {"name": name}))
     if "generation:settings" in names:
-        from generation.selectors import generation_settings_get
-
-        # Create the row now if missing: its creation invalidates the key, which would undo the fill.
-        generation_settings_get()
         targets.append((FAMILIES["generation:settings"], {}))
     per_user = names.intersection(USER_FAMILIES)
     if per_user and users_active_since is not None:

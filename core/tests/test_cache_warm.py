@@ -16,9 +16,6 @@ def warm(*args) -> str:
 
 
 def test_warm_fills_the_shared_families_through_the_read_path(characters, redis_raw):
-    from generation.selectors import generation_settings_get
-
-    generation_settings_get()
     out = warm()
     assert "5 key(s) written, 0 already cached" in out
     names = [c["name"] for c in orjson.loads(redis_raw.get("characters:list"))["data"]]
