@@ -13,6 +13,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.utils import timezone
 
+from core.cache.store import Payload
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -144,19 +146,6 @@ def test_stats_ttl_ends_with_the_day(world, redis_raw, monkeypatch):
     assert 0 < redis_raw.ttl(f"subscription:stats:{world.user.id}") <= 10
 
 
-def test_an_expired_cached_subscription_grants_nothing(world, redis_raw):
-    """The cached value says active, but its period end has passed: the check compares with now."""
-    key = f"subscription:user:{world.user.id}"
-    assert world.client.get("/api/subscription").status_code == 200
-    value = json.loads(redis_raw.get(key))
-    value["data"]["current_period_end"] = (timezone.now() - timedelta(seconds=1)).isoformat()
-    redis_raw.set(key, json.dumps(value, separators=(",", ":")), ex=60)
-    response = world.client.post("/api/generations", {"prompt": "a cat"}, format="json")
-    assert response.status_code == 403, response.content
-    assert response.json()["code"] == "no_active_subscription"
-    assert world.user.generations.count() == 0
-
-
 def test_chat_history_holds_only_the_most_recent_messages(user, alice, characters, redis_raw, settings):
     settings.CHAT_HISTORY_CACHED_MESSAGES = 5
     url = "/api/chat/luna/sessions/s1/messages"
@@ -199,7 +188,8 @@ def test_hostile_path_parts_give_404_and_cache_nothing(url, alice, characters, r
     assert response.status_code == 404, response.content
     assert response["Content-Type"].startswith("application/json")
     keys = {k.decode() for k in redis_raw.scan_iter()}
-    assert keys <= {"user:email:alice@example.com"}  # authentication only; no lease left either
+    # Authentication and (for a chat URL) the real character only; no lease left behind either.
+    assert keys <= {"user:email:alice@example.com", "character:luna"}
 
 
 def test_unknown_character_is_404_and_another_users_session_is_unknown(world, make_user, client_for, redis_raw):
@@ -208,3 +198,48 @@ def test_unknown_character_is_404_and_another_users_session_is_unknown(world, ma
     bob = client_for(make_user("bob@example.com"))
     assert bob.get("/api/chat/luna/sessions/s1/messages").status_code == 404
     assert world.client.get("/api/chat/luna/sessions/s1/messages").status_code == 200
+
+
+@pytest.mark.parametrize("email", ["a*b@example.com", "x?y@example.com", "o'neil{1}@example.com", "UP+tag@Example.COM"])
+def test_hostile_emails_get_their_own_safe_key(email, api, plans, redis_raw, django_assert_num_queries):
+    from core.cache.keys import key_part, normalize_email
+
+    response = api.post("/api/auth/register", {"email": email, "password": "correct-horse-battery-9"}, format="json")
+    assert response.status_code == 201, response.content
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['tokens']['access']}")
+    assert api.get("/api/me").json()["email"] == normalize_email(email)
+    with django_assert_num_queries(0):
+        assert api.get("/api/me").status_code == 200
+
+    keys = [k.decode() for k in redis_raw.scan_iter(match="user:email:*")]
+    assert keys == [f"user:email:{key_part(normalize_email(email))}"]
+    assert not any(c in keys[0] for c in "*?[]' {}")
+    assert json.loads(redis_raw.get(keys[0]))["data"]["email"] == normalize_email(email)
+
+
+@pytest.mark.parametrize("write", ["generation", "chat"])
+def test_writes_check_the_cached_subscription_against_now(write, world, redis_raw):
+    """The cached value says active, but its period end has passed: the check compares with now."""
+    key = f"subscription:user:{world.user.id}"
+    assert world.client.get("/api/subscription").status_code == 200
+    value = json.loads(redis_raw.get(key))
+    assert value["data"]["status"] == "active"
+    value["data"]["current_period_end"] = (timezone.now() - timedelta(seconds=1)).isoformat()
+    redis_raw.set(key, json.dumps(value, separators=(",", ":")), ex=60)
+    if write == "generation":
+        response = world.client.post("/api/generations", {"prompt": "a cat"}, format="json")
+    else:
+        response = world.client.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json")
+    assert response.status_code == 403, response.content
+    assert response.json()["code"] == "no_active_subscription"
+
+
+def test_a_spend_is_decided_by_the_row_not_the_cached_balance(make_user, client_for, redis_raw):
+    broke = make_user("broke@example.com", coins=0)
+    client = client_for(broke)
+    assert client.get("/api/me/coins").json() == {"balance": 0}
+    # Whatever the cache claims, the database row decides.
+    redis_raw.set(f"user:coins:{broke.id}", Payload.of({"balance": 999}).pack(), ex=60)
+    assert client.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 402
+    broke.refresh_from_db()
+    assert broke.coin_balance == 0
