@@ -20,6 +20,7 @@ import orjson
 import redis
 from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from .registry import FAMILIES, KeyFamily, family_of
 from .store import Payload, fetch, full_key, lease_key, namespace, redis_client
@@ -425,9 +426,13 @@ def keys_table_markdown() -> str:
         "|---|---|---|---|---|",
     ]
     for family in FAMILIES.values():
+        ttl = f"{family.default_ttl} s"
+        if family.ttl_cap:
+            # The cap's own docstring says why, so the README follows the code.
+            doc = (import_string(family.ttl_cap).__doc__ or "").strip().splitlines()[0].rstrip(".")
+            ttl += f"; capped: {doc[0].lower()}{doc[1:]}"
         lines.append(
-            f"| `{family.template}` | {family.holds} | {family.default_ttl} s | `{family.ttl_setting}` "
-            f"| {family.invalidated_by} |"
+            f"| `{family.template}` | {family.holds} | {ttl} | `{family.ttl_setting}` | {family.invalidated_by} |"
         )
     return "\n".join(lines)
 
