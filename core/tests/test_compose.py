@@ -187,3 +187,18 @@ def test_the_documented_acl_user_can_run_every_cache_tool_and_nothing_destructiv
     finally:
         server.close()
         shutil.rmtree(acl_path.parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize("url, connection_class", [
+    ("redis://chatart:pass@redis:6379/0", "GuardedConnection"),
+    ("rediss://chatart:pass@cache.example.net:6380/0", "GuardedSSLConnection"),
+])
+def test_redis_url_forms_from_the_guide_pick_the_right_connection(url, connection_class):
+    import os
+    import sys
+
+    code = ("import config.settings.base as s; "
+            "print(s.CACHES['default']['OPTIONS']['CONNECTION_POOL_KWARGS']['connection_class'].__name__)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                            env={**os.environ, "REDIS_URL": url})
+    assert result.stdout.strip() == connection_class
