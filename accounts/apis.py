@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -8,6 +8,7 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from core.cache.keys import normalize_email
+from core.schema import errors
 from core.responses import json_bytes_response
 
 from . import selectors, services
@@ -46,12 +47,28 @@ def tokens_for(user) -> dict:
     return {"refresh": str(refresh), "access": str(refresh.access_token)}
 
 
+class TokenInput(serializers.Serializer):
+    email = serializers.EmailField()
+    password = serializers.CharField(write_only=True)
+
+
+class RefreshInput(serializers.Serializer):
+    refresh = serializers.CharField()
+
+
+class AccessOutput(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField(required=False, help_text="Present when refresh tokens rotate.")
+
+
+@extend_schema_view(post=extend_schema(request=TokenInput, responses={200: TokenPairOutput, **errors(401)}, auth=[]))
 class TokenApi(TokenObtainPairView):
     serializer_class = EmailTokenObtainPairSerializer
     throttle_classes = [ScopedRateThrottle]  # no global throttle classes: scope alone does nothing
     throttle_scope = "auth"
 
 
+@extend_schema_view(post=extend_schema(request=RefreshInput, responses={200: AccessOutput, **errors(401)}, auth=[]))
 class TokenRefreshApi(TokenRefreshView):
     throttle_classes = [ScopedRateThrottle]  # no global throttle classes: scope alone does nothing
     throttle_scope = "auth"
@@ -68,9 +85,15 @@ class RegisterApi(APIView):
         password = serializers.CharField(min_length=8, max_length=128, write_only=True, trim_whitespace=False)
         display_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
 
+        class Meta:
+            ref_name = "RegisterInput"
+
     class OutputSerializer(serializers.Serializer):
         user = ProfileOutput()
         tokens = TokenPairOutput()
+
+        class Meta:
+            ref_name = "Registered"
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, auth=[])
     def post(self, request):
@@ -87,8 +110,14 @@ class MeApi(APIView):
         email = serializers.EmailField(max_length=254, required=False)
         current_password = serializers.CharField(max_length=128, required=False, write_only=True)
 
+        class Meta:
+            ref_name = "ProfileUpdate"
+
     class UpdateOutputSerializer(ProfileOutput):
         tokens = TokenPairOutput(required=False, help_text="New tokens, present when the email changed.")
+
+        class Meta:
+            ref_name = "ProfileUpdated"
 
     @extend_schema(responses={200: ProfileOutput})
     def get(self, request):
@@ -120,6 +149,9 @@ class CoinHistoryApi(generics.ListAPIView):
         reference = serializers.CharField()
         balance_after = serializers.IntegerField()
         created_at = serializers.DateTimeField()
+
+        class Meta:
+            ref_name = "LedgerEntry"
 
     serializer_class = OutputSerializer
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings
@@ -45,3 +47,14 @@ class CachedJWTAuthentication(JWTAuthentication):
         if profile is None or not profile["is_active"]:
             raise exceptions.AuthenticationFailed("User not found or inactive.", code="user_inactive")
         return CachedUser(profile, payload)
+
+
+class CachedJWTScheme(OpenApiAuthenticationExtension):
+    """OpenAPI: the bearer JWT scheme (so /api/docs can authorise and the schema declares it)."""
+
+    target_class = CachedJWTAuthentication
+    name = "jwtAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(header_name="AUTHORIZATION", token_prefix="Bearer",
+                                                   bearer_format="JWT")

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -6,6 +6,7 @@ from rest_framework.views import APIView
 from characters.models import Character
 from characters.selectors import character_cached
 from core.responses import json_bytes_response
+from core.schema import errors
 
 from . import selectors, services
 from .models import ChatSession
@@ -45,6 +46,9 @@ class ChatSessionListApi(generics.ListAPIView):
         created_at = serializers.DateTimeField()
         updated_at = serializers.DateTimeField()
 
+        class Meta:
+            ref_name = "ChatSession"
+
     serializer_class = OutputSerializer
 
     def get_queryset(self):
@@ -56,17 +60,19 @@ class ChatMessagesApi(APIView):
     class InputSerializer(serializers.Serializer):
         content = serializers.CharField(max_length=100_000, trim_whitespace=True)
 
-    class QuerySerializer(serializers.Serializer):
-        before = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False)
-        limit = serializers.IntegerField(min_value=1, max_value=100, required=False, default=50)
+        class Meta:
+            ref_name = "ChatMessageInput"
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("before", int, description="Older messages: seq below this (from next_before)."),
-            OpenApiParameter("limit", int, description="Page size for older messages (1-100)."),
-        ],
-        responses={200: HistoryOutput},
-    )
+    class QuerySerializer(serializers.Serializer):
+        before = serializers.IntegerField(min_value=1, max_value=2**31 - 1, required=False,
+                                          help_text="Older messages: seq below this (from next_before).")
+        limit = serializers.IntegerField(min_value=1, max_value=100, required=False, default=50,
+                                         help_text="Page size for older messages.")
+
+        class Meta:
+            ref_name = "ChatHistoryQuery"
+
+    @extend_schema(parameters=[QuerySerializer], responses={200: HistoryOutput, **errors(400)})
     def get(self, request, character: str, session: str):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -82,7 +88,7 @@ class ChatMessagesApi(APIView):
         body = selectors.chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
         return Response(body, headers={"Cache-Control": "private, no-cache"})
 
-    @extend_schema(request=InputSerializer, responses={201: ExchangeOutput})
+    @extend_schema(request=InputSerializer, responses={201: ExchangeOutput, **errors(403)})
     def post(self, request, character: str, session: str):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -47,6 +47,10 @@ def exception_handler(exc, context):
         codes = exc.get_codes()
         if isinstance(data, dict) and "detail" in data and not isinstance(codes, (dict, list)):
             data = {"detail": data["detail"], "code": codes}
+        elif not isinstance(exc, exceptions.ValidationError) and isinstance(data, dict) and isinstance(
+            data.get("detail"), str
+        ):  # simplejwt's token errors: a dict of detail, code and messages
+            data = {"detail": data["detail"], "code": str(data.get("code") or exc.default_code)}
         else:
             data = {"detail": "Invalid input.", "code": "invalid", "errors": data}
     response.data = data

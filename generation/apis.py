@@ -4,6 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.responses import json_bytes_response
+from core.schema import errors
 
 from . import selectors, services
 
@@ -45,6 +46,9 @@ class GenerationApi(generics.ListAPIView):
         guidance = serializers.FloatField(min_value=0, max_value=50, required=False)
         seed = serializers.IntegerField(min_value=0, max_value=2**32 - 1, required=False, allow_null=True)
 
+        class Meta:
+            ref_name = "GenerationInput"
+
     class ListOutput(GenerationOutput):
         pass
 
@@ -59,7 +63,7 @@ class GenerationApi(generics.ListAPIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: GenerationOutput, 201: GenerationOutput},
+        responses={201: GenerationOutput, **errors(402, 403, 409)},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
                                      description="Retries with the same key charge once and return the first result.")],
     )

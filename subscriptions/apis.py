@@ -59,6 +59,9 @@ class SubscriptionApi(APIView):
     class InputSerializer(serializers.Serializer):
         plan = serializers.SlugField(max_length=32)
 
+        class Meta:
+            ref_name = "SubscribeInput"
+
     @extend_schema(responses={200: SubscriptionOutput})
     def get(self, request):
         return json_bytes_response(selectors.subscription_cached(user_id=request.user.id), request, shared=False)
