@@ -148,6 +148,10 @@ def fetch_data(family: KeyFamily, /, **parts: object):
 
 
 def _fill(client: redis.Redis, family: KeyFamily, key: str, parts: dict) -> Payload:
+    if transaction.get_connection().in_atomic_block:
+        # What a transaction reads may be its own uncommitted writes: stored, a rollback would
+        # leave a value in Redis that never existed. Serve it, do not store it.
+        return Payload.of(family.load(**parts))
     scripts = _scripts.get(client)
     lease, target = lease_key(key), full_key(key)
     token = os.urandom(8).hex()

@@ -383,6 +383,21 @@ def test_admin_deactivation_invalidates_and_the_token_gets_401(user, alice, admi
     assert cached(redis_raw, "user:email:alice@example.com")["is_active"] is False
 
 
+def test_admin_email_change_invalidates_old_and_new_email(user, alice, admin_web, redis_raw):
+    from accounts.selectors import user_profile_cached
+
+    assert alice.get("/api/me").status_code == 200
+    assert user_profile_cached(email="ally@example.com").data() is None  # cached "no such user"
+    url = f"/admin/accounts/user/{user.pk}/change/"
+    data = admin_form(admin_web, url)
+    data["email"] = "Ally@Example.com"
+    admin_post(admin_web, url, data)
+
+    assert not redis_raw.exists("user:email:alice@example.com")
+    assert not redis_raw.exists("user:email:ally@example.com")
+    assert alice.get("/api/me").json()["email"] == "ally@example.com"  # same user, by id
+
+
 def test_admin_password_change_invalidates_the_profile(user, alice, admin_web, redis_raw):
     assert alice.get("/api/me").status_code == 200
     response = admin_web.post(f"/admin/accounts/user/{user.pk}/password/",

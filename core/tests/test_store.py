@@ -205,3 +205,22 @@ def test_namespaced_deploys_do_not_see_each_others_keys(namespaced, user, alice,
     redis_raw.set(f"user:coins:{user.id}", Payload.of({"balance": 999}).pack(), ex=60)
     assert alice.get("/api/me/coins").json() == {"balance": 30}
     assert json.loads(redis_raw.get(f"user:coins:{user.id}"))["data"] == {"balance": 999}
+
+
+def test_a_read_inside_a_rolled_back_transaction_stores_nothing(user, alice, redis_raw):
+    """The reader sees its own transaction's uncommitted write; stored, the rollback would leave a
+    balance in Redis that never existed."""
+    from django.db import transaction
+
+    from accounts.models import CoinLedgerEntry
+    from accounts.selectors import user_coins_cached
+    from accounts.services import coins_apply
+
+    alice.get("/api/me")  # the process has synced with Redis
+    with pytest.raises(RuntimeError), transaction.atomic():
+        coins_apply(user_id=user.id, amount=-5, reason=CoinLedgerEntry.Reason.SPEND)
+        assert user_coins_cached(user_id=user.id).data() == {"balance": 25}  # its own write, uncommitted
+        raise RuntimeError("rolled back")
+    assert redis_raw.get(f"user:coins:{user.id}") is None
+    assert not redis_raw.exists(f"lease:user:coins:{user.id}")
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
