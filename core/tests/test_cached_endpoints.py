@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from core.cache.store import Payload
@@ -158,8 +160,10 @@ def test_chat_history_holds_only_the_most_recent_messages(user, alice, character
     assert [m["seq"] for m in body["messages"]] == [4, 5, 6, 7, 8]
     assert body["has_more"] is True and body["next_before"] == 4
 
-    older = alice.get(url, {"before": body["next_before"]})
+    with CaptureQueriesContext(connection) as queries:
+        older = alice.get(url, {"before": body["next_before"]})
     assert older.status_code == 200
+    assert any("chat_chatmessage" in q["sql"] for q in queries.captured_queries)  # from the database
     assert [m["seq"] for m in older.json()["messages"]] == [1, 2, 3]
     assert older.json()["has_more"] is False
     assert "private" in older["Cache-Control"]
@@ -243,3 +247,11 @@ def test_a_spend_is_decided_by_the_row_not_the_cached_balance(make_user, client_
     assert client.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 402
     broke.refresh_from_db()
     assert broke.coin_balance == 0
+
+
+def test_a_ttl_setting_reaches_redis(user, alice, redis_raw, settings):
+    settings.CACHE_TTL_USER_COINS = 7
+    settings.CACHE_TTL_USER_EMAIL = 9
+    alice.get("/api/me/coins")
+    assert 0 < redis_raw.ttl(f"user:coins:{user.id}") <= 7
+    assert 0 < redis_raw.ttl("user:email:alice@example.com") <= 9
