@@ -8,8 +8,8 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from core.cache.keys import normalize_email
-from core.schema import errors
 from core.responses import json_bytes_response
+from core.schema import errors
 
 from . import selectors, services
 

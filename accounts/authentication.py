@@ -36,7 +36,7 @@ class CachedJWTAuthentication(JWTAuthentication):
         try:
             user_id = int(validated_token[api_settings.USER_ID_CLAIM])
         except (KeyError, TypeError, ValueError):
-            raise exceptions.AuthenticationFailed("Token has no valid user.", code="token_not_valid")
+            raise exceptions.AuthenticationFailed("Token has no valid user.", code="token_not_valid") from None
         email = validated_token.get("email")
         payload = user_profile_cached(email=email) if isinstance(email, str) else None
         profile = payload.data() if payload is not None else None

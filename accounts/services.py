@@ -19,7 +19,7 @@ def _validate_password(password: str, user: User) -> None:
     try:
         validate_password(password, user=user)
     except DjangoValidationError as exc:
-        raise exceptions.ValidationError({"password": exc.messages}, code="weak_password")
+        raise exceptions.ValidationError({"password": exc.messages}, code="weak_password") from exc
 
 
 def user_register(*, email: str, password: str, display_name: str = "") -> User:
@@ -35,7 +35,7 @@ def user_register(*, email: str, password: str, display_name: str = "") -> User:
             with transaction.atomic():
                 user = User.objects.create_user(email=email, password=password, display_name=display_name)
         except IntegrityError:  # lost a race with a concurrent registration of the same email
-            raise exceptions.ValidationError({"email": ["A user with this email already exists."]}, code="email_taken")
+            raise exceptions.ValidationError({"email": ["A user with this email already exists."]}, code="email_taken") from None
         subscription_start_free(user_id=user.id)
     return user
 

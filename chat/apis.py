@@ -36,7 +36,7 @@ def _require_character(name: str) -> None:
     try:
         character_cached(name=name)
     except Character.DoesNotExist:
-        raise exceptions.NotFound("No such character.")
+        raise exceptions.NotFound("No such character.") from None
 
 
 class ChatSessionListApi(generics.ListAPIView):
@@ -84,7 +84,7 @@ class ChatMessagesApi(APIView):
                 return json_bytes_response(payload, request, shared=False)
             chat = selectors.chat_session_get(user_id=request.user.id, character=character, session=session)
         except ChatSession.DoesNotExist:
-            raise exceptions.NotFound("No such chat session.")
+            raise exceptions.NotFound("No such chat session.") from None
         body = selectors.chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
         return Response(body, headers={"Cache-Control": "private, no-cache"})
 

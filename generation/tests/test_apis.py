@@ -4,7 +4,7 @@ import pytest
 from django.db.models import Sum
 
 from accounts.models import CoinLedgerEntry, User
-from generation.models import Generation, GenerationSettings
+from generation.models import Generation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,0 +1,96 @@
+"""Schemathesis against /api/schema through the WSGI app: no 5xx, bodies and status codes as documented."""
+
+from collections import Counter
+
+import hypothesis
+import pytest
+import schemathesis
+from django.core.wsgi import get_wsgi_application
+from hypothesis import HealthCheck, Phase
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance]
+
+
+@pytest.fixture
+def app():
+    return get_wsgi_application()
+
+
+@pytest.fixture
+def bearer(make_user, characters):
+    """A pro user with plenty of coins, so generation and premium chat can succeed too."""
+    from accounts.apis import tokens_for
+
+    user = make_user("fuzz@example.com", coins=5000, plan="pro")
+    return {"Authorization": f"Bearer {tokens_for(user)['access']}"}
+
+
+def strategies(operation, mode: GenerationMode):
+    """Free generation, plus real characters in the path: random names only ever reach the 404s."""
+    yield operation.as_strategy(generation_mode=mode)
+    names = {p.name for p in operation.path_parameters}
+    for pinned in ("character", "name") if mode is GenerationMode.POSITIVE else ():
+        if pinned in names:
+            for character in ("luna", "nyx"):
+                yield operation.as_strategy(generation_mode=mode, path_parameters={pinned: character})
+
+
+def fuzz(schema, headers: dict, mode: GenerationMode, max_examples: int) -> tuple[list[str], dict]:
+    failures: list[str] = []
+    seen: dict = {}
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 20  # every endpoint of the API is in the schema
+
+    for operation in operations:
+        for strategy in strategies(operation, mode):
+            @hypothesis.given(case=strategy)
+            @hypothesis.settings(
+                max_examples=max_examples,
+                deadline=None,
+                database=None,
+                derandomize=True,  # the same cases every run: a failure is reproducible
+                phases=[Phase.explicit, Phase.generate],  # no shrinking: report, don't minimise
+                suppress_health_check=list(HealthCheck),
+            )
+            def run(case, operation=operation):
+                response = case.call(headers=headers)
+                seen.setdefault(operation.label, Counter())[response.status_code] += 1
+                case.validate_response(response, checks=CHECKS, headers=headers)
+
+            try:
+                run()
+            except hypothesis.errors.Unsatisfiable:
+                continue  # negative mode: an operation without inputs has nothing to break
+            except Exception as exc:  # collect every operation's failure, then fail once
+                failures.append(f"{operation.label} [{mode.value}]: {exc}"[:3000])
+    return failures, seen
+
+
+def test_api_conforms_to_its_schema(app, bearer):
+    schema = schemathesis.openapi.from_wsgi("/api/schema?format=json", app)
+    failures, seen = fuzz(schema, bearer, GenerationMode.POSITIVE, max_examples=25)
+    negative_failures, _ = fuzz(schema, bearer, GenerationMode.NEGATIVE, max_examples=10)
+    assert not failures + negative_failures, "\n\n".join(failures + negative_failures)
+    # The fuzzing reached the happy paths, not only the error responses.
+    for label, status in [("POST /api/auth/register", 201), ("POST /api/generations", 201),
+                          ("GET /api/characters/{name}", 200), ("GET /api/chat/{character}/sessions", 200),
+                          ("POST /api/chat/{character}/sessions/{session}/messages", 201), ("PATCH /api/me", 200)]:
+        assert seen[label][status] > 0, (label, seen[label])
+
+
+def test_schema_and_docs_are_served(api):
+    response = api.get("/api/schema?format=json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    assert document["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
+    # Errors are documented with their body, e.g. the 402 of a generation.
+    generation = document["paths"]["/api/generations"]["post"]["responses"]
+    assert {"201", "400", "401", "402", "403", "409"} <= set(generation)
+    assert generation["402"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+    assert api.get("/api/docs").status_code == 200
