@@ -1,10 +1,9 @@
--- wrk script for make bench: each request picks a user (Zipf-skewed, or in order to warm a cache)
--- and sends that user's own pre-generated JWT.
--- wrk -s bench/load.lua URL -- <zipf|warm> <endpoint|mix> <users file> <zipf exponent> <population>
+-- wrk script for make bench: each request picks a user (Zipf-skewed over the first <population>
+-- users of the file, hottest first) and sends that user's own pre-generated JWT.
+-- wrk -s bench/load.lua URL -- zipf <endpoint|mix> <users file> <zipf exponent> <population>
 
 local users, chars, cdf = {}, {}, {}
-local order, endpoint, population
-local warm_next = 0
+local endpoint, population
 local mix = {}
 
 local function path_for(name, u)
@@ -38,7 +37,7 @@ function setup(thread)
 end
 
 function init(args)
-  order, endpoint = args[1] or "zipf", args[2] or "mix"
+  endpoint = args[2] or "mix"
   local file = args[3]
   local s = tonumber(args[4] or "1.1")
   for line in io.lines(file) do
@@ -73,13 +72,7 @@ local function zipf_user()
 end
 
 function request()
-  local u
-  if order == "warm" then
-    warm_next = warm_next % population + 1
-    u = users[warm_next]
-  else
-    u = zipf_user()
-  end
+  local u = zipf_user()
   local name = endpoint
   if name == "mix" then name = mix[math.random(#mix)] end
   local method, path, body = path_for(name, u)

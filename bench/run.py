@@ -4,10 +4,11 @@ Load tool: wrk (C, one thread, a Lua script for per-user tokens and the Zipf use
 cores the load generator competes with gunicorn, PostgreSQL and Redis; wrk costs a fraction of what
 a Python load generator (locust) would, so it disturbs the figures least.
 
-Each round runs every mode once (the order rotates), each mode on a fresh private redis-server and
-a fresh gunicorn: the mix (warm-up, then measured), then each cached endpoint alone (a warm pass
-over the users, then measured) and the floor. SQL is counted in the app (bench/app.py); figures are
-medians over rounds, ratios are taken within a round first.
+Each mode gets its own copy of the loaded database, its own redis-server and its own gunicorn, all
+three up at once. A round runs every workload (the mix: warm-up then measured; each cached endpoint
+alone: a warm pass over the users then measured; the floor) on the three modes back to back, the
+order rotating. SQL is counted in the app (bench/app.py); figures are medians over rounds, ratios
+are taken within a round first.
 
     python bench/run.py [--quick] [--rounds N] [--workers N] [--connections N]
 """
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,7 +42,6 @@ ENDPOINTS = {
     "coins": "GET coins",
     "settings": "GET generation-settings",
 }
-PER_USER = {"subscription", "chat_history", "coins", "floor"}  # warm pass over the users first
 FLOOR_ROUTE = "GET bench-floor"
 LUA = common.ROOT / "bench" / "load.lua"
 ZIPF_S = 1.1
@@ -104,29 +106,61 @@ def _delta_by(before: dict, after: dict, name: str) -> dict[str, float]:
     return {route: value - b.get(route, 0.0) for route, value in common.metric_by(after, name, "route").items()}
 
 
-def run_mode(mode: str, args, database_url: str, users_file: Path, tokens: list[str], log: Path) -> dict:
-    from core.testing import RedisServer
+class Stack:
+    """One mode's app: its own database (cloned from the loaded one), redis-server and gunicorn."""
 
-    redis = RedisServer("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru").start()
-    app = common.App(mode=mode, database_url=database_url, redis_url=redis.url, workers=args.workers, log=log)
-    try:
-        app.wait_ready(tokens[0])
-        out = {}
-        common_args = {"users_file": users_file, "connections": args.connections}
-        wrk(app, "zipf", "mix", args.mix_warm, population=len(tokens), **common_args)
-        out["mix"] = measure(app, None, order="zipf", endpoint="mix", seconds=args.mix_seconds,
-                             population=len(tokens), **common_args)
-        for name in (*ENDPOINTS, "floor"):
-            route = ENDPOINTS.get(name, FLOOR_ROUTE)
-            if args.warm_seconds:
-                seconds = args.warm_seconds if name in PER_USER else 1
-                wrk(app, "warm", name, seconds, population=args.population, **common_args)
-            out[name] = measure(app, {route}, order="zipf", endpoint=name, seconds=args.seconds,
-                                population=args.population, **common_args)
-        return out
-    finally:
-        app.stop()
-        redis.close()
+    def __init__(self, mode: str, args, template: str, tokens: list[str], log: Path) -> None:
+        from core.testing import RedisServer
+
+        self.mode = mode
+        self.database = f"{template}_{mode}"
+        data.clone_database(template, self.database)
+        self.redis = RedisServer("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru").start()
+        self.app = common.App(mode=mode, database_url=data.database_url(self.database), redis_url=self.redis.url,
+                              workers=args.workers, log=log)
+        self.app.wait_ready(tokens[0])
+
+    def close(self) -> None:
+        self.app.stop()
+        self.redis.close()
+
+
+def warm(app: common.App, name: str, population: int, tokens: list[str], scale: data.Scale) -> None:
+    """One request per user of the population (and so per character), four at a time."""
+    chars = data.character_names(scale)
+
+    def path(i: int) -> str:
+        return {
+            "subscription": "/api/subscription",
+            "characters": "/api/characters",
+            "character": f"/api/characters/{chars[i % len(chars)]}",
+            "chat_history": f"/api/chat/{data.user_character(i, scale)}/sessions/main/messages",
+            "coins": "/api/me/coins",
+            "settings": "/api/generation/settings",
+            "floor": "/api/bench/floor",
+        }[name]
+
+    def get(i: int) -> int:
+        request = urllib.request.Request(app.base + path(i), headers={"Authorization": f"Bearer {tokens[i - 1]}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(get, range(1, population + 1)))
+    if any(status != 200 for status in statuses):
+        raise RuntimeError(f"warm pass of {name} got {sorted(set(statuses))}")
+
+
+def run_workload(stack: Stack, name: str, args, users_file: Path, n_users: int) -> dict:
+    common_args = {"users_file": users_file, "connections": args.connections}
+    if name == "mix":  # warm-up with the same mix, then measure
+        wrk(stack.app, "zipf", "mix", args.mix_warm, population=n_users, **common_args)
+        return measure(stack.app, None, order="zipf", endpoint="mix", seconds=args.mix_seconds,
+                       population=n_users, **common_args)
+    if args.warm and stack.mode != "none":  # every user of the run once, so the measured run reads warm keys
+        warm(stack.app, name, args.population, args.tokens, args.scale)
+    return measure(stack.app, {ENDPOINTS.get(name, FLOOR_ROUTE)}, order="zipf", endpoint=name,
+                   seconds=args.seconds, population=args.population, **common_args)
 
 
 def median(values):
@@ -135,7 +169,7 @@ def median(values):
 
 
 def summarise(rounds: list[dict]) -> tuple[dict, dict]:
-    workloads = list(rounds[0]["ours"])
+    workloads = [w for w in ("mix", *ENDPOINTS, "floor") if w in rounds[0]["ours"]]
     med = {
         mode: {
             w: {k: median([r[mode][w][k] for r in rounds])
@@ -228,9 +262,11 @@ def markdown(result: dict) -> str:
         lines.append(f"- {'met' if t['met'] else 'NOT MET'}: {t['target']} - {t['value']}")
     lines += ["", f"Non-2xx responses or socket errors across all runs: {result['errors']}.",
               "SQL counted per request by a bench-only middleware (Django execute_wrapper, summed over workers"
-              " through /metrics); the mix draws users from a Zipf(1.1) over all users, so it includes cold"
-              " misses; single-endpoint runs draw from the hottest"
-              f" {result['config']['population']} users after a warm pass."]
+              " through /metrics). Single-endpoint runs draw users from a Zipf(1.1) over the hottest"
+              f" {result['config']['population']} users, after a warm pass that reads each of them once (not in"
+              " the no-cache mode). The mix runs last, 90% reads and 10% writes (chat posts, generations), users"
+              f" from a Zipf(1.1) over all {result['config']['data']['users']} users, so cold users miss;"
+              f" hit ratio of our layer in the mix: {result['median']['ours']['mix']['hit_ratio']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -297,12 +333,16 @@ def main() -> int:
     parser.add_argument("--database", default="bench_chatart")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the bench database at the end")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--modes", default=",".join(MODES), help="development: a subset, e.g. ours")
+    parser.add_argument("--seconds", type=int, help="development: seconds per measured single-endpoint run")
     args = parser.parse_args()
     scale = data.QUICK if args.quick else data.FULL
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.seconds, args.warm_seconds = (1, 0) if args.quick else (3, 2)
+    args.seconds = args.seconds or (1 if args.quick else 3)
     args.mix_seconds, args.mix_warm = (2, 1) if args.quick else (8, 3)
-    args.population = 100 if args.quick else 1000
+    args.population = 50 if args.quick else 200
+    args.warm = True
+    args.scale = scale
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk (make bench does this)", file=sys.stderr)
         return 2
@@ -313,7 +353,10 @@ def main() -> int:
     common.migrate()
     counts = data.load(database_url, scale)
     print(f"loaded {counts}", flush=True)
-    tokens = common.mint_tokens(scale.users)
+    tokens = args.tokens = common.mint_tokens(scale.users)
+    from django.db import connections
+
+    connections.close_all()  # the template database must have no sessions to be cloned
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     users_file = work / "users.txt"
     with open(users_file, "w") as f:
@@ -323,24 +366,36 @@ def main() -> int:
     log = common.RESULTS / "gunicorn-bench.log"
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")
+    modes = [m for m in MODES if m in args.modes.split(",")]
+    stacks: dict[str, Stack] = {}
     rounds = []
     try:
+        for mode in modes:
+            stacks[mode] = Stack(mode, args, args.database, tokens, log)
+        # Workload by workload, the modes back to back (order rotating): ratios come from runs
+        # seconds apart, so the noise of a shared machine hits all three alike.
         for r in range(args.rounds):
-            order = MODES[r % 3:] + MODES[:r % 3]
-            rounds.append({})
-            for mode in order:
-                t0 = time.monotonic()
-                rounds[-1][mode] = run_mode(mode, args, database_url, users_file, tokens, log)
-                print(f"round {r + 1}/{args.rounds} {mode:8s} mix {rounds[-1][mode]['mix']['rps']:.0f} req/s,"
-                      f" characters {rounds[-1][mode]['characters']['rps']:.0f} req/s"
-                      f" ({time.monotonic() - t0:.0f} s)", flush=True)
+            rounds.append({mode: {} for mode in modes})
+            for k, name in enumerate((*ENDPOINTS, "floor", "mix")):
+                shift = (r + k) % len(modes)
+                for mode in modes[shift:] + modes[:shift]:
+                    rounds[-1][mode][name] = run_workload(stacks[mode], name, args, users_file, len(tokens))
+                print(f"round {r + 1}/{args.rounds} {name:13s} " + ", ".join(
+                    f"{m} {rounds[-1][m][name]['rps']:.0f}" for m in modes) + " req/s", flush=True)
     finally:
+        for stack in stacks.values():
+            stack.close()
         shutil.rmtree(work, ignore_errors=True)
-        if not args.keep_database:
-            from django.db import connections
+        from django.db import connections
 
-            connections.close_all()
+        connections.close_all()
+        for stack in stacks.values():
+            data.drop_database(stack.database)
+        if not args.keep_database:
             data.drop_database(args.database)
+    if set(rounds[0]) != set(MODES):
+        print(json.dumps(rounds, indent=1))
+        return 0
     med, derived = summarise(rounds)
     errors = sum(run["errors"] for rnd in rounds for mode in rnd.values() for run in mode.values())
     result = {
