@@ -47,6 +47,13 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def save(self, *args, **kwargs):
         self.email = normalize_email(self.email)
+        if not self._state.adding and not args and kwargs.get("update_fields") is None:
+            # The balance changes only through accounts.services (locked UPDATE + ledger row): a
+            # full save (admin form, set_password) must not write back a balance it read earlier.
+            kwargs["update_fields"] = [
+                f.attname for f in self._meta.concrete_fields
+                if not f.primary_key and f.attname in self.__dict__ and f.name != "coin_balance"
+            ]
         super().save(*args, **kwargs)
 
     def __str__(self) -> str:

@@ -370,6 +370,20 @@ def test_display_name_change_is_read_back(user, alice, redis_raw):
     assert cached(redis_raw, "user:email:alice@example.com")["display_name"] == "Al"
 
 
+def test_a_profile_save_never_writes_back_a_stale_balance(user, alice, redis_raw):
+    """A user loaded before a spend and saved after it (admin form, set_password) keeps the spend."""
+    from accounts.models import User
+
+    loaded = User.objects.get(pk=user.id)  # balance 30
+    _coins(user)  # spends 5: 25
+    loaded.display_name = "Saved later"
+    loaded.set_password("Another-passw0rd-7")
+    loaded.save()
+    assert User.objects.get(pk=user.id).coin_balance == 25
+    assert alice.get("/api/me/coins").json() == {"balance": 25}
+    assert alice.get("/api/me").json()["display_name"] == "Saved later"
+
+
 def test_admin_deactivation_invalidates_and_the_token_gets_401(user, alice, admin_web, redis_raw):
     assert alice.get("/api/me").status_code == 200
     url = f"/admin/accounts/user/{user.pk}/change/"
