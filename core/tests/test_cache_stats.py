@@ -30,7 +30,8 @@ def test_stats_counts_keys_per_family_with_memory_and_ttl_spread(redis_raw):
     data = stats_json()
     coins = data["families"]["user:coins"]
     assert coins["keys"] == 5
-    assert (coins["ttl_min"], coins["ttl_median"], coins["ttl_max"]) in {(10, 30, 50), (9, 29, 49)}
+    # TTL counts down in whole seconds while the test runs: allow a second or two.
+    assert 8 <= coins["ttl_min"] <= 10 and 28 <= coins["ttl_median"] <= 30 and 48 <= coins["ttl_max"] <= 50
     assert coins["ttl_default"] == 60
     assert coins["memory_estimate_bytes"] > 0
     assert data["families"]["character"]["keys"] == 1
