@@ -150,6 +150,18 @@ def test_stats_count_todays_usage_and_coins_spent(alice, user, characters):
     assert stats["coins_spent"] == 6
 
 
+def test_each_user_sees_only_their_own_subscription_and_coins(alice, user, make_user, client_for):
+    bob = client_for(make_user("bob@example.com"))
+    alice.get("/api/subscription")  # cache alice's before bob changes his
+    assert bob.post("/api/subscription", {"plan": "pro"}, format="json").status_code == 201
+    assert bob.post("/api/subscription/cancel").status_code == 200
+    mine = alice.get("/api/subscription").json()
+    assert mine["plan"]["code"] == "free" and mine["status"] == "active"
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert bob.get("/api/me/coins").json() == {"balance": 1530}
+    assert bob.get("/api/subscription").json()["status"] == "cancelled"
+
+
 def test_stats_days_left_and_other_users_usage(alice, user, make_user, client_for, characters):
     other = make_user("bob@example.com")
     client_for(other).post("/api/generations", {"prompt": "bob's"}, format="json")
