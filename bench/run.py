@@ -289,14 +289,21 @@ def chart(result: dict, path: Path) -> None:
         sp = result["derived"][w]["speedup_vs_none"]
         top = max(med[m][w]["rps"] or 0 for m in MODES)
         ax1.annotate(f"{sp:.1f}x", (x, top), ha="center", va="bottom", fontsize=8)
-    ax1.set_xticks(list(xs), workloads, rotation=25, ha="right")
+    floor = med["ours"]["floor"]["rps"]
+    if floor:
+        ax1.axhline(floor, color=colors["ours"], linestyle="--", linewidth=0.8,
+                    label="floor: constant bytes, same auth (ours)")
+    ax1.set_xticks(list(xs), [w if w != "mix" else "mix (90% reads)" for w in workloads], rotation=25, ha="right")
     ax1.set_ylabel("requests/s (higher is better)")
     ax1.set_title("Throughput; label = ours vs no cache")
-    ax1.legend()
+    ax1.set_ylim(0, 1.35 * max(med[m][w]["rps"] or 0 for m in MODES for w in workloads))  # room for the legend
+    ax1.legend(loc="upper left", fontsize=8, ncol=2)
     reads = [w for w in workloads if w != "floor"]
     for k, mode in enumerate(MODES):
         vals = [med[mode][w]["sql_per_request"] or 0 for w in reads]
         ax2.bar([x + (k - 1) * width for x in range(len(reads))], vals, width, label=mode, color=colors[mode])
+        for x, v in enumerate(vals):
+            ax2.annotate("0" if v == 0 else f"{v:.2g}", (x + (k - 1) * width, v), ha="center", va="bottom", fontsize=6)
     ax2.set_xticks(list(range(len(reads))), reads, rotation=25, ha="right")
     ax2.set_ylabel("SQL queries per request (lower is better)")
     ax2.set_title("Database load")
@@ -315,10 +322,22 @@ def update_readme(result: dict, table: str) -> None:
     if start not in text or end not in text:
         print("README.md has no bench markers; left alone")
         return
+    chaos = ""
+    chaos_file = common.RESULTS / "chaos.json"
+    if chaos_file.exists():
+        c = json.loads(chaos_file.read_text())
+        rec = c["hit_ratio_recovery"]
+        chaos = (f"\n### Faults: `make chaos` ({c['date']})\n\nRedis SIGKILLed at 10 s, restarted from its AOF at 20 s,"
+                 f" frozen (SIGSTOP) from 30 to 40 s, under steady mixed load: {c['requests']} requests,"
+                 f" **{c['5xx']} 5xx**, **{c['timeouts']} client timeouts**, **{c['stale_check']['stale']} stale"
+                 f" reads** of {c['stale_check']['reads']} compared with the database after quiescence; hit ratio"
+                 f" back to 90% of steady {rec.get('after_restart_s')} s after the restart and"
+                 f" {rec.get('after_resume_s')} s after SIGCONT. Per-phase latency: `bench/results/chaos.md`.\n")
     block = (f"{start}\n### Benchmark: `make bench` ({result['date']})\n\n"
-             "No cache vs this cache layer vs django-cachalot, same workloads, alternated; see"
-             " `bench/results/latest.json` for every round.\n\n"
-             f"![benchmark chart](bench/results/latest.png)\n\n{table}{end}")
+             "No cache (DummyCache) vs this cache layer vs django-cachalot: the same workloads through gunicorn,"
+             " driven by wrk, alternated; every round in `bench/results/latest.json`. `make bench-quick` is the"
+             " seconds-long CI variant; `BENCH_ARGS='--workers 3 --rounds 5' make bench` changes the setup.\n\n"
+             f"![benchmark chart](bench/results/latest.png)\n\n{table}{chaos}{end}")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     readme.write_text(head + block + tail)
@@ -335,7 +354,15 @@ def main() -> int:
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--modes", default=",".join(MODES), help="development: a subset, e.g. ours")
     parser.add_argument("--seconds", type=int, help="development: seconds per measured single-endpoint run")
+    parser.add_argument("--render", action="store_true", help="only redraw table, chart and README from latest.json")
     args = parser.parse_args()
+    if args.render:
+        result = json.loads((common.RESULTS / "latest.json").read_text())
+        table = markdown(result)
+        (common.RESULTS / "latest.md").write_text(table)
+        chart(result, common.RESULTS / "latest.png")
+        update_readme(result, table)
+        return 0
     scale = data.QUICK if args.quick else data.FULL
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (1 if args.quick else 3)
