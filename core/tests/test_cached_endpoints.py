@@ -255,3 +255,16 @@ def test_a_ttl_setting_reaches_redis(user, alice, redis_raw, settings):
     alice.get("/api/me/coins")
     assert 0 < redis_raw.ttl(f"user:coins:{user.id}") <= 7
     assert 0 < redis_raw.ttl("user:email:alice@example.com") <= 9
+
+
+@pytest.mark.parametrize("url", ["/api/me/coins/history", "/api/generations", "/api/chat/luna/sessions",
+                                 "/api/chat/luna/sessions/s1/messages?before=3", "/api/characters/ghost"])
+def test_other_per_user_responses_are_private_too(url, world):
+    response = world.client.get(url)
+    assert "private" in response["Cache-Control"], url
+
+
+def test_an_anonymous_public_response_is_left_alone(api, plans):
+    response = api.get("/api/plans")
+    assert response.status_code == 200
+    assert "private" not in response.get("Cache-Control", "")
