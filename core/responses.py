@@ -10,7 +10,8 @@ def json_bytes_response(payload: Payload, request, *, shared: bool, status: int 
     ``If-None-Match`` with 304."""
     if shared:
         etag = f'"{payload.etag}"'
-        if etag in request.META.get("HTTP_IF_NONE_MATCH", ""):
+        if_none_match = request.META.get("HTTP_IF_NONE_MATCH", "")
+        if etag in if_none_match or if_none_match.strip() == "*":  # "*": any current representation
             response = HttpResponseNotModified()
         else:
             response = HttpResponse(payload.body, content_type="application/json", status=status)

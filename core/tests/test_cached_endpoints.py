@@ -109,6 +109,8 @@ def test_shared_endpoint_answers_if_none_match_with_304_without_sql(url, world, 
     assert response.status_code == 304
     assert response.content == b""
     assert response["ETag"] == etag
+    assert world.client.get(url, HTTP_IF_NONE_MATCH=f'"0000000000000000", W/{etag}').status_code == 304
+    assert world.client.get(url, HTTP_IF_NONE_MATCH="*").status_code == 304
     assert world.client.get(url, HTTP_IF_NONE_MATCH='"0000000000000000"').status_code == 200
 
 
