@@ -224,3 +224,19 @@ def test_a_read_inside_a_rolled_back_transaction_stores_nothing(user, alice, red
     assert redis_raw.get(f"user:coins:{user.id}") is None
     assert not redis_raw.exists(f"lease:user:coins:{user.id}")
     assert alice.get("/api/me/coins").json() == {"balance": 30}
+
+
+# --- the benchmark baselines' switch ----------------------------------------------------------------
+
+
+def test_with_the_layer_off_reads_come_from_the_database_and_nothing_touches_redis(user, alice, redis_raw, settings):
+    """CACHE_LAYER_ENABLED=False (bench: no cache, cachalot): every read is a fresh load, no key,
+    no lease, and invalidation is a no-op instead of a Redis call."""
+    from accounts.models import User
+
+    settings.CACHE_LAYER_ENABLED = False
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    User.objects.filter(pk=user.id).update(coin_balance=7)  # no signal, no invalidation
+    assert alice.get("/api/me/coins").json() == {"balance": 7}
+    invalidate((registry.USER_COINS, {"user_id": user.id}))
+    assert redis_raw.dbsize() == 0
