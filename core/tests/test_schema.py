@@ -40,6 +40,24 @@ def strategies(operation, mode: GenerationMode):
                 yield operation.as_strategy(generation_mode=mode, path_parameters={pinned: character})
 
 
+def runner(operation, strategy, headers: dict, seen: dict, max_examples: int):
+    @hypothesis.given(case=strategy)
+    @hypothesis.settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=True,  # the same cases every run: a failure is reproducible
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: report, don't minimise
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case):
+        response = case.call(headers=headers)
+        seen.setdefault(operation.label, Counter())[response.status_code] += 1
+        case.validate_response(response, checks=CHECKS, headers=headers)
+
+    return run
+
+
 def fuzz(schema, headers: dict, mode: GenerationMode, max_examples: int) -> tuple[list[str], dict]:
     failures: list[str] = []
     seen: dict = {}
@@ -48,20 +66,7 @@ def fuzz(schema, headers: dict, mode: GenerationMode, max_examples: int) -> tupl
 
     for operation in operations:
         for strategy in strategies(operation, mode):
-            @hypothesis.given(case=strategy)
-            @hypothesis.settings(
-                max_examples=max_examples,
-                deadline=None,
-                database=None,
-                derandomize=True,  # the same cases every run: a failure is reproducible
-                phases=[Phase.explicit, Phase.generate],  # no shrinking: report, don't minimise
-                suppress_health_check=list(HealthCheck),
-            )
-            def run(case, operation=operation):
-                response = case.call(headers=headers)
-                seen.setdefault(operation.label, Counter())[response.status_code] += 1
-                case.validate_response(response, checks=CHECKS, headers=headers)
-
+            run = runner(operation, strategy, headers, seen, max_examples)
             try:
                 run()
             except hypothesis.errors.Unsatisfiable:
