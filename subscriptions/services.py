@@ -42,7 +42,14 @@ def _start(*, user_id: int, plan: Plan) -> Subscription:
         "auto_renew": True,
     }
     sub, _ = Subscription.objects.update_or_create(user_id=user_id, defaults=period)
-    if plan.coins_per_period:
+    # One grant per plan per period: switching back and forth between plans must not mint coins.
+    already_granted = CoinLedgerEntry.objects.filter(
+        user_id=user_id,
+        reason=CoinLedgerEntry.Reason.PLAN_GRANT,
+        reference=f"plan:{plan.code}",
+        created_at__gt=now - timedelta(days=settings.SUBSCRIPTION_PERIOD_DAYS),
+    ).exists()
+    if plan.coins_per_period and not already_granted:
         coins_apply(
             user_id=user_id,
             amount=plan.coins_per_period,

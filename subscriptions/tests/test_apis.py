@@ -171,3 +171,23 @@ def test_stats_days_left_and_other_users_usage(alice, user, make_user, client_fo
     assert stats["days_left"] == 4  # part of a day counts as a day
     assert stats["generations"]["used_today"] == 0
     assert stats["coins_spent"] == 0
+
+
+def test_switching_plans_back_and_forth_grants_each_plan_once_per_period(alice, user):
+    for plan in ("plus", "free", "plus", "free", "plus"):
+        assert alice.post("/api/subscription", {"plan": plan}, format="json").status_code == 201
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "plus"
+    assert coins(user) == 330  # 30 (free, at registration) + 300 (plus, once)
+    grants = CoinLedgerEntry.objects.filter(user=user, reason="plan_grant")
+    assert sorted(g.reference for g in grants) == ["plan:free", "plan:plus"]
+
+
+def test_a_new_period_grants_again(alice, user):
+    alice.post("/api/subscription", {"plan": "plus"}, format="json")
+    # The plus grant was a period ago and the subscription has run out.
+    CoinLedgerEntry.objects.filter(user=user, reference="plan:plus").update(
+        created_at=timezone.now() - timedelta(days=31)
+    )
+    expire(user)
+    assert alice.post("/api/subscription", {"plan": "plus"}, format="json").status_code == 201
+    assert coins(user) == 630
