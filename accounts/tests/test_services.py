@@ -151,3 +151,20 @@ def test_fifty_concurrent_requests_with_one_idempotency_key_charge_once(rich_pla
     assert CoinLedgerEntry.objects.filter(user=user, reason="spend").count() == 1
     assert balance(user.id) == 28
     assert ledger_sum(user.id) == 28
+
+
+@pytest.mark.slow
+def test_concurrent_registrations_of_one_email_create_one_user(plans):
+    from rest_framework.test import APIClient
+
+    from conftest import PASSWORD
+
+    def register(i: int):
+        email = "Race@Example.com" if i % 2 else "race@example.com "
+        return APIClient().post("/api/auth/register", {"email": email, "password": PASSWORD}, format="json").status_code
+
+    statuses = run_concurrently(10, register)
+    assert Counter(statuses) == {201: 1, 400: 9}, statuses
+    user = User.objects.get(email="race@example.com")
+    assert User.objects.count() == 1
+    assert balance(user.id) == 30 and ledger_sum(user.id) == 30

@@ -170,3 +170,15 @@ def test_chat_needs_auth(api, characters):
     assert send(api, "hi").status_code == 401
     assert history(api).status_code == 401
     assert api.get("/api/chat/luna/sessions").status_code == 401
+
+
+@pytest.mark.slow
+def test_concurrent_messages_keep_a_strict_order(make_user, client_for, characters):
+    from accounts.tests.test_services import run_concurrently
+
+    user = make_user("chatty@example.com", plan="plus")
+    statuses = run_concurrently(10, lambda i: send(client_for(user), f"message {i}").status_code)
+    assert statuses == [201] * 10
+    seqs = list(ChatMessage.objects.filter(session__user=user).order_by("seq").values_list("seq", "role"))
+    assert seqs == [(n, "user" if n % 2 else "assistant") for n in range(1, 21)]
+    assert ChatSession.objects.get(user=user).last_seq == 20
