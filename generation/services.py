@@ -39,6 +39,15 @@ def _backend():
     return import_string(settings.GENERATION_BACKEND)()
 
 
+def _replay(user_id: int, idempotency_key: str, fingerprint: str) -> dict | None:
+    first = Generation.objects.filter(user_id=user_id, idempotency_key=idempotency_key).first()
+    if first is None:
+        return None
+    if first.request_fingerprint != fingerprint:
+        raise Conflict("This Idempotency-Key was used with other parameters.", code="idempotency_mismatch")
+    return generation_payload(first)
+
+
 def generation_create(
     *,
     user_id: int,
@@ -51,7 +60,13 @@ def generation_create(
     idempotency_key: str | None = None,
 ) -> tuple[dict, bool]:
     """Returns (generation, created). A retry with the same idempotency key returns the first
-    generation and charges nothing; the same key with other parameters is a 409."""
+    generation and charges nothing, whatever changed since (settings, plan); the same key with
+    other parameters is a 409."""
+    request = {"prompt": prompt, "character": character, "size": size, "steps": steps, "guidance": guidance,
+               "seed": seed}
+    fingerprint = hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    if idempotency_key is not None and (first := _replay(user_id, idempotency_key, fingerprint)) is not None:
+        return first, False
     conf = generation_settings_data()
     if not conf["enabled"]:
         raise PlanForbids("Image generation is switched off.", code="generation_disabled")
@@ -78,17 +93,13 @@ def generation_create(
         "guidance": conf["guidance"] if guidance is None else guidance,
         "seed": seed,
     }
-    fingerprint = hashlib.sha256(orjson.dumps([prompt, character, parameters], option=orjson.OPT_SORT_KEYS)).hexdigest()
     plan = subscription_require(user_id=user_id, premium=bool(char and char.is_premium))
 
     with transaction.atomic():
         User.objects.select_for_update().only("id").get(pk=user_id)  # serialises this user's spends
-        if idempotency_key is not None:
-            first = Generation.objects.filter(user_id=user_id, idempotency_key=idempotency_key).first()
-            if first is not None:
-                if first.request_fingerprint != fingerprint:
-                    raise Conflict("This Idempotency-Key was used with other parameters.", code="idempotency_mismatch")
-                return generation_payload(first), False
+        # Checked again under the lock: a concurrent retry may have just created it.
+        if idempotency_key is not None and (first := _replay(user_id, idempotency_key, fingerprint)) is not None:
+            return first, False
         used = Generation.objects.filter(user_id=user_id, created_at__gte=day_start()).exclude(
             status=Generation.Status.FAILED
         ).count()

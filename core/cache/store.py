@@ -214,13 +214,21 @@ def _delete_now(keys: tuple[tuple[KeyFamily, str], ...]) -> None:
         _defer(keys)
         return
     try:
-        redis_client().delete(*(full_key(k) for k in names), *(lease_key(k) for k in names))
+        _unlink(redis_client(), names)
     except redis.RedisError as exc:
         HEALTH.failure(exc, "delete")
         _defer(keys)
         return
     for family, _ in keys:
         _COUNTERS[family.name].deleted.inc()
+
+
+def _unlink(client: redis.Redis, keys: list[str], batch: int = 500) -> None:
+    """Delete keys and their leases, a bounded batch per command (a plan edit may touch
+    thousands of subscribers, and one huge DEL would block Redis)."""
+    for start in range(0, len(keys), batch):
+        chunk = keys[start : start + batch]
+        client.delete(*(full_key(k) for k in chunk), *(lease_key(k) for k in chunk))
 
 
 def _defer(keys: tuple[tuple[KeyFamily, str], ...]) -> None:
@@ -247,7 +255,6 @@ def drain_pending_invalidations(client: redis.Redis, batch: int = 500) -> int:
         rows = list(PendingInvalidation.objects.order_by("id").values_list("id", "key")[:batch])
         if not rows:
             return done
-        keys = [key for _, key in rows]
-        client.delete(*(full_key(k) for k in keys), *(lease_key(k) for k in keys))
+        _unlink(client, [key for _, key in rows])
         PendingInvalidation.objects.filter(id__in=[pk for pk, _ in rows]).delete()
         done += len(rows)

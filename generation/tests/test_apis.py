@@ -182,6 +182,22 @@ def test_idempotency_key_with_other_parameters_is_409(alice, user):
     assert coins(user) == 29
 
 
+def test_idempotent_retry_returns_the_first_response_even_after_settings_and_plan_change(alice, user):
+    from generation.services import generation_settings_update
+    from subscriptions.services import subscription_cancel
+
+    first = alice.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="late")
+    assert first.status_code == 201
+    generation_settings_update(enabled=False)
+    subscription_cancel(user_id=user.id)
+    retry = alice.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="late")
+    assert retry.status_code == 201
+    assert retry.json() == first.json()
+    assert coins(user) == 29
+    # A new request is refused: generation is switched off now.
+    assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 403
+
+
 def test_overlong_idempotency_key_is_400(alice, user):
     response = alice.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 101)
     assert response.status_code == 400
