@@ -8,6 +8,8 @@
   permission check as the real endpoints: the ceiling any cached endpoint can approach.
 """
 
+import time
+
 from django.db import connection
 from django.http import HttpResponse
 from django.urls import path
@@ -19,6 +21,7 @@ from config.urls import urlpatterns as production_urlpatterns
 
 bench_requests = Counter("bench_requests_total", "Requests by route (bench settings only).", ["route"])
 bench_sql = Counter("bench_sql_queries_total", "SQL statements by route (bench settings only).", ["route"])
+bench_seconds = Counter("bench_server_seconds_total", "Time inside Django by route (bench settings only).", ["route"])
 
 
 class SqlCountMiddleware:
@@ -27,6 +30,7 @@ class SqlCountMiddleware:
 
     def __call__(self, request):
         count = 0
+        started = time.perf_counter()
 
         def counter(execute, sql, params, many, context):
             nonlocal count
@@ -38,6 +42,7 @@ class SqlCountMiddleware:
         match = request.resolver_match
         route = f"{request.method} {match.url_name if match else 'unresolved'}"
         bench_requests.labels(route).inc()
+        bench_seconds.labels(route).inc(time.perf_counter() - started)
         if count:
             bench_sql.labels(route).inc(count)
         return response

@@ -79,11 +79,18 @@ def measure(app: common.App, routes: set[str] | None, **wrk_args) -> dict:
     if routes is None:  # reads and writes of the mix apart: writes cost SQL with any cache
         req_by = _delta_by(before, after, "bench_requests_total")
         sql_by = _delta_by(before, after, "bench_sql_queries_total")
+        sec_by = _delta_by(before, after, "bench_server_seconds_total")
         for kind, method in (("read", "GET "), ("write", "POST ")):
-            n = sum(v for r, v in req_by.items() if r.startswith(method) and r not in ("GET metrics", FLOOR_ROUTE))
-            q = sum(v for r, v in sql_by.items() if r.startswith(method) and r not in ("GET metrics", FLOOR_ROUTE))
+            def total(by, method=method):
+                return sum(v for r, v in by.items() if r.startswith(method) and r not in ("GET metrics", FLOOR_ROUTE))
+
+            n, q, sec = total(req_by), total(sql_by), total(sec_by)
             split[f"{kind}_requests"] = int(n)
             split[f"{kind}_sql_per_request"] = round(q / n, 3) if n else None
+            split[f"{kind}_server_ms"] = round(sec / n * 1000, 2) if n else None
+            split[f"{kind}_server_seconds"] = round(sec, 3)
+        busy = split["read_server_seconds"] + split["write_server_seconds"]
+        split["write_share_of_server_time"] = round(split["write_server_seconds"] / busy, 3) if busy else None
     hits = delta("cache_requests_total", result="hit")
     lookups = hits + delta("cache_requests_total", result="miss")
     return {
@@ -173,8 +180,9 @@ def summarise(rounds: list[dict]) -> tuple[dict, dict]:
     med = {
         mode: {
             w: {k: median([r[mode][w][k] for r in rounds])
-                for k in ("rps", "p50_ms", "p99_ms", "sql_per_request", "hit_ratio",
-                          "read_sql_per_request", "write_sql_per_request") if k in rounds[0][mode][w]}
+                for k in ("rps", "p50_ms", "p99_ms", "sql_per_request", "hit_ratio", "read_sql_per_request",
+                          "write_sql_per_request", "read_server_ms", "write_server_ms", "write_share_of_server_time")
+                if k in rounds[0][mode][w]}
             for w in workloads
         }
         for mode in MODES
@@ -198,6 +206,9 @@ def summarise(rounds: list[dict]) -> tuple[dict, dict]:
     return med, derived
 
 
+ROUNDS: list[dict] = []  # set by main() and --render, for bounds computed round by round
+
+
 def check_targets(med: dict, derived: dict) -> list[dict]:
     cached = list(ENDPOINTS)
     targets = []
@@ -214,17 +225,32 @@ def check_targets(med: dict, derived: dict) -> list[dict]:
                               + f"; its reads alone {reads:.1%} fewer ({mix_none['read_sql_per_request']:.2f} ->"
                               f" {mix_ours['read_sql_per_request']:.3f}), its writes cost"
                               f" {mix_ours['write_sql_per_request']:.1f} SQL each in every mode")})
+    writes = mix_ours["write_sql_per_request"] * 0.1  # the mix is 10% writes
+    targets[-1]["why"] = (
+        f"writes run ~{mix_ours['write_sql_per_request']:.0f} SQL each in every mode (locks, counts, inserts):"
+        f" {writes:.2f} SQL per mix request that no read cache removes, so even a perfect read cache stops at"
+        f" {1 - writes / mix_none['sql_per_request']:.0%} fewer; reads add the cold misses of users seen for the"
+        f" first time in a short run (hit ratio {mix_ours['hit_ratio']})")
     sp = derived["characters"]["speedup_vs_none"]
+    floor_bound = median([r["ours"]["floor"]["rps"] / r["none"]["characters"]["rps"] for r in ROUNDS])
     targets.append({"target": "cached character list >= 6x uncached", "met": sp >= 6,
-                    "value": f"{sp:.2f}x" + ("" if sp >= 6 else f" ({6 - sp:.2f}x short)")})
+                    "value": f"{sp:.2f}x" + ("" if sp >= 6 else f" ({6 - sp:.2f}x short)"),
+                    "why": f"the uncached list is already lean (two small queries, the user for authentication"
+                           f" and the list with .only(), then orjson, no DRF serializer) and the cached one runs at {derived['characters']['share_of_floor']:.0%}"
+                           f" of the floor, so the floor itself is only {floor_bound:.2f}x the uncached list here;"
+                           " per-request HTTP, middleware and JWT costs on two shared cores bound every ratio"})
     worst_floor = min(cached, key=lambda w: derived[w]["share_of_floor"])
     share = derived[worst_floor]["share_of_floor"]
     targets.append({"target": "every cached read >= 60% of the floor", "met": share >= 0.6,
                     "value": f"min {share:.0%} ({worst_floor})" + ("" if share >= 0.6 else f", {0.6 - share:.0%} short")})
     worst_cl = min(cached, key=lambda w: derived[w]["ratio_vs_cachalot"])
     rc = derived[worst_cl]["ratio_vs_cachalot"]
+    bound = median([r["ours"]["floor"]["rps"] / r["cachalot"][worst_cl]["rps"] for r in ROUNDS])
     targets.append({"target": "every cached read >= 4x cachalot", "met": rc >= 4,
-                    "value": f"min {rc:.2f}x ({worst_cl})" + ("" if rc >= 4 else f", {4 - rc:.2f}x short")})
+                    "value": f"min {rc:.2f}x ({worst_cl})" + ("" if rc >= 4 else f", {4 - rc:.2f}x short"),
+                    "why": f"warm, cachalot also runs no SQL here (its hit costs SQL compilation, a couple of Redis"
+                           f" round trips and unpickling for 1-2 lean queries); even the floor is only {bound:.2f}x"
+                           f" cachalot's {worst_cl}"})
     return targets
 
 
@@ -257,12 +283,22 @@ def markdown(result: dict) -> str:
             f" | {fmt(d['speedup_vs_none'], '{:.2f}x')} | {fmt(d['ratio_vs_cachalot'], '{:.2f}x')}"
             f" | {fmt(d['share_of_floor'], '{:.0%}') if w != 'floor' else '100%'} |"
         )
+    mix = {mode: med[mode]["mix"] for mode in MODES}
+    if mix["ours"].get("read_server_ms") is not None:
+        lines += ["", "The mix, inside Django (mean per request): reads "
+                  + ", ".join(f"{m} {mix[m]['read_server_ms']:.1f} ms" for m in MODES)
+                  + "; writes " + ", ".join(f"{m} {mix[m]['write_server_ms']:.1f} ms" for m in MODES)
+                  + f". Writes are 10% of the requests but {mix['ours']['write_share_of_server_time']:.0%} of the"
+                  " server time with our cache: they bound the mix's speedup (Amdahl) and its SQL reduction, since"
+                  " every mode runs them against PostgreSQL."]
     lines += ["", "Targets:", ""]
     for t in result["targets"]:
-        lines.append(f"- {'met' if t['met'] else 'NOT MET'}: {t['target']} - {t['value']}")
+        why = f". Why: {t['why']}." if not t["met"] and t.get("why") else ""
+        lines.append(f"- {'met' if t['met'] else 'NOT MET'}: {t['target']} - {t['value']}{why}")
     lines += ["", f"Non-2xx responses or socket errors across all runs: {result['errors']}.",
               "SQL counted per request by a bench-only middleware (Django execute_wrapper, summed over workers"
-              " through /metrics). Single-endpoint runs draw users from a Zipf(1.1) over the hottest"
+              " through /metrics; the connection health check's ping, once per request that touches the"
+              " database, is not a statement and not counted). Single-endpoint runs draw users from a Zipf(1.1) over the hottest"
               f" {result['config']['population']} users, after a warm pass that reads each of them once (not in"
               " the no-cache mode). The mix runs last, 90% reads and 10% writes (chat posts, generations), users"
               f" from a Zipf(1.1) over all {result['config']['data']['users']} users, so cold users miss;"
@@ -358,6 +394,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.render:
         result = json.loads((common.RESULTS / "latest.json").read_text())
+        ROUNDS[:] = result["rounds"]
+        result["targets"] = check_targets(result["median"], result["derived"])
         table = markdown(result)
         (common.RESULTS / "latest.md").write_text(table)
         chart(result, common.RESULTS / "latest.png")
@@ -442,6 +480,7 @@ def main() -> int:
         result["postgres"] = common.postgres_version(data.ADMIN_DSN)
     except Exception:  # only a label in the report
         pass
+    ROUNDS[:] = rounds
     result["targets"] = check_targets(med, derived)
     table = markdown(result)
     name = "quick" if args.quick else "latest"
