@@ -72,7 +72,7 @@ class CoinLedgerEntry(models.Model):
     amount = models.BigIntegerField()
     reason = models.CharField(max_length=20, choices=Reason.choices)
     reference = models.CharField(max_length=200, blank=True)
-    idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 (NULL = no key: outside the unique constraint)
     balance_after = models.BigIntegerField()
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

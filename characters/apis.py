@@ -30,5 +30,5 @@ class CharacterDetailApi(APIView):
         try:
             payload = selectors.character_cached(name=name)
         except Character.DoesNotExist:
-            raise exceptions.NotFound("No such character.")
+            raise exceptions.NotFound("No such character.") from None
         return json_bytes_response(payload, request, shared=True)

@@ -24,12 +24,12 @@ class GenerationSettings(models.Model):
         verbose_name = "generation settings"
         verbose_name_plural = "generation settings"
 
+    def __str__(self) -> str:
+        return "Generation settings"
+
     def save(self, *args, **kwargs):
         self.pk = 1  # a singleton
         super().save(*args, **kwargs)
-
-    def __str__(self) -> str:
-        return "Generation settings"
 
 
 class Generation(models.Model):
@@ -47,7 +47,7 @@ class Generation(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     cost = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)
-    idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 (NULL = no key: outside the unique constraint)
     request_fingerprint = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -110,7 +110,7 @@ def test_stalled_redis_costs_at_most_one_timeout_per_request(faulty, alice, char
     wait_out_cooldown()
     alice.get("/api/me/coins")
     assert HEALTH.state == "closed"
-    assert faulty.client().exists("user:coins:%d" % alice.get("/api/me").json()["id"])
+    assert faulty.client().exists(f"user:coins:{alice.get('/api/me').json()['id']}")
 
 
 def test_invalidation_lost_while_down_is_applied_after_an_aof_restart(faulty, alice, user, redis_raw):
