@@ -7,8 +7,9 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from core.cache import registry
 from core.cache.keys import normalize_email
-from core.responses import json_bytes_response
+from core.responses import json_bytes_response, readahead_of
 from core.schema import errors
 
 from . import selectors, services
@@ -136,9 +137,13 @@ class MeApi(APIView):
 
 
 class CoinsApi(APIView):
+    def cache_read_ahead(self, request, *, user_id: int):
+        return [(registry.USER_COINS, {"user_id": user_id})]
+
     @extend_schema(responses={200: inline_serializer("Coins", {"balance": serializers.IntegerField()})})
     def get(self, request):
-        return json_bytes_response(selectors.user_coins_cached(user_id=request.user.id), request, shared=False)
+        payload = selectors.user_coins_cached(user_id=request.user.id, readahead=readahead_of(request))
+        return json_bytes_response(payload, request, shared=False)
 
 
 class CoinHistoryApi(generics.ListAPIView):

@@ -8,7 +8,9 @@ from rest_framework import exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings
 
-from core.cache.store import Payload
+from core.cache import registry
+from core.cache.keys import normalize_email
+from core.cache.store import Payload, read_ahead
 
 from .selectors import user_payload_by_id, user_profile_cached
 
@@ -32,13 +34,28 @@ class CachedUser:
 
 
 class CachedJWTAuthentication(JWTAuthentication):
-    def get_user(self, validated_token) -> CachedUser:
+    """A view may name the keys its GET will read (``cache_read_ahead(request, user_id=..., **url
+    kwargs)`` returning ``(family, parts)`` pairs): they are read together with the user's key in
+    one round trip and left on ``request.cache_readahead`` for the view's selectors."""
+
+    def authenticate(self, request):
+        header = self.get_header(request)
+        raw_token = None if header is None else self.get_raw_token(header)
+        if raw_token is None:
+            return None
+        validated_token = self.get_validated_token(raw_token)
+        return self.get_user(validated_token, request), validated_token
+
+    def get_user(self, validated_token, request=None) -> CachedUser:
         try:
             user_id = int(validated_token[api_settings.USER_ID_CLAIM])
         except (KeyError, TypeError, ValueError):
             raise exceptions.AuthenticationFailed("Token has no valid user.", code="token_not_valid") from None
         email = validated_token.get("email")
-        payload = user_profile_cached(email=email) if isinstance(email, str) else None
+        readahead = _read_ahead(request, user_id, email) if isinstance(email, str) else None
+        if request is not None:
+            request.cache_readahead = readahead
+        payload = user_profile_cached(email=email, readahead=readahead) if isinstance(email, str) else None
         profile = payload.data() if payload is not None else None
         if profile is None or profile["id"] != user_id:
             # The email in the token is no longer this user's (it changed): look up by id.
@@ -47,6 +64,17 @@ class CachedJWTAuthentication(JWTAuthentication):
         if profile is None or not profile["is_active"]:
             raise exceptions.AuthenticationFailed("User not found or inactive.", code="user_inactive")
         return CachedUser(profile, payload)
+
+
+def _read_ahead(request, user_id: int, email: str) -> dict | None:
+    if request is None or request.method != "GET":
+        return None
+    context = getattr(request, "parser_context", None) or {}
+    hint = getattr(context.get("view"), "cache_read_ahead", None)
+    targets = hint(request, user_id=user_id, **context.get("kwargs", {})) if hint is not None else None
+    if not targets:
+        return None
+    return read_ahead((registry.USER_EMAIL, {"email": normalize_email(email)}), *targets)
 
 
 class CachedJWTScheme(OpenApiAuthenticationExtension):

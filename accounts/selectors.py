@@ -35,9 +35,9 @@ def user_payload_by_id(*, user_id: int) -> dict | None:
     return None if user is None else user_payload(user)
 
 
-def user_profile_cached(*, email: str) -> Payload:
+def user_profile_cached(*, email: str, readahead: dict | None = None) -> Payload:
     """``user:email:{email}``: the profile (JSON ``null`` when no such user)."""
-    return fetch(registry.USER_EMAIL, email=normalize_email(email))
+    return fetch(registry.USER_EMAIL, readahead=readahead, email=normalize_email(email))
 
 
 def coins_payload(*, user_id: int) -> dict:
@@ -45,9 +45,9 @@ def coins_payload(*, user_id: int) -> dict:
     return {"balance": balance or 0}
 
 
-def user_coins_cached(*, user_id: int) -> Payload:
+def user_coins_cached(*, user_id: int, readahead: dict | None = None) -> Payload:
     """``user:coins:{user_id}``: the balance. Display only: spends read the row itself."""
-    return fetch(registry.USER_COINS, user_id=user_id)
+    return fetch(registry.USER_COINS, readahead=readahead, user_id=user_id)
 
 
 def ledger_list(*, user_id: int) -> QuerySet[CoinLedgerEntry]:

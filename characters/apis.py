@@ -2,7 +2,8 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.views import APIView
 
-from core.responses import json_bytes_response
+from core.cache import registry
+from core.responses import json_bytes_response, readahead_of
 
 from . import selectors
 from .models import Character
@@ -19,16 +20,22 @@ class CharacterOutput(serializers.Serializer):
 
 
 class CharacterListApi(APIView):
+    def cache_read_ahead(self, request, *, user_id: int):
+        return [(registry.CHARACTERS_LIST, {})]
+
     @extend_schema(responses={200: CharacterOutput(many=True)})
     def get(self, request):
-        return json_bytes_response(selectors.character_list_cached(), request, shared=True)
+        return json_bytes_response(selectors.character_list_cached(readahead=readahead_of(request)), request, shared=True)
 
 
 class CharacterDetailApi(APIView):
+    def cache_read_ahead(self, request, *, user_id: int, name: str):
+        return [(registry.CHARACTER, {"name": name})]
+
     @extend_schema(responses={200: CharacterOutput})
     def get(self, request, name: str):
         try:
-            payload = selectors.character_cached(name=name)
+            payload = selectors.character_cached(name=name, readahead=readahead_of(request))
         except Character.DoesNotExist:
             raise exceptions.NotFound("No such character.") from None
         return json_bytes_response(payload, request, shared=True)

@@ -23,12 +23,12 @@ def character_payload(*, name: str) -> dict:
     return character_public(Character.objects.only(*_PUBLIC_FIELDS).get(name=name, is_active=True))
 
 
-def character_list_cached() -> Payload:
-    return fetch(registry.CHARACTERS_LIST)
+def character_list_cached(*, readahead: dict | None = None) -> Payload:
+    return fetch(registry.CHARACTERS_LIST, readahead=readahead)
 
 
-def character_cached(*, name: str) -> Payload:
-    return fetch(registry.CHARACTER, name=name)
+def character_cached(*, name: str, readahead: dict | None = None) -> Payload:
+    return fetch(registry.CHARACTER, readahead=readahead, name=name)
 
 
 def character_get_active(*, name: str) -> dict:

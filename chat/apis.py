@@ -5,7 +5,8 @@ from rest_framework.views import APIView
 
 from characters.models import Character
 from characters.selectors import character_cached
-from core.responses import json_bytes_response
+from core.cache import registry
+from core.responses import json_bytes_response, readahead_of
 from core.schema import errors
 
 from . import selectors, services
@@ -32,9 +33,9 @@ class ExchangeOutput(serializers.Serializer):
     reply = MessageOutput()
 
 
-def _require_character(name: str) -> None:
+def _require_character(name: str, readahead: dict | None = None) -> None:
     try:
-        character_cached(name=name)
+        character_cached(name=name, readahead=readahead)
     except Character.DoesNotExist:
         raise exceptions.NotFound("No such character.") from None
 
@@ -72,15 +73,22 @@ class ChatMessagesApi(APIView):
         class Meta:
             ref_name = "ChatHistoryQuery"
 
+    def cache_read_ahead(self, request, *, user_id: int, character: str, session: str):
+        if "before" in request.query_params:  # older pages come from the database
+            return None
+        return [(registry.CHARACTER, {"name": character}),
+                (registry.CHAT_HISTORY, {"user_id": user_id, "character": character, "session": session})]
+
     @extend_schema(parameters=[QuerySerializer], responses={200: HistoryOutput, **errors(400)})
     def get(self, request, character: str, session: str):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         before = query.validated_data.get("before")
-        _require_character(character)  # a hidden character's chats are hidden too
+        _require_character(character, readahead=readahead_of(request))  # a hidden character's chats are hidden too
         try:
             if before is None:  # the recent page: chat:history:{user}:{character}:{session}
-                payload = selectors.chat_history_cached(user_id=request.user.id, character=character, session=session)
+                payload = selectors.chat_history_cached(user_id=request.user.id, character=character, session=session,
+                                                        readahead=readahead_of(request))
                 return json_bytes_response(payload, request, shared=False)
             chat = selectors.chat_session_get(user_id=request.user.id, character=character, session=session)
         except ChatSession.DoesNotExist:

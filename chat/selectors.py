@@ -44,8 +44,8 @@ def chat_history_payload(*, user_id: int, character: str, session: str) -> dict:
     return chat_messages_page(session=chat, before=None, limit=settings.CHAT_HISTORY_CACHED_MESSAGES)
 
 
-def chat_history_cached(*, user_id: int, character: str, session: str) -> Payload:
-    return fetch(registry.CHAT_HISTORY, user_id=user_id, character=character, session=session)
+def chat_history_cached(*, user_id: int, character: str, session: str, readahead: dict | None = None) -> Payload:
+    return fetch(registry.CHAT_HISTORY, readahead=readahead, user_id=user_id, character=character, session=session)
 
 
 def chat_session_list(*, user_id: int, character: str) -> QuerySet[ChatSession]:

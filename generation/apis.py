@@ -3,7 +3,8 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.responses import json_bytes_response
+from core.cache import registry
+from core.responses import json_bytes_response, readahead_of
 from core.schema import errors
 
 from . import selectors, services
@@ -32,9 +33,13 @@ class GenerationOutput(serializers.Serializer):
 
 
 class GenerationSettingsApi(APIView):
+    def cache_read_ahead(self, request, *, user_id: int):
+        return [(registry.GENERATION_SETTINGS, {})]
+
     @extend_schema(responses={200: SettingsOutput})
     def get(self, request):
-        return json_bytes_response(selectors.generation_settings_cached(), request, shared=True)
+        payload = selectors.generation_settings_cached(readahead=readahead_of(request))
+        return json_bytes_response(payload, request, shared=True)
 
 
 class GenerationApi(generics.ListAPIView):

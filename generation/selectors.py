@@ -29,8 +29,8 @@ def generation_settings_payload() -> dict:
     }
 
 
-def generation_settings_cached() -> Payload:
-    return fetch(registry.GENERATION_SETTINGS)
+def generation_settings_cached(*, readahead: dict | None = None) -> Payload:
+    return fetch(registry.GENERATION_SETTINGS, readahead=readahead)
 
 
 def generation_settings_data() -> dict:

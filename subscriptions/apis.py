@@ -4,7 +4,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.responses import json_bytes_response
+from core.cache import registry
+from core.responses import json_bytes_response, readahead_of
 
 from . import selectors, services
 
@@ -62,9 +63,13 @@ class SubscriptionApi(APIView):
         class Meta:
             ref_name = "SubscribeInput"
 
+    def cache_read_ahead(self, request, *, user_id: int):
+        return [(registry.SUBSCRIPTION_USER, {"user_id": user_id})]
+
     @extend_schema(responses={200: SubscriptionOutput})
     def get(self, request):
-        return json_bytes_response(selectors.subscription_cached(user_id=request.user.id), request, shared=False)
+        payload = selectors.subscription_cached(user_id=request.user.id, readahead=readahead_of(request))
+        return json_bytes_response(payload, request, shared=False)
 
     @extend_schema(request=InputSerializer, responses={200: SubscriptionOutput, 201: SubscriptionOutput})
     def post(self, request):
@@ -84,8 +89,10 @@ class SubscriptionCancelApi(APIView):
 
 
 class SubscriptionStatsApi(APIView):
+    def cache_read_ahead(self, request, *, user_id: int):
+        return [(registry.SUBSCRIPTION_STATS, {"user_id": user_id})]
+
     @extend_schema(responses={200: StatsOutput})
     def get(self, request):
-        return json_bytes_response(
-            selectors.subscription_stats_cached(user_id=request.user.id), request, shared=False
-        )
+        payload = selectors.subscription_stats_cached(user_id=request.user.id, readahead=readahead_of(request))
+        return json_bytes_response(payload, request, shared=False)

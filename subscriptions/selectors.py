@@ -115,12 +115,12 @@ def subscription_stats_payload(*, user_id: int) -> dict:
     }
 
 
-def subscription_cached(*, user_id: int) -> Payload:
-    return fetch(registry.SUBSCRIPTION_USER, user_id=user_id)
+def subscription_cached(*, user_id: int, readahead: dict | None = None) -> Payload:
+    return fetch(registry.SUBSCRIPTION_USER, readahead=readahead, user_id=user_id)
 
 
-def subscription_stats_cached(*, user_id: int) -> Payload:
-    return fetch(registry.SUBSCRIPTION_STATS, user_id=user_id)
+def subscription_stats_cached(*, user_id: int, readahead: dict | None = None) -> Payload:
+    return fetch(registry.SUBSCRIPTION_STATS, readahead=readahead, user_id=user_id)
 
 
 def subscription_grants_access(data: dict, now: datetime | None = None) -> bool:

@@ -1,0 +1,57 @@
+"""A warm cached GET costs one Redis round trip: authentication reads the user's key and the
+endpoint's keys together (MGET), and the view serves what was read."""
+
+import pytest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ENDPOINTS = [
+    "/api/me/coins", "/api/subscription", "/api/subscription/stats", "/api/characters",
+    "/api/characters/luna", "/api/generation/settings", "/api/chat/luna/sessions/s1/messages",
+]
+
+
+def redis_calls(client) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+
+
+@pytest.mark.parametrize("url", ENDPOINTS)
+def test_a_warm_cached_get_is_one_redis_round_trip(alice, characters, redis_raw, url, django_assert_num_queries):
+    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 201
+    first = alice.get(url)
+    assert first.status_code == 200
+    redis_raw.config_resetstat()  # our private server: its counters are ours to reset
+    with django_assert_num_queries(0):
+        again = alice.get(url)
+    assert again.status_code == 200
+    assert again.content == first.content
+    calls = redis_calls(redis_raw)
+    calls.pop("config|resetstat", None)
+    calls.pop("info", None)
+    assert calls == {"mget": 1}, calls
+
+
+def test_read_ahead_is_skipped_for_older_chat_pages_and_writes(alice, characters, redis_raw):
+    url = "/api/chat/luna/sessions/s1/messages"
+    for _ in range(3):
+        alice.post(url, {"content": "hi"}, format="json")
+    redis_raw.config_resetstat()
+    assert alice.get(url + "?before=3&limit=1").json()["messages"][0]["seq"] == 2
+    assert "mget" not in redis_calls(redis_raw)
+
+
+def test_read_ahead_with_redis_down_falls_back_to_the_database(alice, characters, redis_server, settings):
+    import copy
+
+    from core.cache.health import HEALTH
+    from core.testing import RedisServer
+
+    dead = RedisServer()  # never started: connection refused
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] = dead.url
+    settings.CACHES = caches
+    HEALTH.reset()
+    for url in ENDPOINTS[:-1]:
+        assert alice.get(url).status_code == 200, url
+    dead.close()
