@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.db import models
 
 from . import services
 from .models import Character
@@ -11,6 +12,7 @@ class CharacterAdmin(admin.ModelAdmin):
     search_fields = ("name", "display_name")
     prepopulated_fields = {"name": ("display_name",)}
     actions = ["activate", "deactivate", "refresh_cache"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6.0's default
 
     def save_model(self, request, obj, form, change):
         services.character_save(character=obj)
