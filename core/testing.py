@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import redis
+from django.db import connection
 
 
 def free_port() -> int:
@@ -109,3 +111,26 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_concurrently(count: int, work) -> list:
+    """Run work(i) in `count` threads released together; each thread closes its DB connection."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def target(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[i] = work(i)
+        except Exception as exc:  # returned: the caller asserts on it
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    return results

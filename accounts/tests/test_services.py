@@ -1,15 +1,15 @@
 """The coin ledger: invariant, database constraint, and concurrent spends on real PostgreSQL."""
 
-import threading
 from collections import Counter
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
 from accounts.models import CoinLedgerEntry, User
 from accounts.services import coins_apply
 from core.exceptions import PaymentRequired
+from core.testing import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,29 +80,6 @@ def test_ledger_check_constraints(make_user):
         CoinLedgerEntry.objects.create(user=user, amount=0, reason="grant", balance_after=1)
     with pytest.raises(IntegrityError), transaction.atomic():
         CoinLedgerEntry.objects.create(user=user, amount=-1, reason="spend", balance_after=-1)
-
-
-def run_concurrently(count: int, work) -> list:
-    """Run work(i) in `count` threads released together; each thread closes its DB connection."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[i] = work(i)
-        except Exception as exc:  # surfaced by the assertions below
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 @pytest.fixture

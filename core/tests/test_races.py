@@ -5,40 +5,16 @@ from __future__ import annotations
 
 import copy
 import random
-import threading
 import time
 
 import orjson
 import pytest
-from django.db import connection
 
 from core.cache import registry
 from core.cache.health import HEALTH
-from core.testing import RedisServer
+from core.testing import RedisServer, run_concurrently
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-def in_threads(count: int, work) -> list:
-    """Run work(i) in `count` threads released together; each closes its own DB connection."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except Exception as exc:  # surfaced by the assertions on results
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
 
 
 def counting_loader(monkeypatch, module, name: str, delay: float = 0.05) -> list:
@@ -77,7 +53,7 @@ def test_stampede_on_a_missing_shared_key_queries_the_database_at_most_twice(
         response = clients[i].get(url)
         return response.status_code, response.content, time.monotonic() - started
 
-    results = in_threads(50, hit)
+    results = run_concurrently(50, hit)
     assert all(not isinstance(r, Exception) for r in results), [r for r in results if isinstance(r, Exception)]
     assert {status for status, _, _ in results} == {200}
     assert len({body for _, body, _ in results}) == 1
@@ -191,7 +167,7 @@ def test_randomised_readers_and_writers_leave_every_cached_key_equal_to_the_data
                 generation_settings_update(guidance=round(rng.uniform(1, 20), 3))
         return statuses
 
-    results = in_threads(6, worker)
+    results = run_concurrently(6, worker)
     assert all(not isinstance(r, Exception) for r in results), [r for r in results if isinstance(r, Exception)]
     statuses = {s for r in results for s in r}
     assert statuses <= {200, 201, 404}, statuses  # 404: a history read before the session's first message
