@@ -26,8 +26,8 @@ from .registry import FAMILIES, KeyFamily, family_of
 from .store import Payload, fetch, full_key, lease_key, namespace, redis_client
 
 BATCH = 1000
-SHARED_FAMILIES = ("characters:list", "character", "generation:settings")
-USER_FAMILIES = ("subscription:user", "subscription:stats", "user:email", "user:coins", "chat:history")
+SHARED_FAMILIES = tuple(name for name, family in FAMILIES.items() if family.shared)
+USER_FAMILIES = tuple(name for name, family in FAMILIES.items() if not family.shared)
 
 Progress = Callable[[int], None]
 
