@@ -1,10 +1,11 @@
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
-from rest_framework import generics, serializers, status
+from rest_framework import exceptions, generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from core.cache import registry
@@ -22,6 +23,7 @@ class ProfileOutput(serializers.Serializer):
     is_active = serializers.BooleanField()
     is_staff = serializers.BooleanField()
     date_joined = serializers.DateTimeField()
+    session_version = serializers.IntegerField(help_text="Changes with the password: older tokens are refused.")
 
 
 class TokenPairOutput(serializers.Serializer):
@@ -40,6 +42,7 @@ class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
     def get_token(cls, user):
         token = super().get_token(user)
         token["email"] = user.email
+        token["sv"] = user.session_version  # a password change refuses this token
         return token
 
 
@@ -69,8 +72,20 @@ class TokenApi(TokenObtainPairView):
     throttle_scope = "auth"
 
 
+class SessionTokenRefreshSerializer(TokenRefreshSerializer):
+    """Refuses refresh tokens of deleted or inactive users and those issued before a password change."""
+
+    def validate(self, attrs):
+        refresh = self.token_class(attrs["refresh"])  # signature, expiry, type
+        current = selectors.user_session_state(user_id=refresh.payload.get(api_settings.USER_ID_CLAIM))
+        if current is None or not current["is_active"] or refresh.payload.get("sv") != current["session_version"]:
+            raise exceptions.AuthenticationFailed("This refresh token is no longer valid.", code="token_revoked")
+        return super().validate(attrs)
+
+
 @extend_schema_view(post=extend_schema(request=RefreshInput, responses={200: AccessOutput, **errors(401)}, auth=[]))
 class TokenRefreshApi(TokenRefreshView):
+    serializer_class = SessionTokenRefreshSerializer
     throttle_classes = [ScopedRateThrottle]  # no global throttle classes: scope alone does nothing
     throttle_scope = "auth"
 
@@ -134,6 +149,23 @@ class MeApi(APIView):
         if user.email != request.user.email:
             body["tokens"] = tokens_for(user)
         return Response(body, headers={"Cache-Control": "private, no-cache"})
+
+
+class PasswordApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        current_password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
+        new_password = serializers.CharField(min_length=8, max_length=128, write_only=True, trim_whitespace=False)
+
+        class Meta:
+            ref_name = "PasswordChange"
+
+    @extend_schema(request=InputSerializer, responses={200: TokenPairOutput})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.user_change_password(user_id=request.user.id, **data.validated_data)
+        # Every token issued before is refused from now on; these are the new ones.
+        return Response(tokens_for(user), headers={"Cache-Control": "private, no-cache"})
 
 
 class CoinsApi(APIView):

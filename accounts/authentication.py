@@ -63,6 +63,8 @@ class CachedJWTAuthentication(JWTAuthentication):
             payload = Payload.of(profile)
         if profile is None or not profile["is_active"]:
             raise exceptions.AuthenticationFailed("User not found or inactive.", code="user_inactive")
+        if validated_token.get("sv") != profile["session_version"]:
+            raise exceptions.AuthenticationFailed("Token issued before a password change.", code="token_revoked")
         return CachedUser(profile, payload)
 
 

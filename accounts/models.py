@@ -32,6 +32,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     date_joined = models.DateTimeField(default=timezone.now)
     # Changed only through accounts.services (a conditional UPDATE plus a ledger row).
     coin_balance = models.BigIntegerField(default=0, editable=False)
+    # Tokens carry the version they were issued at; a new password refuses the older ones.
+    session_version = models.PositiveIntegerField(default=0, editable=False)
 
     objects = UserManager()
 
@@ -44,6 +46,10 @@ class User(AbstractBaseUser, PermissionsMixin):
             models.CheckConstraint(condition=models.Q(coin_balance__gte=0), name="user_coin_balance_non_negative"),
             models.UniqueConstraint(Lower("email"), name="user_email_ci_unique"),
         ]
+
+    def set_password(self, raw_password):
+        super().set_password(raw_password)
+        self.session_version += 1
 
     def save(self, *args, **kwargs):
         self.email = normalize_email(self.email)

@@ -10,7 +10,7 @@ from core.cache.store import Payload, fetch
 
 from .models import CoinLedgerEntry, User
 
-_PROFILE_FIELDS = ("id", "email", "display_name", "is_active", "is_staff", "date_joined")
+_PROFILE_FIELDS = ("id", "email", "display_name", "is_active", "is_staff", "date_joined", "session_version")
 
 
 def user_payload(user: User) -> dict:
@@ -22,6 +22,7 @@ def user_payload(user: User) -> dict:
         "is_active": user.is_active,
         "is_staff": user.is_staff,
         "date_joined": user.date_joined.isoformat().replace("+00:00", "Z"),
+        "session_version": user.session_version,
     }
 
 
@@ -33,6 +34,14 @@ def user_payload_by_email(*, email: str) -> dict | None:
 def user_payload_by_id(*, user_id: int) -> dict | None:
     user = User.objects.filter(pk=user_id).only(*_PROFILE_FIELDS).first()
     return None if user is None else user_payload(user)
+
+
+def user_session_state(*, user_id) -> dict | None:
+    """What a token refresh must check, straight from the database."""
+    try:
+        return User.objects.filter(pk=int(user_id)).values("is_active", "session_version").first()
+    except (TypeError, ValueError):
+        return None
 
 
 def user_profile_cached(*, email: str, readahead: dict | None = None) -> Payload:

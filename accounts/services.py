@@ -60,6 +60,21 @@ def user_update(
     return user
 
 
+def user_change_password(*, user_id: int, current_password: str, new_password: str) -> User:
+    """Set a new password; tokens issued before it are refused (session_version moves on)."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user_id)
+        if not user.check_password(current_password):
+            raise exceptions.ValidationError({"current_password": ["This is not your current password."]})
+        try:
+            validate_password(new_password, user=user)
+        except DjangoValidationError as exc:
+            raise exceptions.ValidationError({"new_password": list(exc.messages)}) from None
+        user.set_password(new_password)
+        user.save()  # post_save invalidates user:email: the next request sees the new version
+    return user
+
+
 def coins_apply(
     *,
     user_id: int,

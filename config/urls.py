@@ -30,6 +30,7 @@ api = [
     path("auth/token", accounts.TokenApi.as_view(), name="token"),
     path("auth/token/refresh", accounts.TokenRefreshApi.as_view(), name="token-refresh"),
     path("me", accounts.MeApi.as_view(), name="me"),
+    path("me/password", accounts.PasswordApi.as_view(), name="password"),
     path("me/coins", accounts.CoinsApi.as_view(), name="coins"),
     path("me/coins/history", accounts.CoinHistoryApi.as_view(), name="coins-history"),
     path("plans", subscriptions.PlanListApi.as_view(), name="plans"),

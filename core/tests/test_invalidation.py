@@ -370,7 +370,7 @@ def test_display_name_change_is_read_back(user, alice, redis_raw):
     assert cached(redis_raw, "user:email:alice@example.com")["display_name"] == "Al"
 
 
-def test_a_profile_save_never_writes_back_a_stale_balance(user, alice, redis_raw):
+def test_a_profile_save_never_writes_back_a_stale_balance(user, alice, redis_raw, client_for):
     """A user loaded before a spend and saved after it (admin form, set_password) keeps the spend."""
     from accounts.models import User
 
@@ -380,8 +380,10 @@ def test_a_profile_save_never_writes_back_a_stale_balance(user, alice, redis_raw
     loaded.set_password("Another-passw0rd-7")
     loaded.save()
     assert User.objects.get(pk=user.id).coin_balance == 25
-    assert alice.get("/api/me/coins").json() == {"balance": 25}
-    assert alice.get("/api/me").json()["display_name"] == "Saved later"
+    assert alice.get("/api/me/coins").status_code == 401  # issued before the password change
+    fresh = client_for(User.objects.get(pk=user.id))
+    assert fresh.get("/api/me/coins").json() == {"balance": 25}
+    assert fresh.get("/api/me").json()["display_name"] == "Saved later"
 
 
 def test_admin_deactivation_invalidates_and_the_token_gets_401(user, alice, admin_web, redis_raw):
