@@ -88,9 +88,10 @@ def load(dsn: str, scale: Scale) -> dict:
                                 f"https://avatars.invalid/{name}.png", i % 5 == 0, True, i, past))
         counts["characters"] = len(chars)
         with cur.copy("COPY accounts_user (id, password, is_superuser, email, display_name, is_active, is_staff,"
-                      " date_joined, coin_balance) FROM STDIN") as copy:
+                      " date_joined, coin_balance, session_version) FROM STDIN") as copy:
             for i in range(1, scale.users + 1):
-                copy.write_row((i, "!", False, user_email(i), f"User {i}", True, False, past, BALANCE))
+                # session_version 0: the version common.mint_tokens puts in every token
+                copy.write_row((i, "!", False, user_email(i), f"User {i}", True, False, past, BALANCE, 0))
         counts["users"] = scale.users
         with cur.copy("COPY subscriptions_subscription (id, user_id, plan_id, status, current_period_start,"
                       " current_period_end, auto_renew, updated_at) FROM STDIN") as copy:
