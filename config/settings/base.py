@@ -141,6 +141,8 @@ CHAT_HISTORY_CACHED_MESSAGES = env.int("CHAT_HISTORY_CACHED_MESSAGES", default=1
 CACHE_LAYER_ENABLED = env.bool("CACHE_LAYER_ENABLED", default=True)
 # Circuit breaker: how long Redis is skipped after a failure before it is tried again.
 CACHE_BREAKER_COOLDOWN = env.float("CACHE_BREAKER_COOLDOWN", default=1.0)
+# Recorded (failed) invalidations are also retried in the background after this many seconds.
+CACHE_PENDING_RETRY = env.float("CACHE_PENDING_RETRY", default=1.0)
 # Single-flight: how long a miss waits for another request that is already recomputing.
 CACHE_LEASE_TTL_MS = env.int("CACHE_LEASE_TTL_MS", default=2000)
 CACHE_LEASE_WAIT = env.float("CACHE_LEASE_WAIT", default=0.5)

@@ -47,9 +47,16 @@ class RateLimitedLog:
 class CacheHealth:
     def __init__(self) -> None:
         self._sync_lock = threading.Lock()
+        self._retry_lock = threading.Lock()
+        self._retry_timer: threading.Timer | None = None
         self.reset()
 
     def reset(self) -> None:
+        with self._retry_lock:
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
+            self._retry_timer = None
+        self._retry_delay: float | None = None
         self.log = RateLimitedLog()
         self.state = CLOSED
         self.open_until = 0.0
@@ -129,6 +136,33 @@ class CacheHealth:
         self.state = CLOSED
         metrics.breaker_open.set(0)
         return True
+
+
+    def retry_later(self) -> None:
+        """Apply recorded invalidations from a background thread as well: an idle worker must not
+        leave them waiting for its next request (or the key's TTL). Backs off up to 30 s."""
+        from django.conf import settings
+
+        with self._retry_lock:
+            if self._retry_timer is not None:
+                return
+            delay = self._retry_delay or settings.CACHE_PENDING_RETRY
+            self._retry_timer = threading.Timer(delay, self._retry, args=(delay,))
+            self._retry_timer.daemon = True
+            self._retry_timer.start()
+
+    def _retry(self, delay: float) -> None:
+        from django.db import connection
+
+        with self._retry_lock:
+            self._retry_timer = None
+        try:
+            done = not self.blocking() and self.sync()
+        finally:
+            connection.close()  # this thread's own database connection
+        self._retry_delay = None if done else min(delay * 2, 30.0)
+        if not done:
+            self.retry_later()
 
 
 HEALTH = CacheHealth()

@@ -268,6 +268,7 @@ def record_pending_invalidations(keys: Iterable[str]) -> None:
         [PendingInvalidation(key=key) for key in keys], ignore_conflicts=True
     )
     HEALTH.synced_epoch = -1  # this process must sync before trusting Redis again
+    HEALTH.retry_later()
 
 
 def drain_pending_invalidations(client: redis.Redis, batch: int = 500) -> int:

@@ -29,6 +29,7 @@ def faulty(settings):
     caches["default"]["LOCATION"] = server.url
     settings.CACHES = caches  # override_settings resets the cache handlers: a new pool on this URL
     settings.CACHE_BREAKER_COOLDOWN = COOLDOWN
+    settings.CACHE_PENDING_RETRY = 60  # these tests drive recovery through requests; see the retry test
     HEALTH.reset()
     yield server
     server.close()
@@ -130,6 +131,22 @@ def test_invalidation_lost_while_down_is_applied_after_an_aof_restart(faulty, al
     assert alice.get("/api/me/coins").json() == {"balance": 29}  # synced: the old value was deleted first
     assert not PendingInvalidation.objects.exists()
     assert b'"balance":29' in faulty.client().get(key)
+
+
+def test_an_idle_worker_applies_lost_invalidations_in_the_background(faulty, alice, user, settings):
+    """No request needed: the recorded delete is retried (with backoff) until Redis takes it."""
+    settings.CACHE_PENDING_RETRY = 0.2
+    key = f"user:coins:{user.id}"
+    alice.get("/api/me/coins")
+    faulty.stop()
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    time.sleep(0.5)  # retries meanwhile fail against the dead server and back off
+    faulty.start()
+    deadline = time.monotonic() + 5
+    while faulty.client().exists(key) or PendingInvalidation.objects.exists():
+        assert time.monotonic() < deadline, "the lost delete was never applied"
+        time.sleep(0.05)
+    assert alice.get("/api/me/coins").json() == {"balance": 29}
 
 
 def test_a_new_process_applies_pending_invalidations_before_its_first_cached_read(faulty, alice, user):
