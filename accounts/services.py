@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from rest_framework import exceptions
 
 from core.cache.keys import normalize_email
@@ -85,27 +84,25 @@ def coins_apply(
 ) -> CoinLedgerEntry:
     """Add (amount > 0) or spend (amount < 0) coins: one ledger row, one balance update.
 
-    Decided by the database row, never by the cached balance. The user row is locked for the
-    transaction, so concurrent spends serialise and the CHECK constraint is only a safety net.
-    Raises PaymentRequired when the balance is short. With an idempotency key a retry returns
-    the first entry without charging again. The ledger row's post_save invalidates
-    ``user:coins`` and ``subscription:stats``.
+    Decided by the database row, never by the cached balance: one conditional
+    ``UPDATE ... RETURNING`` that PostgreSQL serialises on the row, so concurrent spends can never
+    overdraw (the CHECK constraint is only a safety net). Raises PaymentRequired when the balance
+    is short. With an idempotency key the user row is locked first and a retry returns the first
+    entry without charging again. Runs in the caller's transaction when there is one (no
+    savepoint: an error here fails the caller's whole write). The ledger row's post_save
+    invalidates ``user:coins`` and ``subscription:stats``.
     """
     if amount == 0:
         raise exceptions.ValidationError({"amount": ["Amount must not be zero."]})
-    with transaction.atomic():
-        User.objects.select_for_update().only("id").get(pk=user_id)
+    with transaction.atomic(savepoint=False):
         if idempotency_key is not None:
+            User.objects.select_for_update().only("id").get(pk=user_id)  # one retry at a time
             existing = CoinLedgerEntry.objects.filter(user_id=user_id, idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing
-        updated = (
-            User.objects.filter(pk=user_id, coin_balance__gte=max(0, -amount))
-            .update(coin_balance=F("coin_balance") + amount)
-        )
-        if not updated:
+        balance = _balance_add(user_id=user_id, amount=amount)
+        if balance is None:
             raise PaymentRequired()
-        balance = User.objects.filter(pk=user_id).values_list("coin_balance", flat=True).get()
         return CoinLedgerEntry.objects.create(
             user_id=user_id,
             amount=amount,
@@ -114,3 +111,16 @@ def coins_apply(
             idempotency_key=idempotency_key,
             balance_after=balance,
         )
+
+
+def _balance_add(*, user_id: int, amount: int) -> int | None:
+    """The balance after adding ``amount``, or None (and nothing changed) if it would go negative."""
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(User._meta.db_table)} SET coin_balance = coin_balance + %s"
+            " WHERE id = %s AND coin_balance + %s >= 0 RETURNING coin_balance",
+            [amount, user_id, amount],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]

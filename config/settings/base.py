@@ -124,8 +124,9 @@ CACHES = {
     }
 }
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True
-DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
-DJANGO_REDIS_LOGGER = "core.cache"
+# django-redis would log a traceback per ignored error (a flood while Redis is down); the guarded
+# connection already logs each failure kind at most every 10 s and counts every one.
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = False
 
 # TTLs of the key families (seconds); see core/cache/registry.py for the contract.
 CACHE_TTL_SUBSCRIPTION_USER = env.int("CACHE_TTL_SUBSCRIPTION_USER", default=300)

@@ -231,3 +231,15 @@ def test_cache_errors_are_counted_and_logged_without_flooding(faulty, alice, cap
     assert after - before >= 20
     warnings = [r for r in caplog.records if r.name == "core.cache" and r.levelname == "WARNING"]
     assert 1 <= len(warnings) <= 6
+
+
+def test_throttled_logins_with_redis_down_do_not_flood_the_log(faulty, api, user, caplog):
+    faulty.stop()
+    caplog.clear()
+    for _ in range(10):
+        response = api.post("/api/auth/token", {"email": "alice@example.com", "password": "correct-horse-battery-9"},
+                            format="json")
+        assert response.status_code == 200
+    noisy = [r for r in caplog.records if r.levelno >= 30 and r.name != "django.request"]
+    assert len(noisy) <= 3, [r.getMessage() for r in noisy]
+    assert not any(r.exc_info for r in caplog.records)
