@@ -101,6 +101,28 @@ def subscription_cancel(*, user_id: int) -> Subscription:
     return sub
 
 
+def subscriptions_renew(*, now=None) -> dict[str, int]:
+    """The periodic job (``manage.py subscriptions_renew``): subscriptions past their period end
+    that renew start a new period (granting the plan's coins); the others expire."""
+    from accounts.models import User
+
+    now = now or timezone.now()
+    due = list(
+        Subscription.objects.filter(
+            current_period_end__lte=now, status=Subscription.Status.ACTIVE, auto_renew=True, plan__is_active=True
+        ).values_list("user_id", flat=True)
+    )
+    renewed = 0
+    for user_id in due:
+        with transaction.atomic():
+            User.objects.select_for_update().only("id").get(pk=user_id)
+            sub = Subscription.objects.select_related("plan").get(user_id=user_id)
+            if sub.current_period_end <= now and sub.status == Subscription.Status.ACTIVE and sub.auto_renew:
+                _start(user_id=user_id, plan=sub.plan)
+                renewed += 1
+    return {"renewed": renewed, "expired": subscriptions_expire(now=now)}
+
+
 def subscriptions_expire(*, now=None) -> int:
     """Mark subscriptions past their period end as expired (a periodic job; signal-less update)."""
     now = now or timezone.now()
