@@ -70,7 +70,10 @@ class HealthApi(APIView):
 def metrics_view(request):
     """Prometheus exposition: only from METRICS_ALLOWED_IPS, or with the METRICS_TOKEN bearer."""
     token = settings.METRICS_TOKEN
-    authorised = request.META.get("REMOTE_ADDR") in settings.METRICS_ALLOWED_IPS or (
+    # A request relayed by a reverse proxy on this host arrives from 127.0.0.1 too: the address
+    # only counts when no proxy forwarded it.
+    direct = "HTTP_X_FORWARDED_FOR" not in request.META and "HTTP_FORWARDED" not in request.META
+    authorised = (direct and request.META.get("REMOTE_ADDR") in settings.METRICS_ALLOWED_IPS) or (
         token and request.headers.get("Authorization") == f"Bearer {token}"
     )
     if not authorised:

@@ -126,6 +126,14 @@ def test_metrics_are_not_found_from_other_addresses(client):
     assert b"cache_requests_total" not in response.content
 
 
+def test_metrics_relayed_by_a_local_reverse_proxy_are_not_found(client):
+    # The proxy connects from 127.0.0.1, but the request came from the internet.
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.7")
+    assert response.status_code == 404
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_FORWARDED="for=203.0.113.7").status_code == 404
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+
+
 @override_settings(METRICS_TOKEN="scrape-token-123")
 def test_metrics_token_lets_a_scraper_in_from_anywhere(client):
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.7", HTTP_AUTHORIZATION="Bearer wrong").status_code == 404
