@@ -148,7 +148,7 @@ class MeApi(APIView):
         body = selectors.user_payload(user)
         if user.email != request.user.email:
             body["tokens"] = tokens_for(user)
-        return Response(body, headers={"Cache-Control": "private, no-cache"})
+        return Response(body)
 
 
 class PasswordApi(APIView):
@@ -165,7 +165,7 @@ class PasswordApi(APIView):
         data.is_valid(raise_exception=True)
         user = services.user_change_password(user_id=request.user.id, **data.validated_data)
         # Every token issued before is refused from now on; these are the new ones.
-        return Response(tokens_for(user), headers={"Cache-Control": "private, no-cache"})
+        return Response(tokens_for(user))
 
 
 class CoinsApi(APIView):

@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from core.cache import registry
 from core.cache.keys import normalize_email
 from core.cache.store import Payload, fetch
+from core.formatting import iso_utc
 
 from .models import CoinLedgerEntry, User
 
@@ -21,7 +22,7 @@ def user_payload(user: User) -> dict:
         "display_name": user.display_name,
         "is_active": user.is_active,
         "is_staff": user.is_staff,
-        "date_joined": user.date_joined.isoformat().replace("+00:00", "Z"),
+        "date_joined": iso_utc(user.date_joined),
         "session_version": user.session_version,
     }
 

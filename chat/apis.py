@@ -94,7 +94,7 @@ class ChatMessagesApi(APIView):
         except ChatSession.DoesNotExist:
             raise exceptions.NotFound("No such chat session.") from None
         body = selectors.chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
-        return Response(body, headers={"Cache-Control": "private, no-cache"})
+        return Response(body)
 
     @extend_schema(request=InputSerializer, responses={201: ExchangeOutput, **errors(403)})
     def post(self, request, character: str, session: str):
@@ -103,4 +103,4 @@ class ChatMessagesApi(APIView):
         body = services.chat_message_send(
             user_id=request.user.id, character=character, session=session, content=data.validated_data["content"]
         )
-        return Response(body, status=201, headers={"Cache-Control": "private, no-cache"})
+        return Response(body, status=201)

@@ -5,6 +5,7 @@ from django.db.models import QuerySet
 
 from core.cache import registry
 from core.cache.store import Payload, fetch
+from core.formatting import iso_utc
 
 from .models import ChatMessage, ChatSession
 
@@ -14,7 +15,7 @@ def message_payload(message: ChatMessage) -> dict:
         "seq": message.seq,
         "role": message.role,
         "content": message.content,
-        "created_at": message.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_utc(message.created_at),
     }
 
 

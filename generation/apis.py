@@ -81,4 +81,4 @@ class GenerationApi(generics.ListAPIView):
 
             raise exceptions.ValidationError({"Idempotency-Key": ["Between 1 and 100 characters."]})
         body, _created = services.generation_create(user_id=request.user.id, idempotency_key=key, **data.validated_data)
-        return Response(body, status=201, headers={"Cache-Control": "private, no-cache"})
+        return Response(body, status=201)

@@ -16,6 +16,7 @@ from characters.models import Character
 from core.cache import registry
 from core.cache.store import invalidate
 from core.exceptions import Conflict, PlanForbids
+from core.formatting import iso_utc
 from subscriptions.selectors import day_start, subscription_require
 
 from .models import Generation, GenerationSettings
@@ -31,7 +32,7 @@ def generation_payload(gen: Generation) -> dict:
         "parameters": gen.parameters,
         "cost": gen.cost,
         "result": gen.result,
-        "created_at": gen.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso_utc(gen.created_at),
     }
 
 

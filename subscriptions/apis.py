@@ -77,7 +77,7 @@ class SubscriptionApi(APIView):
         data.is_valid(raise_exception=True)
         _, changed = services.subscription_change(user_id=request.user.id, plan_code=data.validated_data["plan"])
         body = selectors.subscription_payload(user_id=request.user.id)
-        return Response(body, status=201 if changed else 200, headers={"Cache-Control": "private, no-cache"})
+        return Response(body, status=201 if changed else 200)
 
 
 class SubscriptionCancelApi(APIView):
@@ -85,7 +85,7 @@ class SubscriptionCancelApi(APIView):
     def post(self, request):
         services.subscription_cancel(user_id=request.user.id)
         body = selectors.subscription_payload(user_id=request.user.id)
-        return Response(body, headers={"Cache-Control": "private, no-cache"})
+        return Response(body)
 
 
 class SubscriptionStatsApi(APIView):

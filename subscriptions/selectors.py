@@ -12,12 +12,9 @@ from django.utils.dateparse import parse_datetime
 from core.cache import registry
 from core.cache.store import Payload, fetch, fetch_data
 from core.exceptions import PlanForbids
+from core.formatting import iso_utc
 
 from .models import Plan, Subscription
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
 def plan_payload(plan: Plan) -> dict:
@@ -53,8 +50,8 @@ def subscription_payload(*, user_id: int) -> dict:
     return {
         "status": status,
         "plan": plan_payload(sub.plan),
-        "current_period_start": _iso(sub.current_period_start),
-        "current_period_end": _iso(sub.current_period_end),
+        "current_period_start": iso_utc(sub.current_period_start),
+        "current_period_end": iso_utc(sub.current_period_end),
         "auto_renew": sub.auto_renew,
     }
 
