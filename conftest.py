@@ -104,6 +104,18 @@ def make_user(transactional_db, plans):
 
 
 @pytest.fixture
+def throttle_rates(monkeypatch):
+    """throttle_rates(auth="5/min", ...): lower the API's rate limits for one test. DRF reads the
+    rates once at import, so this patches the class attribute, not settings."""
+    from rest_framework.throttling import SimpleRateThrottle
+
+    def lower(**rates: str) -> None:
+        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {**SimpleRateThrottle.THROTTLE_RATES, **rates})
+
+    return lower
+
+
+@pytest.fixture
 def api() -> APIClient:
     return APIClient()
 

@@ -12,6 +12,7 @@ from core.cache import registry
 from core.cache.keys import normalize_email
 from core.responses import json_bytes_response, readahead_of
 from core.schema import errors
+from core.throttling import AccountLoginThrottle
 
 from . import selectors, services
 
@@ -68,8 +69,16 @@ class AccessOutput(serializers.Serializer):
 @extend_schema_view(post=extend_schema(request=TokenInput, responses={200: TokenPairOutput, **errors(401)}, auth=[]))
 class TokenApi(TokenObtainPairView):
     serializer_class = EmailTokenObtainPairSerializer
-    throttle_classes = [ScopedRateThrottle]  # no global throttle classes: scope alone does nothing
+    # Per client address, and failed logins per account; no global throttle classes: scope alone does nothing.
+    throttle_classes = [ScopedRateThrottle, AccountLoginThrottle]
     throttle_scope = "auth"
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except exceptions.AuthenticationFailed:
+            AccountLoginThrottle().record_failure(request, self)
+            raise
 
 
 class SessionTokenRefreshSerializer(TokenRefreshSerializer):
@@ -86,8 +95,8 @@ class SessionTokenRefreshSerializer(TokenRefreshSerializer):
 @extend_schema_view(post=extend_schema(request=RefreshInput, responses={200: AccessOutput, **errors(401)}, auth=[]))
 class TokenRefreshApi(TokenRefreshView):
     serializer_class = SessionTokenRefreshSerializer
-    throttle_classes = [ScopedRateThrottle]  # no global throttle classes: scope alone does nothing
-    throttle_scope = "auth"
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "refresh"  # a bucket of its own: refreshing never uses up logins
 
 
 class RegisterApi(APIView):

@@ -103,12 +103,9 @@ def test_no_token_or_bad_token_is_401(api, plans):
     assert bearer("not.a.jwt").get("/api/me").status_code == 401
 
 
-def test_burst_of_failed_logins_is_throttled(api, make_user, monkeypatch):
-    from rest_framework.throttling import SimpleRateThrottle
-
+def test_burst_of_failed_logins_is_throttled(api, make_user, throttle_rates):
     make_user("frank@example.com")
-    # DRF reads the rates once at import: patch the class attribute, not settings.
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"auth": "5/min", "register": "5/min"})
+    throttle_rates(auth="5/min")
     statuses = [
         api.post("/api/auth/token", {"email": "frank@example.com", "password": f"wrong-{i}"}, format="json").status_code
         for i in range(8)
@@ -122,10 +119,8 @@ def test_burst_of_failed_logins_is_throttled(api, make_user, monkeypatch):
     assert "Retry-After" in right.headers
 
 
-def test_registration_is_throttled(api, plans, monkeypatch):
-    from rest_framework.throttling import SimpleRateThrottle
-
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"auth": "5/min", "register": "2/min"})
+def test_registration_is_throttled(api, plans, throttle_rates):
+    throttle_rates(register="2/min")
     statuses = [register(api, f"u{i}@example.com").status_code for i in range(4)]
     assert statuses == [201, 201, 429, 429]
     assert User.objects.count() == 2

@@ -149,6 +149,8 @@ CACHE_LEASE_TTL_MS = env.int("CACHE_LEASE_TTL_MS", default=2000)
 CACHE_LEASE_WAIT = env.float("CACHE_LEASE_WAIT", default=0.5)
 
 # --- API -------------------------------------------------------------------------------------
+# How many reverse proxies stand in front of the app; 0 trusts no X-Forwarded-For (see core/throttling.py).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.CachedJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -160,8 +162,12 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("THROTTLE_AUTH", default="10/min"),
+        "login_account": env("THROTTLE_LOGIN_ACCOUNT", default="20/hour"),
+        "refresh": env("THROTTLE_REFRESH", default="60/min"),
         "register": env("THROTTLE_REGISTER", default="10/hour"),
     },
+    # Reverse proxies in front of the app whose X-Forwarded-For is trusted (core/throttling.py).
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "UNAUTHENTICATED_USER": None,
 }
 

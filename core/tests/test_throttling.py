@@ -1,0 +1,106 @@
+"""Rate limits of the auth endpoints: the client address only comes from X-Forwarded-For when
+TRUSTED_PROXY_COUNT says a proxy sets it, refresh has its own bucket, and failed logins are also
+limited per account, from any address, without touching other accounts."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings as django_settings
+
+from accounts.apis import tokens_for
+from conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def login(api, email, password, **meta):
+    return api.post("/api/auth/token", {"email": email, "password": password}, format="json", **meta)
+
+
+@pytest.fixture
+def trusted_proxies(settings):
+    """trusted_proxies(n): the app as configured with TRUSTED_PROXY_COUNT=n."""
+
+    def configure(count: int) -> None:
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": count}  # DRF reloads on change
+
+    return configure
+
+
+def test_rotating_x_forwarded_for_does_not_escape_the_login_limit(api, make_user, throttle_rates):
+    make_user("frank@example.com")
+    throttle_rates(auth="10/min", login_account="1000/min")
+    statuses = [
+        login(api, "frank@example.com", f"wrong-{i}", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code
+        for i in range(30)
+    ]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10:] == [429] * 20
+
+
+def test_forged_forwarded_for_does_not_escape_registration_limit(api, plans, throttle_rates):
+    throttle_rates(register="2/min")
+    statuses = [
+        api.post("/api/auth/register", {"email": f"u{i}@example.com", "password": PASSWORD}, format="json",
+                 HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code
+        for i in range(4)
+    ]
+    assert statuses == [201, 201, 429, 429]
+
+
+def test_behind_one_trusted_proxy_each_client_address_has_its_own_bucket(api, make_user, throttle_rates,
+                                                                         trusted_proxies):
+    make_user("frank@example.com")
+    throttle_rates(auth="5/min", login_account="1000/min")
+    trusted_proxies(1)
+    # The proxy connects from 127.0.0.1 and appends the address it saw; whatever the client put in
+    # front of it is not trusted.
+    def attempt(client_address, forged="203.0.113.99"):
+        return login(api, "frank@example.com", "wrong-pass-1", REMOTE_ADDR="127.0.0.1",
+                     HTTP_X_FORWARDED_FOR=f"{forged}, {client_address}").status_code
+
+    assert [attempt("192.0.2.1", forged=f"10.0.0.{i}") for i in range(7)] == [401] * 5 + [429] * 2
+    assert attempt("192.0.2.2") == 401  # another client behind the same proxy
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="127.0.0.1",
+                 HTTP_X_FORWARDED_FOR="192.0.2.3").status_code == 200
+
+
+def test_failed_logins_are_limited_per_account_from_any_address(api, make_user, throttle_rates):
+    make_user("frank@example.com")
+    make_user("grace@example.com")
+    throttle_rates(auth="1000/min", login_account="5/min")
+    statuses = [login(api, "frank@example.com", f"wrong-{i}", REMOTE_ADDR=f"198.51.100.{i}").status_code
+                for i in range(8)]
+    assert statuses == [401] * 5 + [429] * 3
+    # The same account under another spelling is the same account; the right password waits too.
+    locked = login(api, " FRANK@Example.com", PASSWORD, REMOTE_ADDR="192.0.2.50")
+    assert locked.status_code == 429 and "Retry-After" in locked.headers
+    # Another account, from the very addresses the attack used, is not affected.
+    assert login(api, "grace@example.com", PASSWORD, REMOTE_ADDR="198.51.100.1").status_code == 200
+    assert login(api, "grace@example.com", "wrong-again-1", REMOTE_ADDR="198.51.100.2").status_code == 401
+
+
+def test_successful_logins_do_not_count_against_the_account(api, make_user, throttle_rates):
+    make_user("frank@example.com")
+    throttle_rates(auth="1000/min", login_account="3/min")
+    assert [login(api, "frank@example.com", PASSWORD).status_code for _ in range(6)] == [200] * 6
+
+
+def test_refresh_has_a_bucket_of_its_own(api, make_user, throttle_rates):
+    user = make_user("frank@example.com")
+    refresh = tokens_for(user)["refresh"]
+    throttle_rates(auth="3/min", refresh="2/min")
+    assert [login(api, "frank@example.com", "wrong-pass-1").status_code for _ in range(4)] == [401] * 3 + [429]
+    refreshed = [api.post("/api/auth/token/refresh", {"refresh": refresh}, format="json").status_code
+                 for _ in range(3)]
+    assert refreshed == [200, 200, 429]
+
+
+def test_trusted_proxy_count_setting_drives_drf_and_defaults_to_none_trusted():
+    assert django_settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
+    code = "import config.settings.base as s; print(s.REST_FRAMEWORK['NUM_PROXIES'])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=django_settings.BASE_DIR, capture_output=True,
+                            text=True, check=True, env={**os.environ, "TRUSTED_PROXY_COUNT": "1"})
+    assert result.stdout.strip() == "1"
