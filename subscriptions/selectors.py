@@ -56,11 +56,11 @@ def subscription_payload(*, user_id: int) -> dict:
     }
 
 
-def seconds_until_period_end(data: dict) -> float:
+def seconds_until_period_end(data: dict) -> float | None:
     """A cached subscription must not outlive its period."""
     end = data.get("current_period_end")
     if not end:
-        return float("inf")
+        return None  # no subscription, no period: the family's TTL applies
     return (parse_datetime(end) - timezone.now()).total_seconds()
 
 

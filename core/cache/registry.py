@@ -16,6 +16,7 @@ Each value is JSON: ``{"etag": "<16 hex>", "data": <the response body>}``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,9 +42,14 @@ class KeyFamily:
     ttl_cap: str | None = None  # dotted path: f(data) -> seconds the value may live at most
 
     def ttl_for(self, payload) -> int:
+        """The TTL to store this value with: the family's, or less if its cap says so. A cap of
+        None (nothing to cap by) or a non-finite one leaves the family's TTL; never below 1 s."""
         if self.ttl_cap is None:
             return self.ttl
-        return max(1, min(self.ttl, int(import_string(self.ttl_cap)(payload.data()))))
+        cap = import_string(self.ttl_cap)(payload.data())
+        if cap is None or not math.isfinite(cap):
+            return self.ttl
+        return max(1, min(self.ttl, int(cap)))
 
     @property
     def ttl(self) -> int:

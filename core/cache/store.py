@@ -197,10 +197,11 @@ def _fill(client: redis.Redis, family: KeyFamily, key: str, parts: dict) -> Payl
         return Payload.of(family.load(**parts))
     try:
         payload = Payload.of(family.load(**parts))
-    except BaseException:
+        ttl = family.ttl_for(payload)
+    except BaseException:  # whatever failed, the lease must not outlive this request
         _quietly(scripts.release, keys=[lease], args=[token])
         raise
-    _quietly(scripts.populate, keys=[lease, target], args=[token, payload.pack(), family.ttl_for(payload)])
+    _quietly(scripts.populate, keys=[lease, target], args=[token, payload.pack(), ttl])
     return payload
 
 
