@@ -47,12 +47,15 @@ class User(AbstractBaseUser, PermissionsMixin):
             models.UniqueConstraint(Lower("email"), name="user_email_ci_unique"),
         ]
 
-    def set_password(self, raw_password):
-        super().set_password(raw_password)
-        self.session_version += 1
-
     def save(self, *args, **kwargs):
         self.email = normalize_email(self.email)
+        # A new password (set_password leaves it in _password) refuses older tokens. Django's rehash
+        # on login (check_password with raised iterations) clears _password first: same password,
+        # the sessions stay.
+        if self._password is not None:
+            self.session_version += 1
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "session_version"}
         if not self._state.adding and not args and kwargs.get("update_fields") is None:
             # The balance changes only through accounts.services (locked UPDATE + ledger row): a
             # full save (admin form, set_password) must not write back a balance it read earlier.
