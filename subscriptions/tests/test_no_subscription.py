@@ -27,7 +27,7 @@ def test_subscription_and_stats_say_none(unsubscribed, redis_raw):
     assert response.json() == {"status": "none", "plan": None, "current_period_start": None,
                                "current_period_end": None, "auto_renew": False}
     # Cached with the family's own finite TTL, and no lease left behind.
-    assert 0 < redis_raw.ttl("subscription:user:%d" % unsubscribed[0].id) <= 300
+    assert 0 < redis_raw.ttl(f"subscription:user:{unsubscribed[0].id}") <= 300
     assert list(redis_raw.scan_iter(match="lease:*")) == []
     stats = client.get("/api/subscription/stats")
     assert stats.status_code == 200, stats.content
@@ -46,7 +46,7 @@ def test_generation_and_chat_are_403_and_charge_nothing(unsubscribed, characters
     assert user.coin_balance == 10
 
 
-def test_superuser_made_by_manage_py_is_not_a_500(db, plans, api):
+def test_superuser_without_a_subscription_row_is_not_a_500(db, plans, api):
     from accounts.models import User
 
     User.objects.create_superuser("root@example.com", PASSWORD)
