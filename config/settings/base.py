@@ -144,9 +144,10 @@ CACHE_LAYER_ENABLED = env.bool("CACHE_LAYER_ENABLED", default=True)
 CACHE_BREAKER_COOLDOWN = env.float("CACHE_BREAKER_COOLDOWN", default=1.0)
 # Recorded (failed) invalidations are also retried in the background after this many seconds.
 CACHE_PENDING_RETRY = env.float("CACHE_PENDING_RETRY", default=1.0)
-# Single-flight: how long a miss waits for another request that is already recomputing.
+# Single-flight: the lease a loading request holds (extended while it loads, so it only lapses
+# when its process died), and the longest a miss waits for that request's value.
 CACHE_LEASE_TTL_MS = env.int("CACHE_LEASE_TTL_MS", default=2000)
-CACHE_LEASE_WAIT = env.float("CACHE_LEASE_WAIT", default=0.5)
+CACHE_LEASE_WAIT = env.float("CACHE_LEASE_WAIT", default=5.0)
 
 # --- API -------------------------------------------------------------------------------------
 # How many reverse proxies stand in front of the app; 0 trusts no X-Forwarded-For (see core/throttling.py).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -180,29 +181,99 @@ def _fill(client: redis.Redis, family: KeyFamily, key: str, parts: dict) -> Payl
     lease, target = lease_key(key), full_key(key)
     token = os.urandom(8).hex()
     deadline = time.monotonic() + settings.CACHE_LEASE_WAIT
-    delay = 0.002
+    delay = 0.0
     try:
         while not client.set(lease, token, nx=True, px=settings.CACHE_LEASE_TTL_MS):
-            # Someone else is loading this key: wait for their value rather than query too.
-            time.sleep(delay)
-            delay = min(delay * 2, 0.02)
-            raw = client.get(target)
-            payload = Payload.unpack(raw) if raw is not None else None
+            # Someone else is loading this key: wait for their value rather than query too. A live
+            # holder keeps its lease (_KEEPER), so a slow database does not send every waiter to
+            # it; a holder that died lets its lease expire and the next SET NX above takes over.
+            delay = min(delay * 2 or 0.002, 0.02)
+            _pause(delay)
+            payload = _cached(client, target)
             if payload is not None:
                 return payload
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline:  # the safety net, not the normal path
                 return Payload.of(family.load(**parts))
+        if delay:
+            # We waited: the holder may have stored its value (and dropped its lease) between our
+            # last look and our SET NX. Look once more rather than query again.
+            payload = _cached(client, target)
+            if payload is not None:
+                _quietly(scripts.release, keys=[lease], args=[token])
+                return payload
     except redis.RedisError as exc:
         HEALTH.failure(exc, "lease")
         return Payload.of(family.load(**parts))
+    _KEEPER.hold(client, lease, token)
     try:
         payload = Payload.of(family.load(**parts))
         ttl = family.ttl_for(payload)
     except BaseException:  # whatever failed, the lease must not outlive this request
+        _KEEPER.drop(lease)
         _quietly(scripts.release, keys=[lease], args=[token])
         raise
+    _KEEPER.drop(lease)
     _quietly(scripts.populate, keys=[lease, target], args=[token, payload.pack(), ttl])
     return payload
+
+
+def _cached(client: redis.Redis, target: str) -> Payload | None:
+    raw = client.get(target)
+    return Payload.unpack(raw) if raw is not None else None
+
+
+_pause = time.sleep  # a seam: tests observe who is waiting
+
+
+class _LeaseKeeper:
+    """Extends the leases this process holds while their loads run (every third of the lease TTL),
+    so a slow query keeps its lease and the waiters keep waiting for its value. One daemon thread
+    per process, idle while nothing is held; a lease of a process that died still expires."""
+
+    _EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[redis.Redis, str]] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.beats = 0
+
+    def hold(self, client: redis.Redis, lease: str, token: str) -> None:
+        with self._cond:
+            self._held[lease] = (client, token)
+            if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
+                self._thread = threading.Thread(target=self._run, name="cache-lease-keeper", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def drop(self, lease: str) -> None:
+        with self._cond:
+            self._held.pop(lease, None)
+
+    def beat(self) -> None:
+        """Extend every held lease once (the thread's loop body)."""
+        with self._cond:
+            held = list(self._held.items())
+        for lease, (client, token) in held:
+            try:
+                client.eval(self._EXTEND, 1, lease, token, settings.CACHE_LEASE_TTL_MS)
+            except redis.RedisError:  # the populate will fail too and count it; nothing to do here
+                pass
+        self.beats += 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._held:
+                    self._cond.wait()
+            time.sleep(settings.CACHE_LEASE_TTL_MS / 3000)
+            self.beat()
+
+
+_KEEPER = _LeaseKeeper()
 
 
 def _quietly(script, **kwargs) -> None:
