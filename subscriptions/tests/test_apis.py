@@ -114,16 +114,32 @@ def test_expired_subscription_forbids_generation_and_chat(alice, user, character
     assert coins(user) == 30
 
 
-def test_cached_subscription_past_its_end_still_forbids(alice, user, characters):
-    """Even without the invalidation, a cached subscription whose period ended grants nothing."""
-    alice.get("/api/subscription")
-    Subscription.objects.filter(user_id=user.id).update(current_period_end=timezone.now() + timedelta(seconds=1))
-    invalidate_subscriptions(user_ids=[user.id])
-    alice.get("/api/subscription")  # cached with an end one second away
-    import time
+def test_cached_subscription_past_its_end_still_forbids(alice, user, characters, redis_raw):
+    """Even without the invalidation, a cached subscription whose period ended grants nothing. The
+    cached value is read (no subscription query runs), not the database row."""
+    import json
 
-    time.sleep(1.1)
-    assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 403
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from core.cache.store import Payload
+    from core.formatting import iso_utc
+
+    key = f"subscription:user:{user.id}"
+    alice.get("/api/subscription")  # cached while valid
+    ended = timezone.now() - timedelta(minutes=1)
+    data = json.loads(redis_raw.get(key))["data"]
+    assert data["status"] == "active"
+    # As if it had been cached just before its end with a TTL that outlived it (no sleep: a
+    # capped TTL would let the key lapse and the request would read the database instead).
+    redis_raw.set(key, Payload.of({**data, "current_period_end": iso_utc(ended)}).pack(), ex=300)
+    Subscription.objects.filter(user_id=user.id).update(current_period_end=ended)  # no invalidation
+    with CaptureQueriesContext(connection) as queries:
+        response = alice.post("/api/generations", {"prompt": "a cat"}, format="json")
+    assert response.status_code == 403
+    assert response.json()["code"] == "no_active_subscription"
+    assert not [q for q in queries.captured_queries if "subscriptions_subscription" in q["sql"]]
+    assert redis_raw.ttl(key) > 200  # the value that was read is still the cached one
 
 
 def test_stats_count_todays_usage_and_coins_spent(alice, user, characters):
