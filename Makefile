@@ -31,14 +31,19 @@ run: install
 	@echo
 	$(VENV)/bin/gunicorn config.wsgi:application -c config/gunicorn.conf.py --bind $(BIND) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
 
+# In parallel (pytest-xdist): each worker has its own test database and redis-server.
+TEST_WORKERS ?= auto
+
 test: install-dev
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(TEST_WORKERS)
 
 test-quick: install-dev
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -m "not slow"
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
+	mkdir -p var
+	$(PY) manage.py makemigrations --check --dry-run
 
 # Benchmark and chaos (bench/): benchmark-only Python packages, wrk and redis-server (Debian packages).
 $(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt

@@ -1,0 +1,52 @@
+"""What a newcomer needs besides the code: a license, contribution notes, a changelog, and the
+checks CI runs (parallel tests, migrations in step with the models)."""
+
+import re
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+
+ROOT = Path(settings.BASE_DIR)
+
+
+def make_target(name: str) -> str:
+    """The recipe of one Makefile target."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(name)}:.*\n((?:\t.*\n?)*)", text, re.MULTILINE)
+    assert match, name
+    return match.group(1)
+
+
+def test_the_license_is_mit_with_the_contributors_copyright():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License")
+    assert "Copyright (c) 2026 the project's contributors" in text
+    assert "Permission is hereby granted, free of charge" in text
+
+
+def test_contributing_and_changelog_exist_and_are_linked():
+    assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text()
+    contributing = (ROOT / "CONTRIBUTING.md").read_text()
+    assert "make test" in contributing and "CHANGELOG.md" in contributing
+    readme = (ROOT / "README.md").read_text()
+    assert "CONTRIBUTING.md" in readme and "LICENSE" in readme
+
+
+def test_make_test_runs_the_suite_in_parallel():
+    recipe = make_target("test")
+    assert re.search(r"pytest .*-n (auto|\d+|\$\(TEST_WORKERS\))", recipe)
+    assert re.search(r"^TEST_WORKERS \?= (auto|\d+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_lint_checks_that_migrations_are_in_step_with_the_models():
+    assert "makemigrations --check --dry-run" in make_target("lint")
+
+
+@pytest.mark.django_db
+def test_no_model_change_is_missing_its_migration():
+    # SystemExit(1) when a model differs from its migrations.
+    call_command("makemigrations", "--check", "--dry-run", stdout=StringIO())
