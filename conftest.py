@@ -82,17 +82,18 @@ def characters(transactional_db):
 
 @pytest.fixture
 def make_user(transactional_db, plans):
-    """make_user(email=..., coins=N, plan="free"): a registered user, subscribed, with N coins."""
+    """make_user(email=..., coins=N, plan="free"): a registered user, subscribed (a paid plan paid
+    for through the offline provider's checkout and webhook), with N coins."""
     from accounts.models import CoinLedgerEntry, User
     from accounts.services import coins_apply, user_register
-    from subscriptions.services import subscription_change
+    from payments.testing import plan_pay
 
     counter = iter(range(1, 10_000))
 
     def make(email: str | None = None, *, coins: int | None = None, plan: str = "free", **extra) -> User:
         user = user_register(email=email or f"user{next(counter)}@example.com", password=PASSWORD, **extra)
         if plan != "free":
-            subscription_change(user_id=user.id, plan_code=plan)
+            plan_pay(user_id=user.id, plan_code=plan)
         if coins is not None:
             balance = User.objects.get(pk=user.id).coin_balance
             if coins != balance:

@@ -8,6 +8,7 @@ from chat import apis as chat
 from core import admin as core_admin
 from core import apis as core
 from generation import apis as generation
+from payments import apis as payments
 from subscriptions import apis as subscriptions
 
 
@@ -34,9 +35,11 @@ api = [
     path("me/coins", accounts.CoinsApi.as_view(), name="coins"),
     path("me/coins/history", accounts.CoinHistoryApi.as_view(), name="coins-history"),
     path("plans", subscriptions.PlanListApi.as_view(), name="plans"),
-    path("subscription", subscriptions.SubscriptionApi.as_view(), name="subscription"),
+    path("subscription", payments.SubscriptionApi.as_view(), name="subscription"),
     path("subscription/stats", subscriptions.SubscriptionStatsApi.as_view(), name="subscription-stats"),
     path("subscription/cancel", subscriptions.SubscriptionCancelApi.as_view(), name="subscription-cancel"),
+    path("payments/webhook/<slug:provider>", payments.WebhookApi.as_view(), name="payments-webhook"),
+    path("payments/offline/checkout/<slug:ref>", payments.OfflineCheckoutApi.as_view(), name="payments-offline-checkout"),
     path("characters", characters.CharacterListApi.as_view(), name="characters"),
     path("characters/<slug:name>", characters.CharacterDetailApi.as_view(), name="character"),
     path("generation/settings", generation.GenerationSettingsApi.as_view(), name="generation-settings"),

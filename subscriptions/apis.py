@@ -21,11 +21,12 @@ class PlanOutput(serializers.Serializer):
 
 
 class SubscriptionOutput(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["active", "cancelled", "expired", "none"])
+    status = serializers.ChoiceField(choices=["active", "cancelled", "past_due", "expired", "none"])
     plan = PlanOutput(allow_null=True)
     current_period_start = serializers.DateTimeField(allow_null=True)
     current_period_end = serializers.DateTimeField(allow_null=True)
     auto_renew = serializers.BooleanField()
+    next_plan = serializers.CharField(allow_null=True, help_text="A downgrade that starts at the period end.")
 
 
 class UsageOutput(serializers.Serializer):
@@ -57,11 +58,8 @@ class PlanListApi(generics.ListAPIView):
 
 
 class SubscriptionApi(APIView):
-    class InputSerializer(serializers.Serializer):
-        plan = serializers.SlugField(max_length=32)
-
-        class Meta:
-            ref_name = "SubscribeInput"
+    """GET the current subscription. Asking for a plan (POST) is payments.apis.SubscriptionApi:
+    a paid plan goes through a checkout first."""
 
     def cache_read_ahead(self, request, *, user_id: int):
         return [(registry.SUBSCRIPTION_USER, {"user_id": user_id})]
@@ -70,14 +68,6 @@ class SubscriptionApi(APIView):
     def get(self, request):
         payload = selectors.subscription_cached(user_id=request.user.id, readahead=readahead_of(request))
         return json_bytes_response(payload, request, shared=False)
-
-    @extend_schema(request=InputSerializer, responses={200: SubscriptionOutput, 201: SubscriptionOutput})
-    def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        _, changed = services.subscription_change(user_id=request.user.id, plan_code=data.validated_data["plan"])
-        body = selectors.subscription_payload(user_id=request.user.id)
-        return Response(body, status=201 if changed else 200)
 
 
 class SubscriptionCancelApi(APIView):

@@ -27,6 +27,8 @@ class Subscription(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         CANCELLED = "cancelled", "Cancelled"  # access until the period ends, no renewal
+        # The renewal charge failed: access until current_period_end, which is then the grace end.
+        PAST_DUE = "past_due", "Past due"
         EXPIRED = "expired", "Expired"
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="subscription")
@@ -35,6 +37,8 @@ class Subscription(models.Model):
     current_period_start = models.DateTimeField(default=timezone.now)
     current_period_end = models.DateTimeField()
     auto_renew = models.BooleanField(default=True)
+    # A downgrade waits for the period end: the next period is on this plan.
+    next_plan = models.ForeignKey(Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -40,10 +40,10 @@ def day_start(now: datetime | None = None) -> datetime:
 
 def subscription_payload(*, user_id: int) -> dict:
     """``subscription:user:{user_id}``: the current subscription, with its plan."""
-    sub = Subscription.objects.select_related("plan").filter(user_id=user_id).first()
+    sub = Subscription.objects.select_related("plan", "next_plan").filter(user_id=user_id).first()
     if sub is None:
         return {"status": "none", "plan": None, "current_period_start": None,
-                "current_period_end": None, "auto_renew": False}
+                "current_period_end": None, "auto_renew": False, "next_plan": None}
     status = sub.status
     if sub.current_period_end <= timezone.now():
         status = Subscription.Status.EXPIRED
@@ -53,6 +53,7 @@ def subscription_payload(*, user_id: int) -> dict:
         "current_period_start": iso_utc(sub.current_period_start),
         "current_period_end": iso_utc(sub.current_period_end),
         "auto_renew": sub.auto_renew,
+        "next_plan": sub.next_plan.code if sub.next_plan else None,  # a downgrade from the period end
     }
 
 
@@ -121,8 +122,10 @@ def subscription_stats_cached(*, user_id: int, readahead: dict | None = None) ->
 
 
 def subscription_grants_access(data: dict, now: datetime | None = None) -> bool:
-    """Active (or cancelled but paid up) and, whatever the cache says, not past its period end."""
-    if data["status"] not in (Subscription.Status.ACTIVE, Subscription.Status.CANCELLED):
+    """Active (or cancelled but paid up, or past due within its grace) and, whatever the cache
+    says, not past its period end."""
+    if data["status"] not in (Subscription.Status.ACTIVE, Subscription.Status.CANCELLED,
+                              Subscription.Status.PAST_DUE):
         return False
     return parse_datetime(data["current_period_end"]) > (now or timezone.now())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
@@ -32,16 +33,22 @@ def plan_free() -> Plan:
     return plan
 
 
-def _start(*, user_id: int, plan: Plan) -> Subscription:
+def _start(*, user_id: int, plan: Plan, grant_key: str | None = None, auto_renew: bool = True) -> Subscription:
     now = timezone.now()
     period = {
         "plan": plan,
         "status": Subscription.Status.ACTIVE,
         "current_period_start": now,
         "current_period_end": now + timedelta(days=settings.SUBSCRIPTION_PERIOD_DAYS),
-        "auto_renew": True,
+        "auto_renew": auto_renew,
+        "next_plan": None,
     }
     sub, _ = Subscription.objects.update_or_create(user_id=user_id, defaults=period)
+    if grant_key is not None:  # a paid (or staff-granted) period: its coins once, whatever else happened
+        if plan.coins_per_period:
+            coins_apply(user_id=user_id, amount=plan.coins_per_period, reason=CoinLedgerEntry.Reason.PLAN_GRANT,
+                        reference=f"plan:{plan.code}", idempotency_key=grant_key)
+        return sub
     # One grant per plan per period: switching back and forth between plans must not mint coins.
     already_granted = CoinLedgerEntry.objects.filter(
         user_id=user_id,
@@ -65,27 +72,73 @@ def subscription_start_free(*, user_id: int) -> Subscription:
         return _start(user_id=user_id, plan=plan_free())
 
 
-def subscription_change(*, user_id: int, plan_code: str) -> tuple[Subscription, bool]:
-    """Subscribe to a plan or switch to another. Returns (subscription, changed).
+class Change(StrEnum):
+    """What a plan request did (subscription_change)."""
 
-    Asking again for the plan you already have, still active, changes nothing and grants nothing.
-    """
-    from accounts.models import User
+    UNCHANGED = "unchanged"
+    STARTED = "started"  # a plan that needs no payment, from now
+    RESUMED = "resumed"  # the same plan renews again (after a cancel or a scheduled downgrade)
+    SCHEDULED = "scheduled"  # a cheaper plan from the period end
+    PAYMENT_REQUIRED = "payment_required"  # nothing changed: take payment, then subscription_period_start
 
+
+def plan_get_active(*, plan_code: str) -> Plan:
     plan = Plan.objects.filter(code=plan_code, is_active=True).first()
     if plan is None:
         raise exceptions.ValidationError({"plan": [f"Unknown plan {plan_code!r}."]}, code="unknown_plan")
+    return plan
+
+
+def _lock_user(user_id: int) -> None:
+    from accounts.models import User
+
+    User.objects.select_for_update().only("id").get(pk=user_id)  # one change at a time per user
+
+
+def subscription_change(*, user_id: int, plan_code: str) -> tuple[Subscription | None, Change]:
+    """Ask for a plan. Whatever needs no payment happens here; a paid period is never started here.
+
+    Free plan: from now. A cheaper plan while a period runs: from its end. The plan you have: it
+    renews again. A dearer or lapsed paid plan: PAYMENT_REQUIRED and nothing changed.
+    """
+    plan = plan_get_active(plan_code=plan_code)
     with transaction.atomic():
-        User.objects.select_for_update().only("id").get(pk=user_id)  # one change at a time per user
-        current = Subscription.objects.filter(user_id=user_id).first()
-        if (
+        _lock_user(user_id)
+        current = Subscription.objects.select_related("plan").filter(user_id=user_id).first()
+        running = (
             current is not None
-            and current.plan_id == plan.id
-            and current.status == Subscription.Status.ACTIVE
+            and current.status != Subscription.Status.EXPIRED
             and current.current_period_end > timezone.now()
-        ):
-            return current, False
-        return _start(user_id=user_id, plan=plan), True
+        )
+        if running and current.status == Subscription.Status.PAST_DUE:
+            running = False  # the current period is unpaid: nothing to keep until its end
+        if not running:
+            if plan.price > 0:
+                return current, Change.PAYMENT_REQUIRED
+            return _start(user_id=user_id, plan=plan), Change.STARTED
+        if plan.id == current.plan_id:
+            if current.status == Subscription.Status.ACTIVE and current.auto_renew and current.next_plan_id is None:
+                return current, Change.UNCHANGED
+            current.status, current.auto_renew, current.next_plan = Subscription.Status.ACTIVE, True, None
+            current.save(update_fields=["status", "auto_renew", "next_plan", "updated_at"])
+            return current, Change.RESUMED
+        if plan.price < current.plan.price:  # a downgrade: the paid period runs out first
+            if current.next_plan_id == plan.id and current.auto_renew:
+                return current, Change.UNCHANGED
+            current.status, current.auto_renew, current.next_plan = Subscription.Status.ACTIVE, True, plan
+            current.save(update_fields=["status", "auto_renew", "next_plan", "updated_at"])
+            return current, Change.SCHEDULED
+        return current, Change.PAYMENT_REQUIRED
+
+
+def subscription_period_start(
+    *, user_id: int, plan: Plan, grant_key: str | None = None, auto_renew: bool = True
+) -> Subscription:
+    """A new period on ``plan`` from now (paid, granted by staff, or a free renewal). With a
+    ``grant_key`` the plan's coins are granted once per key; without, once per plan per period."""
+    with transaction.atomic():
+        _lock_user(user_id)
+        return _start(user_id=user_id, plan=plan, grant_key=grant_key, auto_renew=auto_renew)
 
 
 def subscription_cancel(*, user_id: int) -> Subscription:
@@ -94,33 +147,29 @@ def subscription_cancel(*, user_id: int) -> Subscription:
         sub = Subscription.objects.select_for_update().filter(user_id=user_id).first()
         if sub is None:
             raise exceptions.NotFound("You have no subscription.")
-        if sub.status == Subscription.Status.ACTIVE:
-            sub.status = Subscription.Status.CANCELLED
-            sub.auto_renew = False
-            sub.save(update_fields=["status", "auto_renew", "updated_at"])
+        if sub.status in (Subscription.Status.ACTIVE, Subscription.Status.PAST_DUE):
+            sub.status, sub.auto_renew, sub.next_plan = Subscription.Status.CANCELLED, False, None
+            sub.save(update_fields=["status", "auto_renew", "next_plan", "updated_at"])
     return sub
 
 
-def subscriptions_renew(*, now=None) -> dict[str, int]:
-    """The periodic job (``manage.py subscriptions_renew``): subscriptions past their period end
-    that renew start a new period (granting the plan's coins); the others expire."""
-    from accounts.models import User
+def subscription_mark_past_due(*, user_id: int, until) -> Subscription:
+    """The renewal charge failed: access goes on until ``until`` (the grace end), then expiry."""
+    with transaction.atomic():
+        sub = Subscription.objects.select_for_update().get(user_id=user_id)
+        sub.status, sub.current_period_end = Subscription.Status.PAST_DUE, until
+        sub.save(update_fields=["status", "current_period_end", "updated_at"])
+    return sub
 
-    now = now or timezone.now()
-    due = list(
-        Subscription.objects.filter(
-            current_period_end__lte=now, status=Subscription.Status.ACTIVE, auto_renew=True, plan__is_active=True
-        ).values_list("user_id", flat=True)
-    )
-    renewed = 0
-    for user_id in due:
-        with transaction.atomic():
-            User.objects.select_for_update().only("id").get(pk=user_id)
-            sub = Subscription.objects.select_related("plan").get(user_id=user_id)
-            if sub.current_period_end <= now and sub.status == Subscription.Status.ACTIVE and sub.auto_renew:
-                _start(user_id=user_id, plan=sub.plan)
-                renewed += 1
-    return {"renewed": renewed, "expired": subscriptions_expire(now=now)}
+
+def subscription_end_now(*, user_id: int) -> Subscription | None:
+    """The period was paid back (a refund): access ends now."""
+    with transaction.atomic():
+        sub = Subscription.objects.select_for_update().filter(user_id=user_id).first()
+        if sub is not None and sub.status != Subscription.Status.EXPIRED:
+            sub.status, sub.current_period_end, sub.auto_renew = Subscription.Status.EXPIRED, timezone.now(), False
+            sub.save(update_fields=["status", "current_period_end", "auto_renew", "updated_at"])
+    return sub
 
 
 def subscriptions_expire(*, now=None) -> int:

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "characters",
     "generation",
     "chat",
+    "payments",
 ]
 
 MIDDLEWARE = [
@@ -193,6 +194,21 @@ GENERATION_BACKEND = env("GENERATION_BACKEND", default="generation.backends.Plac
 CHAT_RESPONDER = env("CHAT_RESPONDER", default="chat.responders.PersonaResponder")
 CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=4000)
 SUBSCRIPTION_PERIOD_DAYS = env.int("SUBSCRIPTION_PERIOD_DAYS", default=30)
+
+# --- Payments (payments/providers) -----------------------------------------------------------
+# offline: a local checkout that confirms or declines (make run, tests, bench); stripe: real money.
+PAYMENT_PROVIDER = env("PAYMENT_PROVIDER", default="offline")
+PAYMENT_CURRENCY = env("PAYMENT_CURRENCY", default="usd")
+# A failed renewal charge: access goes on this many days (past due), retried every so many hours.
+PAYMENT_GRACE_DAYS = env.int("PAYMENT_GRACE_DAYS", default=3)
+PAYMENT_RETRY_HOURS = env.int("PAYMENT_RETRY_HOURS", default=24)
+# Signs the offline provider's events (Stripe's scheme); production refuses the offline provider.
+PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="whsec_offline_development_only")
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
+# Where Stripe's checkout sends the user back (your front end's pages).
+PAYMENT_SUCCESS_URL = env("PAYMENT_SUCCESS_URL", default="http://localhost:8000/?checkout=success")
+PAYMENT_CANCEL_URL = env("PAYMENT_CANCEL_URL", default="http://localhost:8000/?checkout=cancelled")
 
 # Prometheus metrics at /metrics: only from these addresses unless a token is configured.
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])

@@ -1,5 +1,7 @@
 """Production settings: refuse to start without a secret, secure cookies and HTTPS."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F403
 from .base import SIMPLE_JWT, env
 
@@ -18,3 +20,9 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+# Real money needs a real provider: with the offline one anyone holding a checkout URL "pays".
+PAYMENT_PROVIDER = env("PAYMENT_PROVIDER", default="stripe")
+if PAYMENT_PROVIDER == "offline" and not env.bool("PAYMENT_OFFLINE_ALLOWED", default=False):
+    raise ImproperlyConfigured("PAYMENT_PROVIDER=offline takes no real payments; set PAYMENT_OFFLINE_ALLOWED=true "
+                               "only for a trial that must not take money")

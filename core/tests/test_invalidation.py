@@ -10,6 +10,7 @@ import pytest
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from conftest import PASSWORD
 from core.cache.store import Payload
@@ -121,7 +122,10 @@ def test_plan_change_invalidates_subscription_stats_and_coins(user, alice, redis
     assert alice.get("/api/subscription/stats").json()["plan"] == "free"
     alice.get("/api/me/coins")
 
-    assert alice.post("/api/subscription", {"plan": "plus"}, format="json").status_code == 201
+    checkout = alice.post("/api/subscription", {"plan": "plus"}, format="json").json()["checkout"]
+    # Paid when the provider's signed event arrives (here from the offline checkout, delivered in-process).
+    paid = APIClient().post(checkout["checkout_url"], {"outcome": "paid"}, format="json")
+    assert paid.status_code == 200 and paid.json()["outcome"] == "applied"
 
     for key in (f"subscription:user:{user.id}", f"subscription:stats:{user.id}", f"user:coins:{user.id}"):
         assert not redis_raw.exists(key), key
@@ -474,9 +478,10 @@ def _message(user):
 
 
 def _plan(user):
-    from subscriptions.services import subscription_change
+    from subscriptions.models import Plan
+    from subscriptions.services import subscription_period_start
 
-    subscription_change(user_id=user.id, plan_code="pro")
+    subscription_period_start(user_id=user.id, plan=Plan.objects.get(code="pro"), grant_key="paid")
 
 
 def _settings(user):

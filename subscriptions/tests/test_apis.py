@@ -7,6 +7,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import CoinLedgerEntry, User
+from payments.testing import plan_pay
 from subscriptions.models import Subscription
 from subscriptions.services import invalidate_subscriptions
 
@@ -47,19 +48,33 @@ def test_subscription_needs_auth(api, plans):
     assert api.post("/api/subscription", {"plan": "plus"}, format="json").status_code == 401
 
 
-def test_subscribe_to_plus_grants_coins_once(alice, user):
+def test_a_paid_plan_answers_a_checkout_and_changes_nothing(alice, user, redis_raw):
+    alice.get("/api/subscription")
     response = alice.post("/api/subscription", {"plan": "plus"}, format="json")
-    assert response.status_code == 201, response.content
-    assert response.json()["plan"]["code"] == "plus" and response.json()["status"] == "active"
-    assert coins(user) == 330
-    assert alice.get("/api/me/coins").json() == {"balance": 330}
-    # Asking again for the plan you already have changes nothing.
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "payment_required"
+    assert body["checkout"]["plan"] == "plus" and body["checkout"]["amount"] == "9.99"
+    assert body["checkout"]["status"] == "pending" and body["checkout"]["checkout_url"].startswith("http://testserver/")
+    assert body["subscription"]["plan"]["code"] == "free"
+    # Nothing granted, nothing switched, and the cached subscription is still the truth.
+    assert coins(user) == 30
+    assert Subscription.objects.get(user=user).plan.code == "free"
+    assert redis_raw.exists(f"subscription:user:{user.id}")
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "free"
+    # Asking again (a double click) gets the same checkout, not a second payment.
     again = alice.post("/api/subscription", {"plan": "plus"}, format="json")
-    assert again.status_code == 200
+    assert again.status_code == 202 and again.json()["checkout"]["id"] == body["checkout"]["id"]
+
+
+def test_asking_for_the_paid_plan_you_have_changes_nothing(alice, user):
+    plan_pay(user_id=user.id, plan_code="plus")
+    assert coins(user) == 330
+    again = alice.post("/api/subscription", {"plan": "plus"}, format="json")
+    assert again.status_code == 200 and again.json()["plan"]["code"] == "plus"
     assert coins(user) == 330
     grants = CoinLedgerEntry.objects.filter(user=user, reason="plan_grant", reference="plan:plus")
     assert grants.count() == 1
-    assert alice.get("/api/subscription").json()["plan"]["code"] == "plus"
     total = CoinLedgerEntry.objects.filter(user=user).aggregate(s=Sum("amount"))["s"]
     assert total == coins(user)
 
@@ -167,9 +182,10 @@ def test_stats_count_todays_usage_and_coins_spent(alice, user, characters):
 
 
 def test_each_user_sees_only_their_own_subscription_and_coins(alice, user, make_user, client_for):
-    bob = client_for(make_user("bob@example.com"))
+    bob_user = make_user("bob@example.com")
+    bob = client_for(bob_user)
     alice.get("/api/subscription")  # cache alice's before bob changes his
-    assert bob.post("/api/subscription", {"plan": "pro"}, format="json").status_code == 201
+    plan_pay(user_id=bob_user.id, plan_code="pro")
     assert bob.post("/api/subscription/cancel").status_code == 200
     mine = alice.get("/api/subscription").json()
     assert mine["plan"]["code"] == "free" and mine["status"] == "active"
@@ -189,21 +205,42 @@ def test_stats_days_left_and_other_users_usage(alice, user, make_user, client_fo
     assert stats["coins_spent"] == 0
 
 
-def test_switching_plans_back_and_forth_grants_each_plan_once_per_period(alice, user):
-    for plan in ("plus", "free", "plus", "free", "plus"):
-        assert alice.post("/api/subscription", {"plan": plan}, format="json").status_code == 201
-    assert alice.get("/api/subscription").json()["plan"]["code"] == "plus"
-    assert coins(user) == 330  # 30 (free, at registration) + 300 (plus, once)
+def test_downgrades_wait_for_the_period_end_and_hopping_mints_nothing(alice, user):
+    plan_pay(user_id=user.id, plan_code="pro")
+    assert coins(user) == 1530
+    for plan, code in (("free", 200), ("plus", 200), ("pro", 201), ("plus", 200)):
+        assert alice.post("/api/subscription", {"plan": plan}, format="json").status_code == code, plan
+    body = alice.get("/api/subscription").json()
+    # Still pro until the paid period ends; plus from then on.
+    assert body["plan"]["code"] == "pro" and body["next_plan"] == "plus" and body["status"] == "active"
+    assert coins(user) == 1530  # 30 (free, at registration) + 1500 (pro, paid once)
     grants = CoinLedgerEntry.objects.filter(user=user, reason="plan_grant")
-    assert sorted(g.reference for g in grants) == ["plan:free", "plan:plus"]
+    assert sorted(g.reference for g in grants) == ["plan:free", "plan:pro"]
+    # Cancelling drops the scheduled downgrade too; access lasts to the period end.
+    cancelled = alice.post("/api/subscription/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["next_plan"] is None and cancelled["plan"]["code"] == "pro"
 
 
-def test_a_new_period_grants_again(alice, user):
-    alice.post("/api/subscription", {"plan": "plus"}, format="json")
-    # The plus grant was a period ago and the subscription has run out.
-    CoinLedgerEntry.objects.filter(user=user, reference="plan:plus").update(
-        created_at=timezone.now() - timedelta(days=31)
-    )
+def test_an_upgrade_is_paid_and_starts_at_once(alice, user):
+    plan_pay(user_id=user.id, plan_code="plus")
+    assert alice.post("/api/subscription", {"plan": "pro"}, format="json").status_code == 202
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "plus"
+    plan_pay(user_id=user.id, plan_code="pro")
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "pro"
+    assert coins(user) == 30 + 300 + 1500
+
+
+def test_a_new_paid_period_grants_again(alice, user):
+    plan_pay(user_id=user.id, plan_code="plus")
     expire(user)
-    assert alice.post("/api/subscription", {"plan": "plus"}, format="json").status_code == 201
+    assert alice.post("/api/subscription", {"plan": "plus"}, format="json").status_code == 202
+    assert coins(user) == 330
+    plan_pay(user_id=user.id, plan_code="plus")
     assert coins(user) == 630
+
+
+def test_free_plan_after_expiry_needs_no_payment(alice, user):
+    plan_pay(user_id=user.id, plan_code="plus")
+    expire(user)
+    response = alice.post("/api/subscription", {"plan": "free"}, format="json")
+    assert response.status_code == 201 and response.json()["plan"]["code"] == "free"

@@ -1,0 +1,89 @@
+"""Reads of payments."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+
+from subscriptions.models import Plan, Subscription
+
+from .models import Payment
+
+# A checkout asked for again within this time is the same checkout (Stripe keeps one open 24 h).
+CHECKOUT_REUSE = timedelta(hours=1)
+
+
+def checkout_open(*, user_id: int, plan: Plan, provider: str) -> Payment | None:
+    return (
+        Payment.objects.filter(
+            user_id=user_id, plan=plan, provider=provider, kind=Payment.Kind.CHECKOUT, status=Payment.Status.PENDING,
+            created_at__gte=timezone.now() - CHECKOUT_REUSE,
+        )
+        .exclude(checkout_url="")
+        .order_by("-id")
+        .first()
+    )
+
+
+def subscriptions_to_charge(*, now: datetime, user_id: int | None = None) -> QuerySet:
+    """User ids of subscriptions the renewal job charges now: renewing ones past their period end,
+    and past-due ones within their grace whose last attempt is PAYMENT_RETRY_HOURS old."""
+    last_attempt = (
+        Payment.objects.filter(user_id=OuterRef("user_id"), kind=Payment.Kind.RENEWAL)
+        .order_by("-created_at")
+        .values("created_at")[:1]
+    )
+    retry_before = now - timedelta(hours=settings.PAYMENT_RETRY_HOURS)
+    due = Subscription.objects.filter(auto_renew=True).annotate(last_attempt=Subquery(last_attempt)).filter(
+        Q(status=Subscription.Status.ACTIVE, current_period_end__lte=now)
+        | (
+            Q(status=Subscription.Status.PAST_DUE, current_period_end__gt=now)
+            & (Q(last_attempt__isnull=True) | Q(last_attempt__lte=retry_before))
+        )
+    )
+    if user_id is not None:
+        due = due.filter(user_id=user_id)
+    return due.values_list("user_id", flat=True)
+
+
+def subscription_due(sub: Subscription, *, now: datetime) -> bool:
+    return subscriptions_to_charge(now=now, user_id=sub.user_id).exists()
+
+
+def payment_method_source(*, user_id: int) -> Payment | None:
+    """The last paid payment with a saved payment method: what a renewal charges."""
+    return (
+        Payment.objects.filter(user_id=user_id, provider=settings.PAYMENT_PROVIDER, status=Payment.Status.SUCCEEDED)
+        .exclude(provider_customer="")
+        .order_by("-id")
+        .first()
+    )
+
+
+def checkout_payload(payment: Payment) -> dict:
+    return {
+        "id": payment.pk,
+        "provider": payment.provider,
+        "status": payment.status,
+        "plan": payment.plan.code,
+        "amount": str(payment.amount),
+        "currency": payment.currency,
+        "checkout_url": payment.checkout_url,
+        "checkout_id": payment.provider_ref,
+    }
+
+
+def offline_checkout_get(*, ref: str) -> Payment:
+    from rest_framework.exceptions import NotFound
+
+    payment = (
+        Payment.objects.select_related("plan")
+        .filter(provider="offline", kind=Payment.Kind.CHECKOUT, provider_ref=ref)
+        .first()
+    )
+    if payment is None:
+        raise NotFound("No such checkout.")
+    return payment

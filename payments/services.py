@@ -1,0 +1,280 @@
+"""Writes of payments: checkouts, provider events, renewal charges, refunds, staff grants.
+
+The subscription itself changes only through subscriptions.services, and coins only through
+accounts.services.coins_apply, so the caches follow every change after commit like any other write.
+Provider calls (network, for a real provider) never run inside a transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from rest_framework import exceptions
+
+from accounts.models import CoinLedgerEntry, User
+from accounts.services import coins_apply
+from subscriptions.models import Plan, Subscription
+from subscriptions.services import (
+    Change,
+    plan_get_active,
+    subscription_change,
+    subscription_end_now,
+    subscription_mark_past_due,
+    subscription_period_start,
+    subscriptions_expire,
+)
+
+from . import selectors
+from .models import Payment, PaymentEvent, PlanGrant
+from .providers import Charge, Event, ProviderError, provider_get
+
+Status = Payment.Status
+Outcome = PaymentEvent.Outcome
+
+
+class ProviderUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "The payment provider is unavailable; nothing was charged. Try again later."
+    default_code = "payment_provider_unavailable"
+
+
+def subscription_request(
+    *, user_id: int, plan_code: str, base_url: str
+) -> tuple[Change, Subscription | None, Payment | None]:
+    """``POST /api/subscription``: what needs no payment happens now; a paid plan gets a checkout
+    (a pending Payment) and nothing else changes until the provider reports the payment."""
+    sub, change = subscription_change(user_id=user_id, plan_code=plan_code)
+    if change != Change.PAYMENT_REQUIRED:
+        return change, sub, None
+    payment = checkout_create(user_id=user_id, plan=plan_get_active(plan_code=plan_code), base_url=base_url)
+    return change, sub, payment
+
+
+def checkout_create(*, user_id: int, plan: Plan, base_url: str) -> Payment:
+    provider = provider_get()
+    # A double click, or asking again, gets the same open checkout: one payment, not two.
+    reusable = selectors.checkout_open(user_id=user_id, plan=plan, provider=provider.name)
+    if reusable is not None:
+        return reusable
+    # Committed before the provider hears of it, so its events always find the row.
+    payment = Payment.objects.create(
+        provider=provider.name, user_id=user_id, plan=plan, kind=Payment.Kind.CHECKOUT,
+        amount=plan.price, currency=settings.PAYMENT_CURRENCY,
+    )
+    email = User.objects.values_list("email", flat=True).get(pk=user_id)
+    try:
+        checkout = provider.checkout_create(payment=payment, email=email, base_url=base_url)
+    except ProviderError as exc:
+        Payment.objects.filter(pk=payment.pk).update(status=Status.FAILED, failure_reason=str(exc)[:500])
+        raise ProviderUnavailable() from None
+    payment.provider_ref, payment.checkout_url = checkout.ref, checkout.url
+    payment.save(update_fields=["provider_ref", "checkout_url", "updated_at"])
+    _events_replay(payment)
+    return payment
+
+
+def webhook_receive(*, provider_name: str, body: bytes, headers) -> str:
+    """A provider's webhook delivery: verified (SignatureInvalid otherwise), then applied once."""
+    provider = provider_get(provider_name)
+    return event_apply(provider_name=provider.name, event=provider.event_verify(body=body, headers=headers))
+
+
+def event_apply(*, provider_name: str, event: Event) -> str:
+    """Record the event once and move its payment. A replayed or concurrent duplicate finds the
+    unique (provider, event_id) row taken and changes nothing."""
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                row = PaymentEvent.objects.create(
+                    provider=provider_name, event_id=event.id, type=event.type[:100], payload=event.payload,
+                    payment_ref=event.payment_ref or event.payment_intent, outcome=Outcome.UNMATCHED,
+                )
+        except IntegrityError:  # the same event, delivered before (or right now by another worker)
+            return "duplicate"
+        payment = _payment_for(provider_name=provider_name, event=event)
+        if payment is None:  # kept: the payment may be recorded later (see _events_replay)
+            row.outcome = Outcome.UNMATCHED if event.outcome else Outcome.IGNORED
+        else:
+            row.payment, row.outcome = payment, _transition(payment, event)
+        row.save(update_fields=["payment", "outcome"])
+        return row.outcome
+
+
+def _payment_for(*, provider_name: str, event: Event) -> Payment | None:
+    payments = Payment.objects.select_for_update().filter(provider=provider_name)
+    if event.payment_id is not None:
+        payment = payments.filter(pk=event.payment_id).first()
+        if payment is not None:
+            return payment
+    refs = {ref for ref in (event.payment_ref, event.payment_intent) if ref}
+    if not refs:
+        return None
+    return payments.filter(Q(provider_ref__in=refs) | Q(provider_payment_ref__in=refs)).first()
+
+
+def _events_replay(payment: Payment) -> None:
+    """Events that arrived before their payment could be matched are applied now, in order."""
+    refs = {ref for ref in (payment.provider_ref, payment.provider_payment_ref) if ref}
+    waiting = PaymentEvent.objects.filter(provider=payment.provider, payment=None, outcome=Outcome.UNMATCHED,
+                                          payment_ref__in=refs).order_by("id")
+    if not refs or not waiting.exists():
+        return
+    provider = provider_get(payment.provider)
+    with transaction.atomic():
+        locked = Payment.objects.select_for_update().get(pk=payment.pk)
+        for row in waiting.select_for_update():
+            row.payment, row.outcome = locked, _transition(locked, provider.event_read(row.payload))
+            row.save(update_fields=["payment", "outcome"])
+
+
+def _transition(payment: Payment, event: Event) -> str:
+    """Move a locked payment as the event says, only forward; activate, fail or refund."""
+    _remember(payment, event)
+    if event.outcome is None:
+        payment.save()
+        return Outcome.IGNORED
+    if event.outcome == Status.REFUNDED:
+        return _refund(payment, event)
+    if Payment.RANK[payment.status] >= Payment.RANK[event.outcome]:
+        payment.save()
+        return Outcome.STALE  # e.g. a "failed" after the success, or the same success from another event
+    if event.outcome == Status.SUCCEEDED:
+        if (event.amount is not None and event.amount < payment.amount) or (
+            event.currency and event.currency.lower() != payment.currency.lower()
+        ):
+            payment.save()
+            return Outcome.AMOUNT_MISMATCH
+        payment.status = Status.SUCCEEDED
+        if payment.user_id is not None:
+            sub = subscription_period_start(user_id=payment.user_id, plan=payment.plan, grant_key=f"payment:{payment.pk}")
+            payment.period_start, payment.coins_granted = sub.current_period_start, payment.plan.coins_per_period
+    else:
+        payment.status, payment.failure_reason = Status.FAILED, (event.reason or "declined")[:500]
+        if payment.kind == Payment.Kind.RENEWAL and payment.user_id is not None:
+            _renewal_failed(user_id=payment.user_id)
+    payment.save()
+    return Outcome.APPLIED
+
+
+def _remember(payment: Payment, event: Event) -> None:
+    """What the provider tells us about the payment, whichever event says it first."""
+    if event.payment_intent and not payment.provider_payment_ref:
+        payment.provider_payment_ref = event.payment_intent
+    if event.customer and event.customer != payment.provider_customer:
+        payment.provider_customer = event.customer
+    if event.payment_method:
+        payment.provider_payment_method = event.payment_method
+
+
+def _renewal_failed(*, user_id: int) -> None:
+    """The first failed renewal charge starts the grace period; later ones leave it as it is."""
+    sub = Subscription.objects.filter(user_id=user_id).first()
+    now = timezone.now()
+    if sub is not None and sub.status == Subscription.Status.ACTIVE and sub.auto_renew and sub.current_period_end <= now:
+        subscription_mark_past_due(user_id=user_id, until=now + timedelta(days=settings.PAYMENT_GRACE_DAYS))
+
+
+def _refund(payment: Payment, event: Event) -> str:
+    """Take back the refunded share of the payment's coins, never below zero (what was already
+    spent is recorded as unrecovered); a full refund of the current period ends it now."""
+    refunded = min(payment.amount, event.amount if event.amount is not None else payment.amount)
+    if payment.status == Status.REFUNDED or refunded <= payment.amount_refunded:
+        payment.save()
+        return Outcome.STALE
+    payment.amount_refunded = refunded
+    if payment.status == Status.SUCCEEDED and payment.coins_granted and payment.user_id is not None:
+        share = int(Decimal(payment.coins_granted) * refunded / payment.amount) if payment.amount else 0
+        owed = share - payment.coins_reversed - payment.coins_unrecovered
+        if owed > 0:
+            balance = User.objects.select_for_update().values_list("coin_balance", flat=True).get(pk=payment.user_id)
+            take = min(owed, balance)
+            if take:
+                coins_apply(user_id=payment.user_id, amount=-take, reason=CoinLedgerEntry.Reason.ADJUSTMENT,
+                            reference=f"refund:payment:{payment.pk}",
+                            idempotency_key=f"payment:{payment.pk}:refund:{refunded}")
+            payment.coins_reversed += take
+            payment.coins_unrecovered += owed - take
+    if refunded >= payment.amount:
+        paid = payment.status == Status.SUCCEEDED
+        payment.status = Status.REFUNDED
+        if paid and payment.user_id is not None:
+            sub = Subscription.objects.filter(user_id=payment.user_id).first()
+            if sub is not None and sub.plan_id == payment.plan_id and sub.current_period_start == payment.period_start:
+                subscription_end_now(user_id=payment.user_id)
+    payment.save()
+    return Outcome.APPLIED
+
+
+# --- renewals -----------------------------------------------------------------------------------
+
+
+def renewals_run(*, now: datetime | None = None) -> dict[str, int]:
+    """The periodic job (``manage.py subscriptions_renew``): due subscriptions on a free plan start
+    a new period; paid ones are charged through the provider (a failure: past due, retried every
+    PAYMENT_RETRY_HOURS within PAYMENT_GRACE_DAYS); whatever is past its end then expires."""
+    now = now or timezone.now()
+    counts = {"renewed": 0, "failed": 0}
+    for user_id in selectors.subscriptions_to_charge(now=now):
+        result = renewal_charge(user_id=user_id, now=now)
+        if result in counts:
+            counts[result] += 1
+    counts["expired"] = subscriptions_expire(now=now)
+    return counts
+
+
+def renewal_charge(*, user_id: int, now: datetime) -> str:
+    """Renew one subscription: "renewed", "failed" or "skipped" (no longer due)."""
+    provider = provider_get()
+    with transaction.atomic():
+        User.objects.select_for_update().only("id").get(pk=user_id)  # one renewal at a time per user
+        sub = Subscription.objects.select_related("plan", "next_plan").filter(user_id=user_id).first()
+        if sub is None or not selectors.subscription_due(sub, now=now):
+            return "skipped"
+        plan = sub.next_plan or sub.plan
+        if not plan.is_active:
+            return "skipped"  # a withdrawn plan does not renew: it expires
+        if plan.price <= 0:
+            subscription_period_start(user_id=user_id, plan=plan)
+            return "renewed"
+        # An attempt that died before the provider answered is charged again under the same
+        # payment (its idempotency key), never as a second payment.
+        payment = Payment.objects.filter(user_id=user_id, kind=Payment.Kind.RENEWAL, status=Status.PENDING).first()
+        if payment is None:
+            payment = Payment.objects.create(
+                provider=provider.name, user_id=user_id, plan=plan, kind=Payment.Kind.RENEWAL,
+                amount=plan.price, currency=settings.PAYMENT_CURRENCY,
+            )
+    try:
+        charge = provider.renewal_charge(payment=payment, previous=selectors.payment_method_source(user_id=user_id))
+    except ProviderError as exc:  # counts as a failed attempt: retried later, within the grace period
+        charge = Charge(succeeded=False, reason=f"provider error: {exc}")
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment.pk)
+        if charge.ref and not payment.provider_ref:
+            payment.provider_ref = payment.provider_payment_ref = charge.ref
+        outcome = Status.SUCCEEDED if charge.succeeded else Status.FAILED
+        event = Event(id="", type="renewal.charge", payload={}, outcome=outcome, reason=charge.reason)
+        if _transition(payment, event) != Outcome.APPLIED:
+            return "skipped"  # an overlapping run (or the provider's webhook) got there first
+        return "renewed" if charge.succeeded else "failed"
+
+
+# --- staff --------------------------------------------------------------------------------------
+
+
+def plan_grant(*, user_id: int, plan: Plan, reason: str, granted_by_id: int | None) -> PlanGrant:
+    """Staff give a plan period without payment, with the reason recorded. It does not renew by
+    itself (nobody agreed to be charged); asking for the same plan later turns renewal on."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise exceptions.ValidationError({"reason": ["Say why the plan is granted."]})
+    with transaction.atomic():
+        grant = PlanGrant.objects.create(user_id=user_id, plan=plan, reason=reason, granted_by_id=granted_by_id,
+                                         coins_granted=plan.coins_per_period)
+        subscription_period_start(user_id=user_id, plan=plan, grant_key=f"plan_grant:{grant.pk}", auto_renew=False)
+    return grant

@@ -1,0 +1,113 @@
+"""The whole flow through the HTTP API with the offline provider: checkout, confirm, signed
+webhook, subscription active and coins granted once, cached reads fresh right after the event."""
+
+import pytest
+
+from accounts.models import CoinLedgerEntry, User
+from payments.models import Payment, PaymentEvent
+from subscriptions.models import Subscription
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def checkout(client, plan: str = "pro") -> dict:
+    response = client.post("/api/subscription", {"plan": plan}, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()["checkout"]
+
+
+def test_checkout_confirm_webhook_activates_once_and_cached_reads_follow(alice, user, provider_client, deliver,
+                                                                       redis_raw):
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "free"
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert redis_raw.exists(f"subscription:user:{user.id}", f"user:coins:{user.id}") == 2
+
+    pending = checkout(alice)
+    assert pending["amount"] == "29.99" and pending["currency"] == "usd" and pending["provider"] == "offline"
+    page = provider_client.get(pending["checkout_url"])
+    assert page.status_code == 200 and page.json()["status"] == "pending" and page.json()["plan"] == "pro"
+
+    # The provider confirms; its signed event is in hand but not yet delivered: nothing changed.
+    confirmed = provider_client.post(pending["checkout_url"], {"outcome": "paid", "deliver": False}, format="json")
+    assert confirmed.status_code == 200 and confirmed.json()["delivered"] is False
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "free"
+    assert User.objects.get(pk=user.pk).coin_balance == 30
+
+    body, signature = confirmed.json()["body"].encode(), confirmed.json()["signature"]
+    hook = deliver(body, {"Offline-Signature": signature})
+    assert hook.status_code == 200 and hook.json() == {"received": True, "outcome": "applied"}
+
+    # Right after the event committed, the cached reads are the new truth.
+    sub = alice.get("/api/subscription").json()
+    assert sub["status"] == "active" and sub["plan"]["code"] == "pro"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}
+    assert alice.get("/api/subscription/stats").json()["plan"] == "pro"
+
+    # A replay grants nothing twice.
+    again = deliver(body, {"Offline-Signature": signature})
+    assert again.status_code == 200 and again.json()["outcome"] == "duplicate"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}
+    payment = Payment.objects.get()
+    assert payment.status == "succeeded" and payment.coins_granted == 1500 and payment.period_start is not None
+    assert PaymentEvent.objects.get().outcome == "applied"
+    assert CoinLedgerEntry.objects.filter(user=user, reference="plan:pro").count() == 1
+    assert provider_client.get(pending["checkout_url"]).json()["status"] == "succeeded"
+
+
+def test_declined_then_paid(alice, user, provider_client):
+    pending = checkout(alice)
+    declined = provider_client.post(pending["checkout_url"], {"outcome": "declined"}, format="json")
+    assert declined.json()["outcome"] == "applied"
+    assert Payment.objects.get().status == "failed"
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "free"
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    # Another card on the same checkout page.
+    paid = provider_client.post(pending["checkout_url"], {"outcome": "paid"}, format="json")
+    assert paid.json()["outcome"] == "applied"
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "pro"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}
+
+
+def test_a_failed_checkout_is_not_reused(alice, provider_client):
+    first = checkout(alice)
+    provider_client.post(first["checkout_url"], {"outcome": "declined"}, format="json")
+    assert checkout(alice)["id"] != first["id"]
+
+
+@pytest.mark.parametrize("payload", [{"outcome": "maybe"}, {}, {"outcome": "paid", "card": "gold"}])
+def test_offline_checkout_rejects_bad_input(alice, provider_client, payload):
+    pending = checkout(alice)
+    response = provider_client.post(pending["checkout_url"], payload, format="json")
+    assert response.status_code == 400 and "detail" in response.json()
+    assert Payment.objects.get().status == "pending" and not PaymentEvent.objects.exists()
+
+
+def test_unknown_checkout_is_404(provider_client, plans):
+    response = provider_client.post("/api/payments/offline/checkout/off_cs_nope", {"outcome": "paid"}, format="json")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_the_offline_checkout_is_gone_when_a_real_provider_is_configured(alice, provider_client, settings):
+    pending = checkout(alice)
+    settings.PAYMENT_PROVIDER = "stripe"
+    assert provider_client.post(pending["checkout_url"], {"outcome": "paid"}, format="json").status_code == 404
+    assert Payment.objects.get().status == "pending"
+
+
+def test_checkout_needs_auth(api, plans):
+    assert api.post("/api/subscription", {"plan": "pro"}, format="json").status_code == 401
+    assert not Payment.objects.exists()
+
+
+def test_provider_down_is_503_and_nothing_changes(alice, user, monkeypatch):
+    from payments.providers import ProviderError
+    from payments.providers.offline import OfflineProvider
+
+    def down(self, **kwargs):
+        raise ProviderError("timeout")
+
+    monkeypatch.setattr(OfflineProvider, "checkout_create", down)
+    response = alice.post("/api/subscription", {"plan": "pro"}, format="json")
+    assert response.status_code == 503 and response.json()["code"] == "payment_provider_unavailable"
+    assert Payment.objects.get().status == "failed"
+    assert Subscription.objects.get(user=user).plan.code == "free"
