@@ -25,7 +25,7 @@ def test_subscription_and_stats_say_none(unsubscribed, redis_raw):
     response = client.get("/api/subscription")
     assert response.status_code == 200, response.content
     assert response.json() == {"status": "none", "plan": None, "current_period_start": None,
-                               "current_period_end": None, "auto_renew": False}
+                               "current_period_end": None, "auto_renew": False, "next_plan": None}
     # Cached with the family's own finite TTL, and no lease left behind.
     assert 0 < redis_raw.ttl(f"subscription:user:{unsubscribed[0].id}") <= 300
     assert list(redis_raw.scan_iter(match="lease:*")) == []
