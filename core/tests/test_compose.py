@@ -71,6 +71,38 @@ def test_db_and_web_services(compose):
     assert web["depends_on"] == {"redis": {"condition": "service_healthy"}, "db": {"condition": "service_healthy"}}
 
 
+def _default(value: str) -> str:
+    """The default of a compose ``${VAR:-default}`` value."""
+    assert value.startswith("${") and ":-" in value, value
+    return value[value.index(":-") + 2:-1]
+
+
+def test_nginx_service_fronts_the_app_with_the_repo_template(compose):
+    import re
+
+    nginx, web = compose["services"]["nginx"], compose["services"]["web"]
+    assert nginx["image"].startswith("nginx:")
+    assert "./deploy/nginx/chatart.conf.template:/etc/nginx/templates/default.conf.template:ro" in nginx["volumes"]
+    env = nginx["environment"]
+    template = (ROOT / "deploy" / "nginx" / "chatart.conf.template").read_text()
+    # Every variable of the template is set, and only those are substituted ($host etc. stay nginx's).
+    assert set(re.findall(r"\$\{(NGINX_[A-Z_]+)\}", template)) == {k for k in env if k != "NGINX_ENVSUBST_FILTER"}
+    assert env["NGINX_ENVSUBST_FILTER"] == "^NGINX_"
+    assert env["NGINX_UPSTREAM"] == "web:" + web["environment"]["GUNICORN_BIND"].rsplit(":", 1)[1]
+    # Only nginx is published (on the address the app had); gunicorn is reachable inside the network only.
+    assert nginx["ports"] == ["127.0.0.1:8000:80"] and env["NGINX_LISTEN"] == "80"
+    assert "ports" not in web
+    assert nginx["depends_on"] == ["web"]
+
+
+def test_the_app_trusts_exactly_the_nginx_hop_and_shares_its_body_limit(compose):
+    web_env, nginx_env = compose["services"]["web"]["environment"], compose["services"]["nginx"]["environment"]
+    assert _default(web_env["TRUSTED_PROXY_COUNT"]) == "1"
+    # One variable feeds both limits; its default is the app's own.
+    assert web_env["DATA_UPLOAD_MAX_MEMORY_SIZE"] == nginx_env["NGINX_CLIENT_MAX_BODY_SIZE"]
+    assert _default(web_env["DATA_UPLOAD_MAX_MEMORY_SIZE"]) == str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
 def test_dockerfile_runs_migrations_then_gunicorn_with_the_repo_config():
     dockerfile = (ROOT / "Dockerfile").read_text()
     cmd = next(line for line in dockerfile.splitlines() if line.startswith("CMD "))
