@@ -8,13 +8,14 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, Toke
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from core.cache import registry
 from core.cache.keys import normalize_email
-from core.responses import json_bytes_response, readahead_of
+from core.cache.readahead import readahead_of
+from core.responses import json_bytes_response
 from core.schema import errors
 from core.throttling import AccountLoginThrottle
 
 from . import selectors, services
+from .cache import USER_COINS, user_payload
 
 
 class ProfileOutput(serializers.Serializer):
@@ -125,7 +126,7 @@ class RegisterApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_register(**data.validated_data)
-        body = {"user": selectors.user_payload(user), "tokens": tokens_for(user)}
+        body = {"user": user_payload(user), "tokens": tokens_for(user)}
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -154,7 +155,7 @@ class MeApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_update(user_id=request.user.id, **data.validated_data)
-        body = selectors.user_payload(user)
+        body = user_payload(user)
         if user.email != request.user.email:
             body["tokens"] = tokens_for(user)
         return Response(body)
@@ -178,8 +179,7 @@ class PasswordApi(APIView):
 
 
 class CoinsApi(APIView):
-    def cache_read_ahead(self, request, *, user_id: int):
-        return [(registry.USER_COINS, {"user_id": user_id})]
+    cache_reads = (USER_COINS,)
 
     @extend_schema(responses={200: inline_serializer("Coins", {"balance": serializers.IntegerField()})})
     def get(self, request):

@@ -8,10 +8,11 @@ from rest_framework import exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings
 
-from core.cache import registry
 from core.cache.keys import normalize_email
+from core.cache.readahead import planned_reads
 from core.cache.store import Payload, read_ahead
 
+from .cache import USER_EMAIL
 from .selectors import user_payload_by_id, user_profile_cached
 
 
@@ -34,9 +35,9 @@ class CachedUser:
 
 
 class CachedJWTAuthentication(JWTAuthentication):
-    """A view may name the keys its GET will read (``cache_read_ahead(request, user_id=..., **url
-    kwargs)`` returning ``(family, parts)`` pairs): they are read together with the user's key in
-    one round trip and left on ``request.cache_readahead`` for the view's selectors."""
+    """A view names the families its GET reads (``cache_reads``, see core.cache.readahead): they
+    are read together with the user's key in one round trip and left on
+    ``request.cache_readahead`` for the view's selectors."""
 
     def authenticate(self, request):
         header = self.get_header(request)
@@ -72,11 +73,10 @@ def _read_ahead(request, user_id: int, email: str) -> dict | None:
     if request is None or request.method != "GET":
         return None
     context = getattr(request, "parser_context", None) or {}
-    hint = getattr(context.get("view"), "cache_read_ahead", None)
-    targets = hint(request, user_id=user_id, **context.get("kwargs", {})) if hint is not None else None
+    targets = planned_reads(context.get("view"), request, user_id=user_id, url_kwargs=context.get("kwargs", {}))
     if not targets:
         return None
-    return read_ahead((registry.USER_EMAIL, {"email": normalize_email(email)}), *targets)
+    return read_ahead((USER_EMAIL, {"email": normalize_email(email)}), *targets)
 
 
 class CachedJWTScheme(OpenApiAuthenticationExtension):

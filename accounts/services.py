@@ -22,8 +22,8 @@ def _validate_password(password: str, user: User) -> None:
 
 
 def user_register(*, email: str, password: str, display_name: str = "") -> User:
-    from subscriptions.services import subscription_start_free
-
+    """A new user; ``subscriptions`` starts them on the free plan in this transaction (a receiver
+    of the user's creation, so accounts need not know of plans)."""
     email = normalize_email(email)
     candidate = User(email=email, display_name=display_name)
     _validate_password(password, user=candidate)
@@ -35,7 +35,6 @@ def user_register(*, email: str, password: str, display_name: str = "") -> User:
                 user = User.objects.create_user(email=email, password=password, display_name=display_name)
         except IntegrityError:  # lost a race with a concurrent registration of the same email
             raise exceptions.ValidationError({"email": ["A user with this email already exists."]}, code="email_taken") from None
-        subscription_start_free(user_id=user.id)
     return user
 
 

@@ -215,11 +215,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def expected(name: str, user: int, path: str) -> object:
     """What the database says the API must return (the cache layer's own loaders, uncached)."""
-    from accounts import selectors as accounts
-    from characters import selectors as characters
-    from chat import selectors as chat
-    from generation import selectors as generation
-    from subscriptions import selectors as subscriptions
+    from accounts import cache as accounts
+    from accounts import selectors as account_reads
+    from characters import cache as characters
+    from chat import cache as chat
+    from generation import cache as generation
+    from subscriptions import cache as subscriptions
 
     if name == "subscription":
         return subscriptions.subscription_payload(user_id=user)
@@ -230,7 +231,7 @@ def expected(name: str, user: int, path: str) -> object:
     if name == "chat_history":
         return chat.chat_history_payload(user_id=user, character=data.user_character(user, SCALE), session="main")
     if name == "me":
-        return accounts.user_payload_by_id(user_id=user)
+        return account_reads.user_payload_by_id(user_id=user)
     if name == "characters":
         return characters.character_list_payload()
     if name == "character":

@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.db import models
 
 from . import services
+from .cache import invalidate_characters
 from .models import Character
 
 
@@ -30,5 +31,5 @@ class CharacterAdmin(admin.ModelAdmin):
     @admin.action(description="Refresh cache of selected characters")
     def refresh_cache(self, request, queryset):
         names = list(queryset.values_list("name", flat=True))
-        services.characters_invalidate(names=names)
+        invalidate_characters(names=names)
         self.message_user(request, f"Cache refreshed for {len(names)} character(s) and the list.", messages.SUCCESS)

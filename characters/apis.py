@@ -2,10 +2,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.views import APIView
 
-from core.cache import registry
-from core.responses import json_bytes_response, readahead_of
+from core.cache.readahead import readahead_of
+from core.responses import json_bytes_response
 
 from . import selectors
+from .cache import CHARACTER, CHARACTERS_LIST
 from .models import Character
 
 
@@ -20,8 +21,7 @@ class CharacterOutput(serializers.Serializer):
 
 
 class CharacterListApi(APIView):
-    def cache_read_ahead(self, request, *, user_id: int):
-        return [(registry.CHARACTERS_LIST, {})]
+    cache_reads = (CHARACTERS_LIST,)
 
     @extend_schema(responses={200: CharacterOutput(many=True)})
     def get(self, request):
@@ -29,8 +29,7 @@ class CharacterListApi(APIView):
 
 
 class CharacterDetailApi(APIView):
-    def cache_read_ahead(self, request, *, user_id: int, name: str):
-        return [(registry.CHARACTER, {"name": name})]
+    cache_reads = (CHARACTER,)
 
     @extend_schema(responses={200: CharacterOutput})
     def get(self, request, name: str):

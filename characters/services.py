@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from core.cache import registry
-from core.cache.store import invalidate
-
+from .cache import invalidate_characters
 from .models import Character
-
-
-def characters_invalidate(*, names) -> None:
-    invalidate(
-        (registry.CHARACTERS_LIST, {}),
-        *((registry.CHARACTER, {"name": name}) for name in set(names) if name),
-    )
 
 
 def character_save(*, character: Character) -> Character:
@@ -28,5 +19,5 @@ def characters_set_active(*, names: list[str], active: bool) -> int:
     """Bulk (de)activation: an update() sends no signals, so invalidate here."""
     with transaction.atomic():
         count = Character.objects.filter(name__in=names).update(is_active=active)
-        characters_invalidate(names=names)
+        invalidate_characters(names=names)
     return count

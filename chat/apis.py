@@ -3,13 +3,15 @@ from rest_framework import exceptions, generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from characters.cache import CHARACTER
 from characters.models import Character
 from characters.selectors import character_cached
-from core.cache import registry
-from core.responses import json_bytes_response, readahead_of
+from core.cache.readahead import readahead_of
+from core.responses import json_bytes_response
 from core.schema import errors
 
 from . import selectors, services
+from .cache import CHAT_HISTORY, chat_messages_page
 from .models import ChatSession
 
 
@@ -73,11 +75,8 @@ class ChatMessagesApi(APIView):
         class Meta:
             ref_name = "ChatHistoryQuery"
 
-    def cache_read_ahead(self, request, *, user_id: int, character: str, session: str):
-        if "before" in request.query_params:  # older pages come from the database
-            return None
-        return [(registry.CHARACTER, {"name": character}),
-                (registry.CHAT_HISTORY, {"user_id": user_id, "character": character, "session": session})]
+    cache_reads = (CHARACTER.read_as(name="character"), CHAT_HISTORY)
+    cache_reads_skipped_by = ("before",)  # older pages come from the database
 
     @extend_schema(parameters=[QuerySerializer], responses={200: HistoryOutput, **errors(400)})
     def get(self, request, character: str, session: str):
@@ -93,7 +92,7 @@ class ChatMessagesApi(APIView):
             chat = selectors.chat_session_get(user_id=request.user.id, character=character, session=session)
         except ChatSession.DoesNotExist:
             raise exceptions.NotFound("No such chat session.") from None
-        body = selectors.chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
+        body = chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
         return Response(body)
 
     @extend_schema(request=InputSerializer, responses={201: ExchangeOutput, **errors(403)})

@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
 
 
 class ChatConfig(AppConfig):
@@ -7,8 +6,6 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from . import signals
-        from .models import ChatMessage
+        from . import cache
 
-        post_save.connect(signals.invalidate_message, sender=ChatMessage, dispatch_uid="chat_message_saved")
-        post_delete.connect(signals.invalidate_message, sender=ChatMessage, dispatch_uid="chat_message_deleted")
+        cache.connect()

@@ -14,11 +14,11 @@ def cache_stats_view(request):
     import redis
     from django.template.response import TemplateResponse
 
-    from core.cache import ops
+    from core.cache.ops.stats import stats
 
     context = {**admin.site.each_context(request), "title": "Cache statistics"}
     try:
-        context["stats"] = ops.stats(sample=100)
+        context["stats"] = stats(sample=100)
     except redis.RedisError as exc:  # the page reports an unreachable Redis, it does not fail
         context["error"] = f"Redis is unreachable: {exc}"
     return TemplateResponse(request, "admin/cache_stats.html", context)

@@ -10,8 +10,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.cache.client import redis_client
 from core.cache.health import HEALTH
-from core.cache.store import redis_client
 
 
 def _probe(check) -> dict:

@@ -5,11 +5,6 @@ from django.http import HttpResponse, HttpResponseNotModified
 from core.cache.store import Payload
 
 
-def readahead_of(request) -> dict | None:
-    """Keys authentication already read for this request (see CachedJWTAuthentication)."""
-    return getattr(request, "cache_readahead", None)
-
-
 def json_bytes_response(payload: Payload, request, *, shared: bool, status: int = 200) -> HttpResponse:
     """Per-user bodies are ``Cache-Control: private``; shared ones carry an ETag and answer
     ``If-None-Match`` with 304."""

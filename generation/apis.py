@@ -3,11 +3,12 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.cache import registry
-from core.responses import json_bytes_response, readahead_of
+from core.cache.readahead import readahead_of
+from core.responses import json_bytes_response
 from core.schema import errors
 
 from . import selectors, services
+from .cache import GENERATION_SETTINGS
 
 
 class SettingsOutput(serializers.Serializer):
@@ -33,8 +34,7 @@ class GenerationOutput(serializers.Serializer):
 
 
 class GenerationSettingsApi(APIView):
-    def cache_read_ahead(self, request, *, user_id: int):
-        return [(registry.GENERATION_SETTINGS, {})]
+    cache_reads = (GENERATION_SETTINGS,)
 
     @extend_schema(responses={200: SettingsOutput})
     def get(self, request):

@@ -1,5 +1,4 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
 
 
 class GenerationConfig(AppConfig):
@@ -7,10 +6,6 @@ class GenerationConfig(AppConfig):
     verbose_name = "Generation"
 
     def ready(self) -> None:
-        from . import signals
-        from .models import Generation, GenerationSettings
+        from . import cache
 
-        post_save.connect(signals.invalidate_generation_settings, sender=GenerationSettings, dispatch_uid="gen_settings_saved")
-        post_delete.connect(signals.invalidate_generation_settings, sender=GenerationSettings, dispatch_uid="gen_settings_deleted")
-        post_save.connect(signals.invalidate_generation_stats, sender=Generation, dispatch_uid="generation_saved")
-        post_delete.connect(signals.invalidate_generation_stats, sender=Generation, dispatch_uid="generation_deleted")
+        cache.connect()

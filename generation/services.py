@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+from datetime import timedelta
 
 import orjson
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
-from accounts.models import CoinLedgerEntry, User
+from accounts.models import CoinLedgerEntry
 from accounts.services import coins_apply
 from characters.models import Character
-from core.cache import registry
-from core.cache.store import invalidate
+from core.clock import day_start
 from core.exceptions import Conflict, PlanForbids
 from core.formatting import iso_utc
-from subscriptions.selectors import day_start, subscription_require
+from subscriptions.selectors import subscription_require
+from subscriptions.services import usage_consume, usage_release
 
 from .models import Generation, GenerationSettings
 from .selectors import generation_settings_data
+
+logger = logging.getLogger(__name__)
 
 
 def generation_payload(gen: Generation) -> dict:
@@ -62,7 +67,12 @@ def generation_create(
 ) -> tuple[dict, bool]:
     """Returns (generation, created). A retry with the same idempotency key returns the first
     generation and charges nothing, whatever changed since (settings, plan); the same key with
-    other parameters is a 409."""
+    other parameters is a 409.
+
+    The charge commits first (a pending generation, its coins and its daily use); the image
+    backend runs after, outside any transaction, so a slow provider holds no lock; then the
+    generation completes, or fails and gives the coins and the daily use back.
+    """
     request = {"prompt": prompt, "character": character, "size": size, "steps": steps, "guidance": guidance,
                "seed": seed}
     fingerprint = hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -95,36 +105,70 @@ def generation_create(
         "seed": seed,
     }
     plan = subscription_require(user_id=user_id, premium=bool(char and char.is_premium))
+    try:
+        gen = _generation_charge(user_id=user_id, character=char, prompt=prompt, parameters=parameters,
+                                 cost=conf["cost_per_generation"], daily_limit=plan["daily_generation_limit"],
+                                 idempotency_key=idempotency_key, fingerprint=fingerprint)
+    except IntegrityError:
+        # A concurrent retry with the same key committed first: answer with its generation.
+        if idempotency_key is None or (first := _replay(user_id, idempotency_key, fingerprint)) is None:
+            raise
+        return first, False
+    _generation_render(gen)
+    return generation_payload(gen), True
 
+
+def _generation_charge(*, user_id: int, character: Character | None, prompt: str, parameters: dict, cost: int,
+                       daily_limit: int, idempotency_key: str | None, fingerprint: str) -> Generation:
+    """One transaction: count the daily use, record a pending generation, spend its coins. The
+    daily limit and the balance are each one conditional statement, so no row lock is needed."""
     with transaction.atomic():
-        User.objects.select_for_update().only("id").get(pk=user_id)  # serialises this user's spends
-        # Checked again under the lock: a concurrent retry may have just created it.
-        if idempotency_key is not None and (first := _replay(user_id, idempotency_key, fingerprint)) is not None:
-            return first, False
-        used = Generation.objects.filter(user_id=user_id, created_at__gte=day_start()).exclude(
-            status=Generation.Status.FAILED
-        ).count()
-        if used >= plan["daily_generation_limit"]:
+        if usage_consume(user_id=user_id, kind="generations", limit=daily_limit) is None:
             raise PlanForbids("Daily generation limit reached.", code="daily_generation_limit")
-        cost = conf["cost_per_generation"]
         gen = Generation.objects.create(
-            user_id=user_id, character=char, prompt=prompt, parameters=parameters, cost=cost,
+            user_id=user_id, character=character, prompt=prompt, parameters=parameters, cost=cost,
             idempotency_key=idempotency_key, request_fingerprint=fingerprint,
         )
         if cost:
             coins_apply(user_id=user_id, amount=-cost, reason=CoinLedgerEntry.Reason.SPEND,
                         reference=f"generation:{gen.id}")
-        try:
-            gen.result = _backend().generate(prompt=prompt, parameters=parameters)
-            gen.status = Generation.Status.COMPLETED
-        except Exception:  # the provider failed: the user keeps their coins
-            gen.status = Generation.Status.FAILED
-            gen.result = {"error": "The image backend failed."}
-            if cost:
-                coins_apply(user_id=user_id, amount=cost, reason=CoinLedgerEntry.Reason.REFUND,
-                            reference=f"generation:{gen.id}")
-        gen.save(update_fields=["status", "result"])
-    return generation_payload(gen), True
+    return gen
+
+
+def _generation_render(gen: Generation) -> None:
+    """Call the image backend (no transaction open), then record the outcome."""
+    try:
+        result = _backend().generate(prompt=gen.prompt, parameters=gen.parameters)
+    except Exception:  # the provider failed: the user keeps their coins and their daily use
+        logger.warning("image backend failed for generation %s", gen.id, exc_info=True)
+        generation_fail(generation=gen, reason="The image backend failed.")
+        return
+    gen.result, gen.status = result, Generation.Status.COMPLETED
+    gen.save(update_fields=["status", "result"])
+
+
+def generation_fail(*, generation: Generation, reason: str) -> None:
+    """Mark a pending generation failed and give back what it took (coins, daily use), once."""
+    with transaction.atomic():
+        failed = Generation.objects.filter(pk=generation.pk, status=Generation.Status.PENDING).update(
+            status=Generation.Status.FAILED, result={"error": reason})
+        if failed and generation.cost:
+            coins_apply(user_id=generation.user_id, amount=generation.cost, reason=CoinLedgerEntry.Reason.REFUND,
+                        reference=f"generation:{generation.pk}")
+        if failed:
+            usage_release(user_id=generation.user_id, kind="generations", day=day_start(generation.created_at).date())
+    generation.status, generation.result = Generation.Status.FAILED, {"error": reason}
+
+
+def generations_fail_stale(*, older_than: timedelta) -> int:
+    """Pending generations whose worker died between the charge and the result: fail and
+    refund them (run periodically, like subscriptions_renew)."""
+    stale = Generation.objects.filter(status=Generation.Status.PENDING, created_at__lt=timezone.now() - older_than)
+    count = 0
+    for gen in stale.only("id", "user_id", "cost", "created_at", "status"):
+        generation_fail(generation=gen, reason="The generation did not finish.")
+        count += 1
+    return count
 
 
 def generation_settings_update(**changes) -> GenerationSettings:
@@ -136,11 +180,3 @@ def generation_settings_update(**changes) -> GenerationSettings:
         row.full_clean()
         row.save()
     return row
-
-
-def invalidate_generation_settings(**kwargs) -> None:
-    invalidate((registry.GENERATION_SETTINGS, {}))
-
-
-def invalidate_generation_stats(*, instance, **kwargs) -> None:
-    invalidate((registry.SUBSCRIPTION_STATS, {"user_id": instance.user_id}))

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from subscriptions import apis as subscriptions_apis
-from subscriptions import selectors as subscriptions_selectors
+from subscriptions.cache import subscription_payload
 from subscriptions.services import Change
 
 from . import selectors, services
@@ -56,7 +56,7 @@ class SubscriptionApi(subscriptions_apis.SubscriptionApi):
         change, _, payment = services.subscription_request(
             user_id=request.user.id, plan_code=data.validated_data["plan"], base_url=request.build_absolute_uri("/")
         )
-        body = subscriptions_selectors.subscription_payload(user_id=request.user.id)
+        body = subscription_payload(user_id=request.user.id)
         if payment is not None:
             return Response({"status": change.value, "checkout": selectors.checkout_payload(payment),
                              "subscription": body}, status=status.HTTP_202_ACCEPTED)

@@ -4,10 +4,11 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.cache import registry
-from core.responses import json_bytes_response, readahead_of
+from core.cache.readahead import readahead_of
+from core.responses import json_bytes_response
 
 from . import selectors, services
+from .cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER, subscription_payload
 
 
 class PlanOutput(serializers.Serializer):
@@ -61,8 +62,7 @@ class SubscriptionApi(APIView):
     """GET the current subscription. Asking for a plan (POST) is payments.apis.SubscriptionApi:
     a paid plan goes through a checkout first."""
 
-    def cache_read_ahead(self, request, *, user_id: int):
-        return [(registry.SUBSCRIPTION_USER, {"user_id": user_id})]
+    cache_reads = (SUBSCRIPTION_USER,)
 
     @extend_schema(responses={200: SubscriptionOutput})
     def get(self, request):
@@ -74,13 +74,12 @@ class SubscriptionCancelApi(APIView):
     @extend_schema(request=None, responses={200: SubscriptionOutput})
     def post(self, request):
         services.subscription_cancel(user_id=request.user.id)
-        body = selectors.subscription_payload(user_id=request.user.id)
+        body = subscription_payload(user_id=request.user.id)
         return Response(body)
 
 
 class SubscriptionStatsApi(APIView):
-    def cache_read_ahead(self, request, *, user_id: int):
-        return [(registry.SUBSCRIPTION_STATS, {"user_id": user_id})]
+    cache_reads = (SUBSCRIPTION_STATS,)
 
     @extend_schema(responses={200: StatsOutput})
     def get(self, request):

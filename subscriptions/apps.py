@@ -1,5 +1,6 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
+from django.conf import settings
+from django.db.models.signals import post_save
 
 
 class SubscriptionsConfig(AppConfig):
@@ -7,9 +8,8 @@ class SubscriptionsConfig(AppConfig):
     verbose_name = "Subscriptions"
 
     def ready(self) -> None:
-        from . import signals
-        from .models import Plan, Subscription
+        from . import cache, services
 
-        post_save.connect(signals.invalidate_subscription, sender=Subscription, dispatch_uid="subscription_saved")
-        post_delete.connect(signals.invalidate_subscription, sender=Subscription, dispatch_uid="subscription_deleted")
-        post_save.connect(signals.invalidate_plan_subscribers, sender=Plan, dispatch_uid="plan_saved")
+        cache.connect()
+        post_save.connect(services.subscription_start_free_for_new_user, sender=settings.AUTH_USER_MODEL,
+                          dispatch_uid="subscriptions.start_free_for_new_user")

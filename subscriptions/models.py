@@ -43,3 +43,19 @@ class Subscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {self.plan_id} ({self.status})"
+
+
+class DailyUsage(models.Model):
+    """What a user used on one UTC day: the one count that both the daily limits and the usage
+    stats read. Changed only by ``subscriptions.services.usage_consume``/``usage_release``."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    generations = models.PositiveIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "day"], name="daily_usage_one_row_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.day}: {self.generations} generations, {self.messages} messages"

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from enum import StrEnum
+from typing import Literal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from rest_framework import exceptions
 
-from accounts.models import CoinLedgerEntry
+from accounts.models import CoinLedgerEntry, User
 from accounts.services import coins_apply
-from core.cache import registry
-from core.cache.store import invalidate
+from core.clock import day_start
 
-from .models import Plan, Subscription
+from .cache import invalidate_subscriptions, invalidate_usage
+from .models import DailyUsage, Plan, Subscription
+
+UsageKind = Literal["generations", "messages"]
 
 FREE_PLAN_DEFAULTS = {
     "name": "Free",
@@ -72,6 +76,13 @@ def subscription_start_free(*, user_id: int) -> Subscription:
         return _start(user_id=user_id, plan=plan_free())
 
 
+def subscription_start_free_for_new_user(*, instance: User, created: bool, raw: bool = False, **kwargs) -> None:
+    """Every new user, however created (registration, createsuperuser, the admin), starts on
+    the free plan in the transaction that creates them. Connected in SubscriptionsConfig.ready()."""
+    if created and not raw:
+        subscription_start_free(user_id=instance.pk)
+
+
 class Change(StrEnum):
     """What a plan request did (subscription_change)."""
 
@@ -90,8 +101,6 @@ def plan_get_active(*, plan_code: str) -> Plan:
 
 
 def _lock_user(user_id: int) -> None:
-    from accounts.models import User
-
     User.objects.select_for_update().only("id").get(pk=user_id)  # one change at a time per user
 
 
@@ -187,14 +196,37 @@ def subscriptions_expire(*, now=None) -> int:
     return len(user_ids)
 
 
-def invalidate_subscriptions(*, user_ids) -> None:
-    invalidate(
-        *(
-            target
-            for user_id in user_ids
-            for target in (
-                (registry.SUBSCRIPTION_USER, {"user_id": user_id}),
-                (registry.SUBSCRIPTION_STATS, {"user_id": user_id}),
-            )
+# --- usage: the one count behind daily limits and stats ----------------------------------------
+
+
+def usage_consume(*, user_id: int, kind: UsageKind, limit: int) -> date | None:
+    """Count one use of ``kind`` today if the daily ``limit`` allows it: one conditional upsert,
+    atomic under concurrency without a lock. Returns the day it counted on (for a release), or
+    None when the limit is reached (nothing changed)."""
+    if kind not in ("generations", "messages"):
+        raise ValueError(f"unknown usage kind {kind!r}")
+    if limit <= 0:
+        return None
+    day = day_start().date()
+    table = connection.ops.quote_name(DailyUsage._meta.db_table)
+    other = "messages" if kind == "generations" else "generations"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (user_id, day, {kind}, {other}) VALUES (%s, %s, 1, 0)"
+            f" ON CONFLICT (user_id, day) DO UPDATE SET {kind} = {table}.{kind} + 1"
+            f" WHERE {table}.{kind} < %s RETURNING {kind}",
+            [user_id, connection.ops.adapt_datefield_value(day), limit],
         )
-    )
+        counted = cursor.fetchone() is not None
+    if not counted:
+        return None
+    invalidate_usage(user_id=user_id)
+    return day
+
+
+def usage_release(*, user_id: int, kind: UsageKind, day: date) -> None:
+    """Give back one use (a generation that failed and was refunded)."""
+    if kind not in ("generations", "messages"):
+        raise ValueError(f"unknown usage kind {kind!r}")
+    DailyUsage.objects.filter(user_id=user_id, day=day, **{f"{kind}__gt": 0}).update(**{kind: F(kind) - 1})
+    invalidate_usage(user_id=user_id)

@@ -177,11 +177,11 @@ def test_me_email_change_to_taken_address_is_400(alice, user, make_user):
 def test_inactive_user_token_is_rejected(alice, user):
     assert alice.get("/api/me").status_code == 200  # warms user:email
     User.objects.filter(pk=user.id).update(is_active=False)
+    from accounts.cache import USER_EMAIL
     from accounts.selectors import user_profile_cached  # noqa: F401  (the cache holds the old profile)
-    from core.cache import registry
     from core.cache.store import invalidate
 
-    invalidate((registry.USER_EMAIL, {"email": "alice@example.com"}))
+    invalidate((USER_EMAIL, {"email": "alice@example.com"}))
     assert alice.get("/api/me").status_code == 401
 
 

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "generation",
     "chat",
     "payments",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -18,7 +18,13 @@ import threading
 import time
 
 import redis
+from django.conf import settings
 from redis.connection import Connection, SSLConnection
+
+from core import metrics
+
+from .client import redis_client
+from .pending import drain_pending_invalidations
 
 logger = logging.getLogger("core.cache")
 
@@ -82,10 +88,6 @@ class CacheHealth:
             self.connect_epoch += 1
 
     def failure(self, exc: BaseException, operation: str = "redis") -> None:
-        from django.conf import settings
-
-        from core import metrics
-
         was_open = self.state is OPEN
         self.state = OPEN
         self.open_until = time.monotonic() + settings.CACHE_BREAKER_COOLDOWN
@@ -106,10 +108,6 @@ class CacheHealth:
 
     def sync(self) -> bool:
         from django.db import DatabaseError, connection
-
-        from core import metrics
-
-        from .store import drain_pending_invalidations, redis_client
 
         # Inside a transaction a failed sync query would poison it: serve from the database instead.
         if connection.in_atomic_block:
@@ -137,12 +135,15 @@ class CacheHealth:
         metrics.breaker_open.set(0)
         return True
 
+    def mark_unsynced(self) -> None:
+        """Invalidations were recorded for later: sync before trusting Redis again, and retry
+        them in the background too."""
+        self.synced_epoch = -1
+        self.retry_later()
 
     def retry_later(self) -> None:
         """Apply recorded invalidations from a background thread as well: an idle worker must not
         leave them waiting for its next request (or the key's TTL). Backs off up to 30 s."""
-        from django.conf import settings
-
         with self._retry_lock:
             if self._retry_timer is not None:
                 return

@@ -1,140 +1,45 @@
-"""Every cache key family in one table: template, TTL setting, reader, and what invalidates it.
+"""The registry of key families, filled by the domain apps at ``ready()``.
 
-| family               | key template                                    | TTL setting (default)              | invalidated by |
-|----------------------|-------------------------------------------------|------------------------------------|----------------|
-| subscription:user    | subscription:user:{user_id}                     | CACHE_TTL_SUBSCRIPTION_USER (300)  | subscribe, plan change, cancel, expiry, plan edit |
-| subscription:stats   | subscription:stats:{user_id}                    | CACHE_TTL_SUBSCRIPTION_STATS (300) | generation, chat message, ledger entry, plan change |
-| user:email           | user:email:{email}                              | CACHE_TTL_USER_EMAIL (120)         | any user save (old and new email), deactivation, password change |
-| user:coins           | user:coins:{user_id}                            | CACHE_TTL_USER_COINS (60)          | any ledger entry (spend, grant, refund) |
-| characters:list      | characters:list                                 | CACHE_TTL_CHARACTERS_LIST (1800)   | any character save or delete |
-| character            | character:{name}                                | CACHE_TTL_CHARACTER (1800)         | that character's save or delete (old and new name) |
-| generation:settings  | generation:settings                             | CACHE_TTL_GENERATION_SETTINGS (3600) | settings save |
-| chat:history         | chat:history:{user_id}:{character}:{session}    | CACHE_TTL_CHAT_HISTORY (600)       | a new message in that session |
-
-Each value is JSON: ``{"etag": "<16 hex>", "data": <the response body>}``.
+``core`` knows no domain: each app declares its families in its own ``cache.py`` and calls
+``register()``; receivers that invalidate them are declared with ``@invalidates`` beside them and
+connected with ``connect_receivers()``. Ops commands, the README key table and the admin page read
+everything from here.
 """
 
 from __future__ import annotations
 
-import math
-import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from datetime import datetime
+from typing import Any
 
-from django.conf import settings
-from django.utils.module_loading import import_string
+from django.apps import apps
+from django.db.models import signals as model_signals
+from django.dispatch import Signal
 
-from .keys import key_part
+from .family import KeyFamily
 
-_FIELD = re.compile(r"\{(\w+)\}")
+FAMILIES: dict[str, KeyFamily] = {}
 
-
-@dataclass(frozen=True)
-class KeyFamily:
-    name: str
-    template: str
-    ttl_setting: str
-    default_ttl: int
-    reader: str  # dotted path of the selector that builds the value from the database
-    holds: str
-    invalidated_by: str
-    shared: bool = False  # the same value for every user (ETag) rather than per user (private)
-    ttl_cap: str | None = None  # dotted path: f(data) -> seconds the value may live at most
-
-    def ttl_for(self, payload) -> int:
-        """The TTL to store this value with: the family's, or less if its cap says so. A cap of
-        None (nothing to cap by) or a non-finite one leaves the family's TTL; never below 1 s."""
-        if self.ttl_cap is None:
-            return self.ttl
-        cap = import_string(self.ttl_cap)(payload.data())
-        if cap is None or not math.isfinite(cap):
-            return self.ttl
-        return max(1, min(self.ttl, int(cap)))
-
-    @property
-    def ttl(self) -> int:
-        return int(getattr(settings, self.ttl_setting, self.default_ttl))
-
-    @cached_property
-    def fields(self) -> tuple[str, ...]:
-        return tuple(_FIELD.findall(self.template))
-
-    def key(self, **parts: object) -> str:
-        if set(parts) != set(self.fields):
-            raise TypeError(f"{self.name} needs {self.fields}, got {tuple(parts)}")
-        return self.template.format(**{name: key_part(value) for name, value in parts.items()})
-
-    @property
-    def pattern(self) -> str:
-        """SCAN pattern that matches this family's keys and no other family's."""
-        return _FIELD.sub("*", self.template)
-
-    @cached_property
-    def _regex(self) -> re.Pattern[str]:
-        pieces = _FIELD.split(self.template)  # literal, field, literal, field, ...
-        return re.compile(
-            "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^:]+)" for i, p in enumerate(pieces)) + r"\Z"
-        )
-
-    def parts_of(self, key: str) -> dict[str, str] | None:
-        """Reverse of key(): the encoded parts of a key of this family, or None."""
-        match = self._regex.match(key)
-        return match.groupdict() if match else None
-
-    def load(self, **parts: object):
-        return import_string(self.reader)(**parts)
+# Sources of "recently active" user ids for warm-up, one per app that knows of activity.
+ActivitySource = Callable[[datetime], Iterable[int]]
+_ACTIVITY: dict[str, ActivitySource] = {}
 
 
-SUBSCRIPTION_USER = KeyFamily(
-    "subscription:user", "subscription:user:{user_id}", "CACHE_TTL_SUBSCRIPTION_USER", 300,
-    "subscriptions.selectors.subscription_payload",
-    "the user's current subscription", "subscribe, plan change, cancel, expiry, plan edit",
-    ttl_cap="subscriptions.selectors.seconds_until_period_end",
-)
-SUBSCRIPTION_STATS = KeyFamily(
-    "subscription:stats", "subscription:stats:{user_id}", "CACHE_TTL_SUBSCRIPTION_STATS", 300,
-    "subscriptions.selectors.subscription_stats_payload",
-    "usage in the current period", "generation, chat message, ledger entry, plan change",
-    ttl_cap="subscriptions.selectors.seconds_until_day_ends",
-)
-USER_EMAIL = KeyFamily(
-    "user:email", "user:email:{email}", "CACHE_TTL_USER_EMAIL", 120,
-    "accounts.selectors.user_payload_by_email",
-    "the user's profile and flags", "any user save (old and new email), deactivation, password change",
-)
-USER_COINS = KeyFamily(
-    "user:coins", "user:coins:{user_id}", "CACHE_TTL_USER_COINS", 60,
-    "accounts.selectors.coins_payload",
-    "coin balance", "any ledger entry (spend, grant, refund)",
-)
-CHARACTERS_LIST = KeyFamily(
-    "characters:list", "characters:list", "CACHE_TTL_CHARACTERS_LIST", 1800,
-    "characters.selectors.character_list_payload",
-    "the active characters", "any character save or delete", shared=True,
-)
-CHARACTER = KeyFamily(
-    "character", "character:{name}", "CACHE_TTL_CHARACTER", 1800,
-    "characters.selectors.character_payload",
-    "one character", "that character's save or delete (old and new name)", shared=True,
-)
-GENERATION_SETTINGS = KeyFamily(
-    "generation:settings", "generation:settings", "CACHE_TTL_GENERATION_SETTINGS", 3600,
-    "generation.selectors.generation_settings_payload",
-    "generation settings", "settings save", shared=True,
-)
-CHAT_HISTORY = KeyFamily(
-    "chat:history", "chat:history:{user_id}:{character}:{session}", "CACHE_TTL_CHAT_HISTORY", 600,
-    "chat.selectors.chat_history_payload",
-    "recent messages of one chat session", "a new message in that session",
-)
+def register(*families: KeyFamily) -> None:
+    for family in families:
+        existing = FAMILIES.get(family.name)
+        if existing is not None and existing is not family:
+            raise ValueError(f"cache family {family.name!r} is registered twice")
+        FAMILIES[family.name] = family
 
-FAMILIES: dict[str, KeyFamily] = {
-    family.name: family
-    for family in (
-        SUBSCRIPTION_USER, SUBSCRIPTION_STATS, USER_EMAIL, USER_COINS,
-        CHARACTERS_LIST, CHARACTER, GENERATION_SETTINGS, CHAT_HISTORY,
-    )
-}
+
+def register_activity(name: str, source: ActivitySource) -> None:
+    _ACTIVITY[name] = source
+
+
+def activity_sources() -> dict[str, ActivitySource]:
+    return dict(_ACTIVITY)
 
 
 def family_of(key: str) -> KeyFamily | None:
@@ -143,3 +48,66 @@ def family_of(key: str) -> KeyFamily | None:
         if family.parts_of(key) is not None:
             return family
     return None
+
+
+def shared_families() -> tuple[str, ...]:
+    return tuple(name for name, family in FAMILIES.items() if family.shared)
+
+
+def user_families() -> tuple[str, ...]:
+    return tuple(name for name, family in FAMILIES.items() if not family.shared)
+
+
+# --- receivers ---------------------------------------------------------------------------------
+
+_SIGNAL_WORDS = {
+    "post_save": "saved", "post_delete": "deleted", "post_init": "loaded", "m2m_changed": "linked",
+}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """``signal`` sent by ``sender`` (a model label such as "accounts.User", or None for any)."""
+
+    signal: Signal
+    sender: str | None = None
+    signal_name: str = ""
+
+    def describe(self) -> str:
+        if self.sender is None:
+            return self.signal_name.replace("_", " ")
+        return f"{self.sender.rpartition('.')[2]} {_SIGNAL_WORDS.get(self.signal_name, self.signal_name)}"
+
+
+def on(signal_name: str, sender: str | None = None, *, signal: Signal | None = None) -> Trigger:
+    """A model signal by name ("post_save", "post_delete"), or any Signal given as ``signal``."""
+    return Trigger(signal or getattr(model_signals, signal_name), sender, signal_name)
+
+
+def invalidates(*families: KeyFamily, triggers: Iterable[Trigger] = (),
+                when: str | None = None) -> Callable[[Callable], Callable]:
+    """Declare what a function invalidates and, for a receiver, which signals call it.
+
+    The declaration feeds the key table ("invalidated by"); ``connect_receivers`` connects the
+    triggers with a stable ``dispatch_uid``. A function with no triggers is called by services
+    (bulk updates send no signals); ``when`` says when, for the key table.
+    """
+    triggers = tuple(triggers)
+
+    def mark(function: Callable) -> Callable:
+        what = [trigger.describe() for trigger in triggers] or [when or f"{function.__name__}()"]
+        for family in families:
+            family.invalidated_by.extend(w for w in what if w not in family.invalidated_by)
+        function.cache_triggers = triggers  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def connect_receivers(*receivers: Callable[..., Any]) -> None:
+    """Connect each ``@invalidates`` receiver to its triggers (called from AppConfig.ready())."""
+    for receiver in receivers:
+        for trigger in getattr(receiver, "cache_triggers", ()):
+            sender = apps.get_model(trigger.sender) if trigger.sender else None
+            uid = f"{receiver.__module__}.{receiver.__name__}:{trigger.signal_name}:{trigger.sender}"
+            trigger.signal.connect(receiver, sender=sender, weak=False, dispatch_uid=uid)

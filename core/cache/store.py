@@ -17,27 +17,22 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
 import redis
 from django.conf import settings
-from django.core.cache import caches
 from django.db import transaction
-from django_redis import get_redis_connection
 
-from core import metrics
-
+from .client import full_key, lease_key, redis_client, unlink_keys
+from .family import KeyFamily, Parts
 from .health import HEALTH
-from .registry import FAMILIES, KeyFamily
+from .pending import record_pending_invalidations
 
 _HEAD = b'{"etag":"'
 _MID = b'","data":'
 _ETAG_LEN = 16
 _BODY_START = len(_HEAD) + _ETAG_LEN + len(_MID)
-
-_COUNTERS = {name: metrics.FamilyCounters(name) for name in FAMILIES}
 
 # Store the value only if our lease is still there: an invalidation in between deleted it.
 _POPULATE = """
@@ -79,23 +74,6 @@ class Payload:
         return cls(raw[_BODY_START:-1], raw[len(_HEAD) : len(_HEAD) + _ETAG_LEN].decode())
 
 
-def redis_client() -> redis.Redis:
-    return get_redis_connection("default")
-
-
-def namespace() -> str:
-    return caches["default"].key_prefix
-
-
-def full_key(key: str) -> str:
-    return namespace() + key
-
-
-def lease_key(key: str) -> str:
-    # "lease:" in front keeps lease keys out of every family's SCAN pattern.
-    return namespace() + "lease:" + key
-
-
 class _Scripts:
     """Lua scripts bound to the current client (re-registered if the client changes)."""
 
@@ -113,7 +91,7 @@ class _Scripts:
 _scripts = _Scripts()
 
 
-def read_ahead(*targets: tuple[KeyFamily, dict]) -> dict[str, bytes | None]:
+def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
     """Read several keys in one round trip (MGET), for ``fetch(..., readahead=...)`` to use:
     authentication reads the user's key and the endpoint's key together. Empty when Redis cannot
     be trusted right now; fetch then takes its usual path."""
@@ -133,7 +111,7 @@ def read_ahead(*targets: tuple[KeyFamily, dict]) -> dict[str, bytes | None]:
 def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None, **parts: object) -> Payload:
     """The family's value for these parts: from Redis when it can be trusted, else the database.
     With ``readahead`` (from read_ahead) a key read there is used instead of another GET."""
-    counters = _COUNTERS[family.name]
+    counters = family.counters
     if not settings.CACHE_LAYER_ENABLED:  # benchmark baselines: no cache, or another cache
         return Payload.of(family.load(**parts))
     key = family.key(**parts)
@@ -162,9 +140,9 @@ def _serve(family: KeyFamily, key: str, parts: dict, raw: bytes | None, client: 
     if raw is not None:
         payload = Payload.unpack(raw)
         if payload is not None:
-            _COUNTERS[family.name].hit.inc()
+            family.counters.hit.inc()
             return payload
-    _COUNTERS[family.name].miss.inc()
+    family.counters.miss.inc()
     return _fill(client, family, key, parts)
 
 
@@ -206,8 +184,9 @@ def _fill(client: redis.Redis, family: KeyFamily, key: str, parts: dict) -> Payl
         return Payload.of(family.load(**parts))
     _KEEPER.hold(client, lease, token)
     try:
-        payload = Payload.of(family.load(**parts))
-        ttl = family.ttl_for(payload)
+        data = family.load(**parts)
+        payload = Payload.of(data)
+        ttl = family.ttl_for(data)
     except BaseException:  # whatever failed, the lease must not outlive this request
         _KEEPER.drop(lease)
         _quietly(scripts.release, keys=[lease], args=[token])
@@ -286,7 +265,7 @@ def _quietly(script, **kwargs) -> None:
 # --- invalidation ------------------------------------------------------------------------------
 
 
-def invalidate(*targets: tuple[KeyFamily, dict]) -> None:
+def invalidate(*targets: tuple[KeyFamily, Parts]) -> None:
     """Delete these keys once the current transaction commits (at once outside a transaction).
 
     ``targets`` are ``(family, parts)`` pairs. A rollback discards the delete; a failing Redis
@@ -310,48 +289,17 @@ def _delete_now(keys: tuple[tuple[KeyFamily, str], ...]) -> None:
         _defer(keys)
         return
     try:
-        _unlink(redis_client(), names)
+        unlink_keys(redis_client(), names)
     except redis.RedisError as exc:
         HEALTH.failure(exc, "delete")
         _defer(keys)
         return
     for family, _ in keys:
-        _COUNTERS[family.name].deleted.inc()
-
-
-def _unlink(client: redis.Redis, keys: list[str], batch: int = 500) -> None:
-    """Delete keys and their leases, a bounded batch per command (a plan edit may touch
-    thousands of subscribers, and one huge DEL would block Redis)."""
-    for start in range(0, len(keys), batch):
-        chunk = keys[start : start + batch]
-        client.delete(*(full_key(k) for k in chunk), *(lease_key(k) for k in chunk))
+        family.counters.deleted.inc()
 
 
 def _defer(keys: tuple[tuple[KeyFamily, str], ...]) -> None:
     record_pending_invalidations(key for _, key in keys)
+    HEALTH.mark_unsynced()
     for family, _ in keys:
-        _COUNTERS[family.name].deferred.inc()
-
-
-def record_pending_invalidations(keys: Iterable[str]) -> None:
-    from core.models import PendingInvalidation
-
-    PendingInvalidation.objects.bulk_create(
-        [PendingInvalidation(key=key) for key in keys], ignore_conflicts=True
-    )
-    HEALTH.synced_epoch = -1  # this process must sync before trusting Redis again
-    HEALTH.retry_later()
-
-
-def drain_pending_invalidations(client: redis.Redis, batch: int = 500) -> int:
-    """Apply recorded deletes; rows go only after Redis confirmed the delete."""
-    from core.models import PendingInvalidation
-
-    done = 0
-    while True:
-        rows = list(PendingInvalidation.objects.order_by("id").values_list("id", "key")[:batch])
-        if not rows:
-            return done
-        _unlink(client, [key for _, key in rows])
-        PendingInvalidation.objects.filter(id__in=[pk for pk, _ in rows]).delete()
-        done += len(rows)
+        family.counters.deferred.inc()

@@ -4,7 +4,7 @@ import pytest
 from django.core.cache import caches
 from django.core.management import CommandError, call_command
 
-from core.cache import ops
+from core.cache.ops import common as common_ops
 from core.cache.registry import FAMILIES
 
 # Keys of every family, and keys that only look similar: another app's, or a shape no family has.
@@ -124,7 +124,7 @@ def test_namespace_limits_the_flush_to_this_deployment(redis_raw, monkeypatch):
     monkeypatch.setattr(caches["default"], "key_prefix", "blue*:")
     for key in ("blue*:character:luna", "blueX:character:luna", "character:luna", "green:character:luna"):
         redis_raw.set(key, b"x")
-    assert ops.scan_pattern(FAMILIES["character"]) == "blue\\*:character:*"
+    assert common_ops.scan_pattern(FAMILIES["character"]) == "blue\\*:character:*"
     out = flush("character")
     assert "character            deleted       1" in out
     assert sorted(k.decode() for k in redis_raw.scan_iter()) == [

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from core.cache import ops
+from core.cache.ops import stats as stats_ops
 from core.cache.registry import FAMILIES
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,12 +62,12 @@ def test_stats_reports_redis_info(redis_raw, redis_server):
 
 
 def test_stats_show_the_apps_own_counters(characters):
-    from core.cache import registry
+    from characters.cache import CHARACTER
     from core.cache.store import fetch
 
-    before = ops.app_counters()["families"]["character"]
-    fetch(registry.CHARACTER, name="luna")  # miss
-    fetch(registry.CHARACTER, name="luna")  # hit
+    before = stats_ops.app_counters()["families"]["character"]
+    fetch(CHARACTER, name="luna")  # miss
+    fetch(CHARACTER, name="luna")  # hit
     after = stats_json()["app"]["families"]["character"]
     assert after["miss"] == before["miss"] + 1
     assert after["hit"] == before["hit"] + 1
@@ -95,7 +95,7 @@ def test_app_counters_sum_every_worker_in_multiprocess_mode(tmp_path, monkeypatc
     for _ in range(2):
         subprocess.run([sys.executable, "-c", script], env=env, cwd=settings.BASE_DIR, check=True)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    counters = ops.app_counters()
+    counters = stats_ops.app_counters()
     assert counters["multiprocess"] is True
     coins = counters["families"]["user:coins"]
     assert (coins["hit"], coins["miss"], coins["deleted"]) == (6, 2, 4)

@@ -3,7 +3,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from core.cache import registry
+from accounts.cache import USER_EMAIL
+from characters.cache import CHARACTER
 from core.cache.store import Payload, fetch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -58,7 +59,7 @@ def test_a_write_that_skipped_invalidation_is_reported_and_fixed(warm, redis_raw
     assert redis_raw.exists("character:rex")
     assert "0 drifted" in verify()
     # The next read caches the current row.
-    assert fetch(registry.CHARACTER, name="luna").data()["display_name"] == "Luna II"
+    assert fetch(CHARACTER, name="luna").data()["display_name"] == "Luna II"
 
 
 def test_a_row_that_is_gone_and_an_unreadable_value_are_drift(warm, redis_raw):
@@ -74,11 +75,11 @@ def test_a_row_that_is_gone_and_an_unreadable_value_are_drift(warm, redis_raw):
 
 def test_a_value_changed_during_the_check_is_not_deleted(warm, redis_raw, monkeypatch):
     from characters.models import Character
-    from core.cache import ops
+    from core.cache.ops import verify as verify_ops
 
     Character.objects.filter(name="luna").update(display_name="Luna II")
     fresh = Payload.of({"display_name": "Luna II"}).pack()
-    judge = ops._judge
+    judge = verify_ops._judge
 
     def judge_then_recache(family, parts, raw):
         reason = judge(family, parts, raw)
@@ -86,14 +87,14 @@ def test_a_value_changed_during_the_check_is_not_deleted(warm, redis_raw, monkey
             redis_raw.set("character:luna", fresh, ex=60)  # a reader re-cached in between
         return reason
 
-    monkeypatch.setattr(ops, "_judge", judge_then_recache)
+    monkeypatch.setattr(verify_ops, "_judge", judge_then_recache)
     out = verify("character", "--fix")
     assert "0 drifted" in out
     assert redis_raw.get("character:luna") == fresh
 
 
 def test_hashed_key_parts_are_counted_as_unverifiable(warm, redis_raw):
-    fetch(registry.USER_EMAIL, email="we!rd@example.com")
+    fetch(USER_EMAIL, email="we!rd@example.com")
     out = verify("user:email")
     assert "unverifiable 1 (hashed key part)" in out
     assert "user:email           checked       1" in out

@@ -141,11 +141,11 @@ def test_subscription_ttl_never_outlives_the_period(world, redis_raw):
 
 
 def test_stats_ttl_ends_with_the_day(world, redis_raw, monkeypatch):
-    import subscriptions.selectors as selectors
+    import subscriptions.cache as subscription_cache
 
     real_now = timezone.now()
     late = real_now.replace(hour=23, minute=59, second=50, microsecond=0)
-    monkeypatch.setattr(selectors, "timezone", SimpleNamespace(now=lambda: late))
+    monkeypatch.setattr(subscription_cache, "timezone", SimpleNamespace(now=lambda: late))
     assert world.client.get("/api/subscription/stats").status_code == 200
     assert 0 < redis_raw.ttl(f"subscription:stats:{world.user.id}") <= 10
 

@@ -209,7 +209,12 @@ FORBIDDEN = [
 def test_the_documented_acl_user_can_run_every_cache_command_and_nothing_dangerous(compose, monkeypatch):
     from django.utils.module_loading import import_string
 
-    from core.cache import ops, store
+    from core.cache import client as cache_client
+    from core.cache import store
+    from core.cache.ops import flush as flush_ops
+    from core.cache.ops import stats as stats_ops
+    from core.cache.ops import verify as verify_ops
+    from core.cache.ops import warm as warm_ops
     from core.cache.registry import FAMILIES
 
     # An administrator besides the app's user, only to ask the server what chatart may do.
@@ -220,18 +225,17 @@ def test_the_documented_acl_user_can_run_every_cache_command_and_nothing_dangero
             server.wait()  # the default user is off
         url = f"redis://chatart:acl-pass-1@127.0.0.1:{server.port}/0"
         client = redis.Redis.from_url(url)
-        monkeypatch.setattr(store, "redis_client", lambda: client)
-        monkeypatch.setattr(ops, "redis_client", lambda: client)
+        monkeypatch.setattr(cache_client, "get_redis_connection", lambda alias: client)
 
         from characters.models import Character
 
         Character.objects.create(name="luna", display_name="Luna")
         store.HEALTH.reset()
-        result = ops.warm(ops.warm_targets([FAMILIES["character"]]))  # GET, SET NX lease, Lua populate
+        result = warm_ops.warm(warm_ops.warm_targets([FAMILIES["character"]]))  # GET, SET NX lease, Lua populate
         assert result.written == {"character": 1}
         assert client.ttl("character:luna") > 0
-        assert ops.verify().drifted == []  # SCAN, MGET
-        info = ops.stats()  # INFO, DBSIZE, MEMORY USAGE, TTL; CONFIG GET is refused and reported unknown
+        assert verify_ops.verify().drifted == []  # SCAN, MGET
+        info = stats_ops.stats()  # INFO, DBSIZE, MEMORY USAGE, TTL; CONFIG GET is refused and reported unknown
         assert info["families"]["character"]["keys"] == 1
         assert info["redis"]["maxmemory_policy"] == "allkeys-lru"
         assert info["redis"]["stop_writes_on_bgsave_error"] is None
@@ -239,7 +243,7 @@ def test_the_documented_acl_user_can_run_every_cache_command_and_nothing_dangero
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.execute_command(*command)
         assert client.get("character:luna") is not None
-        assert ops.flush([FAMILIES["character"]]) == {"character": 1}  # UNLINK
+        assert flush_ops.flush([FAMILIES["character"]]) == {"character": 1}  # UNLINK
 
         # Django's cache (throttles, third-party apps) on the same user, errors not swallowed.
         conf = {**settings.CACHES["default"]}

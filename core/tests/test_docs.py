@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from core.cache import ops
+from core.cache.ops import keytable as keytable_ops
 from core.cache.registry import FAMILIES
 
 ROOT = Path(settings.BASE_DIR)
@@ -27,12 +27,12 @@ def read_env_names() -> set[str]:
 
 
 def test_readme_key_table_is_the_registrys():
-    block = README[README.index(ops.KEYS_START) + len(ops.KEYS_START):README.index(ops.KEYS_END)]
-    assert block.strip() == ops.keys_table_markdown(), "run: python manage.py cache_keys_table --write"
+    block = README[README.index(keytable_ops.KEYS_START) + len(keytable_ops.KEYS_START):README.index(keytable_ops.KEYS_END)]
+    assert block.strip() == keytable_ops.keys_table_markdown(), "run: python manage.py cache_keys_table --write"
 
 
 def test_the_generated_table_has_every_family_and_ttl():
-    table = ops.keys_table_markdown()
+    table = keytable_ops.keys_table_markdown()
     for family in FAMILIES.values():
         row = next(line for line in table.splitlines() if line.startswith(f"| `{family.template}` |"))
         assert f"| {family.default_ttl} s" in row and family.ttl_setting in row

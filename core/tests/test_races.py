@@ -11,36 +11,38 @@ import time
 import orjson
 import pytest
 
-from core.cache import registry
+from accounts.cache import USER_COINS, USER_EMAIL
+from characters.cache import CHARACTER, CHARACTERS_LIST
+from chat.cache import CHAT_HISTORY
 from core.cache.health import HEALTH
+from core.cache.registry import FAMILIES
 from core.testing import RedisServer, run_concurrently
+from generation.cache import GENERATION_SETTINGS
+from subscriptions.cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.mark.parametrize(
-    ("url", "module_path", "reader"),
+    ("url", "family"),
     [
-        ("/api/characters", "characters.selectors", "character_list_payload"),
-        ("/api/characters/luna", "characters.selectors", "character_payload"),
-        ("/api/generation/settings", "generation.selectors", "generation_settings_payload"),
+        ("/api/characters", "characters:list"),
+        ("/api/characters/luna", "character"),
+        ("/api/generation/settings", "generation:settings"),
     ],
 )
 def test_stampede_on_a_missing_shared_key_queries_the_database_once(
-    monkeypatch, settings, client_for, user, characters, url, module_path, reader
+    monkeypatch, settings, client_for, user, characters, url, family
 ):
     """50 requests miss one key together, and the database is slow: the loader is held until the
     other 49 are all waiting for it and each has waited longer than the old 0.5 s give-up point.
     Still one query. (Lease extension under a query slower than the lease: test_store.)"""
-    import importlib
-
     from core.cache import store
 
     settings.CACHE_LEASE_WAIT = 60  # the safety net stays out of the way on a busy machine
     clients = [client_for(user) for _ in range(50)]
     clients[0].get("/api/me")  # auth is warm: the only recompute left is the key under test
-    module = importlib.import_module(module_path)
-    original = getattr(module, reader)
+    original = FAMILIES[family].loader
     waited: dict[int, float] = {}
     lock = threading.Lock()
     long_enough = threading.Event()
@@ -59,7 +61,7 @@ def test_stampede_on_a_missing_shared_key_queries_the_database_once(
         return original(**kwargs)
 
     monkeypatch.setattr(store, "_pause", pause)
-    monkeypatch.setattr(module, reader, slow_loader)
+    monkeypatch.setitem(FAMILIES[family].__dict__, "loader", slow_loader)
 
     def hit(i):
         response = clients[i].get(url)
@@ -120,16 +122,15 @@ def test_eviction_costs_at_most_a_miss_never_a_stale_value(tiny_redis, make_user
 
 def test_an_evicted_lease_stops_the_populate(monkeypatch, alice, user, redis_raw):
     """Losing the lease between the database read and the store means: do not store."""
-    import accounts.selectors as selectors
 
-    original = selectors.coins_payload
+    original = USER_COINS.loader
 
     def evicting(**kwargs):
         data = original(**kwargs)
         redis_raw.delete(f"lease:user:coins:{user.id}")  # as if LRU took it
         return data
 
-    monkeypatch.setattr(selectors, "coins_payload", evicting)
+    monkeypatch.setitem(USER_COINS.__dict__, "loader", evicting)
     assert alice.get("/api/me/coins").json() == {"balance": 30}
     assert not redis_raw.exists(f"user:coins:{user.id}")
 
@@ -184,18 +185,18 @@ def test_randomised_readers_and_writers_leave_every_cached_key_equal_to_the_data
     checked = 0
     for u in users:
         for family, parts in [
-            (registry.USER_COINS, {"user_id": u.id}),
-            (registry.USER_EMAIL, {"email": u.email}),
-            (registry.SUBSCRIPTION_USER, {"user_id": u.id}),
-            (registry.SUBSCRIPTION_STATS, {"user_id": u.id}),
-            *[(registry.CHAT_HISTORY, {"user_id": u.id, "character": "luna", "session": f"s{s}"}) for s in (0, 1)],
+            (USER_COINS, {"user_id": u.id}),
+            (USER_EMAIL, {"email": u.email}),
+            (SUBSCRIPTION_USER, {"user_id": u.id}),
+            (SUBSCRIPTION_STATS, {"user_id": u.id}),
+            *[(CHAT_HISTORY, {"user_id": u.id, "character": "luna", "session": f"s{s}"}) for s in (0, 1)],
         ]:
             value = cached_data(redis_raw, family.key(**parts))
             if value is not None:
                 checked += 1
                 assert value == family.load(**parts), family.name
-    for family, parts in [(registry.CHARACTERS_LIST, {}), (registry.GENERATION_SETTINGS, {}),
-                          *[(registry.CHARACTER, {"name": n}) for n in names]]:
+    for family, parts in [(CHARACTERS_LIST, {}), (GENERATION_SETTINGS, {}),
+                          *[(CHARACTER, {"name": n}) for n in names]]:
         value = cached_data(redis_raw, family.key(**parts))
         if value is not None:
             checked += 1

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.cache import registry
+from accounts.cache import USER_COINS, USER_EMAIL
+from characters.cache import CHARACTER, CHARACTERS_LIST
+from chat.cache import CHAT_HISTORY
 from core.cache.registry import FAMILIES, family_of
 
 CONTRACT = {
@@ -46,15 +48,16 @@ def test_default_ttls_are_the_contracts(name):
 
 def test_ttl_follows_the_setting(settings):
     settings.CACHE_TTL_USER_COINS = 7
-    assert registry.USER_COINS.ttl == 7
+    assert USER_COINS.ttl == 7
 
 
 @pytest.mark.slow
 def test_ttls_come_from_the_environment():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
            "CACHE_TTL_USER_COINS": "11", "CACHE_TTL_CHAT_HISTORY": "22", "CHAT_HISTORY_CACHED_MESSAGES": "33"}
-    code = ("import django; django.setup(); from core.cache import registry; from django.conf import settings; "
-            "print(registry.USER_COINS.ttl, registry.CHAT_HISTORY.ttl, settings.CHAT_HISTORY_CACHED_MESSAGES)")
+    code = ("import django; django.setup(); from accounts.cache import USER_COINS; from chat.cache import CHAT_HISTORY; "
+            "from django.conf import settings; "
+            "print(USER_COINS.ttl, CHAT_HISTORY.ttl, settings.CHAT_HISTORY_CACHED_MESSAGES)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert out.stdout.split() == ["11", "22", "33"]
@@ -69,17 +72,17 @@ def test_each_key_belongs_to_its_family_and_only_matches_its_own_pattern(name):
 
 
 def test_keys_read_like_the_contract():
-    assert registry.USER_COINS.key(user_id=1) == "user:coins:1"
-    assert registry.USER_EMAIL.key(email="a@b.c") == "user:email:a@b.c"
-    assert registry.CHAT_HISTORY.key(user_id=1, character="luna", session="s-1") == "chat:history:1:luna:s-1"
-    assert registry.CHARACTERS_LIST.key() == "characters:list"
+    assert USER_COINS.key(user_id=1) == "user:coins:1"
+    assert USER_EMAIL.key(email="a@b.c") == "user:email:a@b.c"
+    assert CHAT_HISTORY.key(user_id=1, character="luna", session="s-1") == "chat:history:1:luna:s-1"
+    assert CHARACTERS_LIST.key() == "characters:list"
 
 
 def test_key_requires_exactly_the_templates_fields():
     with pytest.raises(TypeError):
-        registry.USER_COINS.key()
+        USER_COINS.key()
     with pytest.raises(TypeError):
-        registry.USER_COINS.key(user_id=1, email="x")
+        USER_COINS.key(user_id=1, email="x")
 
 
 def test_lease_keys_belong_to_no_family():
@@ -91,9 +94,9 @@ def test_lease_keys_belong_to_no_family():
     "*", "user:coins:1", "x:user:coins:1", "a@b.c:1", "*@example.com", "a?b@c", "[ab]@c", "a b@c", "é@example.com",
 ])
 def test_a_hostile_email_stays_in_its_family(email):
-    key = registry.USER_EMAIL.key(email=email)
-    assert family_of(key) is registry.USER_EMAIL
-    assert registry.USER_EMAIL.parts_of(key)["email"].startswith("~")
+    key = USER_EMAIL.key(email=email)
+    assert family_of(key) is USER_EMAIL
+    assert USER_EMAIL.parts_of(key)["email"].startswith("~")
     assert not any(c in key for c in "*?[] ")
     assert key.count(":") == 2
 
@@ -101,9 +104,9 @@ def test_a_hostile_email_stays_in_its_family(email):
 @given(st.text(), st.text(), st.text())
 def test_hostile_parts_never_reach_another_family(character, session, email):
     for family, parts in (
-        (registry.CHAT_HISTORY, {"user_id": 1, "character": character, "session": session}),
-        (registry.USER_EMAIL, {"email": email}),
-        (registry.CHARACTER, {"name": character}),
+        (CHAT_HISTORY, {"user_id": 1, "character": character, "session": session}),
+        (USER_EMAIL, {"email": email}),
+        (CHARACTER, {"name": character}),
     ):
         key = family.key(**parts)
         assert family_of(key) is family
@@ -114,22 +117,23 @@ def test_hostile_parts_never_reach_another_family(character, session, email):
 @given(st.text(), st.text())
 def test_distinct_history_parts_never_share_a_key(a, b):
     if a != b:
-        k1 = registry.CHAT_HISTORY.key(user_id=1, character=a, session="s")
-        k2 = registry.CHAT_HISTORY.key(user_id=1, character=b, session="s")
+        k1 = CHAT_HISTORY.key(user_id=1, character=a, session="s")
+        k2 = CHAT_HISTORY.key(user_id=1, character=b, session="s")
         assert k1 != k2
-        assert registry.CHAT_HISTORY.key(user_id=1, character="c", session=a) != registry.CHAT_HISTORY.key(
+        assert CHAT_HISTORY.key(user_id=1, character="c", session=a) != CHAT_HISTORY.key(
             user_id=1, character="c", session=b
         )
 
 
 def test_parts_of_reverses_key():
-    key = registry.CHAT_HISTORY.key(user_id=3, character="luna", session="a:b")
-    parts = registry.CHAT_HISTORY.parts_of(key)
+    key = CHAT_HISTORY.key(user_id=3, character="luna", session="a:b")
+    parts = CHAT_HISTORY.parts_of(key)
     assert parts["user_id"] == "3" and parts["character"] == "luna" and parts["session"].startswith("~")
-    assert registry.CHAT_HISTORY.parts_of("user:coins:1") is None
+    assert CHAT_HISTORY.parts_of("user:coins:1") is None
 
 
-def test_docstring_table_lists_every_family():
+def test_each_app_cache_module_names_its_families():
     for family in FAMILIES.values():
-        assert family.template in registry.__doc__
-        assert family.ttl_setting in registry.__doc__
+        module = sys.modules[family.loader.__module__]
+        assert module.__name__.endswith(".cache")
+        assert f"``{family.template}``" in module.__doc__

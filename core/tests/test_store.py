@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from core.cache import registry
+from accounts.cache import USER_COINS
+from characters.cache import CHARACTER, CHARACTERS_LIST
 from core.cache.store import Payload, fetch, invalidate
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,12 +23,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_stale_set_race_per_user_coins(user, alice, redis_raw, monkeypatch):
-    import accounts.selectors as selectors
     from accounts.models import CoinLedgerEntry
     from accounts.services import coins_apply
 
     key = f"user:coins:{user.id}"
-    real = selectors.coins_payload
+    real = USER_COINS.loader
     raced = []
 
     def reader_then_writer(*, user_id):
@@ -37,7 +37,7 @@ def test_stale_set_race_per_user_coins(user, alice, redis_raw, monkeypatch):
             coins_apply(user_id=user_id, amount=-7, reason=CoinLedgerEntry.Reason.SPEND)  # commits, invalidates
         return old
 
-    monkeypatch.setattr(selectors, "coins_payload", reader_then_writer)
+    monkeypatch.setitem(USER_COINS.__dict__, "loader", reader_then_writer)
     response = alice.get("/api/me/coins")
     assert response.json() == {"balance": 30}  # this reader answers with what it read...
     assert raced == [{"balance": 30}]
@@ -49,10 +49,9 @@ def test_stale_set_race_per_user_coins(user, alice, redis_raw, monkeypatch):
 
 
 def test_stale_set_race_shared_characters_list(alice, characters, redis_raw, monkeypatch):
-    import characters.selectors as selectors
     from characters.services import characters_set_active
 
-    real = selectors.character_list_payload
+    real = CHARACTERS_LIST.loader
     raced = []
 
     def reader_then_writer():
@@ -62,7 +61,7 @@ def test_stale_set_race_shared_characters_list(alice, characters, redis_raw, mon
             characters_set_active(names=["rex"], active=False)  # an update(): the service invalidates
         return old
 
-    monkeypatch.setattr(selectors, "character_list_payload", reader_then_writer)
+    monkeypatch.setitem(CHARACTERS_LIST.__dict__, "loader", reader_then_writer)
     response = alice.get("/api/characters")
     assert "rex" in [c["name"] for c in response.json()]
     assert raced
@@ -75,11 +74,10 @@ def test_stale_set_race_shared_characters_list(alice, characters, redis_raw, mon
 
 def test_stale_set_race_through_a_signal(alice, characters, redis_raw, monkeypatch):
     """The same race with the write invalidating through post_save (a model save)."""
-    import characters.selectors as selectors
     from characters.models import Character
     from characters.services import character_save
 
-    real = selectors.character_payload
+    real = CHARACTER.loader
     raced = []
 
     def reader_then_writer(*, name):
@@ -91,7 +89,7 @@ def test_stale_set_race_through_a_signal(alice, characters, redis_raw, monkeypat
             character_save(character=luna)
         return old
 
-    monkeypatch.setattr(selectors, "character_payload", reader_then_writer)
+    monkeypatch.setitem(CHARACTER.__dict__, "loader", reader_then_writer)
     assert alice.get("/api/characters/luna").json()["greeting"] == "Good evening."
     assert redis_raw.get("character:luna") is None
     assert alice.get("/api/characters/luna").json()["greeting"] == "New greeting."
@@ -99,10 +97,9 @@ def test_stale_set_race_through_a_signal(alice, characters, redis_raw, monkeypat
 
 def test_without_a_write_the_same_reader_does_store(user, alice, redis_raw, monkeypatch):
     """Control for the race tests: the wrapped loader by itself does not prevent the store."""
-    import accounts.selectors as selectors
 
-    real = selectors.coins_payload
-    monkeypatch.setattr(selectors, "coins_payload", lambda *, user_id: real(user_id=user_id))
+    real = USER_COINS.loader
+    monkeypatch.setitem(USER_COINS.__dict__, "loader", lambda *, user_id: real(user_id=user_id))
     alice.get("/api/me/coins")
     assert json.loads(redis_raw.get(f"user:coins:{user.id}"))["data"] == {"balance": 30}
 
@@ -114,12 +111,11 @@ def test_a_miss_waits_for_the_lease_holder_instead_of_querying(user, redis_raw, 
     """Single flight: while another request holds the lease, a miss waits for its value, also when
     the holder takes longer than the old 0.5 s give-up point. The holder stores its value from
     inside the waiter's pause: no timer thread racing the waiter."""
-    import accounts.selectors as selectors
     from core.cache import store
 
     key = f"user:coins:{user.id}"
     loads = []
-    monkeypatch.setattr(selectors, "coins_payload", lambda *, user_id: loads.append(user_id) or {"balance": -1})
+    monkeypatch.setitem(USER_COINS.__dict__, "loader", lambda *, user_id: loads.append(user_id) or {"balance": -1})
     redis_raw.set(f"lease:{key}", "someone-else", px=60_000)
     theirs = Payload.of({"balance": 30})
     waited = []
@@ -131,7 +127,7 @@ def test_a_miss_waits_for_the_lease_holder_instead_of_querying(user, redis_raw, 
             redis_raw.set(key, theirs.pack(), ex=60)
 
     monkeypatch.setattr(store, "_pause", holder_finishes_after_a_while)
-    got = fetch(registry.USER_COINS, user_id=user.id)
+    got = fetch(USER_COINS, user_id=user.id)
     assert got == theirs
     assert loads == []
     assert sum(waited) >= 0.6
@@ -139,16 +135,15 @@ def test_a_miss_waits_for_the_lease_holder_instead_of_querying(user, redis_raw, 
 
 def test_a_waiter_takes_over_the_lease_of_a_holder_that_died(user, redis_raw, monkeypatch):
     """The holder's process died: its lease expires and one waiter loads and stores the value."""
-    import accounts.selectors as selectors
     from core.cache import store
 
     key = f"user:coins:{user.id}"
     redis_raw.set(f"lease:{key}", "dead-process", px=60_000)
     loads = []
-    real = selectors.coins_payload
-    monkeypatch.setattr(selectors, "coins_payload", lambda *, user_id: loads.append(user_id) or real(user_id=user_id))
+    real = USER_COINS.loader
+    monkeypatch.setitem(USER_COINS.__dict__, "loader", lambda *, user_id: loads.append(user_id) or real(user_id=user_id))
     monkeypatch.setattr(store, "_pause", lambda delay: redis_raw.delete(f"lease:{key}"))  # it expires
-    assert fetch(registry.USER_COINS, user_id=user.id).data() == {"balance": 30}
+    assert fetch(USER_COINS, user_id=user.id).data() == {"balance": 30}
     assert loads == [user.id]
     assert json.loads(redis_raw.get(key))["data"] == {"balance": 30}
     assert not redis_raw.exists(f"lease:{key}")
@@ -157,14 +152,13 @@ def test_a_waiter_takes_over_the_lease_of_a_holder_that_died(user, redis_raw, mo
 def test_a_waiter_that_gets_the_lease_just_after_the_holder_stored_does_not_query(user, redis_raw, monkeypatch):
     """The holder stores its value and drops its lease right after the waiter's last look: the
     waiter's SET NX then succeeds, and it must find that value rather than query again."""
-    import accounts.selectors as selectors
     from core.cache import store
 
     key = f"user:coins:{user.id}"
     redis_raw.set(f"lease:{key}", "holder", px=60_000)
     theirs = Payload.of({"balance": 30})
     loads = []
-    monkeypatch.setattr(selectors, "coins_payload", lambda *, user_id: loads.append(user_id) or {"balance": -1})
+    monkeypatch.setitem(USER_COINS.__dict__, "loader", lambda *, user_id: loads.append(user_id) or {"balance": -1})
     real_cached = store._cached
 
     def holder_finishes_right_after_this_look(client, target):
@@ -176,7 +170,7 @@ def test_a_waiter_that_gets_the_lease_just_after_the_holder_stored_does_not_quer
 
     monkeypatch.setattr(store, "_pause", lambda delay: None)
     monkeypatch.setattr(store, "_cached", holder_finishes_right_after_this_look)
-    assert fetch(registry.USER_COINS, user_id=user.id) == theirs
+    assert fetch(USER_COINS, user_id=user.id) == theirs
     assert loads == []
     assert not redis_raw.exists(f"lease:{key}")  # the waiter let go of the lease it took
 
@@ -184,13 +178,12 @@ def test_a_waiter_that_gets_the_lease_just_after_the_holder_stored_does_not_quer
 def test_a_loading_request_keeps_its_lease_alive(user, redis_raw, monkeypatch, settings):
     """While the database is slow the holder's lease is extended, so waiters keep waiting for its
     value instead of taking over; once the load is done the lease is no longer extended."""
-    import accounts.selectors as selectors
     from core.cache import store
 
     key = f"user:coins:{user.id}"
     settings.CACHE_LEASE_TTL_MS = 60_000
     seen = {}
-    real = selectors.coins_payload
+    real = USER_COINS.loader
 
     def slow(*, user_id):
         lease = f"lease:{key}"
@@ -200,8 +193,8 @@ def test_a_loading_request_keeps_its_lease_alive(user, redis_raw, monkeypatch, s
         seen["held"] = lease in store._KEEPER._held
         return real(user_id=user_id)
 
-    monkeypatch.setattr(selectors, "coins_payload", slow)
-    assert fetch(registry.USER_COINS, user_id=user.id).data() == {"balance": 30}
+    monkeypatch.setitem(USER_COINS.__dict__, "loader", slow)
+    assert fetch(USER_COINS, user_id=user.id).data() == {"balance": 30}
     assert seen["held"] and seen["pttl"] > 50_000
     assert f"lease:{key}" not in store._KEEPER._held
     assert json.loads(redis_raw.get(key))["data"] == {"balance": 30}
@@ -222,14 +215,13 @@ def test_the_keeper_never_extends_a_lease_someone_else_took(redis_raw):
 
 
 def test_a_failing_loader_releases_its_lease(user, redis_raw, monkeypatch):
-    import accounts.selectors as selectors
 
     def broken(*, user_id):
         raise RuntimeError("database hiccup")
 
-    monkeypatch.setattr(selectors, "coins_payload", broken)
+    monkeypatch.setitem(USER_COINS.__dict__, "loader", broken)
     with pytest.raises(RuntimeError):
-        fetch(registry.USER_COINS, user_id=user.id)
+        fetch(USER_COINS, user_id=user.id)
     assert not redis_raw.exists(f"lease:user:coins:{user.id}")
     assert not redis_raw.exists(f"user:coins:{user.id}")
 
@@ -238,7 +230,7 @@ def test_invalidate_deletes_key_and_lease(user, redis_raw):
     key = f"user:coins:{user.id}"
     redis_raw.set(key, Payload.of({"balance": 1}).pack(), ex=60)
     redis_raw.set(f"lease:{key}", "token", px=2000)
-    invalidate((registry.USER_COINS, {"user_id": user.id}))  # autocommit: at once
+    invalidate((USER_COINS, {"user_id": user.id}))  # autocommit: at once
     assert not redis_raw.exists(key)
     assert not redis_raw.exists(f"lease:{key}")
 
@@ -330,5 +322,5 @@ def test_with_the_layer_off_reads_come_from_the_database_and_nothing_touches_red
     assert alice.get("/api/me/coins").json() == {"balance": 30}
     User.objects.filter(pk=user.id).update(coin_balance=7)  # no signal, no invalidation
     assert alice.get("/api/me/coins").json() == {"balance": 7}
-    invalidate((registry.USER_COINS, {"user_id": user.id}))
+    invalidate((USER_COINS, {"user_id": user.id}))
     assert redis_raw.dbsize() == 0

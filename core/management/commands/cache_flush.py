@@ -3,7 +3,8 @@
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from core.cache import ops
+from core.cache.ops.common import UnknownFamily, ping, resolve_families
+from core.cache.ops.flush import flush, flush_key
 from core.cache.registry import FAMILIES
 from core.management.progress import progress_bar
 
@@ -26,24 +27,24 @@ class Command(BaseCommand):
         if not (families or key or all):
             raise CommandError(f"say what to flush: family names ({', '.join(FAMILIES)}), --key KEY or --all")
         try:
-            chosen = list(FAMILIES.values()) if all else ops.resolve_families(families)
-        except ops.UnknownFamily as exc:
+            chosen = list(FAMILIES.values()) if all else resolve_families(families)
+        except UnknownFamily as exc:
             raise CommandError(str(exc)) from exc
         if all and not dry_run and not yes and not self._confirm():
             raise CommandError("aborted: nothing deleted")
         verb = "would delete" if dry_run else "deleted"
         try:
-            ops.ping()
+            ping()
             total = 0
             for one in key:
                 try:
-                    family, count = ops.flush_key(one, dry_run=dry_run)
-                except ops.UnknownFamily as exc:
+                    family, count = flush_key(one, dry_run=dry_run)
+                except UnknownFamily as exc:
                     raise CommandError(str(exc)) from exc
                 self.stdout.write(f"{family.name:<20} {verb} {count:>7}  ({one})")
                 total += count
             with progress_bar(self.stdout, "flushing", None) as advance:
-                counts = ops.flush(chosen, dry_run=dry_run, progress=advance)
+                counts = flush(chosen, dry_run=dry_run, progress=advance)
         except redis.RedisError as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         for name, count in counts.items():

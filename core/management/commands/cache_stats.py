@@ -5,7 +5,7 @@ import json
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from core.cache import ops
+from core.cache.ops.stats import stats
 
 
 def _fmt_bytes(value) -> str:
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         if sample < 1:
             raise CommandError("--sample must be at least 1")
         try:
-            data = ops.stats(sample=sample)
+            data = stats(sample=sample)
         except redis.RedisError as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         if json:

@@ -3,7 +3,8 @@
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from core.cache import ops
+from core.cache.ops.common import UnknownFamily, ping, resolve_families
+from core.cache.ops.verify import verify
 from core.management.progress import progress_bar
 
 
@@ -17,13 +18,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, families, fix, **options):
         try:
-            chosen = ops.resolve_families(families) if families else None
-        except ops.UnknownFamily as exc:
+            chosen = resolve_families(families) if families else None
+        except UnknownFamily as exc:
             raise CommandError(str(exc)) from exc
         try:
-            ops.ping()
+            ping()
             with progress_bar(self.stdout, "verifying", None) as advance:
-                result = ops.verify(chosen, fix=fix, progress=advance)
+                result = verify(chosen, fix=fix, progress=advance)
         except redis.RedisError as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         for drift in result.drifted:

@@ -3,7 +3,9 @@
 import redis
 from django.core.management.base import BaseCommand, CommandError
 
-from core.cache import ops
+from core.cache.ops.common import UnknownFamily, resolve_families
+from core.cache.ops.warm import warm, warm_targets
+from core.cache.registry import shared_families, user_families
 from core.management.progress import progress_bar
 
 
@@ -14,7 +16,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("families", nargs="*", metavar="family",
-                            help=f"families to warm (default: {', '.join(ops.SHARED_FAMILIES)}, plus the "
+                            help=f"families to warm (default: {', '.join(shared_families())}, plus the "
                                  f"per-user ones with --users-active-since)")
         parser.add_argument("--users-active-since", type=int, metavar="DAYS",
                             help="also warm per-user keys of users active in the last DAYS days")
@@ -23,21 +25,21 @@ class Command(BaseCommand):
         if users_active_since is not None and users_active_since < 0:
             raise CommandError("--users-active-since must be 0 or more days")
         if not families:
-            families = list(ops.SHARED_FAMILIES)
+            families = list(shared_families())
             if users_active_since is not None:
-                families += list(ops.USER_FAMILIES)
+                families += list(user_families())
         try:
-            chosen = ops.resolve_families(families)
-        except ops.UnknownFamily as exc:
+            chosen = resolve_families(families)
+        except UnknownFamily as exc:
             raise CommandError(str(exc)) from exc
-        per_user = [f.name for f in chosen if f.name in ops.USER_FAMILIES]
+        per_user = [f.name for f in chosen if not f.shared]
         if per_user and users_active_since is None:
             raise CommandError(f"{', '.join(per_user)} {'is' if len(per_user) == 1 else 'are'} per user: "
                                "say whose with --users-active-since DAYS")
-        targets = ops.warm_targets(chosen, users_active_since=users_active_since)
+        targets = warm_targets(chosen, users_active_since=users_active_since)
         try:
             with progress_bar(self.stdout, "warming", len(targets)) as advance:
-                result = ops.warm(targets, progress=advance)
+                result = warm(targets, progress=advance)
         except redis.RedisError as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         for family in chosen:

@@ -1,4 +1,6 @@
-"""Demo data for `make run`: plans, characters with personas, settings and a demo user. Idempotent."""
+"""Demo data for `make run`: characters with personas, settings and a demo user.
+
+It only creates what is missing: a character an admin edited (or deleted) stays as the admin left it."""
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -46,12 +48,13 @@ CHARACTERS = [
 
 
 class Command(BaseCommand):
-    help = "Load demo data: characters, generation settings and a demo user with coins."
+    help = "Load demo data (only what is missing): characters, generation settings and a demo user."
 
     def handle(self, *args, **options):
+        created = 0
         with transaction.atomic():
             for order, (name, display, description, greeting, persona, premium) in enumerate(CHARACTERS):
-                Character.objects.update_or_create(
+                _, new = Character.objects.get_or_create(
                     name=name,
                     defaults={
                         "display_name": display, "description": description, "greeting": greeting,
@@ -59,9 +62,11 @@ class Command(BaseCommand):
                         "avatar_url": f"https://avatars.invalid/{name}.png",
                     },
                 )
+                created += new
             generation_settings_get()
         if not User.objects.filter(email=DEMO_EMAIL).exists():
             user_register(email=DEMO_EMAIL, password=DEMO_PASSWORD, display_name="Demo User")
         self.stdout.write(self.style.SUCCESS(
-            f"Demo data ready: {len(CHARACTERS)} characters, user {DEMO_EMAIL} / {DEMO_PASSWORD}"
+            f"Demo data ready: {created} of {len(CHARACTERS)} demo characters created (the others were there), "
+            f"user {DEMO_EMAIL} / {DEMO_PASSWORD}"
         ))

@@ -1,0 +1,100 @@
+"""The accounts' cache families, ``user:email:{email}`` and ``user:coins:{user_id}``: their values,
+their invalidation, and what warm-up fills. Registered in AccountsConfig.ready()."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db.models import Q
+
+from core.cache import registry
+from core.cache.family import KeyFamily, Parts, WarmScope
+from core.cache.keys import normalize_email
+from core.cache.registry import invalidates, on
+from core.cache.store import invalidate
+from core.formatting import iso_utc
+
+from .models import CoinLedgerEntry, User
+
+PROFILE_FIELDS = ("id", "email", "display_name", "is_active", "is_staff", "date_joined", "session_version")
+
+
+def user_payload(user: User) -> dict:
+    """The profile as the API shows it and as ``user:email:{email}`` holds it."""
+    return {
+        "id": user.id,
+        "email": user.email,
+        "display_name": user.display_name,
+        "is_active": user.is_active,
+        "is_staff": user.is_staff,
+        "date_joined": iso_utc(user.date_joined),
+        "session_version": user.session_version,
+    }
+
+
+def user_payload_by_email(*, email: str) -> dict | None:
+    user = User.objects.filter(email=normalize_email(email)).only(*PROFILE_FIELDS).first()
+    return None if user is None else user_payload(user)
+
+
+def coins_payload(*, user_id: int) -> dict:
+    balance = User.objects.filter(pk=user_id).values_list("coin_balance", flat=True).first()
+    return {"balance": balance or 0}
+
+
+def _emails_of(scope: WarmScope) -> Iterable[Parts]:
+    emails = User.objects.filter(id__in=scope.user_ids).order_by("id").values_list("email", flat=True)
+    return ({"email": email} for email in emails)
+
+
+def _user_ids_of(scope: WarmScope) -> Iterable[Parts]:
+    return ({"user_id": user_id} for user_id in scope.user_ids)
+
+
+USER_EMAIL = KeyFamily(
+    name="user:email", template="user:email:{email}", ttl_setting="CACHE_TTL_USER_EMAIL", default_ttl=120,
+    loader=user_payload_by_email, holds="the user's profile and flags", enumerate=_emails_of,
+)
+USER_COINS = KeyFamily(
+    name="user:coins", template="user:coins:{user_id}", ttl_setting="CACHE_TTL_USER_COINS", default_ttl=60,
+    loader=coins_payload, holds="coin balance", enumerate=_user_ids_of,
+)
+
+
+def remember_loaded_email(*, instance: User, **kwargs) -> None:
+    # So a save that changes the email can invalidate the old address too.
+    instance._loaded_email = instance.__dict__.get("email")
+
+
+@invalidates(USER_EMAIL, USER_COINS, triggers=[on("post_save", "accounts.User"), on("post_delete", "accounts.User")])
+def flush_user(*, instance: User, **kwargs) -> None:
+    """Any save (profile, flags, deactivation, password change): old and new email."""
+    emails = {instance.email, getattr(instance, "_loaded_email", None) or instance.email}
+    invalidate(
+        *((USER_EMAIL, {"email": email}) for email in emails),
+        (USER_COINS, {"user_id": instance.pk}),
+    )
+    instance._loaded_email = instance.email
+
+
+@invalidates(USER_COINS, triggers=[on("post_save", "accounts.CoinLedgerEntry"),
+                                   on("post_delete", "accounts.CoinLedgerEntry")])
+def flush_ledger_entry(*, instance: CoinLedgerEntry, **kwargs) -> None:
+    """Every balance change writes a ledger row (spend, grant, refund)."""
+    invalidate((USER_COINS, {"user_id": instance.user_id}))
+
+
+def _active_users(since: datetime) -> Iterable[int]:
+    logged_in = User.objects.filter(Q(last_login__gte=since)).values_list("id", flat=True)
+    moved_coins = CoinLedgerEntry.objects.filter(created_at__gte=since).values_list("user_id", flat=True).distinct()
+    return [*logged_in, *moved_coins]
+
+
+def connect() -> None:
+    from django.db.models.signals import post_init
+
+    registry.register(USER_EMAIL, USER_COINS)
+    registry.register_activity("accounts", _active_users)
+    registry.connect_receivers(flush_user, flush_ledger_entry)
+    post_init.connect(remember_loaded_email, sender=User, dispatch_uid="accounts.cache.remember_loaded_email")

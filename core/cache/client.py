@@ -1,0 +1,32 @@
+"""The Redis client the cache layer uses, and how its keys are spelled in Redis."""
+
+from __future__ import annotations
+
+import redis
+from django.core.cache import caches
+from django_redis import get_redis_connection
+
+
+def redis_client() -> redis.Redis:
+    return get_redis_connection("default")
+
+
+def namespace() -> str:
+    return caches["default"].key_prefix
+
+
+def full_key(key: str) -> str:
+    return namespace() + key
+
+
+def lease_key(key: str) -> str:
+    # "lease:" in front keeps lease keys out of every family's SCAN pattern.
+    return namespace() + "lease:" + key
+
+
+def unlink_keys(client: redis.Redis, keys: list[str], batch: int = 500) -> None:
+    """Delete keys and their leases, a bounded batch per command (a plan edit may touch
+    thousands of subscribers, and one huge DEL would block Redis)."""
+    for start in range(0, len(keys), batch):
+        chunk = keys[start : start + batch]
+        client.delete(*(full_key(k) for k in chunk), *(lease_key(k) for k in chunk))

@@ -1,0 +1,93 @@
+"""``cache_verify``: recompute cached values from the database and report (or delete) drift."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+import redis
+from django.core.exceptions import ObjectDoesNotExist
+
+from ..client import namespace, redis_client
+from ..family import KeyFamily
+from ..keys import HASH_MARK
+from ..registry import FAMILIES
+from ..store import Payload
+from .common import Progress, batches, no_progress, scan_family
+
+# Delete only if the value is still the one we judged stale: a write that re-cached meanwhile wins.
+_DELETE_IF_SAME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class Drift:
+    key: str
+    family: str
+    reason: str  # "differs", "row gone", "unreadable"
+
+
+@dataclass
+class VerifyResult:
+    checked: dict[str, int] = field(default_factory=dict)
+    unverifiable: dict[str, int] = field(default_factory=dict)  # a hashed part cannot be turned back
+    drifted: list[Drift] = field(default_factory=list)
+    fixed: int = 0
+    seconds: float = 0.0
+
+
+def _canonical(data) -> object:
+    # The database value as the cache would hold it: through the same JSON encoder and back.
+    return orjson.loads(orjson.dumps(data))
+
+
+def verify(families: Iterable[KeyFamily] | None = None, *, fix: bool = False, progress: Progress = no_progress,
+           client: redis.Redis | None = None) -> VerifyResult:
+    """Recompute every cached value from the database with its family's reader and compare the
+    ``data``. A mismatch is re-read before it counts, so a write that invalidated the key during
+    the check is not reported. With ``fix`` the drifted keys are deleted (if still unchanged)."""
+    client = client or redis_client()
+    started = time.perf_counter()
+    result = VerifyResult()
+    prefix = namespace()
+    delete_if_same = client.register_script(_DELETE_IF_SAME)
+    for family in families or FAMILIES.values():
+        result.checked[family.name] = 0
+        for batch in batches(scan_family(client, family), 500):
+            values = client.mget(batch)
+            for key, raw in zip(batch, values, strict=True):
+                if raw is None:
+                    continue  # expired or invalidated since the scan
+                parts = family.parts_of(key[len(prefix):])
+                if any(value.startswith(HASH_MARK) for value in parts.values()):
+                    result.unverifiable[family.name] = result.unverifiable.get(family.name, 0) + 1
+                    continue
+                result.checked[family.name] += 1
+                reason = _judge(family, parts, raw)
+                if reason is None or client.get(key) != raw:
+                    continue
+                result.drifted.append(Drift(key, family.name, reason))
+                if fix:
+                    result.fixed += int(delete_if_same(keys=[key], args=[raw]))
+            progress(len(batch))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _judge(family: KeyFamily, parts: dict[str, str], raw: bytes) -> str | None:
+    payload = Payload.unpack(raw)
+    if payload is None:
+        return "unreadable"
+    try:
+        cached = payload.data()
+    except orjson.JSONDecodeError:
+        return "unreadable"
+    try:
+        fresh = family.load(**parts)
+    except ObjectDoesNotExist:
+        return "row gone"
+    return None if _canonical(fresh) == cached else "differs"

@@ -1,0 +1,164 @@
+"""The subscription cache families, ``subscription:user:{user_id}`` and
+``subscription:stats:{user_id}``: their values, their invalidation, and what warm-up fills.
+Registered in SubscriptionsConfig.ready()."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from accounts.models import CoinLedgerEntry
+from core.cache import registry
+from core.cache.family import KeyFamily, Parts, WarmScope
+from core.cache.registry import invalidates, on
+from core.cache.store import invalidate
+from core.clock import day_start
+from core.formatting import iso_utc
+
+from .models import DailyUsage, Plan, Subscription
+
+
+def plan_payload(plan: Plan) -> dict:
+    return {
+        "code": plan.code,
+        "name": plan.name,
+        "price": str(plan.price),
+        "coins_per_period": plan.coins_per_period,
+        "daily_generation_limit": plan.daily_generation_limit,
+        "daily_message_limit": plan.daily_message_limit,
+        "includes_premium": plan.includes_premium,
+    }
+
+
+def subscription_payload(*, user_id: int) -> dict:
+    """``subscription:user:{user_id}``: the current subscription, with its plan."""
+    sub = Subscription.objects.select_related("plan", "next_plan").filter(user_id=user_id).first()
+    if sub is None:
+        return {"status": "none", "plan": None, "current_period_start": None,
+                "current_period_end": None, "auto_renew": False, "next_plan": None}
+    status = sub.status
+    if sub.current_period_end <= timezone.now():
+        status = Subscription.Status.EXPIRED
+    return {
+        "status": status,
+        "plan": plan_payload(sub.plan),
+        "current_period_start": iso_utc(sub.current_period_start),
+        "current_period_end": iso_utc(sub.current_period_end),
+        "auto_renew": sub.auto_renew,
+        "next_plan": sub.next_plan.code if sub.next_plan else None,  # a downgrade from the period end
+    }
+
+
+def seconds_until_period_end(data: dict) -> float | None:
+    """A cached subscription must not outlive its period."""
+    end = data.get("current_period_end")
+    if not end:
+        return None  # no subscription, no period: the family's TTL applies
+    return (parse_datetime(end) - timezone.now()).total_seconds()
+
+
+def seconds_until_day_ends(data: dict) -> float:
+    """Daily usage resets at midnight UTC: cached stats end with the day."""
+    now = timezone.now()
+    return (day_start(now) + timedelta(days=1) - now).total_seconds()
+
+
+def usage_today(*, user_id: int, now: datetime | None = None) -> dict[str, int]:
+    """Generations and messages used today: the counters the limits are enforced on."""
+    row = DailyUsage.objects.filter(user_id=user_id, day=day_start(now).date()).values(
+        "generations", "messages").first()
+    return row or {"generations": 0, "messages": 0}
+
+
+def subscription_stats_payload(*, user_id: int) -> dict:
+    """``subscription:stats:{user_id}``: usage in the current period and today."""
+    sub = subscription_payload(user_id=user_id)
+    now = timezone.now()
+    today = day_start(now)
+    plan = sub["plan"] or {}
+    used = usage_today(user_id=user_id, now=now)
+    period_start = parse_datetime(sub["current_period_start"]) if sub["current_period_start"] else today
+    # Net of refunds: a failed generation gives its coins back and was not spent.
+    spent = CoinLedgerEntry.objects.filter(
+        user_id=user_id,
+        reason__in=[CoinLedgerEntry.Reason.SPEND, CoinLedgerEntry.Reason.REFUND],
+        created_at__gte=period_start,
+    ).aggregate(total=Sum("amount"))["total"]
+    end = parse_datetime(sub["current_period_end"]) if sub["current_period_end"] else None
+    gen_limit = plan.get("daily_generation_limit", 0)
+    msg_limit = plan.get("daily_message_limit", 0)
+    return {
+        "plan": plan.get("code"),
+        "status": sub["status"],
+        "day": today.date().isoformat(),
+        "current_period_start": sub["current_period_start"],
+        "current_period_end": sub["current_period_end"],
+        # A fresh 30-day period shows 30, not 29: part of a day counts as a day.
+        "days_left": max(0, math.ceil((end - now).total_seconds() / 86400)) if end else 0,
+        "generations": {"used_today": used["generations"], "daily_limit": gen_limit,
+                        "remaining": max(0, gen_limit - used["generations"])},
+        "messages": {"used_today": used["messages"], "daily_limit": msg_limit,
+                     "remaining": max(0, msg_limit - used["messages"])},
+        "coins_spent": max(0, -(spent or 0)),
+    }
+
+
+def _user_ids_of(scope: WarmScope) -> Iterable[Parts]:
+    return ({"user_id": user_id} for user_id in scope.user_ids)
+
+
+SUBSCRIPTION_USER = KeyFamily(
+    name="subscription:user", template="subscription:user:{user_id}", ttl_setting="CACHE_TTL_SUBSCRIPTION_USER",
+    default_ttl=300, loader=subscription_payload, holds="the user's current subscription",
+    ttl_cap=seconds_until_period_end, enumerate=_user_ids_of,
+)
+SUBSCRIPTION_STATS = KeyFamily(
+    name="subscription:stats", template="subscription:stats:{user_id}", ttl_setting="CACHE_TTL_SUBSCRIPTION_STATS",
+    default_ttl=300, loader=subscription_stats_payload, holds="usage in the current period",
+    ttl_cap=seconds_until_day_ends, enumerate=_user_ids_of,
+)
+
+
+@invalidates(SUBSCRIPTION_USER, SUBSCRIPTION_STATS, when="expiry")
+def invalidate_subscriptions(*, user_ids: Iterable[int]) -> None:
+    """Bulk paths (expiry, a plan edit) that send no per-row signal."""
+    invalidate(*(
+        target
+        for user_id in user_ids
+        for target in ((SUBSCRIPTION_USER, {"user_id": user_id}), (SUBSCRIPTION_STATS, {"user_id": user_id}))
+    ))
+
+
+@invalidates(SUBSCRIPTION_STATS, when="a generation or chat message counted or given back")
+def invalidate_usage(*, user_id: int) -> None:
+    """A usage counter moved (a generation, a chat message, a refund of either)."""
+    invalidate((SUBSCRIPTION_STATS, {"user_id": user_id}))
+
+
+@invalidates(SUBSCRIPTION_USER, SUBSCRIPTION_STATS, triggers=[
+    on("post_save", "subscriptions.Subscription"), on("post_delete", "subscriptions.Subscription")])
+def flush_subscription(*, instance: Subscription, **kwargs) -> None:
+    invalidate_subscriptions(user_ids=[instance.user_id])
+
+
+@invalidates(SUBSCRIPTION_USER, SUBSCRIPTION_STATS, triggers=[on("post_save", "subscriptions.Plan")])
+def flush_plan_subscribers(*, instance: Plan, **kwargs) -> None:
+    # Cached subscriptions embed their plan: a plan edit reaches every subscriber's keys.
+    invalidate_subscriptions(user_ids=instance.subscriptions.values_list("user_id", flat=True).iterator())
+
+
+@invalidates(SUBSCRIPTION_STATS, triggers=[on("post_save", "accounts.CoinLedgerEntry"),
+                                           on("post_delete", "accounts.CoinLedgerEntry")])
+def flush_stats_on_ledger_entry(*, instance: CoinLedgerEntry, **kwargs) -> None:
+    """The stats show the coins spent in the period."""
+    invalidate_usage(user_id=instance.user_id)
+
+
+def connect() -> None:
+    registry.register(SUBSCRIPTION_USER, SUBSCRIPTION_STATS)
+    registry.connect_receivers(flush_subscription, flush_plan_subscribers, flush_stats_on_ledger_entry)
