@@ -72,20 +72,19 @@ def test_warm_active_users_does_not_abort_on_them(unsubscribed, make_user, redis
 @pytest.mark.parametrize("data", [{}, {"current_period_end": None}, {"current_period_end": "2000-01-01T00:00:00Z"},
                                   {"current_period_end": "9999-12-31T23:59:59Z"}])
 def test_ttl_is_finite_and_at_least_one_second(data):
-    from core.cache.registry import SUBSCRIPTION_USER
-    from core.cache.store import Payload
+    from subscriptions.cache import SUBSCRIPTION_USER
 
-    ttl = SUBSCRIPTION_USER.ttl_for(Payload.of(data))
+    ttl = SUBSCRIPTION_USER.ttl_for(data)
     assert isinstance(ttl, int) and 1 <= ttl <= SUBSCRIPTION_USER.ttl
 
 
 def test_loader_failure_releases_the_lease(user, alice, redis_raw, monkeypatch):
-    import subscriptions.selectors
+    from subscriptions.cache import SUBSCRIPTION_USER
 
     def broken(data):
         raise RuntimeError("cap failed")
 
-    monkeypatch.setattr(subscriptions.selectors, "seconds_until_period_end", broken)
+    monkeypatch.setitem(SUBSCRIPTION_USER.__dict__, "ttl_cap", broken)
     with pytest.raises(RuntimeError):
         alice.get("/api/subscription")
     assert list(redis_raw.scan_iter(match="lease:*")) == []
