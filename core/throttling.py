@@ -1,5 +1,5 @@
-"""Who a client is for rate limits (the API's throttles and the admin's lockout), and the
-per-account login limit.
+"""Who a client is for rate limits (the API's throttles and the admin's lockout), the
+per-account login limit, and django-axes' admin-only handler.
 
 The client address follows DRF's NUM_PROXIES, set from TRUSTED_PROXY_COUNT: 0 (the default) trusts
 no forwarded header, so a client cannot pick its own bucket by sending X-Forwarded-For; with N
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
+from axes.handlers.database import AxesDatabaseHandler
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 from core.cache.keys import normalize_email
@@ -59,3 +60,18 @@ class AccountLoginThrottle(SimpleRateThrottle):
     def record_failure(self, request, view) -> None:
         if self._load(request, view):
             self.throttle_success()  # appends now and stores the history
+
+
+def admin_login_username(request, credentials: dict | None) -> str:
+    """AXES_USERNAME_CALLABLE: the admin form's username (an email), normalised like the API's."""
+    raw = (credentials or {}).get("username") or request.POST.get("username") or ""
+    return normalize_email(raw) if isinstance(raw, str) else ""
+
+
+class AdminLoginHandler(AxesDatabaseHandler):
+    """django-axes for the admin's login only. With AXES_ONLY_ADMIN_SITE axes never locks an API
+    login, but it would still write a row for every failed one: those are the throttles' business."""
+
+    def user_login_failed(self, sender, credentials: dict, request=None, **kwargs):
+        if request is not None and self.is_admin_request(request):
+            super().user_login_failed(sender, credentials, request, **kwargs)

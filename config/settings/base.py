@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "axes",
     "core",
     "accounts",
     "subscriptions",
@@ -47,6 +48,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns an admin lockout into its 429 page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -75,6 +77,8 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
+# django-axes first: it refuses a locked-out admin login before the password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -173,6 +177,21 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "UNAUTHENTICATED_USER": None,
 }
+
+# The admin's login limit (django-axes). The API's logins have their own throttles
+# (core/throttling.py), so only /admin/ is counted and locked.
+AXES_ONLY_ADMIN_SITE = True
+AXES_HANDLER = "core.throttling.AdminLoginHandler"
+# Locked after this many failures of one username from one client address...
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# ... for this long (further failures meanwhile start it again); a success resets the count.
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True
+# The same client address as the throttles (TRUSTED_PROXY_COUNT), and the email as the API spells it.
+AXES_CLIENT_IP_CALLABLE = "core.throttling.client_ip"
+AXES_USERNAME_CALLABLE = "core.throttling.admin_login_username"
+AXES_VERBOSE = False  # no banner on every manage.py run; failures and lockouts are still logged
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),

@@ -1,6 +1,7 @@
 """Rate limits of the auth endpoints: the client address only comes from X-Forwarded-For when
 TRUSTED_PROXY_COUNT says a proxy sets it, refresh has its own bucket, and failed logins are also
-limited per account, from any address, without touching other accounts."""
+limited per account, from any address, without touching other accounts. The admin login is locked
+by django-axes per username and address."""
 
 import os
 import subprocess
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 from django.conf import settings as django_settings
+from django.test import Client
 
 from accounts.apis import tokens_for
 from conftest import PASSWORD
@@ -104,3 +106,51 @@ def test_trusted_proxy_count_setting_drives_drf_and_defaults_to_none_trusted():
     result = subprocess.run([sys.executable, "-c", code], cwd=django_settings.BASE_DIR, capture_output=True,
                             text=True, check=True, env={**os.environ, "TRUSTED_PROXY_COUNT": "1"})
     assert result.stdout.strip() == "1"
+
+
+ADMIN_LOGIN = "/admin/login/?next=/admin/"
+
+
+@pytest.fixture
+def admin_user(make_user):
+    from accounts.models import User
+
+    user = make_user("root@example.com")
+    User.objects.filter(pk=user.pk).update(is_staff=True, is_superuser=True)
+    return user
+
+
+def admin_login(client, password, username="root@example.com", **meta):
+    return client.post(ADMIN_LOGIN, {"username": username, "password": password}, **meta)
+
+
+def test_admin_login_is_locked_after_repeated_failures_even_with_the_right_password(client, admin_user):
+    statuses = [admin_login(client, f"wrong-{i}").status_code for i in range(30)]
+    assert statuses[0] == 200  # the form again, with an error
+    assert statuses[-1] == 429
+    right = admin_login(client, PASSWORD)
+    assert right.status_code == 429
+    assert admin_login(client, PASSWORD, username=" ROOT@example.com").status_code == 429  # same account
+    assert "_auth_user_id" not in client.session
+    # Locked per username and address: the same admin from another address gets in.
+    other = Client(REMOTE_ADDR="192.0.2.9")
+    assert admin_login(other, PASSWORD).status_code == 302
+    assert other.get("/admin/").status_code == 200
+
+
+def test_admin_lockout_counts_the_address_nginx_forwarded(client, admin_user, trusted_proxies):
+    trusted_proxies(1)
+    for i in range(6):
+        admin_login(client, f"wrong-{i}", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=f"10.0.0.{i}, 192.0.2.1")
+    assert admin_login(client, PASSWORD, REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.1").status_code == 429
+    assert admin_login(Client(), PASSWORD, REMOTE_ADDR="127.0.0.1",
+                       HTTP_X_FORWARDED_FOR="192.0.2.2").status_code == 302
+
+
+def test_api_logins_are_left_to_the_throttles(api, admin_user):
+    from axes.models import AccessAttempt
+
+    for i in range(8):
+        assert login(api, "root@example.com", f"wrong-{i}").status_code == 401
+    assert login(api, "root@example.com", PASSWORD).status_code == 200
+    assert not AccessAttempt.objects.exists()
