@@ -42,6 +42,7 @@ test-quick: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports  # the app layers of .importlinter
 	mkdir -p var
 	$(PY) manage.py makemigrations --check --dry-run
 

@@ -51,13 +51,6 @@ class UserAdmin(BaseUserAdmin):
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []  # a user being added has no ledger yet
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if not change:  # like registration: the free plan and its coins, through the ledger
-            from subscriptions.services import subscription_start_free
-
-            subscription_start_free(user_id=obj.id)
-
 
 @admin.register(CoinLedgerEntry)
 class CoinLedgerEntryAdmin(admin.ModelAdmin):
