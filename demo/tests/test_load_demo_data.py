@@ -25,5 +25,5 @@ def test_a_second_run_keeps_admin_edits(plans):
     assert Character.objects.get(name="luna").display_name == "Luna (edited)"
     assert Character.objects.get(name="luna").is_active is False
     assert Character.objects.count() == count  # the deleted one is missing, so it is created again
-    assert "1 of 10 demo characters created" in out.getvalue()
+    assert "1 demo character(s) created, 9 already there" in out.getvalue()
     assert User.objects.filter(email="demo@example.com").count() == 1

@@ -67,6 +67,6 @@ class Command(BaseCommand):
         if not User.objects.filter(email=DEMO_EMAIL).exists():
             user_register(email=DEMO_EMAIL, password=DEMO_PASSWORD, display_name="Demo User")
         self.stdout.write(self.style.SUCCESS(
-            f"Demo data ready: {created} of {len(CHARACTERS)} demo characters created (the others were there), "
+            f"Demo data ready: {created} demo character(s) created, {len(CHARACTERS) - created} already there; "
             f"user {DEMO_EMAIL} / {DEMO_PASSWORD}"
         ))
