@@ -12,6 +12,7 @@ from core.cache.keys import normalize_email
 from core.cache.readahead import readahead_of
 from core.responses import json_bytes_response
 from core.schema import errors
+from core.serializers import StrictInput, StrictInputMixin
 from core.throttling import AccountLoginThrottle
 
 from . import selectors, services
@@ -33,7 +34,7 @@ class TokenPairOutput(serializers.Serializer):
     refresh = serializers.CharField()
 
 
-class EmailTokenObtainPairSerializer(TokenObtainPairSerializer):
+class EmailTokenObtainPairSerializer(StrictInputMixin, TokenObtainPairSerializer):
     """Puts the email in the token, so authentication finds the user in ``user:email:{email}``."""
 
     def validate(self, attrs):
@@ -53,12 +54,12 @@ def tokens_for(user) -> dict:
     return {"refresh": str(refresh), "access": str(refresh.access_token)}
 
 
-class TokenInput(serializers.Serializer):
+class TokenInput(StrictInput):
     email = serializers.EmailField()
     password = serializers.CharField(write_only=True)
 
 
-class RefreshInput(serializers.Serializer):
+class RefreshInput(StrictInput):
     refresh = serializers.CharField()
 
 
@@ -82,7 +83,7 @@ class TokenApi(TokenObtainPairView):
             raise
 
 
-class SessionTokenRefreshSerializer(TokenRefreshSerializer):
+class SessionTokenRefreshSerializer(StrictInputMixin, TokenRefreshSerializer):
     """Refuses refresh tokens of deleted or inactive users and those issued before a password change."""
 
     def validate(self, attrs):
@@ -106,7 +107,7 @@ class RegisterApi(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "register"
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInput):
         email = serializers.EmailField(max_length=254)
         password = serializers.CharField(min_length=8, max_length=128, write_only=True, trim_whitespace=False)
         display_name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
@@ -131,7 +132,7 @@ class RegisterApi(APIView):
 
 
 class MeApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInput):
         display_name = serializers.CharField(max_length=100, required=False, allow_blank=True)
         email = serializers.EmailField(max_length=254, required=False)
         current_password = serializers.CharField(max_length=128, required=False, write_only=True)
@@ -162,7 +163,7 @@ class MeApi(APIView):
 
 
 class PasswordApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInput):
         current_password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)
         new_password = serializers.CharField(min_length=8, max_length=128, write_only=True, trim_whitespace=False)
 

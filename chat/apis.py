@@ -9,6 +9,7 @@ from characters.selectors import character_cached
 from core.cache.readahead import readahead_of
 from core.responses import json_bytes_response
 from core.schema import errors
+from core.serializers import StrictInput
 
 from . import selectors, services
 from .cache import CHAT_HISTORY, chat_messages_page
@@ -60,7 +61,7 @@ class ChatSessionListApi(generics.ListAPIView):
 
 
 class ChatMessagesApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInput):
         content = serializers.CharField(max_length=100_000, trim_whitespace=True)
 
         class Meta:

@@ -7,6 +7,8 @@ from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
+from core.serializers import StrictInputMixin
+
 
 class ErrorOutput(serializers.Serializer):
     """The body of every 4xx/5xx (core.exceptions)."""
@@ -26,7 +28,8 @@ def errors(*codes: int) -> dict:
 
 class AutoSchema(SpectacularAutoSchema):
     """Adds the error responses implied by the view: 401 when authenticated, 400/413/415 when it
-    takes a body, 404 when it has path parameters or pages, 429 when throttled."""
+    takes a body, 404 when it has path parameters, 400/404 when it has pages, 429 when throttled.
+    A strict input (core.serializers) says ``additionalProperties: false``."""
 
     def _error_codes(self) -> set[int]:
         view = self.view
@@ -35,11 +38,19 @@ class AutoSchema(SpectacularAutoSchema):
             codes.add(401)
         if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
             codes.update((400, 413, 415))
-        if "{" in self.path or (self._is_list_view() and getattr(view, "pagination_class", None)):  # ?page=
+        if "{" in self.path:
             codes.add(404)
+        if self._is_list_view() and getattr(view, "pagination_class", None):  # ?page=x is a 400, ?page=999 a 404
+            codes.update((400, 404))
         if getattr(view, "throttle_scope", None):
             codes.add(429)
         return codes
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and isinstance(serializer, StrictInputMixin):
+            schema["additionalProperties"] = False  # unknown fields are a 400
+        return schema
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

@@ -6,14 +6,16 @@ from rest_framework.views import APIView
 from core.cache.readahead import readahead_of
 from core.responses import json_bytes_response
 from core.schema import errors
+from core.serializers import StrictInput
 
 from . import selectors, services
 from .cache import GENERATION_SETTINGS
+from .models import SIZES
 
 
 class SettingsOutput(serializers.Serializer):
     default_model = serializers.CharField()
-    allowed_sizes = serializers.ListField(child=serializers.CharField())
+    allowed_sizes = serializers.ListField(child=serializers.ChoiceField(choices=SIZES))
     steps = serializers.IntegerField()
     max_steps = serializers.IntegerField()
     guidance = serializers.FloatField()
@@ -43,10 +45,11 @@ class GenerationSettingsApi(APIView):
 
 
 class GenerationApi(generics.ListAPIView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInput):
         prompt = serializers.CharField(max_length=10000, trim_whitespace=True)
         character = serializers.SlugField(max_length=64, required=False, allow_null=True)
-        size = serializers.CharField(max_length=20, required=False)
+        size = serializers.ChoiceField(choices=SIZES, required=False,
+                                       help_text="Default: the first of the settings' allowed_sizes.")
         steps = serializers.IntegerField(min_value=1, max_value=1000, required=False)
         guidance = serializers.FloatField(min_value=0, max_value=50, required=False)
         seed = serializers.IntegerField(min_value=0, max_value=2**32 - 1, required=False, allow_null=True)

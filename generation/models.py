@@ -1,17 +1,26 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+# Every image size the API knows (the request schema's enum); the settings row picks which are on.
+SIZES = ("256x256", "512x512", "768x768", "1024x1024", "1024x1792", "1792x1024")
 
 
 def default_sizes() -> list[str]:
     return ["512x512", "768x768", "1024x1024"]
 
 
+def validate_sizes(value) -> None:
+    if not isinstance(value, list) or not value or any(size not in SIZES for size in value):
+        raise ValidationError(f"A non-empty list of sizes from: {', '.join(SIZES)}.")
+
+
 class GenerationSettings(models.Model):
     """A single row (pk=1): how image generation works right now."""
 
     default_model = models.CharField(max_length=100, default="placeholder-v1")
-    allowed_sizes = models.JSONField(default=default_sizes)
+    allowed_sizes = models.JSONField(default=default_sizes, validators=[validate_sizes])
     steps = models.PositiveIntegerField(default=30, help_text="Default number of steps.")
     max_steps = models.PositiveIntegerField(default=100)
     guidance = models.FloatField(default=7.0)

@@ -6,6 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.serializers import StrictInput
 from subscriptions import apis as subscriptions_apis
 from subscriptions.cache import subscription_payload
 from subscriptions.services import Change
@@ -39,7 +40,7 @@ class SubscriptionApi(subscriptions_apis.SubscriptionApi):
     plan waits for the period end; a paid plan answers 202 with a checkout and changes nothing
     until the provider's signed event reports the payment."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInput):
         plan = serializers.SlugField(max_length=32)
 
         class Meta:
@@ -89,7 +90,7 @@ class OfflineCheckoutApi(APIView):
     authentication_classes: list = []  # like a provider's page: whoever holds the URL pays
     permission_classes = [AllowAny]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInput):
         outcome = serializers.ChoiceField(choices=["paid", "declined"])
         card = serializers.ChoiceField(choices=["ok", "declines_renewals"], default="ok",
                                        help_text="declines_renewals: this card fails every later renewal charge.")

@@ -5,6 +5,8 @@ import json
 import pytest
 from django.conf import settings
 
+from conftest import PASSWORD
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WRITE_ENDPOINTS = [
@@ -186,12 +188,60 @@ def test_wrong_method_is_json_405(alice, state):
 
 
 @pytest.mark.parametrize("path", ["/api/generations", "/api/me/coins/history", "/api/chat/luna/sessions"])
-def test_odd_paging_queries_never_500(alice, state, path):
+def test_invalid_paging_queries_are_400_naming_the_parameter(alice, state, path):
     for query in ["page=0", "page=-1", "page=99999999999999999999", "page_size=-5", "page_size=abc", "page=1e3",
-                  "page=%00", "page_size=100000"]:
+                  "page=%00", "page_size=100000", "page_size=0", "page=last", "page=1.0", "page_size=", "page=+1",
+                  "page=" + "9" * 5000]:
         response = alice.get(f"{path}?{query}")
-        assert response.status_code in (200, 404), (query, response.status_code, response.content[:200])
-        assert response["Content-Type"].startswith("application/json")
+        assert_json_4xx(response, 400)
+        assert list(response.json()["errors"]) == [query.split("=")[0]], query
+    assert alice.get(f"{path}?page=1&page_size=100").status_code == 200
+    assert_json_4xx(alice.get(f"{path}?page=2"), 404)  # a valid number past the end
+
+
+STRICT = [  # (method, path, a valid body, the field to break) for every write endpoint
+    ("post", "/api/auth/register", {"email": "new@example.com", "password": "a-good-passw0rd", "display_name": "N"},
+     "display_name"),
+    ("post", "/api/auth/token", {"email": "alice@example.com", "password": PASSWORD}, "password"),
+    ("post", "/api/auth/token/refresh", {"refresh": "x.y.z"}, "refresh"),
+    ("patch", "/api/me", {"display_name": "Alice"}, "display_name"),
+    ("post", "/api/me/password", {"current_password": PASSWORD, "new_password": "a-new-passw0rd-1"}, "new_password"),
+    ("post", "/api/subscription", {"plan": "plus"}, "plan"),
+    ("post", "/api/generations", {"prompt": "a cat", "size": "512x512"}, "prompt"),
+    ("post", "/api/chat/luna/sessions/s1/messages", {"content": "hi"}, "content"),
+]
+
+
+def user_rows() -> list:
+    from accounts.models import User
+
+    return list(User.objects.order_by("id").values_list("email", "password", "session_version", "display_name",
+                                                        "coin_balance"))
+
+
+@pytest.mark.parametrize("method, path, body, field", STRICT)
+def test_wrong_types_and_unknown_fields_are_400_naming_the_field(alice, state, api, method, path, body, field):
+    users = user_rows()
+    client = api if path.startswith("/api/auth/") else alice
+    for wrong in (12, 12.5, True, ["x"], {"x": 1}):
+        response = send(client, method, path, json.dumps({**body, field: wrong}))
+        assert_json_4xx(response, 400)
+        assert list(response.json()["errors"]) == [field], response.json()
+    response = send(client, method, path, json.dumps({**body, "is_staff": True, "coins": 1000}))
+    assert_json_4xx(response, 400)
+    assert sorted(response.json()["errors"]) == ["coins", "is_staff"]
+    assert row_counts() == state and user_rows() == users
+
+
+def test_the_issues_generation_is_refused_and_not_charged(alice, state):
+    users = user_rows()
+    response = alice.post("/api/generations", {"prompt": 12, "params": "nope"}, format="json")
+    assert_json_4xx(response, 400)
+    assert sorted(response.json()["errors"]) == ["params", "prompt"]
+    for body in ({"prompt": "x", "steps": "5"}, {"prompt": "x", "guidance": "1.5"}, {"prompt": "x", "size": 512},
+                 {"prompt": "x", "size": "513x513"}, {"prompt": "x", "steps": True}, {"prompt": "x", "seed": "1"}):
+        assert_json_4xx(alice.post("/api/generations", body, format="json"), 400)
+    assert row_counts() == state and user_rows() == users
 
 
 def test_garbage_authorization_header_is_401(api, plans):

@@ -99,3 +99,22 @@ def test_schema_and_docs_are_served(api):
     assert {"201", "400", "401", "402", "403", "409"} <= set(generation)
     assert generation["402"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
     assert api.get("/api/docs").status_code == 200
+
+
+def test_schema_states_the_constraints_inputs_enforce(api):
+    from generation.models import SIZES
+
+    document = api.get("/api/schema?format=json").json()
+    schemas = document["components"]["schemas"]
+    assert schemas["ImageSize"]["enum"] == list(SIZES)
+    generation = schemas["GenerationInputRequest"]
+    assert generation["properties"]["size"]["allOf"] == [{"$ref": "#/components/schemas/ImageSize"}]
+    # Every request body of a write endpoint refuses unknown fields, and says so.
+    for path, method in [("/api/auth/register", "post"), ("/api/auth/token", "post"), ("/api/auth/token/refresh", "post"),
+                         ("/api/me", "patch"), ("/api/me/password", "post"), ("/api/subscription", "post"),
+                         ("/api/generations", "post"), ("/api/chat/{character}/sessions/{session}/messages", "post")]:
+        ref = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert schemas[ref.rsplit("/", 1)[1]]["additionalProperties"] is False, path
+    page_size = next(p for p in document["paths"]["/api/generations"]["get"]["parameters"] if p["name"] == "page_size")
+    assert page_size["schema"] == {"type": "integer", "minimum": 1, "maximum": 100}
+    assert "400" in document["paths"]["/api/generations"]["get"]["responses"]

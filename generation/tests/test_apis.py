@@ -237,10 +237,21 @@ def test_list_is_paginated_and_only_own(alice, user, make_user, client_for):
     second = alice.get(first["next"]).json()
     assert len(second["results"]) == 3
     assert client_for(bob).get("/api/generations").json()["count"] == 3
-    assert alice.get("/api/generations", {"page": "nope"}).status_code == 404
+    assert alice.get("/api/generations", {"page": "nope"}).status_code == 400
+    assert alice.get("/api/generations", {"page": 3}).status_code == 404
     assert alice.get("/api/generations", {"page_size": 2}).json()["results"].__len__() == 2
 
 
 def test_generations_need_auth(api):
     assert api.get("/api/generations").status_code == 401
     assert api.post("/api/generations", {"prompt": "x"}, format="json").status_code == 401
+
+
+@pytest.mark.parametrize("sizes", [[], ["2048x2048"], "512x512", [512]])
+def test_settings_accept_only_known_sizes(db, sizes):
+    from django.core.exceptions import ValidationError
+
+    from generation.services import generation_settings_update
+
+    with pytest.raises(ValidationError):
+        generation_settings_update(allowed_sizes=sizes)
