@@ -41,13 +41,14 @@ def render(template: str, values: dict[str, str]) -> str:
 class Nginx:
     """nginx as the current user, everything (pid, temp, logs) in a temp dir, on a free port."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, read_timeout: str = "35s") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="test-nginx-"))
         self.port = free_port()
         site = render(TEMPLATE.read_text(), {
             "NGINX_LISTEN": f"127.0.0.1:{self.port}",
             "NGINX_UPSTREAM": upstream,
             "NGINX_CLIENT_MAX_BODY_SIZE": str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE),
+            "NGINX_PROXY_READ_TIMEOUT": read_timeout,
         })
         (self.dir / "chatart.conf").write_text(site)
         temp = "\n".join(f"    {name}_temp_path {self.dir / name};" for name in
@@ -250,6 +251,21 @@ def test_a_gunicorn_that_is_down_is_a_json_502():
     assert status == 502
     assert headers["Content-Type"] == "application/json"
     assert json.loads(raw)["code"] == "bad_gateway"
+
+
+def test_a_gunicorn_that_does_not_answer_is_a_json_504():
+    # Connections are taken (the kernel's backlog) but nobody ever answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        server = Nginx(f"127.0.0.1:{silent.getsockname()[1]}", read_timeout="1s")
+        try:
+            status, headers, raw = request("127.0.0.1", server.port, "GET", "/api/health")
+        finally:
+            server.close()
+    assert status == 504
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(raw)["code"] == "gateway_timeout"
 
 
 def test_the_client_address_reaches_the_throttle_through_x_forwarded_for(nginx):
