@@ -41,6 +41,35 @@ def _fresh_cache(redis_server):
     HEALTH.reset()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster():
+    """A real Redis Cluster (3 primaries, 3 replicas) on loopback, started once per test module."""
+    from core.cache.cluster import ClusterConnectionFactory
+    from core.testing import RedisClusterProcesses
+
+    cluster = RedisClusterProcesses().start()
+    yield cluster
+    ClusterConnectionFactory.close_all()
+    cluster.close()
+
+
+@pytest.fixture
+def cluster_cache(redis_cluster, settings):
+    """The cache layer and caches["default"] in cluster mode on ``redis_cluster``, emptied."""
+    import copy
+
+    from core.cache.cluster import cluster_cache_options, reset_node_healths
+
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["OPTIONS"] = cluster_cache_options(caches["default"]["OPTIONS"])
+    settings.REDIS_CLUSTER_NODES = [f"127.0.0.1:{server.port}" for server in redis_cluster.alive()]
+    settings.CACHES = caches
+    redis_cluster.wipe()
+    reset_node_healths()
+    yield redis_cluster
+    reset_node_healths()
+
+
 @pytest.fixture
 def redis_raw(redis_server):
     """A plain redis-py client on the test Redis: reads values the way redis-cli would."""

@@ -56,7 +56,7 @@ class CachedJWTAuthentication(JWTAuthentication):
         readahead = _read_ahead(request, user_id, email) if isinstance(email, str) else None
         if request is not None:
             request.cache_readahead = readahead
-        payload = user_profile_cached(email=email, readahead=readahead) if isinstance(email, str) else None
+        payload = user_profile_cached(email=email, user_id=user_id, readahead=readahead) if isinstance(email, str) else None
         profile = payload.data() if payload is not None else None
         if profile is None or profile["id"] != user_id:
             # The email in the token is no longer this user's (it changed): look up by id.
@@ -76,7 +76,7 @@ def _read_ahead(request, user_id: int, email: str) -> dict | None:
     targets = planned_reads(context.get("view"), request, user_id=user_id, url_kwargs=context.get("kwargs", {}))
     if not targets:
         return None
-    return read_ahead((USER_EMAIL, {"email": normalize_email(email)}), *targets)
+    return read_ahead((USER_EMAIL, {"email": normalize_email(email), "user_id": user_id}), *targets)
 
 
 class CachedJWTScheme(OpenApiAuthenticationExtension):

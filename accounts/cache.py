@@ -1,5 +1,9 @@
 """The accounts' cache families, ``user:email:{email}`` and ``user:coins:{user_id}``: their values,
-their invalidation, and what warm-up fills. Registered in AccountsConfig.ready()."""
+their invalidation, and what warm-up fills. Registered in AccountsConfig.ready().
+
+In Redis Cluster mode the email key carries the user's id as its hash tag
+(``user:email:{123}:<email>``), so it shares a slot with the user's other keys; every caller
+knows the id (authentication from the token, invalidation from the row)."""
 
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ def user_payload(user: User) -> dict:
     }
 
 
-def user_payload_by_email(*, email: str) -> dict | None:
+def user_payload_by_email(*, email: str, user_id: object = None) -> dict | None:
+    # user_id only places the key (cluster hash tag); the caller checks the profile's id.
     user = User.objects.filter(email=normalize_email(email)).only(*PROFILE_FIELDS).first()
     return None if user is None else user_payload(user)
 
@@ -44,8 +49,8 @@ def coins_payload(*, user_id: int) -> dict:
 
 
 def _emails_of(scope: WarmScope) -> Iterable[Parts]:
-    emails = User.objects.filter(id__in=scope.user_ids).order_by("id").values_list("email", flat=True)
-    return ({"email": email} for email in emails)
+    rows = User.objects.filter(id__in=scope.user_ids).order_by("id").values_list("id", "email")
+    return ({"email": email, "user_id": user_id} for user_id, email in rows)
 
 
 def _user_ids_of(scope: WarmScope) -> Iterable[Parts]:
@@ -54,11 +59,11 @@ def _user_ids_of(scope: WarmScope) -> Iterable[Parts]:
 
 USER_EMAIL = KeyFamily(
     name="user:email", template="user:email:{email}", ttl_setting="CACHE_TTL_USER_EMAIL", default_ttl=120,
-    loader=user_payload_by_email, holds="the user's profile and flags", enumerate=_emails_of,
+    loader=user_payload_by_email, holds="the user's profile and flags", enumerate=_emails_of, tag="user_id",
 )
 USER_COINS = KeyFamily(
     name="user:coins", template="user:coins:{user_id}", ttl_setting="CACHE_TTL_USER_COINS", default_ttl=60,
-    loader=coins_payload, holds="coin balance", enumerate=_user_ids_of,
+    loader=coins_payload, holds="coin balance", enumerate=_user_ids_of, tag="user_id",
 )
 
 
@@ -72,7 +77,7 @@ def flush_user(*, instance: User, **kwargs) -> None:
     """Any save (profile, flags, deactivation, password change): old and new email."""
     emails = {instance.email, getattr(instance, "_loaded_email", None) or instance.email}
     invalidate(
-        *((USER_EMAIL, {"email": email}) for email in emails),
+        *((USER_EMAIL, {"email": email, "user_id": instance.pk}) for email in emails),
         (USER_COINS, {"user_id": instance.pk}),
     )
     instance._loaded_email = instance.email

@@ -24,9 +24,10 @@ def user_session_state(*, user_id) -> dict | None:
         return None
 
 
-def user_profile_cached(*, email: str, readahead: dict | None = None) -> Payload:
-    """``user:email:{email}``: the profile (JSON ``null`` when no such user)."""
-    return fetch(USER_EMAIL, readahead=readahead, email=normalize_email(email))
+def user_profile_cached(*, email: str, user_id: int, readahead: dict | None = None) -> Payload:
+    """``user:email:{email}``: the profile (JSON ``null`` when no such user). ``user_id`` is who
+    asks (the token's user): the cluster key's hash tag; the caller checks the profile's id."""
+    return fetch(USER_EMAIL, readahead=readahead, email=normalize_email(email), user_id=user_id)
 
 
 def user_coins_cached(*, user_id: int, readahead: dict | None = None) -> Payload:

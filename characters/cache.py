@@ -41,6 +41,7 @@ CHARACTERS_LIST = KeyFamily(
 CHARACTER = KeyFamily(
     name="character", template="character:{name}", ttl_setting="CACHE_TTL_CHARACTER", default_ttl=1800,
     loader=character_payload, holds="one character", shared=True, enumerate=_active_names,
+    tag="name",  # cluster: each character in its own slot, so they spread over the nodes
 )
 
 

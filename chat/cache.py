@@ -61,7 +61,7 @@ def _recent_sessions(scope: WarmScope) -> Iterable[Parts]:
 CHAT_HISTORY = KeyFamily(
     name="chat:history", template="chat:history:{user_id}:{character}:{session}", ttl_setting="CACHE_TTL_CHAT_HISTORY",
     default_ttl=600, loader=chat_history_payload, holds="recent messages of one chat session",
-    enumerate=_recent_sessions,
+    enumerate=_recent_sessions, tag="user_id",
 )
 
 

@@ -11,14 +11,14 @@ class PendingInvalidationAdmin(admin.ModelAdmin):
 
 def cache_stats_view(request):
     """Staff-only page (wrapped in admin.site.admin_view in config/urls.py): what `cache_stats` prints."""
-    import redis
     from django.template.response import TemplateResponse
 
+    from core.cache.client import CACHE_ERRORS
     from core.cache.ops.stats import stats
 
     context = {**admin.site.each_context(request), "title": "Cache statistics"}
     try:
         context["stats"] = stats(sample=100)
-    except redis.RedisError as exc:  # the page reports an unreachable Redis, it does not fail
+    except CACHE_ERRORS as exc:  # the page reports an unreachable Redis, it does not fail
         context["error"] = f"Redis is unreachable: {exc}"
     return TemplateResponse(request, "admin/cache_stats.html", context)

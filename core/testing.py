@@ -22,6 +22,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_cluster_port() -> int:
+    """A free port for a cluster node: its bus port (+10000) must be free too, and below 65536."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
 class RedisServer:
     """A redis-server process this test run started, so it may kill it (by its own PID)."""
 
@@ -134,3 +148,116 @@ def run_concurrently(count: int, work) -> list:
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads)
     return results
+
+
+class RedisClusterProcesses:
+    """A Redis Cluster on loopback that this test run started: ``primaries`` primaries with
+    ``replicas`` replicas each (``redis-server --cluster-enabled yes``, ``redis-cli --cluster
+    create``). A short node timeout makes a killed primary's replica take over in a second or two;
+    ``cluster-require-full-coverage no`` keeps the other slots served meanwhile (what a cache wants)."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+        self.replicas = replicas
+        self.servers = [
+            RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
+                        # A replica may take over however long its link was down; sync at once.
+                        "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
+                        port=free_cluster_port())
+            for _ in range(primaries * (1 + replicas))
+        ]
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{server.port}" for server in self.servers]
+
+    def start(self) -> RedisClusterProcesses:
+        for server in self.servers:
+            server.start()
+        binary = shutil.which("redis-cli")
+        if binary is None:
+            raise RuntimeError("redis-cli is not installed (Debian package redis-tools)")
+        subprocess.run([binary, "--cluster", "create", *self.nodes, "--cluster-replicas", str(self.replicas),
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+        self.wait_replicas_synced()
+        return self
+
+    def wait_replicas_synced(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            roles = [server.client().info("replication") for server in self.alive()]
+            replicas = [r for r in roles if r["role"] == "slave"]
+            if len(replicas) == len(self.alive()) - len(self.primaries()) and all(
+                    r.get("master_link_status") == "up" for r in replicas):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the replicas did not sync")
+
+    def alive(self) -> list[RedisServer]:
+        return [server for server in self.servers if server.process is not None]
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says cluster_state:ok and sees live primaries serving all slots."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                infos = [server.client().cluster("info") for server in self.alive()]
+                served = {self._served_slots(server) for server in self.alive()}
+                if all(i["cluster_state"] == "ok" for i in infos) and served == {16384}:
+                    return
+            except (redis.RedisError, KeyError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the cluster did not become ok")
+
+    def _served_slots(self, via: RedisServer) -> int:
+        """Slots that live primaries serve, as ``via`` sees it."""
+        live = {server.port for server in self.alive()}
+        total = 0
+        for line in via.client().execute_command("CLUSTER", "NODES").decode().splitlines():
+            fields = line.split()
+            port = int(fields[1].split("@")[0].rpartition(":")[2])
+            if "master" in fields[2] and "fail" not in fields[2] and port in live:
+                for part in fields[8:]:
+                    if not part.startswith("["):
+                        low, _, high = part.partition("-")
+                        total += int(high or low) - int(low) + 1
+        return total
+
+    def primaries(self, via: RedisServer | None = None) -> list[RedisServer]:
+        """The live servers that are primaries with slots, as ``via`` (or any live node) sees it."""
+        via = via or self.alive()[0]
+        by_port = {server.port: server for server in self.alive()}
+        out = []
+        for line in via.client().execute_command("CLUSTER", "NODES").decode().splitlines():
+            fields = line.split()
+            port = int(fields[1].split("@")[0].rpartition(":")[2])
+            if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8 and port in by_port:
+                out.append(by_port[port])
+        return out
+
+    def wipe(self) -> None:
+        """Delete every key, SCAN + UNLINK one key per command (keys of one node span slots)."""
+        for server in self.primaries():
+            client = server.client()
+            pipe = client.pipeline(transaction=False)
+            for key in client.scan_iter(count=1000):
+                pipe.unlink(key)
+            pipe.execute()
+            client.close()
+
+    def keys(self) -> set[str]:
+        return {key.decode() for server in self.primaries() for key in server.client().scan_iter(count=1000)}
+
+    def get(self, key: str) -> bytes | None:
+        """A key's value as ``redis-cli -c GET`` sees it."""
+        cluster = redis.RedisCluster(host="127.0.0.1", port=self.primaries()[0].port, socket_timeout=2)
+        try:
+            return cluster.get(key)
+        finally:
+            cluster.close()
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()

@@ -115,12 +115,12 @@ def _user_ids_of(scope: WarmScope) -> Iterable[Parts]:
 SUBSCRIPTION_USER = KeyFamily(
     name="subscription:user", template="subscription:user:{user_id}", ttl_setting="CACHE_TTL_SUBSCRIPTION_USER",
     default_ttl=300, loader=subscription_payload, holds="the user's current subscription",
-    ttl_cap=seconds_until_period_end, enumerate=_user_ids_of,
+    ttl_cap=seconds_until_period_end, enumerate=_user_ids_of, tag="user_id",
 )
 SUBSCRIPTION_STATS = KeyFamily(
     name="subscription:stats", template="subscription:stats:{user_id}", ttl_setting="CACHE_TTL_SUBSCRIPTION_STATS",
     default_ttl=300, loader=subscription_stats_payload, holds="usage in the current period",
-    ttl_cap=seconds_until_day_ends, enumerate=_user_ids_of,
+    ttl_cap=seconds_until_day_ends, enumerate=_user_ids_of, tag="user_id",
 )
 
 

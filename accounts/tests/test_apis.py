@@ -181,7 +181,7 @@ def test_inactive_user_token_is_rejected(alice, user):
     from accounts.selectors import user_profile_cached  # noqa: F401  (the cache holds the old profile)
     from core.cache.store import invalidate
 
-    invalidate((USER_EMAIL, {"email": "alice@example.com"}))
+    invalidate((USER_EMAIL, {"email": "alice@example.com", "user_id": user.id}))
     assert alice.get("/api/me").status_code == 401
 
 

@@ -129,6 +129,13 @@ CACHES = {
         },
     }
 }
+# Redis Cluster: the seed nodes (host:port,host:port); set, the cache layer and caches["default"]
+# use redis-py's RedisCluster (REDIS_URL is then unused) and keys carry hash tags (README).
+REDIS_CLUSTER_NODES = env.list("REDIS_CLUSTER_NODES", default=[])
+if REDIS_CLUSTER_NODES:
+    from core.cache.cluster import cluster_cache_options
+
+    CACHES["default"]["OPTIONS"] = cluster_cache_options(CACHES["default"]["OPTIONS"])
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True
 # django-redis would log a traceback per ignored error (a flood while Redis is down); the guarded
 # connection already logs each failure kind at most every 10 s and counts every one.

@@ -5,6 +5,13 @@ from __future__ import annotations
 import redis
 from django.core.cache import caches
 from django_redis import get_redis_connection
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisClusterException
+
+# Whatever the Redis client raises degrades to the database: RedisError, cluster errors that are
+# not RedisErrors (no reachable node, slot not covered), django-redis's wrapper of them, and
+# ValueError/TypeError from a bad configuration.
+CACHE_ERRORS = (redis.RedisError, RedisClusterException, ConnectionInterrupted, ValueError, TypeError)
 
 
 def redis_client() -> redis.Redis:

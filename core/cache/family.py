@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +50,10 @@ class KeyFamily:
     ttl_cap: TtlCap | None = None  # f(data) -> seconds the value may live at most
     enumerate: Enumerator | None = None  # the parts warm-up fills; None: the one key with no parts
     invalidated_by: list[str] = field(default_factory=list, compare=False)  # filled by @invalidates
+    # Redis Cluster: the part whose value is the key's hash tag, so keys one request reads share a
+    # slot (per user: "user_id"). A tag part the template lacks goes in front of the first part
+    # (user:email:{123}:<email>); None tags the whole key (shared keys: {characters:list}).
+    tag: str | None = None
 
     def ttl_for(self, data: Any) -> int:
         """The TTL to store this value with: the family's, or less if its cap says so. A cap of
@@ -67,12 +72,34 @@ class KeyFamily:
 
     @cached_property
     def fields(self) -> tuple[str, ...]:
-        return tuple(_FIELD.findall(self.template))
+        """The parts a key needs, in either mode (the cluster form may add the tag part)."""
+        fields = tuple(_FIELD.findall(self.template))
+        return fields if self.tag is None or self.tag in fields else (*fields, self.tag)
+
+    @cached_property
+    def cluster_template(self) -> str:
+        """The key in cluster mode, as a format string: literal braces are the hash tag."""
+        if self.tag is None:
+            return "{{" + self.template + "}}"
+        field = "{" + self.tag + "}"
+        if field in self.template:
+            return self.template.replace(field, "{{" + field + "}}")
+        first = self.template.find("{")
+        at = len(self.template) if first < 0 else first
+        return self.template[:at] + "{{" + field + "}}:" + self.template[at:]
+
+    @property
+    def cluster_form(self) -> str:
+        """The cluster key as the docs show it: ``user:coins:{{user_id}}`` is ``user:coins:{123}``."""
+        return self.cluster_template.format(**{name: "{" + name + "}" for name in self.fields})
+
+    def _active_template(self) -> str:
+        return self.cluster_template if settings.REDIS_CLUSTER_NODES else self.template
 
     def key(self, **parts: object) -> str:
         if set(parts) != set(self.fields):
             raise TypeError(f"{self.name} needs {self.fields}, got {tuple(parts)}")
-        return self.template.format(**{name: key_part(value) for name, value in parts.items()})
+        return self._active_template().format(**{name: key_part(value) for name, value in parts.items()})
 
     def parts_from(self, values: dict[str, object], sources: dict[str, str] | None = None) -> Parts:
         """This family's parts picked by name from a wider mapping (user id plus URL kwargs);
@@ -90,19 +117,21 @@ class KeyFamily:
 
     @property
     def pattern(self) -> str:
-        """SCAN pattern that matches this family's keys and no other family's."""
-        return _FIELD.sub("*", self.template)
+        """SCAN pattern that matches this family's keys and no other family's (braces are literal
+        in Redis globs)."""
+        return "".join(literal + ("*" if name is not None else "")
+                       for literal, name, _, _ in string.Formatter().parse(self._active_template()))
 
     @cached_property
-    def _regex(self) -> re.Pattern[str]:
-        pieces = _FIELD.split(self.template)  # literal, field, literal, field, ...
-        return re.compile(
-            "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^:]+)" for i, p in enumerate(pieces)) + r"\Z"
-        )
+    def _regexes(self) -> dict[str, re.Pattern[str]]:
+        return {template: re.compile("".join(
+            re.escape(literal) + (f"(?P<{name}>[^:]+)" if name is not None else "")
+            for literal, name, _, _ in string.Formatter().parse(template)) + r"\Z")
+            for template in (self.template, self.cluster_template)}
 
     def parts_of(self, key: str) -> dict[str, str] | None:
         """Reverse of key(): the encoded parts of a key of this family, or None."""
-        match = self._regex.match(key)
+        match = self._regexes[self._active_template()].match(key)
         return match.groupdict() if match else None
 
     def load(self, **parts: object) -> Any:

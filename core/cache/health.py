@@ -23,7 +23,7 @@ from redis.connection import Connection, SSLConnection
 
 from core import metrics
 
-from .client import redis_client
+from .client import CACHE_ERRORS, redis_client
 from .pending import drain_pending_invalidations
 
 logger = logging.getLogger("core.cache")
@@ -119,11 +119,11 @@ class CacheHealth:
             self._sync_lock.release()
             return True
         try:
-            client = redis_client()
+            client = self.client()
             client.ping()  # may reconnect, bumping connect_epoch
             epoch = self.connect_epoch
-            drain_pending_invalidations(client)
-        except (redis.RedisError, DatabaseError) as exc:
+            self.drain(client)
+        except (*CACHE_ERRORS, DatabaseError) as exc:
             self.failure(exc, "sync")
             return False
         finally:
@@ -134,6 +134,12 @@ class CacheHealth:
         self.state = CLOSED
         metrics.breaker_open.set(0)
         return True
+
+    def client(self) -> redis.Redis:
+        return redis_client()
+
+    def drain(self, client: redis.Redis) -> int:
+        return drain_pending_invalidations(client)
 
     def mark_unsynced(self) -> None:
         """Invalidations were recorded for later: sync before trusting Redis again, and retry
@@ -173,13 +179,17 @@ class GuardedMixin:
     """Connection behaviour shared by the plain and TLS connections: fail fast while the breaker
     is open, report failures to it, and count (re)connections."""
 
+    @property
+    def health(self) -> CacheHealth:
+        return HEALTH  # the process's; a cluster node's connection has its node's
+
     def connect(self):
-        if HEALTH.blocking():
+        if self.health.blocking():
             raise redis.ConnectionError("cache circuit open")
         try:
             return super().connect()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            HEALTH.failure(exc, "connect")
+            self.health.failure(exc, "connect")
             raise
 
     def on_connect_check_health(self, *args, **kwargs):
@@ -196,23 +206,23 @@ class GuardedMixin:
         for line in str(info).splitlines():
             if line.startswith("run_id:"):
                 run_id = line.partition(":")[2].strip()
-        HEALTH.connected(run_id)
+        self.health.connected(run_id)
 
     def send_packed_command(self, *args, **kwargs):
-        if HEALTH.blocking():
+        if self.health.blocking():
             self.disconnect()
             raise redis.ConnectionError("cache circuit open")
         try:
             return super().send_packed_command(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            HEALTH.failure(exc, "send")
+            self.health.failure(exc, "send")
             raise
 
     def read_response(self, *args, **kwargs):
         try:
             return super().read_response(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            HEALTH.failure(exc, "read")
+            self.health.failure(exc, "read")
             raise
 
 

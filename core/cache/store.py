@@ -24,9 +24,10 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from .client import full_key, lease_key, redis_client, unlink_keys
+from .client import CACHE_ERRORS, full_key, lease_key, redis_client, unlink_keys
+from .cluster import health_for
 from .family import KeyFamily, Parts
-from .health import HEALTH
+from .health import HEALTH, CacheHealth
 from .pending import record_pending_invalidations
 
 _HEAD = b'{"etag":"'
@@ -94,18 +95,37 @@ _scripts = _Scripts()
 def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
     """Read several keys in one round trip (MGET), for ``fetch(..., readahead=...)`` to use:
     authentication reads the user's key and the endpoint's key together. Empty when Redis cannot
-    be trusted right now; fetch then takes its usual path."""
-    if not settings.CACHE_LAYER_ENABLED or not HEALTH.ready():
+    be trusted right now; fetch then takes its usual path. In cluster mode: one MGET per slot,
+    pipelined per node, skipping the keys whose node cannot be trusted now."""
+    if not settings.CACHE_LAYER_ENABLED:
+        return {}
+    if settings.REDIS_CLUSTER_NODES:
+        return _read_ahead_cluster([family.key(**parts) for family, parts in targets])
+    if not HEALTH.ready():
         return {}
     keys = [family.key(**parts) for family, parts in targets]
     try:
         values = redis_client().mget([full_key(k) for k in keys])
-    except redis.RedisError as exc:
+    except CACHE_ERRORS as exc:
         HEALTH.failure(exc, "get")
         return {}
     if HEALTH.needs_sync:  # the connection was (re)made during the call: fetch syncs first
         return {}
     return dict(zip(keys, values, strict=True))
+
+
+def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
+    healths = {key: health_for(full_key(key)) for key in keys}
+    keys = [key for key in keys if healths[key].ready()]
+    if not keys:
+        return {}
+    try:
+        values = redis_client().mget_nonatomic([full_key(k) for k in keys])
+    except CACHE_ERRORS:
+        # A node's connection errors already reached its breaker; fetch reads each key on its
+        # own and charges any other error to the right node.
+        return {}
+    return {key: value for key, value in zip(keys, values, strict=True) if not healths[key].needs_sync}
 
 
 def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None, **parts: object) -> Payload:
@@ -116,51 +136,57 @@ def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None
         return Payload.of(family.load(**parts))
     key = family.key(**parts)
     if readahead and key in readahead:
-        return _serve(family, key, parts, readahead.pop(key), redis_client())
-    if not HEALTH.ready():
+        return _serve(family, key, parts, readahead.pop(key))
+    target = full_key(key)
+    health = health_for(target)
+    if not health.ready():
         counters.bypass.inc()
         return Payload.of(family.load(**parts))
-    client = redis_client()
     try:
-        raw = client.get(full_key(key))
-        if HEALTH.needs_sync:
+        client = redis_client()
+        raw = client.get(target)
+        if health.needs_sync:
             # The connection was (re)made during that call: sync before trusting what it read.
-            if not HEALTH.ready():
+            if not health.ready():
                 counters.bypass.inc()
                 return Payload.of(family.load(**parts))
-            raw = client.get(full_key(key))
-    except redis.RedisError as exc:
-        HEALTH.failure(exc, "get")
+            raw = client.get(target)
+    except CACHE_ERRORS as exc:
+        health.failure(exc, "get")
         counters.error.inc()
         return Payload.of(family.load(**parts))
-    return _serve(family, key, parts, raw, client)
+    return _serve(family, key, parts, raw)
 
 
-def _serve(family: KeyFamily, key: str, parts: dict, raw: bytes | None, client: redis.Redis) -> Payload:
+def _serve(family: KeyFamily, key: str, parts: dict, raw: bytes | None) -> Payload:
     if raw is not None:
         payload = Payload.unpack(raw)
         if payload is not None:
             family.counters.hit.inc()
             return payload
     family.counters.miss.inc()
-    return _fill(client, family, key, parts)
+    return _fill(family, key, parts)
 
 
 def fetch_data(family: KeyFamily, /, **parts: object):
     return fetch(family, **parts).data()
 
 
-def _fill(client: redis.Redis, family: KeyFamily, key: str, parts: dict) -> Payload:
+def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
     if transaction.get_connection().in_atomic_block:
         # What a transaction reads may be its own uncommitted writes: stored, a rollback would
         # leave a value in Redis that never existed. Serve it, do not store it.
         return Payload.of(family.load(**parts))
-    scripts = _scripts.get(client)
+    # In cluster mode the lease carries its key's hash tag: both live in one slot, so the
+    # populate script below touches one slot only.
     lease, target = lease_key(key), full_key(key)
+    health = health_for(target)
     token = os.urandom(8).hex()
     deadline = time.monotonic() + settings.CACHE_LEASE_WAIT
     delay = 0.0
     try:
+        client = redis_client()
+        scripts = _scripts.get(client)
         while not client.set(lease, token, nx=True, px=settings.CACHE_LEASE_TTL_MS):
             # Someone else is loading this key: wait for their value rather than query too. A live
             # holder keeps its lease (_KEEPER), so a slow database does not send every waiter to
@@ -177,10 +203,10 @@ def _fill(client: redis.Redis, family: KeyFamily, key: str, parts: dict) -> Payl
             # last look and our SET NX. Look once more rather than query again.
             payload = _cached(client, target)
             if payload is not None:
-                _quietly(scripts.release, keys=[lease], args=[token])
+                _quietly(health, scripts.release, keys=[lease], args=[token])
                 return payload
-    except redis.RedisError as exc:
-        HEALTH.failure(exc, "lease")
+    except CACHE_ERRORS as exc:
+        health.failure(exc, "lease")
         return Payload.of(family.load(**parts))
     _KEEPER.hold(client, lease, token)
     try:
@@ -189,10 +215,10 @@ def _fill(client: redis.Redis, family: KeyFamily, key: str, parts: dict) -> Payl
         ttl = family.ttl_for(data)
     except BaseException:  # whatever failed, the lease must not outlive this request
         _KEEPER.drop(lease)
-        _quietly(scripts.release, keys=[lease], args=[token])
+        _quietly(health, scripts.release, keys=[lease], args=[token])
         raise
     _KEEPER.drop(lease)
-    _quietly(scripts.populate, keys=[lease, target], args=[token, payload.pack(), ttl])
+    _quietly(health, scripts.populate, keys=[lease, target], args=[token, payload.pack(), ttl])
     return payload
 
 
@@ -239,7 +265,7 @@ return 0
         for lease, (client, token) in held:
             try:
                 client.eval(self._EXTEND, 1, lease, token, settings.CACHE_LEASE_TTL_MS)
-            except redis.RedisError:  # the populate will fail too and count it; nothing to do here
+            except CACHE_ERRORS:  # the populate will fail too and count it; nothing to do here
                 pass
         self.beats += 1
 
@@ -255,11 +281,11 @@ return 0
 _KEEPER = _LeaseKeeper()
 
 
-def _quietly(script, **kwargs) -> None:
+def _quietly(health: CacheHealth, script, **kwargs) -> None:
     try:
         script(**kwargs)
-    except redis.RedisError as exc:
-        HEALTH.failure(exc, "set")
+    except CACHE_ERRORS as exc:
+        health.failure(exc, "set")
 
 
 # --- invalidation ------------------------------------------------------------------------------
@@ -284,22 +310,34 @@ def invalidate(*targets: tuple[KeyFamily, Parts]) -> None:
 
 
 def _delete_now(keys: tuple[tuple[KeyFamily, str], ...]) -> None:
+    if not settings.REDIS_CLUSTER_NODES:
+        _delete_on(HEALTH, keys)
+        return
+    # Cluster: each node's keys on their own, so a node that is down defers only its keys.
+    by_node: dict[CacheHealth, list[tuple[KeyFamily, str]]] = {}
+    for family, key in keys:
+        by_node.setdefault(health_for(full_key(key)), []).append((family, key))
+    for health, group in by_node.items():
+        _delete_on(health, tuple(group))
+
+
+def _delete_on(health: CacheHealth, keys: tuple[tuple[KeyFamily, str], ...]) -> None:
     names = [key for _, key in keys]
-    if HEALTH.blocking():
-        _defer(keys)
+    if health.blocking():
+        _defer(health, keys)
         return
     try:
         unlink_keys(redis_client(), names)
-    except redis.RedisError as exc:
-        HEALTH.failure(exc, "delete")
-        _defer(keys)
+    except CACHE_ERRORS as exc:
+        health.failure(exc, "delete")
+        _defer(health, keys)
         return
     for family, _ in keys:
         family.counters.deleted.inc()
 
 
-def _defer(keys: tuple[tuple[KeyFamily, str], ...]) -> None:
+def _defer(health: CacheHealth, keys: tuple[tuple[KeyFamily, str], ...]) -> None:
     record_pending_invalidations(key for _, key in keys)
-    HEALTH.mark_unsynced()
+    health.mark_unsynced()
     for family, _ in keys:
         family.counters.deferred.inc()

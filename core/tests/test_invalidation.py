@@ -351,7 +351,7 @@ def test_email_change_invalidates_old_and_new_email(user, alice, client_for, red
 
     assert alice.get("/api/me").json()["email"] == "alice@example.com"
     # A lookup of the new address before it existed cached "no such user".
-    assert user_profile_cached(email="Alice.New@Example.com").data() is None
+    assert user_profile_cached(email="Alice.New@Example.com", user_id=user.id).data() is None
     assert redis_raw.exists("user:email:alice.new@example.com")
 
     response = alice.patch("/api/me", {"email": "Alice.New@Example.com", "current_password": PASSWORD},
@@ -407,7 +407,7 @@ def test_admin_email_change_invalidates_old_and_new_email(user, alice, admin_web
     from accounts.selectors import user_profile_cached
 
     assert alice.get("/api/me").status_code == 200
-    assert user_profile_cached(email="ally@example.com").data() is None  # cached "no such user"
+    assert user_profile_cached(email="ally@example.com", user_id=user.id).data() is None  # cached "no such user"
     url = f"/admin/accounts/user/{user.pk}/change/"
     data = admin_form(admin_web, url)
     data["email"] = "Ally@Example.com"
@@ -432,7 +432,7 @@ def test_admin_password_change_invalidates_the_profile(user, alice, admin_web, r
 def test_registration_clears_a_cached_unknown_email(api, plans, redis_raw):
     from accounts.selectors import user_profile_cached
 
-    assert user_profile_cached(email="new@example.com").data() is None
+    assert user_profile_cached(email="new@example.com", user_id=0).data() is None
     response = api.post("/api/auth/register", {"email": "New@Example.com", "password": PASSWORD}, format="json")
     assert response.status_code == 201
     assert not redis_raw.exists("user:email:new@example.com")

@@ -186,7 +186,7 @@ def test_randomised_readers_and_writers_leave_every_cached_key_equal_to_the_data
     for u in users:
         for family, parts in [
             (USER_COINS, {"user_id": u.id}),
-            (USER_EMAIL, {"email": u.email}),
+            (USER_EMAIL, {"email": u.email, "user_id": u.id}),
             (SUBSCRIPTION_USER, {"user_id": u.id}),
             (SUBSCRIPTION_STATS, {"user_id": u.id}),
             *[(CHAT_HISTORY, {"user_id": u.id, "character": "luna", "session": f"s{s}"}) for s in (0, 1)],

@@ -28,7 +28,7 @@ CONTRACT = {
 SAMPLE_PARTS = {
     "subscription:user": {"user_id": 7},
     "subscription:stats": {"user_id": 7},
-    "user:email": {"email": "a@b.c"},
+    "user:email": {"email": "a@b.c", "user_id": 7},
     "user:coins": {"user_id": 7},
     "characters:list": {},
     "character": {"name": "luna"},
@@ -73,7 +73,7 @@ def test_each_key_belongs_to_its_family_and_only_matches_its_own_pattern(name):
 
 def test_keys_read_like_the_contract():
     assert USER_COINS.key(user_id=1) == "user:coins:1"
-    assert USER_EMAIL.key(email="a@b.c") == "user:email:a@b.c"
+    assert USER_EMAIL.key(email="a@b.c", user_id=1) == "user:email:a@b.c"  # the id only places cluster keys
     assert CHAT_HISTORY.key(user_id=1, character="luna", session="s-1") == "chat:history:1:luna:s-1"
     assert CHARACTERS_LIST.key() == "characters:list"
 
@@ -94,7 +94,7 @@ def test_lease_keys_belong_to_no_family():
     "*", "user:coins:1", "x:user:coins:1", "a@b.c:1", "*@example.com", "a?b@c", "[ab]@c", "a b@c", "é@example.com",
 ])
 def test_a_hostile_email_stays_in_its_family(email):
-    key = USER_EMAIL.key(email=email)
+    key = USER_EMAIL.key(email=email, user_id=1)
     assert family_of(key) is USER_EMAIL
     assert USER_EMAIL.parts_of(key)["email"].startswith("~")
     assert not any(c in key for c in "*?[] ")
@@ -105,7 +105,7 @@ def test_a_hostile_email_stays_in_its_family(email):
 def test_hostile_parts_never_reach_another_family(character, session, email):
     for family, parts in (
         (CHAT_HISTORY, {"user_id": 1, "character": character, "session": session}),
-        (USER_EMAIL, {"email": email}),
+        (USER_EMAIL, {"email": email, "user_id": 1}),
         (CHARACTER, {"name": character}),
     ):
         key = family.key(**parts)
@@ -137,3 +137,89 @@ def test_each_app_cache_module_names_its_families():
         module = sys.modules[family.loader.__module__]
         assert module.__name__.endswith(".cache")
         assert f"``{family.template}``" in module.__doc__
+
+
+# --- Redis Cluster key forms (REDIS_CLUSTER_NODES set) -------------------------------------------
+
+CLUSTER_FORMS = {
+    "subscription:user": "subscription:user:{{user_id}}",
+    "subscription:stats": "subscription:stats:{{user_id}}",
+    "user:email": "user:email:{{user_id}}:{email}",
+    "user:coins": "user:coins:{{user_id}}",
+    "characters:list": "{characters:list}",
+    "character": "character:{{name}}",
+    "generation:settings": "{generation:settings}",
+    "chat:history": "chat:history:{{user_id}}:{character}:{session}",
+}
+
+
+@pytest.fixture
+def cluster_keys(settings):
+    settings.REDIS_CLUSTER_NODES = ["127.0.0.1:1"]  # only the key spelling reads it here
+
+
+def test_each_family_names_its_cluster_form():
+    assert {name: family.cluster_form for name, family in FAMILIES.items()} == CLUSTER_FORMS
+
+
+def test_single_instance_keys_keep_the_contracts_literal_names():
+    assert USER_COINS.key(user_id=7) == "user:coins:7"
+    assert CHARACTERS_LIST.key() == "characters:list"
+
+
+def test_cluster_keys_carry_hash_tags(cluster_keys):
+    assert USER_COINS.key(user_id=7) == "user:coins:{7}"
+    assert USER_EMAIL.key(email="a@b.c", user_id=7) == "user:email:{7}:a@b.c"
+    assert CHAT_HISTORY.key(user_id=7, character="luna", session="s1") == "chat:history:{7}:luna:s1"
+    assert CHARACTERS_LIST.key() == "{characters:list}"
+    assert CHARACTER.key(name="luna") == "character:{luna}"
+
+
+def test_a_users_keys_share_one_slot_and_so_do_their_leases(cluster_keys):
+    from redis.crc import key_slot
+
+    from core.cache.client import lease_key
+
+    keys = [FAMILIES[name].key(**{**SAMPLE_PARTS[name], "user_id": 123})
+            for name in CONTRACT if not FAMILIES[name].shared]
+    assert len({key_slot(k.encode()) for k in keys}) == 1, keys
+    for key in [*keys, CHARACTERS_LIST.key(), CHARACTER.key(name="luna")]:
+        assert key_slot(lease_key(key).encode()) == key_slot(key.encode())
+
+
+@pytest.mark.parametrize("hostile", ["{1}", "}{", "a{b}c", "{", "x}@y", "{7}@example.com"])
+def test_user_input_never_sets_a_hash_tag(cluster_keys, hostile):
+    from redis.crc import key_slot
+
+    for family, parts in (
+        (USER_EMAIL, {"email": hostile, "user_id": 123}),
+        (CHAT_HISTORY, {"user_id": 123, "character": hostile, "session": hostile}),
+    ):
+        key = family.key(**parts)
+        assert key.count("{") == 1 and key.count("}") == 1  # only the tag's own braces
+        assert key_slot(key.encode()) == key_slot(b"{123}")
+    assert CHARACTER.key(name=hostile).count("{") == 1
+
+
+@given(st.text(), st.text(), st.text())
+def test_hostile_parts_stay_in_their_family_in_cluster_form(character, session, email):
+    from django.test import override_settings
+
+    with override_settings(REDIS_CLUSTER_NODES=["127.0.0.1:1"]):
+        for family, parts in (
+            (CHAT_HISTORY, {"user_id": 1, "character": character, "session": session}),
+            (USER_EMAIL, {"email": email, "user_id": 1}),
+            (CHARACTER, {"name": character}),
+        ):
+            key = family.key(**parts)
+            assert family_of(key) is family
+            assert [f for f in FAMILIES.values() if fnmatchcase(key, f.pattern)] == [family]
+            if "user_id" in parts:
+                assert family.parts_of(key)["user_id"] == "1"
+
+
+@pytest.mark.parametrize("name", CONTRACT)
+def test_cluster_keys_belong_to_their_family_only(cluster_keys, name):
+    key = FAMILIES[name].key(**SAMPLE_PARTS[name])
+    assert family_of(key) is FAMILIES[name]
+    assert [f.name for f in FAMILIES.values() if fnmatchcase(key, f.pattern)] == [name]

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 
 import redis
+from django.conf import settings
 
 from ..client import namespace, redis_client
 from ..family import KeyFamily
@@ -67,3 +68,17 @@ def batches(items: Iterable, size: int = BATCH) -> Iterator[list]:
 def ping(client: redis.Redis | None = None) -> None:
     """Raise redis.RedisError when Redis cannot be reached: commands fail loudly, unlike requests."""
     (client or redis_client()).ping()
+
+
+def mget(client: redis.Redis, keys: list[str]) -> list[bytes | None]:
+    """MGET, one per slot in cluster mode (a multi-key command must stay in one slot)."""
+    if settings.REDIS_CLUSTER_NODES:
+        return client.mget_nonatomic(keys)
+    return client.mget(keys)
+
+
+def primaries(client: redis.Redis) -> dict[str, redis.Redis]:
+    """Each primary's own client by name (host:port) in cluster mode; empty for one Redis."""
+    if not settings.REDIS_CLUSTER_NODES:
+        return {}
+    return {node.name: client.get_redis_connection(node) for node in client.get_primaries()}

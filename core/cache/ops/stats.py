@@ -10,10 +10,11 @@ import time
 import redis
 
 from ..client import namespace, redis_client
+from ..cluster import node_healths
 from ..family import KeyFamily
 from ..health import HEALTH
 from ..registry import FAMILIES
-from .common import batches, scan_family
+from .common import batches, primaries, scan_family
 
 INFO_FIELDS = (
     "redis_version", "uptime_in_seconds", "used_memory", "used_memory_human", "maxmemory", "maxmemory_human",
@@ -74,6 +75,29 @@ def redis_info(client: redis.Redis) -> dict:
     return out
 
 
+_SUMMED = ("used_memory", "maxmemory", "evicted_keys", "expired_keys", "keyspace_hits", "keyspace_misses",
+           "connected_clients", "rdb_changes_since_last_save", "db_keys")
+
+
+def cluster_totals(nodes: dict[str, dict]) -> dict:
+    """One INFO-like row for the whole cluster: counters summed over the primaries, a status
+    field "ok" only if every node says so, the rest from the first node."""
+    rows = list(nodes.values())
+    out = dict(rows[0]) if rows else {name: None for name in (*INFO_FIELDS, "db_keys")}
+    for name in _SUMMED:
+        out[name] = sum(row.get(name) or 0 for row in rows)
+    for name in ("aof_last_write_status", "rdb_last_bgsave_status"):
+        bad = [row.get(name) for row in rows if row.get(name) != "ok"]
+        out[name] = bad[0] if bad else "ok"
+    out["uptime_in_seconds"] = min((row.get("uptime_in_seconds") or 0 for row in rows), default=None)
+    out["used_memory_human"] = f"{out['used_memory'] / 2**20:.2f}M"
+    out["maxmemory_human"] = f"{out['maxmemory'] / 2**20:.2f}M"
+    hits, misses = out["keyspace_hits"], out["keyspace_misses"]
+    out["hit_ratio"] = round(hits / (hits + misses), 4) if hits + misses else None
+    out["memory_used_ratio"] = round(out["used_memory"] / out["maxmemory"], 4) if out["maxmemory"] else None
+    return out
+
+
 def _prometheus_registry():
     from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
@@ -116,10 +140,13 @@ def stats(*, sample: int = 200, client: redis.Redis | None = None) -> dict:
     client = client or redis_client()
     started = time.perf_counter()
     families = {family.name: _family_stats(client, family, sample) for family in FAMILIES.values()}
+    nodes = {name: redis_info(node) for name, node in primaries(client).items()}  # cluster mode
+    extra = {"nodes": nodes, "breakers": {name: h.state for name, h in node_healths().items()}} if nodes else {}
     return {
         "namespace": namespace(),
         "families": families,
-        "redis": redis_info(client),
+        "redis": cluster_totals(nodes) if nodes else redis_info(client),
+        **extra,
         "app": app_counters(),
         "breaker": HEALTH.state,
         "pending_invalidations": PendingInvalidation.objects.count(),

@@ -15,7 +15,7 @@ from ..family import KeyFamily
 from ..keys import HASH_MARK
 from ..registry import FAMILIES
 from ..store import Payload
-from .common import Progress, batches, no_progress, scan_family
+from .common import Progress, batches, mget, no_progress, scan_family
 
 # Delete only if the value is still the one we judged stale: a write that re-cached meanwhile wins.
 _DELETE_IF_SAME = """
@@ -58,7 +58,7 @@ def verify(families: Iterable[KeyFamily] | None = None, *, fix: bool = False, pr
     for family in families or FAMILIES.values():
         result.checked[family.name] = 0
         for batch in batches(scan_family(client, family), 500):
-            values = client.mget(batch)
+            values = mget(client, batch)
             for key, raw in zip(batch, values, strict=True):
                 if raw is None:
                     continue  # expired or invalidated since the scan

@@ -1,8 +1,8 @@
 """Delete this app's cache keys safely: `manage.py cache_flush [family ...] [--key KEY] [--all] [--dry-run] [--yes]`."""
 
-import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from core.cache.client import CACHE_ERRORS
 from core.cache.ops.common import UnknownFamily, ping, resolve_families
 from core.cache.ops.flush import flush, flush_key
 from core.cache.registry import FAMILIES
@@ -45,7 +45,7 @@ class Command(BaseCommand):
                 total += count
             with progress_bar(self.stdout, "flushing", None) as advance:
                 counts = flush(chosen, dry_run=dry_run, progress=advance)
-        except redis.RedisError as exc:
+        except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         for name, count in counts.items():
             self.stdout.write(f"{name:<20} {verb} {count:>7}")

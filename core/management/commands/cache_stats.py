@@ -2,9 +2,9 @@
 
 import json
 
-import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from core.cache.client import CACHE_ERRORS
 from core.cache.ops.stats import stats
 
 
@@ -34,7 +34,7 @@ class Command(BaseCommand):
             raise CommandError("--sample must be at least 1")
         try:
             data = stats(sample=sample)
-        except redis.RedisError as exc:
+        except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         if json:
             self.stdout.write(_json_dumps(data))
@@ -49,7 +49,8 @@ class Command(BaseCommand):
               f"{_fmt(row['ttl_median']):>8} {_fmt(row['ttl_max']):>8} {row['ttl_default']:>8}")
         r = data["redis"]
         w("")
-        w(f"redis {r['redis_version']}, up {r['uptime_in_seconds']} s, {r['db_keys']} keys in this db")
+        where = "all primaries" if data.get("nodes") else "this db"
+        w(f"redis {r['redis_version']}, up {r['uptime_in_seconds']} s, {r['db_keys']} keys in {where}")
         w(f"memory      {r['used_memory_human']} used of {r['maxmemory_human'] if r['maxmemory'] else 'no limit'}"
           f", policy {r['maxmemory_policy']}, evicted {r['evicted_keys']}")
         ratio = "-" if r["hit_ratio"] is None else f"{r['hit_ratio']:.1%}"
@@ -58,6 +59,9 @@ class Command(BaseCommand):
         w(f"persistence aof {'on' if r['aof_enabled'] else 'off'} (last write {r['aof_last_write_status']}), "
           f"last bgsave {r['rdb_last_bgsave_status']}, stop-writes-on-bgsave-error "
           f"{_fmt(r['stop_writes_on_bgsave_error'])}")
+        for name, node in data.get("nodes", {}).items():  # cluster mode: each primary, then the totals above
+            w(f"node {name:<21} {node['db_keys']:>7} keys, {node['used_memory_human']} used, "
+              f"evicted {node['evicted_keys']}, breaker {data['breakers'].get(name, 'closed')}")
         app = data["app"]
         w("")
         scope = "all workers" if app["multiprocess"] else "this process only (set PROMETHEUS_MULTIPROC_DIR)"

@@ -1,8 +1,8 @@
 """Compare every cached value with the database: `manage.py cache_verify [--fix]`."""
 
-import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from core.cache.client import CACHE_ERRORS
 from core.cache.ops.common import UnknownFamily, ping, resolve_families
 from core.cache.ops.verify import verify
 from core.management.progress import progress_bar
@@ -25,7 +25,7 @@ class Command(BaseCommand):
             ping()
             with progress_bar(self.stdout, "verifying", None) as advance:
                 result = verify(chosen, fix=fix, progress=advance)
-        except redis.RedisError as exc:
+        except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         for drift in result.drifted:
             self.stdout.write(f"DRIFT {drift.key} ({drift.reason})")

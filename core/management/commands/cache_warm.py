@@ -1,8 +1,8 @@
 """Fill the cache ahead of traffic: `manage.py cache_warm [family ...] [--users-active-since DAYS]`."""
 
-import redis
 from django.core.management.base import BaseCommand, CommandError
 
+from core.cache.client import CACHE_ERRORS
 from core.cache.ops.common import UnknownFamily, resolve_families
 from core.cache.ops.warm import warm, warm_targets
 from core.cache.registry import shared_families, user_families
@@ -40,7 +40,7 @@ class Command(BaseCommand):
         try:
             with progress_bar(self.stdout, "warming", len(targets)) as advance:
                 result = warm(targets, progress=advance)
-        except redis.RedisError as exc:
+        except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         for family in chosen:
             name = family.name

@@ -1,0 +1,258 @@
+"""Redis Cluster mode (``REDIS_CLUSTER_NODES``): redis-py's ``RedisCluster`` behind django-redis,
+and the cache's health kept per node.
+
+* The client: one ``RedisCluster`` per process, built from the seed nodes by
+  ``ClusterConnectionFactory`` (django-redis's CONNECTION_FACTORY), so ``caches["default"]`` and
+  ``redis_client()`` both talk to the cluster. ``ClusterCacheClient`` makes django-redis's
+  multi-key calls slot-safe.
+* Health: each node has its own ``CacheHealth`` (breaker, restart detection, sync), so one failed
+  node does not switch off the cache on the others. A node's sync drains the pending
+  invalidations of the slots it serves. A topology change (failover, MOVED) makes every node
+  sync again before its values are trusted: a replica promoted to primary must not serve keys
+  whose deletes were recorded while its slots were someone else's.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+from django.conf import settings
+from django_redis.client import DefaultClient
+from django_redis.exceptions import ConnectionInterrupted
+from django_redis.pool import ConnectionFactory
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import Connection
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
+
+from .client import CACHE_ERRORS, full_key, lease_key, redis_client
+from .health import HEALTH, CacheHealth, GuardedMixin
+
+
+def cluster_mode() -> bool:
+    return bool(settings.REDIS_CLUSTER_NODES)
+
+
+def parse_nodes(nodes: list[str] | str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (or a list) as (host, port) pairs. A malformed entry is a ValueError,
+    which the cache layer treats like an unreachable Redis (the database serves)."""
+    items = nodes.split(",") if isinstance(nodes, str) else nodes
+    pairs = []
+    for item in (i.strip() for i in items):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_CLUSTER_NODES: {item!r} is not host:port")
+        pairs.append((host.strip("[]"), int(port)))
+    if not pairs:
+        raise ValueError("REDIS_CLUSTER_NODES names no node")
+    return pairs
+
+
+# --- health per node ---------------------------------------------------------------------------
+
+
+class NodeHealth(CacheHealth):
+    """One cluster node's breaker and sync state. Syncing drains the pending invalidations whose
+    keys live in slots this node serves now."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        super().__init__()
+
+    def client(self) -> redis.Redis:
+        cluster = redis_client()
+        node = cluster.nodes_manager.get_node(node_name=self.node)
+        if node is None or node.redis_connection is None:
+            raise redis.ConnectionError(f"cluster node {self.node} is not in the cluster's topology")
+        return node.redis_connection
+
+    def drain(self, client: redis.Redis) -> int:
+        return drain_node(redis_client(), self.node)
+
+    def sync(self) -> bool:
+        if super().sync():
+            return True
+        # The node may be gone for good (its replica took over): nothing else would tell the
+        # client, since requests skip this node while its breaker is open. Ask the cluster.
+        try:
+            redis_client().nodes_manager.initialize()
+        except CACHE_ERRORS:
+            pass
+        return False
+
+
+_NODES: dict[str, NodeHealth] = {}
+_NODES_LOCK = threading.Lock()
+
+
+def node_health(name: str) -> NodeHealth:
+    health = _NODES.get(name)
+    if health is None:
+        with _NODES_LOCK:
+            health = _NODES.setdefault(name, NodeHealth(name))
+    return health
+
+
+def node_healths() -> dict[str, NodeHealth]:
+    return dict(_NODES)
+
+
+def reset_node_healths() -> None:
+    with _NODES_LOCK:
+        for health in _NODES.values():
+            health.reset()
+        _NODES.clear()
+
+
+def topology_changed() -> None:
+    """Slots may now be served by another node: every node syncs before it is trusted again."""
+    for health in list(_NODES.values()):
+        health.connect_epoch += 1
+
+
+def node_of(cluster: RedisCluster, key: str) -> str:
+    """The name (host:port) of the primary that serves this full key's slot."""
+    return cluster.nodes_manager.get_node_from_slot(key_slot(key.encode("utf-8", "surrogateescape"))).name
+
+
+def health_for(key: str) -> CacheHealth:
+    """The health that decides whether this full key may be read or written now: the process's
+    in single-instance mode, the key's node's in cluster mode. When the cluster cannot be reached
+    at all, the process-wide HEALTH stands for it."""
+    if not settings.REDIS_CLUSTER_NODES:
+        return HEALTH
+    if HEALTH.blocking():
+        return HEALTH
+    try:
+        return node_health(node_of(redis_client(), key))
+    except CACHE_ERRORS as exc:
+        HEALTH.failure(exc, "topology")
+        return HEALTH
+
+
+def drain_node(cluster: RedisCluster, node: str, batch: int = 500) -> int:
+    """Apply the recorded deletes of keys in the slots ``node`` serves; other nodes' rows stay for
+    those nodes (one may be down). Rows go only after Redis confirmed the delete."""
+    from core.models import PendingInvalidation
+
+    done, last = 0, 0
+    while True:
+        rows = list(PendingInvalidation.objects.filter(id__gt=last).order_by("id").values_list("id", "key")[:batch])
+        if not rows:
+            return done
+        last = rows[-1][0]
+        mine = [(pk, key) for pk, key in rows if node_of(cluster, full_key(key)) == node]
+        if mine:
+            keys = [key for _, key in mine]
+            cluster.delete(*(full_key(k) for k in keys), *(lease_key(k) for k in keys))
+            PendingInvalidation.objects.filter(id__in=[pk for pk, _ in mine]).delete()
+            done += len(mine)
+
+
+class GuardedClusterConnection(GuardedMixin, Connection):
+    """A connection to one cluster node, guarded by that node's breaker."""
+
+    @property
+    def health(self) -> CacheHealth:
+        return node_health(f"{self.host}:{self.port}")
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+class ClusterConnectionFactory(ConnectionFactory):
+    """django-redis CONNECTION_FACTORY: one RedisCluster per process for the seed nodes."""
+
+    _clusters: dict[tuple, RedisCluster] = {}
+    _lock = threading.Lock()
+
+    def connect(self, url: str) -> RedisCluster:
+        nodes = tuple(parse_nodes(settings.REDIS_CLUSTER_NODES))
+        cluster = self._clusters.get(nodes)
+        if cluster is None:
+            with self._lock:
+                cluster = self._clusters.get(nodes) or self._build(nodes)
+                self._clusters[nodes] = cluster
+        return cluster
+
+    def _build(self, nodes: tuple[tuple[str, int], ...]) -> RedisCluster:
+        options = self.options
+        (host, port), *others = nodes
+        cluster = RedisCluster(
+            # From a URL, so the node pools take our connection class (redis-py passes it only then).
+            url=f"redis://{host}:{port}/0",
+            startup_nodes=[ClusterNode(h, p) for h, p in others],
+            # Other slots keep working while some are not served (a primary down, no replica yet).
+            require_full_coverage=False,
+            # Fail fast: the breaker and the database take over; the next request retries.
+            retry=Retry(NoBackoff(), 0),
+            connection_class=GuardedClusterConnection,
+            socket_timeout=options.get("SOCKET_TIMEOUT"),
+            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
+            username=options.get("USERNAME"),
+            password=options.get("PASSWORD"),
+        )
+        manager = cluster.nodes_manager
+        for name in ("initialize", "move_slot"):
+            setattr(manager, name, _then_topology_changed(manager, getattr(manager, name)))
+        return cluster
+
+    def disconnect(self, connection: RedisCluster) -> None:
+        # The cluster client is shared by the process; its node pools reconnect on their own.
+        pass
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._lock:
+            for cluster in cls._clusters.values():
+                cluster.close()
+            cls._clusters.clear()
+
+
+def _then_topology_changed(manager, method):
+    def owners() -> dict[int, str]:
+        return {slot: nodes[0].name for slot, nodes in manager.slots_cache.items() if nodes}
+
+    def wrapped(*args, **kwargs):
+        before = owners()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            if owners() != before:
+                topology_changed()
+
+    return wrapped
+
+
+class ClusterCacheClient(DefaultClient):
+    """django-redis's client on a cluster: multi-key reads split per slot, and cluster errors
+    (which are not RedisErrors) reported like connection errors so IGNORE_EXCEPTIONS covers them."""
+
+    def get_client(self, *args, **kwargs):
+        try:
+            return super().get_client(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ConnectionInterrupted(connection=None) from exc
+
+    def get_many(self, keys, version=None, client=None):
+        if client is None:
+            client = self.get_client(write=False)
+        if not keys:
+            return {}
+        recovered = {self.make_key(key, version=version): key for key in keys}
+        try:
+            values = client.mget_nonatomic(list(recovered))
+        except (RedisClusterException, redis.RedisError) as exc:
+            raise ConnectionInterrupted(connection=client) from exc
+        return {recovered[k]: self.decode(v) for k, v in zip(recovered, values, strict=True) if v is not None}
+
+
+def cluster_cache_options(options: dict) -> dict:
+    """The django-redis OPTIONS of ``caches["default"]`` in cluster mode."""
+    options = {**options, "CLIENT_CLASS": "core.cache.cluster.ClusterCacheClient",
+               "CONNECTION_FACTORY": "core.cache.cluster.ClusterConnectionFactory"}
+    options.pop("CONNECTION_POOL_KWARGS", None)  # the cluster builds its own pools per node
+    return options
