@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from core.cache.health import GuardedConnection, GuardedSSLConnection
 
@@ -136,6 +137,9 @@ if REDIS_CLUSTER_NODES:
     from core.cache.cluster import cluster_cache_options
 
     CACHES["default"]["OPTIONS"] = cluster_cache_options(CACHES["default"]["OPTIONS"])
+    if {"{", "}"} & set(CACHES["default"]["KEY_PREFIX"]):
+        # A brace in the namespace would become every key's hash tag: one slot for everything.
+        raise ImproperlyConfigured("CACHE_NAMESPACE must not contain { or } with REDIS_CLUSTER_NODES")
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True
 # django-redis would log a traceback per ignored error (a flood while Redis is down); the guarded
 # connection already logs each failure kind at most every 10 s and counts every one.

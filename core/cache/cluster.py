@@ -15,6 +15,7 @@ and the cache's health kept per node.
 from __future__ import annotations
 
 import threading
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
@@ -23,7 +24,7 @@ from django_redis.exceptions import ConnectionInterrupted
 from django_redis.pool import ConnectionFactory
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import Connection
+from redis.connection import Connection, SSLConnection
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
@@ -152,12 +153,20 @@ def drain_node(cluster: RedisCluster, node: str, batch: int = 500) -> int:
             done += len(mine)
 
 
-class GuardedClusterConnection(GuardedMixin, Connection):
+class _NodeGuard(GuardedMixin):
     """A connection to one cluster node, guarded by that node's breaker."""
 
     @property
     def health(self) -> CacheHealth:
         return node_health(f"{self.host}:{self.port}")
+
+
+class GuardedClusterConnection(_NodeGuard, Connection):
+    pass
+
+
+class GuardedClusterSSLConnection(_NodeGuard, SSLConnection):
+    pass
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -181,19 +190,21 @@ class ClusterConnectionFactory(ConnectionFactory):
     def _build(self, nodes: tuple[tuple[str, int], ...]) -> RedisCluster:
         options = self.options
         (host, port), *others = nodes
+        # Scheme (rediss: TLS) and credentials come from REDIS_URL, the nodes from the list.
+        base = urlsplit(settings.REDIS_URL)
+        userinfo = base.netloc.rpartition("@")[0]
+        tls = base.scheme == "rediss"
         cluster = RedisCluster(
             # From a URL, so the node pools take our connection class (redis-py passes it only then).
-            url=f"redis://{host}:{port}/0",
+            url=f"{'rediss' if tls else 'redis'}://{userinfo + '@' if userinfo else ''}{host}:{port}/0",
             startup_nodes=[ClusterNode(h, p) for h, p in others],
             # Other slots keep working while some are not served (a primary down, no replica yet).
             require_full_coverage=False,
             # Fail fast: the breaker and the database take over; the next request retries.
             retry=Retry(NoBackoff(), 0),
-            connection_class=GuardedClusterConnection,
+            connection_class=GuardedClusterSSLConnection if tls else GuardedClusterConnection,
             socket_timeout=options.get("SOCKET_TIMEOUT"),
             socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
-            username=options.get("USERNAME"),
-            password=options.get("PASSWORD"),
         )
         manager = cluster.nodes_manager
         for name in ("initialize", "move_slot"):

@@ -23,8 +23,8 @@ def invalidated_by(family) -> str:
 def keys_table_markdown() -> str:
     """The key and TTL table of the README, generated from the registry."""
     lines = [
-        "| key in Redis | holds | TTL (default) | setting | invalidated by |",
-        "|---|---|---|---|---|",
+        "| key in Redis | in Redis Cluster | holds | TTL (default) | setting | invalidated by |",
+        "|---|---|---|---|---|---|",
     ]
     for family in FAMILIES.values():
         ttl = f"{family.default_ttl} s"
@@ -33,7 +33,7 @@ def keys_table_markdown() -> str:
             doc = (family.ttl_cap.__doc__ or "").strip().splitlines()[0].rstrip(".")
             ttl += f"; capped: {doc[0].lower()}{doc[1:]}"
         lines.append(
-            f"| `{family.template}` | {family.holds} | {ttl} | `{family.ttl_setting}` | {invalidated_by(family)} |"
+            f"| `{family.template}` | `{family.cluster_form}` | {family.holds} | {ttl} | `{family.ttl_setting}` | {invalidated_by(family)} |"
         )
     return "\n".join(lines)
 
