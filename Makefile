@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BIND   ?= 127.0.0.1:8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test test-quick lint bench bench-quick chaos chaos-quick bench-deps install install-dev clean
+.PHONY: run test test-quick lint bench bench-quick chaos chaos-quick chaos-cluster chaos-cluster-quick bench-deps install install-dev clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,13 @@ chaos: bench-deps
 
 chaos-quick: bench-deps
 	$(PY) bench/chaos.py --quick $(CHAOS_ARGS)
+
+# The same timeline on a Redis Cluster (3 primaries + 3 replicas on loopback).
+chaos-cluster: bench-deps
+	$(PY) bench/chaos.py --cluster $(CHAOS_ARGS)
+
+chaos-cluster-quick: bench-deps
+	$(PY) bench/chaos.py --cluster --quick $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles

@@ -12,7 +12,11 @@ characters and the generation settings through the services, so the objects read
 changing, shared ones included.
 Reports 5xx, client timeouts, p50/p99 per phase, hit-ratio recovery time from /metrics, stale reads.
 
-    python bench/chaos.py [--quick] [--workers N]
+    python bench/chaos.py [--quick] [--workers N] [--cluster]
+
+--cluster runs the same timeline on a Redis Cluster (3 primaries + 3 replicas, REDIS_CLUSTER_NODES):
+one primary is SIGKILLed (its replica takes over), restarted (it rejoins as a replica), then another
+primary is frozen and resumed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import bisect
 import http.client
 import json
+import os
 import random
 import statistics
 import sys
@@ -42,6 +47,37 @@ REDIS_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "900
 READS = ("subscription", "stats", "coins", "chat_history", "me", "characters", "character", "settings")
 PER_USER_READS = ("subscription", "stats", "coins", "chat_history", "me")
 CLIENT_TIMEOUT = 5.0
+
+
+class ClusterTarget:
+    """The events of the timeline on a cluster: each hits one primary (like RedisServer's API)."""
+
+    def __init__(self) -> None:
+        from core.testing import RedisClusterProcesses
+
+        self.cluster = RedisClusterProcesses(*REDIS_ARGS).start()
+        self.url = f"redis://{self.cluster.nodes[0]}/0"  # scheme and credentials only
+        self.victim = self.frozen = None
+
+    def stop(self) -> None:
+        self.victim = self.cluster.primaries()[0]
+        self.victim.stop()
+
+    def start(self) -> None:
+        self.victim.start()  # same port and directory: its nodes.conf makes it rejoin
+
+    def client(self):
+        return self.victim.client()
+
+    def pause(self) -> None:
+        self.frozen = next(p for p in self.cluster.primaries() if p is not self.victim)
+        self.frozen.pause()
+
+    def resume(self) -> None:
+        self.frozen.resume()
+
+    def close(self) -> None:
+        self.cluster.close()
 
 
 class Timeline:
@@ -274,6 +310,7 @@ def main() -> int:
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--database", default="bench_chaos")
+    parser.add_argument("--cluster", action="store_true", help="a Redis Cluster instead of one Redis")
     args = parser.parse_args()
     from core.testing import RedisServer
 
@@ -281,7 +318,11 @@ def main() -> int:
     population, writer_users = (60, 15) if args.quick else (200, 40)
     database_url = data.database_url(args.database)
     data.recreate_database(args.database)
-    redis = RedisServer(*REDIS_ARGS).start()
+    if args.cluster:
+        redis = ClusterTarget()
+        os.environ["REDIS_CLUSTER_NODES"] = ",".join(redis.cluster.nodes)  # this process and gunicorn
+    else:
+        redis = RedisServer(*REDIS_ARGS).start()
     # This process edits shared objects with the cache layer on, against the same Redis.
     common.setup_django(database_url, redis_url=redis.url, mode="ours")
     common.migrate()
@@ -380,7 +421,7 @@ def main() -> int:
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": common.machine(),
-        "config": {"quick": args.quick, "workers": args.workers, "readers": args.readers, "writers": args.writers,
+        "config": {"cluster": args.cluster, "quick": args.quick, "workers": args.workers, "readers": args.readers, "writers": args.writers,
                    "population": population, "writer_users": writer_users, "redis_args": list(REDIS_ARGS),
                    "client_timeout_s": CLIENT_TIMEOUT, "timeline": vars(timeline)},
         "events": events,
@@ -397,7 +438,7 @@ def main() -> int:
         "stale_check": stale,
     }
     report = chaos_markdown(result)
-    name = "chaos-quick" if args.quick else "chaos"
+    name = ("chaos-quick" if args.quick else "chaos") + ("-cluster" if args.cluster else "")
     (common.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (common.RESULTS / f"{name}.md").write_text(report)
     print(report)
@@ -415,7 +456,9 @@ def chaos_markdown(result: dict) -> str:
         f"Chaos run {result['date']} on {m['cpu']}, {m['cores']} cores"
         f"{' (QUICK: timeline x0.3)' if result['config']['quick'] else ''}: gunicorn"
         f" {result['config']['workers']} sync workers, {result['config']['readers']} reader and"
-        f" {result['config']['writers']} writer threads, Redis with AOF (appendfsync everysec).",
+        f" {result['config']['writers']} writer threads,"
+        f" {'a Redis Cluster (3 primaries + 3 replicas)' if result['config'].get('cluster') else 'Redis'}"
+        " with AOF (appendfsync everysec).",
         "",
         f"- Requests: {result['requests']}; 5xx: **{result['5xx']}**; client timeouts ({result['config']['client_timeout_s']} s):"
         f" **{result['timeouts']}**; connection errors: {result['connection_errors']}; statuses: {result['statuses']}",

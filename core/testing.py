@@ -156,14 +156,14 @@ class RedisClusterProcesses:
     create``). A short node timeout makes a killed primary's replica take over in a second or two;
     ``cluster-require-full-coverage no`` keeps the other slots served meanwhile (what a cache wants)."""
 
-    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+    def __init__(self, *extra_args: str, primaries: int = 3, replicas: int = 1) -> None:
         self.replicas = replicas
         self.servers = [
             RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
                         # A replica may take over however long its link was down; sync at once.
                         "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
-                        port=free_cluster_port())
+                        *extra_args, port=free_cluster_port())
             for _ in range(primaries * (1 + replicas))
         ]
 
