@@ -17,8 +17,8 @@ from .base import Charge, Checkout, Event, PaymentProvider, ProviderError, Signa
 HEADER = "Stripe-Signature"
 
 
-def to_minor(amount: Decimal) -> int:
-    return int((amount * 100).to_integral_value())
+def to_minor(amount: Decimal | str) -> int:
+    return int((Decimal(str(amount)) * 100).to_integral_value())
 
 
 def from_minor(value) -> Decimal | None:

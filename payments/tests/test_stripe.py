@@ -1,0 +1,204 @@
+"""Stripe, offline: webhook signatures checked by the SDK's own construct_event with a test
+secret; Stripe-shaped events drive the same flow; the SDK calls are stubbed (no network)."""
+
+import hashlib
+import hmac
+import json
+import time
+from types import SimpleNamespace
+
+import pytest
+import stripe
+
+from accounts.models import User
+from payments.models import Payment, PaymentEvent
+from payments.providers import signature_header, stripe_provider
+from payments.services import checkout_create, renewal_charge
+from subscriptions.models import Subscription
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "whsec_test_0123456789abcdef"
+
+
+def stripe_signature(payload: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
+    """What Stripe sends: t=<time>,v1=<hex HMAC-SHA256 of "<time>.<payload>"> (their documented scheme)."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+class FakeStripeClient:
+    """Stands in for stripe.StripeClient: records the calls, answers like the API would."""
+
+    calls: list = []
+    intent_status = "succeeded"
+    card_error: str | None = None
+
+    def __init__(self, api_key, **kwargs):
+        assert api_key == "sk_test_fake"
+        self.v1 = SimpleNamespace(
+            checkout=SimpleNamespace(sessions=SimpleNamespace(create=self._session)),
+            payment_intents=SimpleNamespace(create=self._intent),
+        )
+
+    def _session(self, params, options):
+        self.calls.append(("checkout", params, options))
+        return SimpleNamespace(id="cs_test_123", url="https://checkout.stripe.com/c/pay/cs_test_123")
+
+    def _intent(self, params, options):
+        self.calls.append(("intent", params, options))
+        if self.card_error:
+            raise stripe.CardError(self.card_error, param=None, code="card_declined")
+        return SimpleNamespace(id="pi_renewal_1", status=self.intent_status)
+
+
+@pytest.fixture
+def stripe_on(settings, monkeypatch):
+    settings.PAYMENT_PROVIDER = "stripe"
+    settings.STRIPE_SECRET_KEY = "sk_test_fake"
+    settings.STRIPE_WEBHOOK_SECRET = SECRET
+    FakeStripeClient.calls = []
+    FakeStripeClient.intent_status, FakeStripeClient.card_error = "succeeded", None
+    monkeypatch.setattr(stripe_provider.stripe, "StripeClient", FakeStripeClient)
+    return FakeStripeClient
+
+
+def stripe_event(type: str, obj: dict, event_id: str = "evt_1") -> bytes:
+    return json.dumps({"id": event_id, "object": "event", "type": type, "api_version": "2025-01-27",
+                       "created": int(time.time()), "data": {"object": obj}}).encode()
+
+
+def session_completed(payment, event_id="evt_cs"):
+    return stripe_event("checkout.session.completed", {
+        "id": "cs_test_123", "object": "checkout.session", "payment_status": "paid", "amount_total": 2999,
+        "currency": "usd", "customer": "cus_1", "payment_intent": "pi_1", "client_reference_id": str(payment.pk),
+        "metadata": {"payment_id": str(payment.pk)}}, event_id)
+
+
+@pytest.fixture
+def payment(stripe_on, user, plans):
+    return checkout_create(user_id=user.id, plan=plans["pro"], base_url="http://testserver/")
+
+
+def test_the_sdk_accepts_a_header_signed_the_way_stripe_signs():
+    payload = stripe_event("ping", {"id": "x"})
+    event = stripe.Webhook.construct_event(payload, stripe_signature(payload), SECRET)
+    assert event.id == "evt_1" and event.type == "ping"
+    # Our signer (used by the offline provider) is the same scheme: the SDK accepts it too.
+    assert stripe.Webhook.construct_event(payload, signature_header(payload, SECRET), SECRET).id == "evt_1"
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(payload, stripe_signature(payload, "whsec_other"), SECRET)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.Webhook.construct_event(payload, stripe_signature(payload, timestamp=int(time.time()) - 3600), SECRET)
+
+
+def test_checkout_creates_a_stripe_session_with_our_payment_id(payment, stripe_on):
+    kind, params, options = stripe_on.calls[0]
+    assert kind == "checkout" and options == {"idempotency_key": f"checkout-{payment.pk}"}
+    assert params["mode"] == "payment" and params["metadata"] == {"payment_id": str(payment.pk)}
+    assert params["line_items"][0]["price_data"]["unit_amount"] == 2999
+    assert params["payment_intent_data"]["setup_future_usage"] == "off_session"
+    assert payment.provider == "stripe" and payment.provider_ref == "cs_test_123"
+    assert payment.checkout_url == "https://checkout.stripe.com/c/pay/cs_test_123"
+
+
+def test_a_signed_stripe_event_activates_the_plan(payment, user, deliver, alice):
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    body = session_completed(payment)
+    response = deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "pro"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}
+    payment.refresh_from_db()
+    assert payment.provider_payment_ref == "pi_1" and payment.provider_customer == "cus_1"
+
+
+@pytest.mark.parametrize("header", [None, "", "t=1,v1=abc", "nonsense"])
+def test_missing_or_bad_stripe_signature_is_400(payment, user, deliver, header):
+    body = session_completed(payment)
+    response = deliver(body, {} if header is None else {"Stripe-Signature": header}, provider="stripe")
+    assert response.status_code == 400 and response.json()["code"] == "invalid_signature"
+    assert not PaymentEvent.objects.exists() and Subscription.objects.get(user=user).plan.code == "free"
+
+
+def test_without_a_webhook_secret_every_event_is_refused(payment, user, deliver, settings):
+    settings.STRIPE_WEBHOOK_SECRET = ""
+    body = session_completed(payment)
+    assert deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe").status_code == 400
+
+
+def test_offline_events_are_refused_while_stripe_is_in_use(payment, user, deliver, settings):
+    body = session_completed(payment)
+    headers = {"Offline-Signature": signature_header(body, settings.PAYMENT_OFFLINE_WEBHOOK_SECRET)}
+    assert deliver(body, headers, provider="offline").status_code == 404
+    assert not PaymentEvent.objects.exists()
+
+
+def test_the_payment_intent_event_saves_the_card_and_renewals_charge_it(payment, user, deliver, stripe_on):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    body = session_completed(payment)
+    deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    intent = stripe_event("payment_intent.succeeded", {
+        "id": "pi_1", "object": "payment_intent", "amount_received": 2999, "currency": "usd", "customer": "cus_1",
+        "payment_method": "pm_card_1", "metadata": {"payment_id": str(payment.pk)}}, "evt_pi")
+    assert deliver(intent, {"Stripe-Signature": stripe_signature(intent)}, provider="stripe").json()["outcome"] == "stale"
+    payment.refresh_from_db()
+    assert payment.provider_payment_method == "pm_card_1"
+
+    Subscription.objects.filter(user=user).update(current_period_end=timezone.now() - timedelta(minutes=1))
+    assert renewal_charge(user_id=user.id, now=timezone.now()) == "renewed"
+    kind, params, options = stripe_on.calls[-1]
+    assert kind == "intent" and params["customer"] == "cus_1" and params["payment_method"] == "pm_card_1"
+    assert params["off_session"] is True and params["amount"] == 2999
+    renewal = Payment.objects.get(kind="renewal")
+    assert options == {"idempotency_key": f"renewal-{renewal.pk}"} and renewal.provider_ref == "pi_renewal_1"
+    assert User.objects.get(pk=user.pk).coin_balance == 3030
+
+
+def test_a_declined_renewal_card_is_past_due(payment, user, deliver, stripe_on):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    body = session_completed(payment)
+    deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    Payment.objects.filter(pk=payment.pk).update(provider_payment_method="pm_1")
+    Subscription.objects.filter(user=user).update(current_period_end=timezone.now() - timedelta(minutes=1))
+    stripe_on.card_error = "Your card was declined."
+    assert renewal_charge(user_id=user.id, now=timezone.now()) == "failed"
+    assert Subscription.objects.get(user=user).status == "past_due"
+    assert Payment.objects.get(kind="renewal").failure_reason == "Your card was declined."
+
+
+def test_a_refund_event_is_matched_by_its_payment_intent(payment, user, deliver, alice):
+    body = session_completed(payment)
+    deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    refund = stripe_event("charge.refunded", {"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+                                              "amount_refunded": 2999, "currency": "usd"}, "evt_refund")
+    assert deliver(refund, {"Stripe-Signature": stripe_signature(refund)}, provider="stripe").json()["outcome"] == "applied"
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert alice.get("/api/subscription").json()["status"] == "expired"
+
+
+def test_an_unpaid_completed_session_waits_for_the_async_payment(payment, user, deliver):
+    body = stripe_event("checkout.session.completed", {
+        "id": "cs_test_123", "object": "checkout.session", "payment_status": "unpaid", "amount_total": 2999,
+        "currency": "usd", "metadata": {"payment_id": str(payment.pk)}})
+    assert deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe").json()["outcome"] == "ignored"
+    assert Subscription.objects.get(user=user).plan.code == "free"
+    later = stripe_event("checkout.session.async_payment_succeeded", {
+        "id": "cs_test_123", "object": "checkout.session", "payment_status": "paid", "amount_total": 2999,
+        "currency": "usd", "metadata": {"payment_id": str(payment.pk)}}, "evt_async")
+    assert deliver(later, {"Stripe-Signature": stripe_signature(later)}, provider="stripe").json()["outcome"] == "applied"
+    assert Subscription.objects.get(user=user).plan.code == "pro"
+
+
+def test_checkout_without_an_api_key_is_503(stripe_on, alice, settings, user):
+    settings.STRIPE_SECRET_KEY = ""
+    response = alice.post("/api/subscription", {"plan": "pro"}, format="json")
+    assert response.status_code == 503
+    assert Subscription.objects.get(user=user).plan.code == "free"
