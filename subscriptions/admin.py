@@ -17,3 +17,5 @@ class SubscriptionAdmin(admin.ModelAdmin):
     search_fields = ("user__email",)
     list_select_related = ("user", "plan")
     raw_id_fields = ("user",)
+    # A plan is paid for or granted with a reason (Payments > Plan grants), never edited in here.
+    readonly_fields = ("plan", "next_plan", "status", "current_period_start", "current_period_end")

@@ -68,3 +68,14 @@ def test_a_grant_without_a_reason_is_refused(staff, user):
     assert response.status_code == 200  # the form again, with the error
     assert not PlanGrant.objects.exists()
     assert User.objects.get(pk=user.pk).coin_balance == 30
+
+
+def test_the_subscription_page_cannot_hand_out_a_plan(staff, user):
+    from core.tests.test_invalidation import admin_form
+    from subscriptions.models import Plan, Subscription
+
+    url = f"/admin/subscriptions/subscription/{Subscription.objects.get(user=user).pk}/change/"
+    data = admin_form(staff, url)
+    data.update(plan=Plan.objects.get(code="pro").pk)
+    assert staff.post(url, data).status_code == 302  # saved: only what may be edited
+    assert Subscription.objects.get(user=user).plan.code == "free"
