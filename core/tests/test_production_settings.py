@@ -39,3 +39,11 @@ def test_weak_secret_key_is_flagged_by_check_deploy():
     result = manage("check", "--deploy", "--fail-level", "WARNING", SECRET_KEY="short")
     assert result.returncode != 0
     assert "security.W009" in result.stdout + result.stderr
+
+
+def test_refuses_the_offline_payment_provider_unless_allowed():
+    # With the offline provider anyone holding a checkout URL "pays": never by accident in production.
+    key = secrets.token_urlsafe(64)
+    refused = manage("check", SECRET_KEY=key, PAYMENT_PROVIDER="offline")
+    assert refused.returncode != 0 and "PAYMENT_PROVIDER=offline" in refused.stderr
+    assert manage("check", SECRET_KEY=key, PAYMENT_PROVIDER="offline", PAYMENT_OFFLINE_ALLOWED="true").returncode == 0
