@@ -146,6 +146,20 @@ def throttle_rates(monkeypatch):
 
 
 @pytest.fixture
+def staff(plans):
+    """Django's test client logged in as a superuser (``staff.admin``), for admin pages."""
+    from django.test import Client
+
+    from accounts.models import User
+
+    admin = User.objects.create_superuser("root@example.com", "admin-password-123")
+    client = Client()
+    client.force_login(admin)
+    client.admin = admin
+    return client
+
+
+@pytest.fixture
 def api() -> APIClient:
     return APIClient()
 

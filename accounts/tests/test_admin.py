@@ -8,14 +8,6 @@ from accounts.models import CoinLedgerEntry, User
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def staff(plans) -> Client:
-    admin = User.objects.create_superuser("root@example.com", "admin-password-123")
-    client = Client()
-    client.force_login(admin)
-    return client
-
-
 @pytest.mark.parametrize("model", ["accounts/user", "accounts/coinledgerentry", "subscriptions/plan",
                                    "subscriptions/subscription", "characters/character",
                                    "generation/generationsettings", "generation/generation", "chat/chatsession"])

@@ -1,22 +1,12 @@
 """Admin: payments and events are read-only and searchable; staff grant a plan with a reason."""
 
 import pytest
-from django.test import Client
 
 from accounts.models import User
 from payments.models import Payment, PaymentEvent, PlanGrant
 from payments.testing import plan_pay
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def staff(plans):
-    admin = User.objects.create_superuser("root@example.com", "admin-password-123")
-    client = Client()
-    client.force_login(admin)
-    client.admin = admin
-    return client
 
 
 @pytest.fixture
