@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
-BIND   ?= 127.0.0.1:8000
+# make run BIND=host:port overrides GUNICORN_BIND (environment or .env; default 127.0.0.1:8000).
+BIND   ?=
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
 .PHONY: run test test-quick lint bench bench-quick chaos chaos-quick chaos-cluster chaos-cluster-quick bench-deps install install-dev clean
@@ -20,6 +21,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The address gunicorn will bind, as config/gunicorn.conf.py works it out (for the curl line).
+ADDR = $(or $(BIND),$(shell $(PY) -c "import runpy; print(runpy.run_path('config/gunicorn.conf.py')['bind'])" 2>/dev/null),127.0.0.1:8000)
+
 run: install
 	mkdir -p var
 	$(PY) manage.py migrate --noinput -v0
@@ -27,9 +31,9 @@ run: install
 	$(PY) manage.py load_demo_data
 	@echo
 	@echo "Ready. Try:"
-	@echo "  curl -s http://$(BIND)/api/characters -H \"Authorization: Bearer \$$(curl -s -X POST http://$(BIND)/api/auth/token -H 'Content-Type: application/json' -d '{\"email\":\"demo@example.com\",\"password\":\"demo-password-123\"}' | $(PY) -c 'import json,sys; print(json.load(sys.stdin)[\"access\"])')\""
+	@echo "  curl -s http://$(ADDR)/api/characters -H \"Authorization: Bearer \$$(curl -s -X POST http://$(ADDR)/api/auth/token -H 'Content-Type: application/json' -d '{\"email\":\"demo@example.com\",\"password\":\"demo-password-123\"}' | $(abspath $(PY)) -c 'import json,sys; print(json.load(sys.stdin)[\"access\"])')\""
 	@echo
-	$(VENV)/bin/gunicorn config.wsgi:application -c config/gunicorn.conf.py --bind $(BIND) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
+	$(VENV)/bin/gunicorn config.wsgi:application -c config/gunicorn.conf.py $(if $(BIND),--bind $(BIND)) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
 
 # In parallel (pytest-xdist): each worker has its own test database and redis-server.
 TEST_WORKERS ?= auto

@@ -1,20 +1,59 @@
-"""gunicorn settings; every value can be overridden from the environment."""
+"""gunicorn settings, from the environment or the project's .env (as Django reads them).
+
+The master reads this file before any worker imports the app, so what it puts into os.environ here
+(the .env values, the metrics directory) every worker inherits.
+"""
 
 import os
+from pathlib import Path
 
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    env.read_env(BASE_DIR / ".env", overwrite=False)  # the real environment wins, as in Django's settings
+
+bind = env("GUNICORN_BIND", default="127.0.0.1:8000")
+workers = env.int("GUNICORN_WORKERS", default=2)
 worker_class = "sync"
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = env.int("GUNICORN_TIMEOUT", default=30)
+graceful_timeout = env.int("GUNICORN_GRACEFUL_TIMEOUT", default=30)
 keepalive = 5
-accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+accesslog = env("GUNICORN_ACCESSLOG", default="") or None
 errorlog = "-"
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests = env.int("GUNICORN_MAX_REQUESTS", default=0)
+# gunicorn 27's control socket (gunicornc) defaults to one path per user home: a second instance on
+# the host would take over the first one's. One per checkout instead.
+control_socket = env("GUNICORN_CONTROL_SOCKET", default=str(VAR_DIR / "gunicorn.ctl"))
+
+# Every worker writes its metrics here and /metrics sums them: without it each scrape would see the
+# one worker that answered. Must be set before a worker imports prometheus_client.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
+
+
+def _reset_metrics_dir() -> None:
+    """Files of a previous run would be summed in: start from an empty directory (only the metrics
+    files go, in case the directory was pointed at a shared one)."""
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def on_starting(server):
+    _reset_metrics_dir()
+
+
+def on_exit(server):
+    # No worker is left: cache_stats must not go on summing their counters.
+    _reset_metrics_dir()
 
 
 def child_exit(server, worker):
-    # Prometheus multiprocess mode: drop the gauges of a worker that is gone.
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+    # Drop the live gauges (cache_breaker_open) of a worker that is gone; its counters stay summed.
+    from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)

@@ -51,6 +51,8 @@ api = [
         name="chat-messages",
     ),
     path("health", core.HealthApi.as_view(), name="health"),
+    path("health/live", core.LivenessApi.as_view(), name="health-live"),
+    path("health/ready", core.HealthApi.as_view(), name="health-ready"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

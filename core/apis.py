@@ -4,12 +4,13 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import metrics
 from core.cache.client import redis_client
 from core.cache.health import HEALTH
 
@@ -58,6 +59,11 @@ class HealthApi(APIView):
         database = _probe(_db_check)
         cache = _probe(_cache_check)
         ok = database["status"] == "up"
+        if ok and cache["status"] == "up":
+            # Both answer: close the breaker now (ready() applies recorded invalidations first), so
+            # the state reported is this moment's. A worker that serves only health checks would
+            # otherwise say "open" until its next cached read.
+            HEALTH.ready()
         body = {
             "status": ("ok" if cache["status"] == "up" else "degraded") if ok else "down",
             "database": database,
@@ -65,6 +71,19 @@ class HealthApi(APIView):
             "cache_breaker": HEALTH.state,
         }
         return Response(body, status=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+
+class LivenessApi(APIView):
+    """Is this process serving requests? Touches neither the database nor Redis: an orchestrator
+    restarts what fails this, and a database outage is not cured by restarting every instance.
+    Readiness (may this instance get traffic?) is /api/health/ready, the same as /api/health."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(auth=[], responses={200: inline_serializer("Liveness", {"status": serializers.CharField()})})
+    def get(self, request):
+        return Response({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
 
 def metrics_view(request):
@@ -78,15 +97,7 @@ def metrics_view(request):
     )
     if not authorised:
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
-    import os
-
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        data = generate_latest(registry)
-    else:
-        data = generate_latest()
-    return HttpResponse(data, content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
 
 
 def json_not_found(request, exception=None):

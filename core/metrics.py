@@ -1,6 +1,10 @@
-"""Prometheus metrics. Under gunicorn set PROMETHEUS_MULTIPROC_DIR so every worker reports."""
+"""Prometheus metrics. Under gunicorn every worker writes them into PROMETHEUS_MULTIPROC_DIR
+(config/gunicorn.conf.py sets it) and a scrape sums them; manage.py commands count in their own
+process and only read that directory (as METRICS_WORKERS_DIR, see manage.py)."""
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 cache_requests = Counter(
     "cache_requests_total", "Cached reads by key family and result (hit, miss, bypass, error).",
@@ -11,7 +15,8 @@ cache_invalidations = Counter(
     ["family", "result"],
 )
 cache_errors = Counter("cache_errors_total", "Redis failures that the app ignored.", ["operation"])
-breaker_open = Gauge("cache_breaker_open", "1 while this process skips Redis.", multiprocess_mode="max")
+# "livemax": a worker that died (mark_process_dead in gunicorn's child_exit) no longer counts.
+breaker_open = Gauge("cache_breaker_open", "1 while some process skips Redis.", multiprocess_mode="livemax")
 request_latency = Histogram(
     "http_request_duration_seconds", "Request latency by method and status class.",
     ["method", "status"],
@@ -29,3 +34,18 @@ class FamilyCounters:
             setattr(self, result, cache_requests.labels(family=family, result=result))
         self.deleted = cache_invalidations.labels(family=family, result="deleted")
         self.deferred = cache_invalidations.labels(family=family, result="deferred")
+
+
+def workers_dir() -> str | None:
+    """The directory the gunicorn workers write their metrics to, if there is one."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("METRICS_WORKERS_DIR") or None
+
+
+def registry():
+    """What a scrape or cache_stats reads: every worker's metrics summed, or this process's own."""
+    path = workers_dir()
+    if path is None:
+        return REGISTRY
+    summed = CollectorRegistry()
+    multiprocess.MultiProcessCollector(summed, path=path)
+    return summed

@@ -70,6 +70,43 @@ def test_health_with_the_database_down_is_503(api, monkeypatch):
     assert body["cache"]["status"] == "up"
 
 
+def test_health_says_the_breaker_is_closed_as_soon_as_redis_answers_again(api):
+    """A worker whose breaker opened during an outage and that served no cached read since must
+    not go on reporting "open" once Redis is back."""
+    from core.cache.health import HEALTH
+
+    HEALTH.failure(ConnectionError("outage"), "get")
+    HEALTH.open_until = 0.0  # the cooldown is over; Redis is up again
+    body = api.get("/api/health").json()
+    assert body["cache_breaker"] == "closed"
+    assert body["status"] == "ok" and body["cache"]["status"] == "up"
+
+
+def test_liveness_never_touches_the_database_or_redis(api, monkeypatch, redis_server):
+    from django.db import connection
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(connection, "cursor", refuse)
+    redis_server.stop()
+    try:
+        response = api.get("/api/health/live")
+    finally:
+        redis_server.start()
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response["Cache-Control"] == "no-store"
+    # Readiness is the full check: no database, no traffic.
+    assert api.get("/api/health/ready").status_code == 503
+
+
+def test_readiness_is_the_health_check(api):
+    ready = api.get("/api/health/ready")
+    assert ready.status_code == 200
+    assert ready.json().keys() == api.get("/api/health").json().keys()
+
+
 # --- metrics ------------------------------------------------------------------------------
 
 

@@ -50,3 +50,21 @@ def test_make_lint_checks_that_migrations_are_in_step_with_the_models():
 def test_no_model_change_is_missing_its_migration():
     # SystemExit(1) when a model differs from its migrations.
     call_command("makemigrations", "--check", "--dry-run", stdout=StringIO())
+
+
+def test_make_run_leaves_the_address_to_the_gunicorn_config_and_prints_a_usable_curl_line():
+    import os
+    import subprocess
+
+    env = {**os.environ, "GUNICORN_BIND": "127.0.0.1:9137"}
+    env.pop("BIND", None)
+    out = subprocess.run(["make", "-n", "run"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    gunicorn = next(line for line in out.splitlines() if "gunicorn config.wsgi" in line)
+    assert "--bind" not in gunicorn  # GUNICORN_BIND (environment or .env) decides
+    curl = next(line for line in out.splitlines() if "curl -s http://" in line)
+    assert "http://127.0.0.1:9137/api/characters" in curl
+    python = re.search(r"\| (\S+) -c ", curl).group(1)
+    assert Path(python).is_absolute(), python  # works from any directory
+    out = subprocess.run(["make", "-n", "run", "BIND=127.0.0.1:9138"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert "--bind 127.0.0.1:9138" in out and "http://127.0.0.1:9138/api/characters" in out

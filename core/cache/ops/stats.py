@@ -3,11 +3,12 @@ and the app's own counters."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
 import redis
+
+from core import metrics
 
 from ..client import namespace, redis_client
 from ..cluster import node_healths
@@ -98,16 +99,6 @@ def cluster_totals(nodes: dict[str, dict]) -> dict:
     return out
 
 
-def _prometheus_registry():
-    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
-
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return registry
-    return REGISTRY
-
-
 def app_counters() -> dict:
     """The app's own counters (core.metrics), per family: hit/miss/bypass/error reads and
     deleted/deferred invalidations, plus Redis errors per operation. With PROMETHEUS_MULTIPROC_DIR
@@ -116,7 +107,7 @@ def app_counters() -> dict:
         name: {"hit": 0, "miss": 0, "bypass": 0, "error": 0, "deleted": 0, "deferred": 0} for name in FAMILIES
     }
     errors: dict[str, float] = {}
-    for metric in _prometheus_registry().collect():
+    for metric in metrics.registry().collect():
         for sample in metric.samples:
             if sample.name == "cache_requests_total" or sample.name == "cache_invalidations_total":
                 row = families.setdefault(sample.labels.get("family", "?"), {})
@@ -129,7 +120,7 @@ def app_counters() -> dict:
         reads = row.get("hit", 0) + row.get("miss", 0)
         row["hit_ratio"] = round(row.get("hit", 0) / reads, 4) if reads else None
     return {"families": families, "errors": errors,
-            "multiprocess": bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))}
+            "multiprocess": metrics.workers_dir() is not None}
 
 
 def stats(*, sample: int = 200, client: redis.Redis | None = None) -> dict:
