@@ -76,6 +76,8 @@ class App:
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
+            # Its own control socket: never take over the one of a `make run` in this checkout.
+            "GUNICORN_CONTROL_SOCKET": os.path.join(self.metrics_dir, "gunicorn.ctl"),
             "GUNICORN_WORKERS": str(workers),
             "GUNICORN_ACCESSLOG": "",
             **(extra_env or {}),
