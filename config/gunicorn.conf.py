@@ -31,7 +31,7 @@ control_socket = env("GUNICORN_CONTROL_SOCKET", default=str(VAR_DIR / "gunicorn.
 
 # Every worker writes its metrics here and /metrics sums them: without it each scrape would see the
 # one worker that answered. Must be set before a worker imports prometheus_client.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = env("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
 
 
 def _reset_metrics_dir() -> None:
