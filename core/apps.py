@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core.signals import request_finished
 
 
 class CoreConfig(AppConfig):
@@ -7,3 +8,7 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from core.cache import readahead  # noqa: F401  (registers the cache_reads system check)
+
+        from . import request_id
+
+        request_finished.connect(request_id.clear, dispatch_uid="core_request_id_clear")

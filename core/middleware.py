@@ -1,6 +1,8 @@
 import time
 
-from core import metrics
+from django.conf import settings
+
+from core import metrics, request_id
 
 
 class MetricsMiddleware:
@@ -29,4 +31,23 @@ class PrivateByDefaultMiddleware:
         response = self.get_response(request)
         if "HTTP_AUTHORIZATION" in request.META and not response.has_header("Cache-Control"):
             response["Cache-Control"] = "private, no-cache"
+        return response
+
+
+class RequestIdMiddleware:
+    """Every request gets an ID: the one a trusted proxy sent in ``REQUEST_ID_HEADER`` (when
+    ``REQUEST_ID_TRUST_INCOMING``), else a new one. It is in every log line written while the request
+    is served and in the response's header of the same name."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.header = settings.REQUEST_ID_HEADER
+        self.meta_key = "HTTP_" + self.header.upper().replace("-", "_")
+
+    def __call__(self, request):
+        incoming = request.META.get(self.meta_key) if settings.REQUEST_ID_TRUST_INCOMING else None
+        request.request_id = request_id.choose(incoming)
+        request_id.current.set(request.request_id)  # cleared on request_finished (core.apps)
+        response = self.get_response(request)
+        response[self.header] = request.request_id
         return response

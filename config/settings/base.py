@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "axes",
@@ -39,6 +40,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.middleware.RequestIdMiddleware",  # first: every later log line carries the request's ID
+    "corsheaders.middleware.CorsMiddleware",  # before anything that may answer (preflight requests)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin's static files under gunicorn
     "core.middleware.MetricsMiddleware",
@@ -221,6 +224,17 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"ImageSize": "generation.models.SIZES"},
 }
 
+# Request IDs: returned in this response header, and accepted from it when the request comes
+# through a proxy that sets it (nginx's $request_id); otherwise generated.
+REQUEST_ID_HEADER = env("REQUEST_ID_HEADER", default="X-Request-ID")
+REQUEST_ID_TRUST_INCOMING = env.bool("REQUEST_ID_TRUST_INCOMING", default=True)
+
+# CORS, for a browser front end on another origin: off unless origins are listed
+# (e.g. https://app.example.com). Only the API; tokens travel in a header, so no credentials.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_EXPOSE_HEADERS = ["ETag", REQUEST_ID_HEADER]
+
 # --- Domain ----------------------------------------------------------------------------------
 GENERATION_BACKEND = env("GENERATION_BACKEND", default="generation.backends.PlaceholderBackend")
 CHAT_RESPONDER = env("CHAT_RESPONDER", default="chat.responders.PersonaResponder")
@@ -246,10 +260,22 @@ PAYMENT_CANCEL_URL = env("PAYMENT_CANCEL_URL", default="http://localhost:8000/?c
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "core.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        # One JSON object per line, for log shippers.
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "format": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # Django's default logging gives "django" a console handler of its own (active with DEBUG); its
+    # records also reach the root handler, so every django.request line came out twice.
+    "loggers": {"django": {"handlers": [], "propagate": True}},
 }
