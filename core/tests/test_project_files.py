@@ -68,3 +68,18 @@ def test_make_run_leaves_the_address_to_the_gunicorn_config_and_prints_a_usable_
     out = subprocess.run(["make", "-n", "run", "BIND=127.0.0.1:9138"], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout
     assert "--bind 127.0.0.1:9138" in out and "http://127.0.0.1:9138/api/characters" in out
+
+
+def test_the_readme_says_how_to_get_an_admin_and_that_a_postgresql_database_must_exist():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start"):readme.index("## What it is")]
+    assert "manage.py createsuperuser --email" in quick_start
+    assert "CREATE DATABASE" in quick_start and "createdb" in quick_start
+
+
+@pytest.mark.django_db
+def test_the_documented_createsuperuser_gives_an_admin_who_can_log_in(client, monkeypatch):
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "admin-password-123")
+    call_command("createsuperuser", "--email", "admin@example.com", "--noinput", stdout=StringIO())
+    assert client.login(username="admin@example.com", password="admin-password-123")
+    assert client.get("/admin/").status_code == 200
