@@ -1,5 +1,6 @@
 # The web service of docker-compose.yml: gunicorn serving the Django app on 0.0.0.0:8000.
-FROM python:3.11-slim
+# An exact tag: a rebuild months later gets the same Python and Debian release.
+FROM python:3.11.10-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -10,9 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first: the layer is reused until requirements.txt changes.
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# Dependencies first: the layer is reused until the lock changes. requirements.lock pins every
+# package, transitive ones included, with its hashes (`make lock` regenerates it from requirements.txt).
+COPY requirements.lock .
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 COPY . .
 
@@ -25,6 +27,6 @@ USER app
 
 EXPOSE 8000
 
-# Migrations on every start (idempotent), a fresh Prometheus directory (stale worker files would
-# be summed in), then gunicorn replaces the shell so it receives SIGTERM from `docker stop`.
-CMD ["sh", "-c", "python manage.py migrate --noinput && rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn config.wsgi:application -c config/gunicorn.conf.py"]
+# Migrations on every start (idempotent), then gunicorn replaces the shell so it receives SIGTERM
+# from `docker stop`. gunicorn's config empties PROMETHEUS_MULTIPROC_DIR as it starts.
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn config.wsgi:application -c config/gunicorn.conf.py"]

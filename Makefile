@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BIND   ?=
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test test-quick lint bench bench-quick chaos chaos-quick chaos-cluster chaos-cluster-quick bench-deps install install-dev clean
+.PHONY: run test test-quick lint lock bench bench-quick chaos chaos-quick chaos-cluster chaos-cluster-quick bench-deps install install-dev clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test: install-dev
 
 test-quick: install-dev
 	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow"
+
+# requirements.lock: every runtime package, transitive ones included, with hashes (the Dockerfile
+# installs it with --require-hashes). Run after changing requirements.txt.
+lock: install-dev
+	CUSTOM_COMPILE_COMMAND='make lock' $(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links --output-file requirements.lock requirements.txt
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
