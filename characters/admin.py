@@ -1,8 +1,11 @@
+import redis
 from django.contrib import admin, messages
 from django.db import models
 
+from core.cache.ops.warm import warm
+
 from . import services
-from .cache import invalidate_characters
+from .cache import CHARACTER, CHARACTERS_LIST, invalidate_characters
 from .models import Character
 
 
@@ -28,8 +31,23 @@ class CharacterAdmin(admin.ModelAdmin):
         count = services.characters_set_active(names=list(queryset.values_list("name", flat=True)), active=False)
         self.message_user(request, f"{count} deactivated.", messages.SUCCESS)
 
-    @admin.action(description="Refresh cache of selected characters")
+    @admin.action(description="Rebuild cache of selected characters (and the list)")
     def refresh_cache(self, request, queryset):
-        names = list(queryset.values_list("name", flat=True))
-        invalidate_characters(names=names)
-        self.message_user(request, f"Cache refreshed for {len(names)} character(s) and the list.", messages.SUCCESS)
+        names = sorted(queryset.values_list("name", flat=True))
+        invalidate_characters(names=names)  # outside a transaction here: the keys are gone at once
+        targets = [(CHARACTERS_LIST, {}), *((CHARACTER, {"name": name}) for name in names)]
+        try:
+            result = warm(targets)  # rebuilt from the database through the normal read path
+        except redis.RedisError as exc:
+            self.message_user(request, f"Cache of {len(names)} character(s) and the list invalidated, but not "
+                                       f"rebuilt: Redis is unreachable ({exc}). The next reads rebuild it.",
+                              messages.WARNING)
+            return
+        inactive = result.skipped.get(CHARACTER.name, 0)
+        self.message_user(
+            request,
+            f"Rebuilt {result.total_written} cache key(s) from the database: characters:list and "
+            f"{len(names) - inactive} of {len(names)} character(s)"
+            + (f"; {inactive} inactive, so not cached" if inactive else "") + ".",
+            messages.SUCCESS,
+        )

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.test import Client
 
@@ -16,19 +18,37 @@ def admin_client_(characters):
     return client
 
 
-def test_refresh_cache_action_deletes_the_selected_characters_and_the_list(admin_client_, characters, alice, redis_raw):
+def test_refresh_cache_action_rebuilds_the_selected_characters_and_the_list(admin_client_, characters, alice,
+                                                                            redis_raw):
+    from characters.models import Character
+
     for name in ("luna", "rex"):
         assert alice.get(f"/api/characters/{name}").status_code == 200
     assert alice.get("/api/characters").status_code == 200
-    assert redis_raw.exists("character:luna", "character:rex", "characters:list") == 3
+    # Edited behind the cache's back (update() sends no signal): the cached values are stale.
+    Character.objects.filter(name__in=["luna", "rex"]).update(greeting="Edited in SQL.")
+    rex_before = redis_raw.get("character:rex")
 
     response = admin_client_.post(CHANGELIST, {"action": "refresh_cache", "_selected_action": [characters["luna"].pk]})
     assert response.status_code == 302
-    assert not redis_raw.exists("character:luna")
-    assert not redis_raw.exists("characters:list")
-    assert redis_raw.exists("character:rex")  # not selected
+    # Rebuilt at once from the database, not merely deleted.
+    assert json.loads(redis_raw.get("character:luna"))["data"]["greeting"] == "Edited in SQL."
+    listed = json.loads(redis_raw.get("characters:list"))["data"]
+    assert next(c for c in listed if c["name"] == "luna")["greeting"] == "Edited in SQL."
+    assert redis_raw.get("character:rex") == rex_before  # not selected
     messages = admin_client_.get(CHANGELIST).content.decode()
-    assert "Cache refreshed for 1 character(s)" in messages
+    assert "Rebuilt 2 cache key(s) from the database: characters:list and 1 of 1 character(s)." in messages
+
+
+def test_refresh_cache_action_says_what_it_did_with_an_inactive_character(admin_client_, characters, redis_raw):
+    nyx = characters["nyx"]
+    nyx.is_active = False
+    nyx.save()
+    selected = [characters["luna"].pk, nyx.pk]
+    assert admin_client_.post(CHANGELIST, {"action": "refresh_cache", "_selected_action": selected}).status_code == 302
+    assert redis_raw.exists("character:luna", "characters:list") == 2 and not redis_raw.exists("character:nyx")
+    messages = admin_client_.get(CHANGELIST).content.decode()
+    assert "1 of 2 character(s); 1 inactive, so not cached." in messages
 
 
 def test_an_admin_edit_is_visible_on_the_api_at_once(admin_client_, characters, alice):
