@@ -112,6 +112,27 @@ def coins_apply(
         )
 
 
+ADMIN_COIN_KINDS = {
+    # kind: (ledger reason, sign of the amount)
+    "grant": (CoinLedgerEntry.Reason.GRANT, 1),
+    "refund": (CoinLedgerEntry.Reason.REFUND, 1),
+    "deduct": (CoinLedgerEntry.Reason.ADJUSTMENT, -1),
+}
+
+
+def coins_admin_adjust(*, user_id: int, kind: str, amount: int, note: str, staff_email: str) -> CoinLedgerEntry:
+    """A staff member grants, refunds or deducts coins: one ledger entry whose reference records
+    who did it and why. A deduction larger than the balance raises PaymentRequired (the balance
+    never goes below zero)."""
+    reason, sign = ADMIN_COIN_KINDS[kind]
+    if amount <= 0:
+        raise exceptions.ValidationError({"amount": ["Give a positive number of coins."]})
+    note = note.strip()
+    if not note:
+        raise exceptions.ValidationError({"note": ["Say why."]})
+    return coins_apply(user_id=user_id, amount=sign * amount, reason=reason, reference=f"admin {staff_email}: {note}")
+
+
 def _balance_add(*, user_id: int, amount: int) -> int | None:
     """The balance after adding ``amount``, or None (and nothing changed) if it would go negative."""
     quote = connection.ops.quote_name

@@ -82,3 +82,58 @@ def test_character_edit_in_admin_reaches_the_api(staff, alice, characters):
     assert response.status_code == 302, response.content[:2000]
     assert alice.get("/api/characters/luna").json()["display_name"] == "Luna Prime"
     assert "Luna Prime" in [c["display_name"] for c in alice.get("/api/characters").json()]
+
+
+USERS = "/admin/accounts/user/"
+
+
+def adjust(staff, users, **form):
+    return staff.post(USERS, {"action": "adjust_coins", "_selected_action": [u.pk for u in users], "apply": "1",
+                              **form})
+
+
+def test_coin_action_asks_for_amount_and_reason_first(staff, make_user):
+    bob = make_user("bob@example.com", coins=5)
+    before = CoinLedgerEntry.objects.count()
+    page = staff.post(USERS, {"action": "adjust_coins", "_selected_action": [bob.pk]})
+    assert page.status_code == 200
+    assert b"bob@example.com: 5 coin(s)" in page.content and b'name="note"' in page.content
+    assert CoinLedgerEntry.objects.count() == before
+
+
+def test_coin_grant_writes_a_ledger_entry_with_the_reason_and_refreshes_the_cached_balance(staff, make_user,
+                                                                                           client_for):
+    bob, carol = make_user("bob@example.com", coins=5), make_user("carol@example.com", coins=0)
+    bob_api = client_for(bob)
+    assert bob_api.get("/api/me/coins").json() == {"balance": 5}  # cached
+    response = adjust(staff, [bob, carol], kind="grant", amount="40", note="outage on 27 Nov")
+    assert response.status_code == 302
+    for user, balance in ((bob, 45), (carol, 40)):
+        entry = CoinLedgerEntry.objects.filter(user=user).first()  # newest first
+        assert (entry.amount, entry.reason, entry.balance_after) == (40, "grant", balance)
+        assert entry.reference == "admin root@example.com: outage on 27 Nov"
+    assert bob_api.get("/api/me/coins").json() == {"balance": 45}
+    assert "Grant of 40 coin(s) recorded for 2 user(s)." in staff.get(USERS).content.decode()
+
+
+def test_coin_refund_and_a_deduction_that_would_go_below_zero(staff, make_user):
+    bob, carol = make_user("bob@example.com", coins=5), make_user("carol@example.com", coins=50)
+    assert adjust(staff, [bob], kind="refund", amount="3", note="failed generation").status_code == 302
+    assert CoinLedgerEntry.objects.filter(user=bob).first().reason == "refund"
+    assert adjust(staff, [bob, carol], kind="deduct", amount="20", note="double grant").status_code == 302
+    assert User.objects.get(pk=bob.pk).coin_balance == 8  # refused: never below zero
+    assert User.objects.get(pk=carol.pk).coin_balance == 30
+    entry = CoinLedgerEntry.objects.filter(user=carol).first()
+    assert (entry.amount, entry.reason) == (-20, "adjustment")
+    page = staff.get(USERS).content.decode()
+    assert "Not deducted" in page and "bob@example.com" in page
+
+
+def test_coin_action_without_a_reason_writes_nothing(staff, make_user):
+    bob = make_user("bob@example.com", coins=5)
+    before = CoinLedgerEntry.objects.count()
+    page = adjust(staff, [bob], kind="grant", amount="10", note="")
+    assert page.status_code == 200 and b"This field is required" in page.content
+    assert adjust(staff, [bob], kind="grant", amount="-10", note="x").status_code == 200
+    assert CoinLedgerEntry.objects.count() == before
+    assert User.objects.get(pk=bob.pk).coin_balance == 5
