@@ -59,3 +59,37 @@ def test_the_page_reports_an_unreachable_redis(staff_client, redis_server):
         redis_server.start()
     assert response.status_code == 200
     assert "Redis is unreachable" in response.content.decode()
+
+
+def test_the_page_says_the_keyspace_hit_ratio_is_the_whole_servers(staff_client, redis_raw):
+    page = staff_client.get(URL).content.decode()
+    assert "The whole Redis server since it started" in page
+    assert "The eviction policy is <code>noeviction</code>" not in page  # the test Redis has no memory limit
+
+
+def test_the_page_warns_about_noeviction(staff_client, redis_raw):
+    before = redis_raw.config_get("maxmemory*")
+    redis_raw.config_set("maxmemory-policy", "noeviction")
+    redis_raw.config_set("maxmemory", "512mb")
+    try:
+        page = staff_client.get(URL).content.decode()
+    finally:
+        redis_raw.config_set("maxmemory-policy", before["maxmemory-policy"])
+        redis_raw.config_set("maxmemory", before["maxmemory"])
+    assert "The eviction policy is <code>noeviction</code>" in page
+    assert "use allkeys-lru" in page
+
+
+def test_the_page_charts_hit_ratio_and_memory_per_family(staff_client, alice, characters):
+    for _ in range(3):
+        alice.get("/api/characters/luna")  # a miss, then hits
+    alice.get("/api/characters")
+    response = staff_client.get(URL)
+    rows = {row["name"]: row for row in response.context["chart"]}
+    assert set(rows) == set(response.context["stats"]["families"])
+    assert 0 < rows["character"]["hit_pct"] < 100
+    assert max(row["memory_pct"] for row in rows.values()) == 100  # the largest family is the full bar
+    assert rows["characters:list"]["memory_pct"] > 0
+    assert rows["chat:history"]["hit_pct"] is None  # never read: no bar
+    page = response.content.decode()
+    assert "At a glance: per family" in page and f'aria-label="hit ratio {rows["character"]["hit_pct"]}%"' in page

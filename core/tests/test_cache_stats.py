@@ -110,3 +110,18 @@ def test_stats_fails_loudly_when_redis_is_down(redis_server):
             call_command("cache_stats", stdout=StringIO())
     finally:
         redis_server.start()
+
+
+def test_stats_warn_about_noeviction_and_say_whose_hit_ratio_it_is(redis_raw):
+    before = redis_raw.config_get("maxmemory*")
+    redis_raw.config_set("maxmemory-policy", "noeviction")
+    redis_raw.config_set("maxmemory", "512mb")
+    try:
+        out = StringIO()
+        call_command("cache_stats", stdout=out)
+    finally:
+        redis_raw.config_set("maxmemory-policy", before["maxmemory-policy"])
+        redis_raw.config_set("maxmemory", before["maxmemory"])
+    text = out.getvalue()
+    assert "policy noeviction: at the memory limit Redis refuses writes" in text
+    assert "(the whole server, all clients; the app's own per family below)" in text

@@ -143,3 +143,8 @@ def stats(*, sample: int = 200, client: redis.Redis | None = None) -> dict:
         "pending_invalidations": PendingInvalidation.objects.count(),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def noeviction_with_a_limit(info: dict) -> bool:
+    """At the memory limit such a Redis refuses writes: every cache fill fails (the guide's warning)."""
+    return info.get("maxmemory_policy") == "noeviction" and bool(info.get("maxmemory"))

@@ -5,7 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from core.cache.client import CACHE_ERRORS
-from core.cache.ops.stats import stats
+from core.cache.ops.stats import noeviction_with_a_limit, stats
 
 
 def _fmt_bytes(value) -> str:
@@ -53,8 +53,12 @@ class Command(BaseCommand):
         w(f"redis {r['redis_version']}, up {r['uptime_in_seconds']} s, {r['db_keys']} keys in {where}")
         w(f"memory      {r['used_memory_human']} used of {r['maxmemory_human'] if r['maxmemory'] else 'no limit'}"
           f", policy {r['maxmemory_policy']}, evicted {r['evicted_keys']}")
+        if noeviction_with_a_limit(r):
+            w(self.style.WARNING("WARNING     policy noeviction: at the memory limit Redis refuses writes and every "
+                                 "cache fill fails; use allkeys-lru"))
         ratio = "-" if r["hit_ratio"] is None else f"{r['hit_ratio']:.1%}"
-        w(f"keyspace    hits {r['keyspace_hits']}, misses {r['keyspace_misses']}, hit ratio {ratio}")
+        w(f"keyspace    hits {r['keyspace_hits']}, misses {r['keyspace_misses']}, hit ratio {ratio} "
+          "(the whole server, all clients; the app's own per family below)")
         w(f"clients     {r['connected_clients']} connected")
         w(f"persistence aof {'on' if r['aof_enabled'] else 'off'} (last write {r['aof_last_write_status']}), "
           f"last bgsave {r['rdb_last_bgsave_status']}, stop-writes-on-bgsave-error "
