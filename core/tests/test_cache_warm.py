@@ -88,3 +88,26 @@ def test_warm_fails_loudly_when_redis_is_down(characters, redis_server):
             warm()
     finally:
         redis_server.start()
+
+
+def test_progress_moves_one_key_at_a_time(characters, redis_raw, monkeypatch):
+    """The bar advances as each key is filled, not in jumps of a 500-key batch after it."""
+    from core.cache.ops import warm as warm_ops
+    from core.cache.registry import FAMILIES, shared_families
+
+    events: list = []
+    real_fetch = warm_ops.fetch
+
+    def fetch(family, **parts):
+        events.append(("fetch", family.name))
+        return real_fetch(family, **parts)
+
+    monkeypatch.setattr(warm_ops, "fetch", fetch)
+    redis_raw.set("character:rex", b'{"etag":"0000000000000000","data":{}}', ex=60)  # already cached
+    targets = warm_ops.warm_targets([FAMILIES[name] for name in shared_families()])
+    warm_ops.warm(targets, progress=lambda n: events.append(("advance", n)))
+    steps = [n for kind, n in events if kind == "advance"]
+    assert steps == [1] * len(targets) == [1] * 5
+    # Every fetch is followed by its step before the next fetch starts.
+    kinds = [kind for kind, _ in events]
+    assert all(kinds[i + 1] == "advance" for i, kind in enumerate(kinds) if kind == "fetch")

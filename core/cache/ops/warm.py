@@ -72,15 +72,19 @@ def warm(targets: list[tuple[KeyFamily, Parts]], *, progress: Progress = no_prog
             pipe.exists(key)
         before = pipe.execute()
         for (family, parts), existed in zip(batch, before, strict=True):
+            # One step per key, so a bar moves with the work rather than in jumps of a batch.
             if existed:
                 result.already[family.name] = result.already.get(family.name, 0) + 1
+                progress(1)
                 continue
             try:
                 fetch(family, **parts)
             except ObjectDoesNotExist:
                 result.skipped[family.name] = result.skipped.get(family.name, 0) + 1
+                progress(1)
                 continue
             result.written.setdefault(family.name, 0)
+            progress(1)
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.exists(key)
@@ -88,6 +92,5 @@ def warm(targets: list[tuple[KeyFamily, Parts]], *, progress: Progress = no_prog
         for (family, _), existed, exists in zip(batch, before, after, strict=True):
             if exists and not existed:
                 result.written[family.name] = result.written.get(family.name, 0) + 1
-        progress(len(batch))
     result.seconds = time.perf_counter() - started
     return result
