@@ -55,6 +55,7 @@ lint: install-dev
 	$(VENV)/bin/lint-imports  # the app layers of .importlinter
 	mkdir -p var
 	$(PY) manage.py makemigrations --check --dry-run
+	$(VENV)/bin/mypy  # core/cache, with django-stubs (pyproject.toml)
 
 # Benchmark and chaos (bench/): benchmark-only Python packages, wrk and redis-server (Debian packages).
 $(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt

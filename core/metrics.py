@@ -30,8 +30,8 @@ class FamilyCounters:
     """Pre-bound label children: a hit costs one increment, not a label lookup."""
 
     def __init__(self, family: str) -> None:
-        for result in _RESULTS:
-            setattr(self, result, cache_requests.labels(family=family, result=result))
+        self.hit, self.miss, self.bypass, self.error = (
+            cache_requests.labels(family=family, result=result) for result in _RESULTS)
         self.deleted = cache_invalidations.labels(family=family, result="deleted")
         self.deferred = cache_invalidations.labels(family=family, result="deferred")
 

@@ -15,6 +15,7 @@ and the cache's health kept per node.
 from __future__ import annotations
 
 import threading
+from typing import cast
 from urllib.parse import urlsplit
 
 import redis
@@ -64,14 +65,13 @@ class NodeHealth(CacheHealth):
         super().__init__()
 
     def client(self) -> redis.Redis:
-        cluster = redis_client()
-        node = cluster.nodes_manager.get_node(node_name=self.node)
+        node = cluster_client().nodes_manager.get_node(node_name=self.node)
         if node is None or node.redis_connection is None:
             raise redis.ConnectionError(f"cluster node {self.node} is not in the cluster's topology")
         return node.redis_connection
 
     def drain(self, client: redis.Redis) -> int:
-        return drain_node(redis_client(), self.node)
+        return drain_node(cluster_client(), self.node)
 
     def sync(self) -> bool:
         if super().sync():
@@ -79,10 +79,15 @@ class NodeHealth(CacheHealth):
         # The node may be gone for good (its replica took over): nothing else would tell the
         # client, since requests skip this node while its breaker is open. Ask the cluster.
         try:
-            redis_client().nodes_manager.initialize()
+            cluster_client().nodes_manager.initialize()
         except CACHE_ERRORS:
             pass
         return False
+
+
+def cluster_client() -> RedisCluster:
+    """The client, typed as what it is in cluster mode."""
+    return cast(RedisCluster, redis_client())
 
 
 _NODES: dict[str, NodeHealth] = {}
@@ -128,7 +133,7 @@ def health_for(key: str) -> CacheHealth:
     if HEALTH.blocking():
         return HEALTH
     try:
-        return node_health(node_of(redis_client(), key))
+        return node_health(node_of(cluster_client(), key))
     except CACHE_ERRORS as exc:
         HEALTH.failure(exc, "topology")
         return HEALTH

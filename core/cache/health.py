@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import redis
 from django.conf import settings
@@ -175,7 +176,13 @@ class CacheHealth:
 HEALTH = CacheHealth()
 
 
-class GuardedMixin:
+if TYPE_CHECKING:
+    from redis.connection import Connection as _ConnectionBase
+else:
+    _ConnectionBase = object
+
+
+class GuardedMixin(_ConnectionBase):
     """Connection behaviour shared by the plain and TLS connections: fail fast while the breaker
     is open, report failures to it, and count (re)connections."""
 

@@ -49,9 +49,11 @@ def _patterns(resolver: URLResolver, prefix_kwargs: frozenset[str] = frozenset()
 
 @checks.register(checks.Tags.caches)
 def check_cache_reads(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    errors = []
+    errors: list[checks.CheckMessage] = []
     for pattern, url_kwargs in _patterns(get_resolver()):
         view = getattr(pattern.callback, "view_class", None) or getattr(pattern.callback, "cls", None)
+        if view is None:  # a plain function view declares no cache reads
+            continue
         for family, sources in map(_spec, getattr(view, "cache_reads", ())):
             missing = {sources.get(name, name) for name in family.fields} - {"user_id"} - url_kwargs
             if missing:

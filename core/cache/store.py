@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 import redis
@@ -25,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 
 from .client import CACHE_ERRORS, full_key, lease_key, redis_client, unlink_keys
-from .cluster import health_for
+from .cluster import cluster_client, health_for
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
 from .pending import record_pending_invalidations
@@ -111,7 +112,7 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
         return {}
     if HEALTH.needs_sync:  # the connection was (re)made during the call: fetch syncs first
         return {}
-    return dict(zip(keys, values, strict=True))
+    return dict(zip(keys, cast("list[bytes | None]", values), strict=True))
 
 
 def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
@@ -120,7 +121,7 @@ def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
     if not keys:
         return {}
     try:
-        values = redis_client().mget_nonatomic([full_key(k) for k in keys])
+        values = cast("list[bytes | None]", cluster_client().mget_nonatomic([full_key(k) for k in keys]))
     except CACHE_ERRORS:
         # A node's connection errors already reached its breaker; fetch reads each key on its
         # own and charges any other error to the right node.
@@ -144,13 +145,13 @@ def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None
         return Payload.of(family.load(**parts))
     try:
         client = redis_client()
-        raw = client.get(target)
+        raw = cast("bytes | None", client.get(target))
         if health.needs_sync:
             # The connection was (re)made during that call: sync before trusting what it read.
             if not health.ready():
                 counters.bypass.inc()
                 return Payload.of(family.load(**parts))
-            raw = client.get(target)
+            raw = cast("bytes | None", client.get(target))
     except CACHE_ERRORS as exc:
         health.failure(exc, "get")
         counters.error.inc()
@@ -169,7 +170,7 @@ def _serve(family: KeyFamily, key: str, parts: dict, raw: bytes | None) -> Paylo
 
 
 def fetch_data(family: KeyFamily, /, **parts: object):
-    return fetch(family, **parts).data()
+    return fetch(family, None, **parts).data()
 
 
 def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
@@ -223,7 +224,7 @@ def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
 
 
 def _cached(client: redis.Redis, target: str) -> Payload | None:
-    raw = client.get(target)
+    raw = cast("bytes | None", client.get(target))
     return Payload.unpack(raw) if raw is not None else None
 
 

@@ -83,3 +83,13 @@ def test_the_documented_createsuperuser_gives_an_admin_who_can_log_in(client, mo
     call_command("createsuperuser", "--email", "admin@example.com", "--noinput", stdout=StringIO())
     assert client.login(username="admin@example.com", password="admin-password-123")
     assert client.get("/admin/").status_code == 200
+
+
+def test_make_lint_type_checks_the_cache_layer_with_django_stubs():
+    import tomllib
+
+    assert re.search(r"^\t\$\(VENV\)/bin/mypy\b", make_target("lint"), re.MULTILINE)
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert "core/cache" in config["files"] and "mypy_django_plugin.main" in config["plugins"]
+    dev = (ROOT / "requirements-dev.txt").read_text()
+    assert re.search(r"^mypy==[\d.]+$", dev, re.MULTILINE) and re.search(r"^django-stubs==[\d.]+$", dev, re.MULTILINE)

@@ -103,7 +103,7 @@ def app_counters() -> dict:
     """The app's own counters (core.metrics), per family: hit/miss/bypass/error reads and
     deleted/deferred invalidations, plus Redis errors per operation. With PROMETHEUS_MULTIPROC_DIR
     set this is the sum over every gunicorn worker; otherwise it is this process only."""
-    families: dict[str, dict[str, float]] = {
+    families: dict[str, dict[str, float | None]] = {
         name: {"hit": 0, "miss": 0, "bypass": 0, "error": 0, "deleted": 0, "deferred": 0} for name in FAMILIES
     }
     errors: dict[str, float] = {}
@@ -112,13 +112,13 @@ def app_counters() -> dict:
             if sample.name == "cache_requests_total" or sample.name == "cache_invalidations_total":
                 row = families.setdefault(sample.labels.get("family", "?"), {})
                 result = sample.labels.get("result", "?")
-                row[result] = row.get(result, 0) + sample.value
+                row[result] = (row.get(result) or 0) + sample.value
             elif sample.name == "cache_errors_total":
                 operation = sample.labels.get("operation", "?")
                 errors[operation] = errors.get(operation, 0) + sample.value
     for row in families.values():
-        reads = row.get("hit", 0) + row.get("miss", 0)
-        row["hit_ratio"] = round(row.get("hit", 0) / reads, 4) if reads else None
+        hits, reads = row.get("hit") or 0, (row.get("hit") or 0) + (row.get("miss") or 0)
+        row["hit_ratio"] = round(hits / reads, 4) if reads else None
     return {"families": families, "errors": errors,
             "multiprocess": metrics.workers_dir() is not None}
 

@@ -63,6 +63,8 @@ def verify(families: Iterable[KeyFamily] | None = None, *, fix: bool = False, pr
                 if raw is None:
                     continue  # expired or invalidated since the scan
                 parts = family.parts_of(key[len(prefix):])
+                if parts is None:  # SCAN's pattern matched a key of another shape
+                    continue
                 if any(value.startswith(HASH_MARK) for value in parts.values()):
                     result.unverifiable[family.name] = result.unverifiable.get(family.name, 0) + 1
                     continue
