@@ -74,7 +74,7 @@ bench-quick: bench-deps
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
 chaos: bench-deps
-	$(PY) bench/chaos.py $(CHAOS_ARGS)
+	$(PY) bench/chaos.py --scenario all $(CHAOS_ARGS)
 
 chaos-quick: bench-deps
 	$(PY) bench/chaos.py --quick $(CHAOS_ARGS)

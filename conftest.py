@@ -34,10 +34,12 @@ def redis_server() -> RedisServer:
 def _fresh_cache(redis_server):
     """Every test starts with an empty private Redis and a closed, unsynced breaker."""
     from core.cache.health import HEALTH
+    from core.cache.watch import watcher
 
     redis_server.wipe()
     HEALTH.reset()
     yield
+    watcher().stop()  # its database connection must not outlive the test database
     HEALTH.reset()
 
 

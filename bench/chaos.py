@@ -1,9 +1,15 @@
-"""make chaos: steady mixed load while Redis is killed, restarted from its AOF and frozen.
+"""make chaos: steady mixed load while Redis fails in three ways (--scenario, default redis; make
+chaos runs all three, make chaos-quick the first, compressed).
 
-Timeline (seconds; --quick compresses it by 0.3):
-  0 steady - 10 SIGKILL Redis - 20 restart it from its AOF - 30 SIGSTOP it - 40 SIGCONT -
-  45 writers stop - 55 readers stop - quiescence: every object read through the API compared with
-  the database.
+Timelines (seconds; --quick compresses them by 0.3):
+  redis      0 steady - 10 SIGKILL Redis - 20 restart it from its AOF - 30 SIGSTOP it - 40 SIGCONT
+  sentinel   a primary, a replica and 3 sentinels; the app set up by REDIS_SENTINELS alone, with
+             CACHE_INVALIDATION_REPLICAS=1: 0 steady - 10 SENTINEL FAILOVER - 22 SIGKILL of the new
+             primary (the sentinels fail over back) - 32 it restarts and rejoins as a replica
+  two-hosts  two gunicorn "hosts" on one PostgreSQL and one Redis, requests spread over both; host A
+             reaches Redis through a proxy: 0 steady - 10 A cut off from Redis - 30 reconnected
+then 45 writers stop - 55 readers stop - quiescence: every object read through the API (each host)
+compared with the database.
 
 Load: Python threads, because every request is recorded on its own (start, latency, status):
 readers draw users from a Zipf over a small population, writers post chat messages, generate
@@ -12,11 +18,11 @@ characters and the generation settings through the services, so the objects read
 changing, shared ones included.
 Reports 5xx, client timeouts, p50/p99 per phase, hit-ratio recovery time from /metrics, stale reads.
 
-    python bench/chaos.py [--quick] [--workers N] [--cluster]
+    python bench/chaos.py [--quick] [--workers N] [--scenario redis|sentinel|two-hosts|cluster|all]
 
---cluster runs the same timeline on a Redis Cluster (3 primaries + 3 replicas, REDIS_CLUSTER_NODES):
-one primary is SIGKILLed (its replica takes over), restarted (it rejoins as a replica), then another
-primary is frozen and resumed.
+--cluster (= --scenario cluster) runs the redis timeline on a Redis Cluster (3 primaries + 3 replicas,
+REDIS_CLUSTER_NODES): one primary is SIGKILLed (its replica takes over), restarted (it rejoins as a
+replica), then another primary is frozen and resumed.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import http.client
 import json
 import os
 import random
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -81,25 +89,45 @@ class ClusterTarget:
 
 
 class Timeline:
-    def __init__(self, factor: float) -> None:
-        f = factor
-        self.kill, self.restart, self.pause, self.resume = 10 * f, 20 * f, 30 * f, 40 * f
-        self.writers_stop, self.readers_stop = 45 * f, 55 * f
+    """Named fault events, then writers stop, then readers stop. An event is (at, id, phase that
+    starts with it, action, whether to time the hit ratio's recovery after it)."""
+
+    def __init__(self, factor: float, events: list[tuple]) -> None:
+        self.factor = factor
+        self.events = [(at * factor, *rest) for at, *rest in events]
+        self.writers_stop, self.readers_stop = 45 * factor, 55 * factor
+
+    @property
+    def first_fault(self) -> float:
+        return self.events[0][0]
 
     def phases(self) -> list[tuple[str, float, float]]:
-        return [("steady", 0, self.kill), ("redis killed", self.kill, self.restart),
-                ("restarted from AOF", self.restart, self.pause), ("redis frozen (SIGSTOP)", self.pause, self.resume),
-                ("resumed", self.resume, self.writers_stop), ("readers only", self.writers_stop, self.readers_stop)]
+        starts = [(0.0, "steady")] + [(at, phase) for at, _id, phase, *_ in self.events] + \
+            [(self.writers_stop, "readers only")]
+        ends = [at for at, _ in starts[1:]] + [self.readers_stop]
+        return [(name, start, end) for (start, name), end in zip(starts, ends, strict=True)]
+
+    def recoveries(self) -> list[tuple[str, float, float]]:
+        """(id, from, until the next event) for the events whose recovery is timed."""
+        times = [at for at, *_ in self.events] + [self.readers_stop]
+        return [(event_id, at, times[i + 1]) for i, (at, event_id, _p, _a, timed) in enumerate(self.events) if timed]
+
+    def describe(self) -> dict:
+        return {"factor": self.factor, "events": [(round(at, 2), event_id) for at, event_id, *_ in self.events],
+                "writers_stop": self.writers_stop, "readers_stop": self.readers_stop}
 
 
 class Client:
-    def __init__(self, port: int, tokens: list[str]) -> None:
-        self.port = port
+    """Requests to one app, or spread at random over several (hosts)."""
+
+    def __init__(self, ports: list[int], tokens: list[str]) -> None:
+        self.ports = ports
         self.tokens = tokens
 
-    def call(self, user: int, method: str, path: str, body: dict | None = None) -> tuple[object, bytes]:
+    def call(self, user: int, method: str, path: str, body: dict | None = None, port: int | None = None) -> tuple[object, bytes]:
         """(status or 'timeout'/'error', body)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=CLIENT_TIMEOUT)
+        port = port or random.choice(self.ports)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
         headers = {"Authorization": f"Bearer {self.tokens[user - 1]}"}
         payload = None
         if body is not None:
@@ -215,13 +243,218 @@ def admin_writer(load: Load, seed: int) -> None:
     connection.close()
 
 
-def scrape_loop(app: common.App, t0: float, stop: threading.Event, out: list) -> None:
+class RedisScenario:
+    """One Redis: SIGKILL, restart from its AOF, SIGSTOP, SIGCONT."""
+
+    description = "one Redis, one gunicorn"
+    settle = 0.0
+
+    def __init__(self, args) -> None:
+        from core.testing import RedisServer
+
+        self.redis = RedisServer(*REDIS_ARGS)
+        self.apps: list[common.App] = []
+        self.env: dict[str, str] = {}
+
+    def start(self) -> None:
+        self.redis.start()
+        self.redis_url = self.redis.url
+
+    def start_apps(self, *, database_url: str, workers: int, log: Path) -> None:
+        self.apps = [common.App(mode="ours", database_url=database_url, redis_url=self.redis_url, workers=workers,
+                                log=log, extra_env=self.env)]
+
+    def events(self) -> list[tuple]:
+        return [(10, "kill", "redis killed", self.kill, False), (20, "restart", "restarted from AOF", self.restart, True),
+                (30, "pause", "redis frozen (SIGSTOP)", self.pause, False), (40, "resume", "resumed", self.resume, True)]
+
+    def kill(self) -> str:
+        self.redis.stop()  # SIGKILL, by the PID this script started
+        return "redis SIGKILL"
+
+    def restart(self) -> str:
+        self.redis.start()  # same port and directory: replays the AOF
+        return f"redis restarted from AOF ({self.redis.client().dbsize()} keys back)"
+
+    def pause(self) -> str:
+        self.redis.pause()
+        return "redis SIGSTOP"
+
+    def resume(self) -> str:
+        self.redis.resume()
+        return "redis SIGCONT"
+
+    def close(self) -> None:
+        for app in self.apps:
+            app.stop()
+        self.redis.close()
+
+
+class SentinelScenario(RedisScenario):
+    """Redis Sentinel, configured by REDIS_SENTINELS alone: a planned failover, then a SIGKILL of
+    the new primary (the sentinels fail back over to the first one), then it rejoins as a replica."""
+
+    description = "Redis Sentinel (1 primary, 1 replica, 3 sentinels), CACHE_INVALIDATION_REPLICAS=1, one gunicorn"
+    settle = 3.0
+
+    def start(self) -> None:
+        from core.testing import SentinelSetup
+
+        self.setup = SentinelSetup(*REDIS_ARGS).start()
+        self.env = {"REDIS_SENTINELS": ",".join(self.setup.addresses), "REDIS_SENTINEL_SERVICE": self.setup.service,
+                    "CACHE_INVALIDATION_REPLICAS": "1"}
+        os.environ.update(self.env)  # this process (the admin writer) too
+        self.redis_url = "redis://sentinel-managed/0"  # the host is the sentinels' business
+
+    def events(self) -> list[tuple]:
+        return [(10, "failover", "SENTINEL FAILOVER", self.failover, True),
+                (22, "kill", "new primary SIGKILL", self.kill, True),
+                (32, "rejoin", "killed primary back as a replica", self.rejoin, True)]
+
+    def failover(self) -> str:
+        old = self.setup.primary_port()
+        return f"SENTINEL FAILOVER: primary {old} -> {self.setup.failover()}"
+
+    def kill(self) -> str:
+        self.killed = self.setup.primary
+        self.killed.stop()
+        return f"primary {self.killed.port} SIGKILL (the sentinels fail over)"
+
+    def rejoin(self) -> str:
+        self.killed.start()
+        return f"{self.killed.port} restarted; the sentinels make it a replica"
+
+    def close(self) -> None:
+        for app in self.apps:
+            app.stop()
+        self.setup.close()
+
+
+class TcpProxy:
+    """A loopback TCP relay that can be cut: while cut, every connection through it is closed and
+    new ones are dropped at once, as for a host whose route to Redis is gone."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.cut = False
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=1)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def set_cut(self, cut: bool) -> None:
+        self.cut = cut
+        if cut:
+            with self.lock:
+                sockets, self.sockets = self.sockets, []
+            for sock in sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def close(self) -> None:
+        self.set_cut(True)
+        self.listener.close()
+
+
+class TwoHostsScenario(RedisScenario):
+    """Two app hosts on one PostgreSQL and one Redis; host A loses its route to Redis for 20 s
+    while host B (and this process) keep it. Requests are spread over both hosts."""
+
+    description = "two gunicorn hosts on one PostgreSQL and one Redis; host A cut off from Redis 10-30 s"
+    settle = 1.0
+
+    def start(self) -> None:
+        super().start()
+        self.proxy = TcpProxy(self.redis.port)
+
+    def start_apps(self, *, database_url: str, workers: int, log: Path) -> None:
+        self.apps = [common.App(mode="ours", database_url=database_url, redis_url=f"redis://127.0.0.1:{self.proxy.port}/0",
+                                workers=workers, log=log),
+                     common.App(mode="ours", database_url=database_url, redis_url=self.redis_url, workers=workers,
+                                log=log)]
+
+    def events(self) -> list[tuple]:
+        return [(10, "cut", "host A cut off from Redis", self.cut, False),
+                (30, "reconnect", "host A reconnected", self.reconnect, True)]
+
+    def cut(self) -> str:
+        self.proxy.set_cut(True)
+        return "host A cut off from Redis"
+
+    def reconnect(self) -> str:
+        self.proxy.set_cut(False)
+        return "host A reaches Redis again"
+
+    def close(self) -> None:
+        super().close()
+        self.proxy.close()
+
+
+class ClusterScenario(RedisScenario):
+    """The redis timeline on a Redis Cluster: one primary killed and restarted, another frozen."""
+
+    description = "a Redis Cluster (3 primaries + 3 replicas), one gunicorn"
+
+    def __init__(self, args) -> None:
+        self.apps, self.env = [], {}
+
+    def start(self) -> None:
+        self.redis = ClusterTarget()
+        self.env = {"REDIS_CLUSTER_NODES": ",".join(self.redis.cluster.nodes)}
+        os.environ.update(self.env)  # this process and gunicorn
+        self.redis_url = self.redis.url
+
+
+SCENARIOS = {"redis": RedisScenario, "sentinel": SentinelScenario, "two-hosts": TwoHostsScenario,
+             "cluster": ClusterScenario}
+ALL = ("redis", "sentinel", "two-hosts")  # make chaos; the cluster has make chaos-cluster
+
+
+def scrape_loop(apps: list[common.App], t0: float, stop: threading.Event, out: list) -> None:
     while not stop.is_set():
         try:
-            m = app.metrics()
+            ms = [app.metrics() for app in apps]
             out.append((time.monotonic() - t0,
-                        common.metric_sum(m, "cache_requests_total", result="hit"),
-                        common.metric_sum(m, "cache_requests_total")))
+                        sum(common.metric_sum(m, "cache_requests_total", result="hit") for m in ms),
+                        sum(common.metric_sum(m, "cache_requests_total") for m in ms)))
         except Exception:  # a scrape can fail while workers are busy; the next one counts
             pass
         stop.wait(0.5)
@@ -289,15 +522,16 @@ def stale_check(client: Client, users: list[int], repeats: int) -> dict:
     stale, failed, checked = [], 0, 0
     for name, user, path in targets:
         want = expected(name, user, path)
-        for _ in range(repeats):
-            status, body = client.call(user, "GET", path)
+        for _, port in [(r, p) for r in range(repeats) for p in client.ports]:  # every host, repeatedly
+            status, body = client.call(user, "GET", path, port=port)
             checked += 1
             if status != 200:
                 failed += 1
                 continue
             got = orjson.loads(body)
             if got != want:
-                stale.append({"object": name, "user": user, "path": path, "api": got, "database": want})
+                stale.append({"object": name, "user": user, "path": path, "port": port, "api": got,
+                              "database": want})
     connection.close()
     return {"objects": len(targets), "reads": checked, "failed_reads": failed, "stale": len(stale),
             "examples": stale[:5]}
@@ -310,32 +544,35 @@ def main() -> int:
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--writers", type=int, default=2)
     parser.add_argument("--database", default="bench_chaos")
-    parser.add_argument("--cluster", action="store_true", help="a Redis Cluster instead of one Redis")
+    parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="redis")
+    parser.add_argument("--cluster", action="store_true", help="= --scenario cluster")
     args = parser.parse_args()
-    from core.testing import RedisServer
-
-    timeline = Timeline(0.3 if args.quick else 1.0)
+    if args.cluster:
+        args.scenario = "cluster"
+    if args.scenario == "all":  # one process each: the scenarios configure Django differently
+        codes = [subprocess.call([sys.executable, __file__, *sys.argv[1:], "--scenario", name]) for name in ALL]
+        return max(codes)
+    scenario = SCENARIOS[args.scenario](args)
+    factor = 0.3 if args.quick else 1.0
     population, writer_users = (60, 15) if args.quick else (200, 40)
     database_url = data.database_url(args.database)
     data.recreate_database(args.database)
-    if args.cluster:
-        redis = ClusterTarget()
-        os.environ["REDIS_CLUSTER_NODES"] = ",".join(redis.cluster.nodes)  # this process and gunicorn
-    else:
-        redis = RedisServer(*REDIS_ARGS).start()
-    # This process edits shared objects with the cache layer on, against the same Redis.
-    common.setup_django(database_url, redis_url=redis.url, mode="ours")
-    common.migrate()
-    data.load(database_url, SCALE)
-    tokens = common.mint_tokens(SCALE.users)
-    common.RESULTS.mkdir(parents=True, exist_ok=True)
-    log = common.RESULTS / "gunicorn-chaos.log"
-    log.write_bytes(b"")
-    app = common.App(mode="ours", database_url=database_url, redis_url=redis.url, workers=args.workers, log=log)
     events = []
     try:
-        app.wait_ready(tokens[0])
-        client = Client(app.port, tokens)
+        # This process edits shared objects with the cache layer on, against the same Redis.
+        scenario.start()
+        common.setup_django(database_url, redis_url=scenario.redis_url, mode="ours")
+        common.migrate()
+        data.load(database_url, SCALE)
+        tokens = common.mint_tokens(SCALE.users)
+        common.RESULTS.mkdir(parents=True, exist_ok=True)
+        log = common.RESULTS / f"gunicorn-chaos-{args.scenario}.log"
+        log.write_bytes(b"")
+        scenario.start_apps(database_url=database_url, workers=args.workers, log=log)
+        timeline = Timeline(factor, scenario.events())
+        for app in scenario.apps:
+            app.wait_ready(tokens[0])
+        client = Client([app.port for app in scenario.apps], tokens)
         t0 = time.monotonic()
         load = Load(client, population, writer_users, t0)
         samples: list = []
@@ -343,7 +580,7 @@ def main() -> int:
         threads = [threading.Thread(target=load.reader, args=(i,)) for i in range(args.readers)]
         threads += [threading.Thread(target=load.writer, args=(100 + i,)) for i in range(args.writers)]
         threads.append(threading.Thread(target=admin_writer, args=(load, 200)))
-        threads.append(threading.Thread(target=scrape_loop, args=(app, t0, stop_scrape, samples)))
+        threads.append(threading.Thread(target=scrape_loop, args=(scenario.apps, t0, stop_scrape, samples)))
         for t in threads:
             t.start()
 
@@ -354,18 +591,9 @@ def main() -> int:
             events.append((round(time.monotonic() - t0, 2), name))
             print(f"{events[-1][0]:6.1f} s  {name}", flush=True)
 
-        at(timeline.kill)
-        redis.stop()  # SIGKILL, by the PID this script started
-        event("redis SIGKILL")
-        at(timeline.restart)
-        redis.start()  # same port and directory: replays the AOF
-        event(f"redis restarted from AOF ({redis.client().dbsize()} keys back)")
-        at(timeline.pause)
-        redis.pause()
-        event("redis SIGSTOP")
-        at(timeline.resume)
-        redis.resume()
-        event("redis SIGCONT")
+        for when, _id, _phase, action, _timed in timeline.events:
+            at(when)
+            event(action())
         at(timeline.writers_stop)
         load.stop_writers.set()
         event("writers stopped")
@@ -376,14 +604,17 @@ def main() -> int:
         stop_scrape.set()
         threads[-1].join()
         event("readers stopped")
-        time.sleep(1.5)  # quiescence: past the breaker cooldown
+        time.sleep(1.5 + scenario.settle)  # quiescence: past the breaker cooldown and pending retries
         read_users = sorted({u for u in range(1, population + 1)})
         stale = stale_check(client, read_users, repeats=3)
         event(f"stale check: {stale['stale']} stale of {stale['reads']} reads")
     finally:
-        app.stop()
-        redis.close()
+        scenario.close()
         from django.db import connections
+
+        from core.cache.watch import watcher
+
+        watcher().stop()  # its database connection, before the database goes
 
         connections.close_all()
         data.drop_database(args.database)
@@ -405,15 +636,14 @@ def main() -> int:
             "max_ms": round(max(lat), 1) if lat else None,
         })
     series = hit_ratio_series(samples)
-    steady = [r for t, r in series if t <= timeline.kill and r is not None and t > timeline.kill * 0.3]
+    first = timeline.first_fault
+    steady = [r for t, r in series if t <= first and r is not None and t > first * 0.3]
     baseline = statistics.median(steady) if steady else None
     recovery = {}
     if baseline:
-        recovery = {
-            "baseline_hit_ratio": round(baseline, 3),
-            "after_restart_s": recovery_time(series, timeline.restart, timeline.pause, baseline),
-            "after_resume_s": recovery_time(series, timeline.resume, timeline.readers_stop, baseline),
-        }
+        recovery = {"baseline_hit_ratio": round(baseline, 3)}
+        for event_id, since, until in timeline.recoveries():
+            recovery[f"after_{event_id}_s"] = recovery_time(series, since, until, baseline)
     statuses: dict[str, int] = {}
     for r in records:
         if r[2] != "admin":
@@ -421,9 +651,11 @@ def main() -> int:
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": common.machine(),
-        "config": {"cluster": args.cluster, "quick": args.quick, "workers": args.workers, "readers": args.readers, "writers": args.writers,
+        "scenario": args.scenario,
+        "setup": scenario.description,
+        "config": {"quick": args.quick, "workers": args.workers, "readers": args.readers, "writers": args.writers,
                    "population": population, "writer_users": writer_users, "redis_args": list(REDIS_ARGS),
-                   "client_timeout_s": CLIENT_TIMEOUT, "timeline": vars(timeline)},
+                   "client_timeout_s": CLIENT_TIMEOUT, "timeline": timeline.describe()},
         "events": events,
         "requests": sum(1 for r in records if r[2] != "admin"),
         "statuses": statuses,
@@ -438,7 +670,7 @@ def main() -> int:
         "stale_check": stale,
     }
     report = chaos_markdown(result)
-    name = ("chaos-quick" if args.quick else "chaos") + ("-cluster" if args.cluster else "")
+    name = ("chaos-quick" if args.quick else "chaos") + ("" if args.scenario == "redis" else f"-{args.scenario}")
     (common.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (common.RESULTS / f"{name}.md").write_text(report)
     print(report)
@@ -454,11 +686,9 @@ def chaos_markdown(result: dict) -> str:
     m = result["machine"]
     lines = [
         f"Chaos run {result['date']} on {m['cpu']}, {m['cores']} cores"
-        f"{' (QUICK: timeline x0.3)' if result['config']['quick'] else ''}: gunicorn"
-        f" {result['config']['workers']} sync workers, {result['config']['readers']} reader and"
-        f" {result['config']['writers']} writer threads,"
-        f" {'a Redis Cluster (3 primaries + 3 replicas)' if result['config'].get('cluster') else 'Redis'}"
-        " with AOF (appendfsync everysec).",
+        f"{' (QUICK: timeline x0.3)' if result['config']['quick'] else ''}, scenario {result['scenario']}:"
+        f" {result['setup']}; {result['config']['workers']} sync workers per gunicorn, {result['config']['readers']}"
+        f" reader and {result['config']['writers']} writer threads, Redis with AOF (appendfsync everysec).",
         "",
         f"- Requests: {result['requests']}; 5xx: **{result['5xx']}**; client timeouts ({result['config']['client_timeout_s']} s):"
         f" **{result['timeouts']}**; connection errors: {result['connection_errors']}; statuses: {result['statuses']}",
@@ -466,8 +696,8 @@ def chaos_markdown(result: dict) -> str:
         f" layer on: {result['admin_edits']}, failed: {result['admin_errors']}",
         f"- Stale reads after quiescence: **{st['stale']}** ({st['objects']} objects, {st['reads']} reads"
         f" compared with the database, {st['failed_reads']} failed)",
-        f"- Hit ratio: steady {rec.get('baseline_hit_ratio')}; back to 90% of it {rec.get('after_restart_s')} s after"
-        f" the restart from AOF, {rec.get('after_resume_s')} s after SIGCONT",
+        f"- Hit ratio: steady {rec.get('baseline_hit_ratio')}; seconds until back to 90% of it: "
+        + ", ".join(f"{k[len('after_'):-len('_s')]} {v}" for k, v in rec.items() if k.startswith("after_")),
         "",
         "| phase | from-to s | HTTP requests | reads | writes (API + admin) | 5xx | 4xx | timeouts | p50 ms | p99 ms | max ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

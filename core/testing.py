@@ -3,16 +3,20 @@ with its AOF or squeeze in memory without touching anyone else's Redis."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import redis
+from django.conf import settings
 from django.db import connection
 
 
@@ -125,6 +129,107 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisSentinel(RedisServer):
+    """``redis-server sentinel.conf --sentinel`` watching one primary, on a free port."""
+
+    def __init__(self, primary_port: int, service: str = "mymaster", *, down_after_ms: int = 1000,
+                 failover_timeout_ms: int = 4000) -> None:
+        super().__init__()
+        self.config = "\n".join([
+            f"port {self.port}", "bind 127.0.0.1", f"dir {self.dir}", "logfile sentinel.log",
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} 2",
+            f"sentinel down-after-milliseconds {service} {down_after_ms}",
+            f"sentinel failover-timeout {service} {failover_timeout_ms}",
+            f"sentinel parallel-syncs {service} 1", "",
+        ])
+
+    def start(self) -> RedisSentinel:
+        path = os.path.join(self.dir, "sentinel.conf")
+        if not os.path.exists(path):  # a restart keeps what the sentinel learnt
+            with open(path, "w") as conf:
+                conf.write(self.config)
+        self.process = subprocess.Popen([shutil.which("redis-server"), path, "--sentinel"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_ready()
+        return self
+
+    def log(self) -> str:
+        path = os.path.join(self.dir, "sentinel.log")
+        return open(path).read()[-2000:] if os.path.exists(path) else ""
+
+
+class SentinelSetup:
+    """A primary, a replica and three sentinels on loopback: what ``REDIS_SENTINELS`` points at."""
+
+    service = "mymaster"
+
+    def __init__(self, *primary_args: str) -> None:
+        self.primary_args = primary_args
+        self.servers: dict[int, RedisServer] = {}
+        self.sentinels: list[RedisSentinel] = []
+
+    def start(self) -> SentinelSetup:
+        primary = RedisServer(*self.primary_args).start()
+        replica = RedisServer(*self.primary_args, "--replicaof", "127.0.0.1", str(primary.port)).start()
+        self.servers = {primary.port: primary, replica.port: replica}
+        self.wait_replicated(replica)
+        self.sentinels = [RedisSentinel(primary.port, self.service).start() for _ in range(3)]
+        self.wait_for(lambda: all(len(s.client().sentinel_slaves(self.service)) == 1
+                                  and len(s.client().sentinel_sentinels(self.service)) == 2 for s in self.sentinels),
+                      "the sentinels never found each other and the replica")
+        return self
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+
+    def primary_port(self) -> int:
+        return int(self.sentinels[0].client().sentinel_get_master_addr_by_name(self.service)[1])
+
+    @property
+    def primary(self) -> RedisServer:
+        return self.servers[self.primary_port()]
+
+    @property
+    def replica(self) -> RedisServer:
+        return next(server for port, server in self.servers.items() if port != self.primary_port())
+
+    def wait_for(self, condition, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if condition():
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}; logs: {[s.log() for s in self.sentinels][:1]}")
+            time.sleep(0.05)
+
+    def wait_replicated(self, replica: RedisServer) -> None:
+        self.wait_for(lambda: replica.client().info("replication").get("master_link_status") == "up",
+                      "the replica never caught up with its primary")
+
+    def wait_new_primary(self, old_port: int) -> int:
+        """Every sentinel names a primary other than ``old_port``, and that server says so."""
+        def moved() -> bool:
+            ports = {int(s.client().sentinel_get_master_addr_by_name(self.service)[1]) for s in self.sentinels}
+            return len(ports) == 1 and old_port not in ports and \
+                self.servers[ports.pop()].client().info("replication")["role"] == "master"
+        self.wait_for(moved, "no failover happened")
+        return self.primary_port()
+
+    def failover(self) -> int:
+        """SENTINEL FAILOVER (planned); returns the new primary's port."""
+        old = self.primary_port()
+        self.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", self.service)
+        return self.wait_new_primary(old)
+
+    def close(self) -> None:
+        for server in [*self.sentinels, *self.servers.values()]:
+            server.close()
 
 
 def run_concurrently(count: int, work) -> list:
@@ -261,3 +366,62 @@ class RedisClusterProcesses:
     def close(self) -> None:
         for server in self.servers:
             server.close()
+
+
+class Gunicorn:
+    """The project's gunicorn config, 2 sync workers, the test settings on this test database."""
+
+    def __init__(self, database_name: str, redis_url: str, **env: str) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="test-gunicorn-"))
+        self.log_file = open(self.dir / "gunicorn.log", "wb")
+        environment = {
+            **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database_name}",
+            "REDIS_URL": redis_url,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_WORKERS": "2",
+            **env,
+        }
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application",
+             "-c", str(Path(settings.BASE_DIR) / "config" / "gunicorn.conf.py")],
+            cwd=settings.BASE_DIR, env=environment, stdout=self.log_file, stderr=self.log_file,
+        )
+        deadline, answer = time.monotonic() + 60, None
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                answer = request("127.0.0.1", self.port, "GET", "/api/health", timeout=5)
+                if answer[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        log = self.log()
+        self.close()
+        raise AssertionError(f"gunicorn did not start on {database_name}: {answer} {log}")
+
+    def log(self) -> str:
+        return (self.dir / "gunicorn.log").read_text()[-3000:]
+
+    def close(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log_file.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def request(host, port, method, path, *, body=None, headers=None, timeout=10.0, source=None):
+    connection = http.client.HTTPConnection(host, port, timeout=timeout,
+                                            source_address=(source, 0) if source else None)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()

@@ -7,6 +7,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from core.cache.health import GuardedConnection, GuardedSSLConnection
+from core.cache.sentinel import use_sentinels
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -143,6 +144,16 @@ if REDIS_CLUSTER_NODES:
     if {"{", "}"} & set(CACHES["default"]["KEY_PREFIX"]):
         # A brace in the namespace would become every key's hash tag: one slot for everything.
         raise ImproperlyConfigured("CACHE_NAMESPACE must not contain { or } with REDIS_CLUSTER_NODES")
+# Redis Sentinel: the sentinels (host:port, comma-separated) and the service they monitor; REDIS_URL
+# then gives only the scheme, the primary's credentials and the database (core/cache/sentinel.py).
+REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
+REDIS_SENTINEL_SERVICE = env("REDIS_SENTINEL_SERVICE", default="mymaster")
+if REDIS_SENTINELS:
+    use_sentinels(CACHES["default"], sentinels=REDIS_SENTINELS, service=REDIS_SENTINEL_SERVICE,
+                  username=env("REDIS_SENTINEL_USERNAME", default=""),
+                  password=env("REDIS_SENTINEL_PASSWORD", default=""),
+                  tls=env.bool("REDIS_SENTINEL_TLS", default=False))
+
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True
 # django-redis would log a traceback per ignored error (a flood while Redis is down); the guarded
 # connection already logs each failure kind at most every 10 s and counts every one.
@@ -162,8 +173,17 @@ CHAT_HISTORY_CACHED_MESSAGES = env.int("CHAT_HISTORY_CACHED_MESSAGES", default=1
 CACHE_LAYER_ENABLED = env.bool("CACHE_LAYER_ENABLED", default=True)
 # Circuit breaker: how long Redis is skipped after a failure before it is tried again.
 CACHE_BREAKER_COOLDOWN = env.float("CACHE_BREAKER_COOLDOWN", default=1.0)
-# Recorded (failed) invalidations are also retried in the background after this many seconds.
+# Recorded (failed) invalidations are also retried in the background after this many seconds,
+# backing off up to CACHE_PENDING_RETRY_MAX.
 CACHE_PENDING_RETRY = env.float("CACHE_PENDING_RETRY", default=1.0)
+CACHE_PENDING_RETRY_MAX = env.float("CACHE_PENDING_RETRY_MAX", default=4.0)
+# Every worker learns of invalidations pending anywhere (NOTIFY, and a look at the table every
+# CACHE_PENDING_CHECK seconds) from a thread of its own (core/cache/watch.py).
+CACHE_PENDING_WATCH = env.bool("CACHE_PENDING_WATCH", default=True)
+CACHE_PENDING_CHECK = env.float("CACHE_PENDING_CHECK", default=1.0)
+# An invalidation counts as done once this many replicas have it (WAIT); 0 = the primary's word.
+CACHE_INVALIDATION_REPLICAS = env.int("CACHE_INVALIDATION_REPLICAS", default=0)
+CACHE_INVALIDATION_WAIT_MS = env.int("CACHE_INVALIDATION_WAIT_MS", default=100)
 # Single-flight: the lease a loading request holds (extended while it loads, so it only lapses
 # when its process died), and the longest a miss waits for that request's value.
 CACHE_LEASE_TTL_MS = env.int("CACHE_LEASE_TTL_MS", default=2000)

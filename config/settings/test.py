@@ -19,3 +19,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
     scope: env(f"THROTTLE_{scope.upper()}", default="1000/min") for scope in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
 }}
+# The pending-invalidation watcher (a thread with a database connection of its own) runs only in the
+# tests that start it; a gunicorn a test starts turns it on through the environment.
+CACHE_PENDING_WATCH = env.bool("CACHE_PENDING_WATCH", default=False)

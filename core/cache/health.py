@@ -21,11 +21,14 @@ from typing import TYPE_CHECKING
 import redis
 from django.conf import settings
 from redis.connection import Connection, SSLConnection
+from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from core import metrics
 
 from .client import CACHE_ERRORS, redis_client
 from .pending import drain_pending_invalidations
+from .replication import unlink_confirmed
+from .watch import watcher
 
 logger = logging.getLogger("core.cache")
 
@@ -54,16 +57,9 @@ class RateLimitedLog:
 class CacheHealth:
     def __init__(self) -> None:
         self._sync_lock = threading.Lock()
-        self._retry_lock = threading.Lock()
-        self._retry_timer: threading.Timer | None = None
         self.reset()
 
     def reset(self) -> None:
-        with self._retry_lock:
-            if self._retry_timer is not None:
-                self._retry_timer.cancel()
-            self._retry_timer = None
-        self._retry_delay: float | None = None
         self.log = RateLimitedLog()
         self.state = CLOSED
         self.open_until = 0.0
@@ -71,22 +67,28 @@ class CacheHealth:
         self.synced_epoch = -1  # a new process has never synced
         self.run_id: str | None = None  # the Redis server instance last connected to
         self.failures = 0
+        # Pending invalidations recorded anywhere (any worker, any host) that this process has not
+        # applied yet: bumped by the watcher (NOTIFY or its periodic look) and by a local deferral.
+        self.pending_generation = 0
+        self.applied_generation = 0
 
     @property
     def needs_sync(self) -> bool:
-        return self.state is OPEN or self.synced_epoch != self.connect_epoch
+        return (self.state is OPEN or self.synced_epoch != self.connect_epoch
+                or self.pending_generation != self.applied_generation)
 
     def blocking(self) -> bool:
         """True while the breaker is open and cooling down: do not even try Redis."""
         return self.state is OPEN and time.monotonic() < self.open_until
 
     def connected(self, run_id: str | None) -> None:
-        """A connection was made. A server we have not synced with (first contact, or a restart,
-        which may have replayed old values from its AOF) must be synced with before it is trusted;
-        reconnecting to the same server instance does not need that."""
+        """A connection was made. A server we have not synced with (first contact, a restart, which
+        may have replayed old values from its AOF, or a new primary after a failover) must be synced
+        with before it is trusted; reconnecting to the same server instance does not need that."""
         if run_id is None or run_id != self.run_id:
             self.run_id = run_id
             self.connect_epoch += 1
+        watcher().ensure_running()
 
     def failure(self, exc: BaseException, operation: str = "redis") -> None:
         was_open = self.state is OPEN
@@ -98,6 +100,7 @@ class CacheHealth:
         self.log.warning(f"{operation}:{type(exc).__name__}", f"cache {operation} failed, Redis skipped: {type(exc).__name__}: {exc}")
         if not was_open:
             logger.info("cache circuit opened")
+        watcher().ensure_running()
 
     def ready(self) -> bool:
         """May cached reads be trusted right now? Syncs first when needed (rarely)."""
@@ -110,6 +113,7 @@ class CacheHealth:
     def sync(self) -> bool:
         from django.db import DatabaseError, connection
 
+        watcher().ensure_running()  # a process's first sync starts it (and a gunicorn worker's)
         # Inside a transaction a failed sync query would poison it: serve from the database instead.
         if connection.in_atomic_block:
             return False
@@ -120,6 +124,8 @@ class CacheHealth:
             self._sync_lock.release()
             return True
         try:
+            # Read before draining: whatever is signalled later is applied by the next sync.
+            generation = self.pending_generation
             client = self.client()
             client.ping()  # may reconnect, bumping connect_epoch
             epoch = self.connect_epoch
@@ -130,6 +136,7 @@ class CacheHealth:
         finally:
             self._sync_lock.release()
         self.synced_epoch = epoch
+        self.applied_generation = generation
         if self.state is OPEN:
             logger.info("cache circuit closed")
         self.state = CLOSED
@@ -140,37 +147,23 @@ class CacheHealth:
         return redis_client()
 
     def drain(self, client: redis.Redis) -> int:
-        return drain_pending_invalidations(client)
+        return drain_pending_invalidations(client, unlink=unlink_confirmed)
 
     def mark_unsynced(self) -> None:
-        """Invalidations were recorded for later: sync before trusting Redis again, and retry
-        them in the background too."""
-        self.synced_epoch = -1
-        self.retry_later()
+        """Invalidations were recorded for later: sync before trusting Redis again (the watcher
+        also retries them in the background, and tells every other worker)."""
+        self.pending_signalled()
+        watcher().retry_soon()
 
-    def retry_later(self) -> None:
-        """Apply recorded invalidations from a background thread as well: an idle worker must not
-        leave them waiting for its next request (or the key's TTL). Backs off up to 30 s."""
-        with self._retry_lock:
-            if self._retry_timer is not None:
-                return
-            delay = self._retry_delay or settings.CACHE_PENDING_RETRY
-            self._retry_timer = threading.Timer(delay, self._retry, args=(delay,))
-            self._retry_timer.daemon = True
-            self._retry_timer.start()
+    def pending_signalled(self) -> None:
+        """Pending invalidations exist somewhere: stop trusting Redis until they are applied."""
+        self.pending_generation += 1
 
-    def _retry(self, delay: float) -> None:
-        from django.db import connection
-
-        with self._retry_lock:
-            self._retry_timer = None
-        try:
-            done = not self.blocking() and self.sync()
-        finally:
-            connection.close()  # this thread's own database connection
-        self._retry_delay = None if done else min(delay * 2, 30.0)
-        if not done:
-            self.retry_later()
+    def pending_cleared(self, generation: int) -> None:
+        """No pending invalidation was left when the watcher looked, after it read ``generation``:
+        whoever drained them applied them to Redis, so this process need not drain again."""
+        if self.applied_generation < generation:
+            self.applied_generation = generation
 
 
 HEALTH = CacheHealth()
@@ -239,3 +232,24 @@ class GuardedConnection(GuardedMixin, Connection):
 
 class GuardedSSLConnection(GuardedMixin, SSLConnection):
     pass
+
+
+class GuardedSentinelManagedConnection(GuardedMixin, SentinelManagedConnection):
+    """A connection to whichever server Sentinel names as the primary. A new primary has another
+    run_id, so every process that reconnects to it syncs (replays pending deletes) first; a demoted
+    primary's READONLY becomes a ConnectionError here (redis-py), which opens the breaker."""
+
+
+class GuardedSentinelManagedSSLConnection(GuardedMixin, SentinelManagedSSLConnection):
+    pass
+
+
+class GuardedSentinelConnectionPool(SentinelConnectionPool):
+    """django-redis's SentinelConnectionFactory with guarded connections. The connection class is
+    chosen here, not in CONNECTION_POOL_KWARGS: the factory hands those kwargs to the Sentinel
+    client's own connections too, which are plain connections to the sentinels."""
+
+    def __init__(self, service_name, sentinel_manager, **kwargs):
+        tls = kwargs.pop("ssl", False) or issubclass(kwargs.get("connection_class", Connection), SSLConnection)
+        kwargs["connection_class"] = GuardedSentinelManagedSSLConnection if tls else GuardedSentinelManagedConnection
+        super().__init__(service_name, sentinel_manager, **kwargs)

@@ -25,11 +25,12 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from .client import CACHE_ERRORS, full_key, lease_key, redis_client, unlink_keys
+from .client import CACHE_ERRORS, full_key, lease_key, redis_client
 from .cluster import cluster_client, health_for
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
 from .pending import record_pending_invalidations
+from .replication import unlink_confirmed
 
 _HEAD = b'{"etag":"'
 _MID = b'","data":'
@@ -328,7 +329,7 @@ def _delete_on(health: CacheHealth, keys: tuple[tuple[KeyFamily, str], ...]) -> 
         _defer(health, keys)
         return
     try:
-        unlink_keys(redis_client(), names)
+        unlink_confirmed(redis_client(), names)
     except CACHE_ERRORS as exc:
         health.failure(exc, "delete")
         _defer(health, keys)

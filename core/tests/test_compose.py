@@ -155,7 +155,8 @@ def test_the_exact_redis_command_runs_and_reports_every_option(compose):
     try:
         client = server.wait()
         config = {name: client.config_get(name)[name] for name in (
-            "appendonly", "maxmemory", "maxmemory-policy", "save", "stop-writes-on-bgsave-error")}
+            "appendonly", "maxmemory", "maxmemory-policy", "save", "stop-writes-on-bgsave-error",
+            "min-replicas-to-write", "min-replicas-max-lag")}
         # The AOF is really on: the server writes it into its data directory.
         assert client.info("persistence")["aof_enabled"] == 1
     finally:
@@ -166,6 +167,8 @@ def test_the_exact_redis_command_runs_and_reports_every_option(compose):
         "maxmemory-policy": "allkeys-lru",
         "save": "900 1 300 10 60 10000",
         "stop-writes-on-bgsave-error": "no",
+        "min-replicas-to-write": "0",
+        "min-replicas-max-lag": "10",
     }
 
 

@@ -136,6 +136,7 @@ def test_invalidation_lost_while_down_is_applied_after_an_aof_restart(faulty, al
 def test_an_idle_worker_applies_lost_invalidations_in_the_background(faulty, alice, user, settings):
     """No request needed: the recorded delete is retried (with backoff) until Redis takes it."""
     settings.CACHE_PENDING_RETRY = 0.2
+    settings.CACHE_PENDING_WATCH = True
     key = f"user:coins:{user.id}"
     alice.get("/api/me/coins")
     faulty.stop()

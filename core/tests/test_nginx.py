@@ -4,14 +4,12 @@ API, nginx's own errors are JSON, and the client address reaches the throttles."
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from core.testing import free_port
+from core.testing import Gunicorn, free_port, request
 
 ROOT = Path(settings.BASE_DIR)
 TEMPLATE = ROOT / "deploy" / "nginx" / "chatart.conf.template"
@@ -103,65 +101,6 @@ def _user_name() -> str:
     import pwd
 
     return pwd.getpwuid(os.geteuid()).pw_name
-
-
-class Gunicorn:
-    """The project's gunicorn config, 2 sync workers, the test settings on this test database."""
-
-    def __init__(self, database_name: str, redis_url: str, **env: str) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="test-gunicorn-"))
-        self.log_file = open(self.dir / "gunicorn.log", "wb")
-        environment = {
-            **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
-            "DJANGO_SETTINGS_MODULE": "config.settings.test",
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database_name}",
-            "REDIS_URL": redis_url,
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "GUNICORN_WORKERS": "2",
-            **env,
-        }
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application",
-             "-c", str(ROOT / "config" / "gunicorn.conf.py")],
-            cwd=ROOT, env=environment, stdout=self.log_file, stderr=self.log_file,
-        )
-        deadline, answer = time.monotonic() + 60, None
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                answer = request("127.0.0.1", self.port, "GET", "/api/health", timeout=5)
-                if answer[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        log = self.log()
-        self.close()
-        raise AssertionError(f"gunicorn did not start on {database_name}: {answer} {log}")
-
-    def log(self) -> str:
-        return (self.dir / "gunicorn.log").read_text()[-3000:]
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log_file.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def request(host, port, method, path, *, body=None, headers=None, timeout=10.0, source=None):
-    connection = http.client.HTTPConnection(host, port, timeout=timeout,
-                                            source_address=(source, 0) if source else None)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
 
 
 def stalled_bodies(port: int, count: int) -> list[socket.socket]:

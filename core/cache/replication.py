@@ -1,0 +1,34 @@
+"""A delete counts as done only when it cannot be lost in a failover.
+
+With ``CACHE_INVALIDATION_REPLICAS`` = N > 0, every invalidation (and every replayed pending one)
+is followed by ``WAIT N CACHE_INVALIDATION_WAIT_MS`` on the same connection: Redis answers how many
+replicas have received the delete. Fewer than N means a primary that dies now, or is demoted after
+a failover, may take the delete with it; the caller then records it as pending, so it is replayed
+(and every worker bypasses Redis) until a primary confirms it.
+"""
+
+from __future__ import annotations
+
+import redis
+from django.conf import settings
+
+from .client import unlink_keys
+
+
+class NotReplicated(redis.RedisError):
+    """The primary took the delete but too few replicas confirmed it in time."""
+
+
+def unlink_confirmed(client: redis.Redis, keys: list[str]) -> None:
+    """Delete the keys (and their leases); with replicas configured, WAIT on the same connection
+    (one pipeline) and raise NotReplicated unless enough replicas took the deletes."""
+    replicas = settings.CACHE_INVALIDATION_REPLICAS
+    if replicas <= 0:
+        unlink_keys(client, keys)
+        return
+    pipe = client.pipeline(transaction=False)
+    unlink_keys(pipe, keys)
+    pipe.execute_command("WAIT", replicas, settings.CACHE_INVALIDATION_WAIT_MS)
+    acked = pipe.execute()[-1]
+    if int(acked) < replicas:
+        raise NotReplicated(f"delete reached {acked} of {replicas} replicas within {settings.CACHE_INVALIDATION_WAIT_MS} ms")

@@ -1,0 +1,167 @@
+"""One daemon thread per process that learns of pending invalidations recorded anywhere.
+
+Another worker, or another host, that could not delete a key records it in PostgreSQL (pending.py)
+and sends ``NOTIFY cache_pending`` from that transaction. This thread LISTENs on its own database
+connection and, on a notification, marks this process's cache untrusted (``HEALTH.ready()`` is then
+false and reads come from the database) until the pending deletes are applied. It also looks at the
+table every ``CACHE_PENDING_CHECK`` seconds, in case a notification was missed (the database
+restarted, or SQLite, which has no LISTEN): rows there mean "untrusted", none means whoever drained
+them applied them. And it drains them itself, with a backoff capped at ``CACHE_PENDING_RETRY_MAX``,
+so an idle worker does not leave them waiting for a request or a TTL.
+
+The cached read path itself never runs SQL for this: it reads two integers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from django.conf import settings
+
+logger = logging.getLogger("core.cache")
+
+
+class PendingWatcher:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self.next_retry = 0.0  # monotonic time of the next background drain, 0 = none due
+        self._delay = 0.0
+        self.listening = False
+        self._listening_on = None  # the raw connection LISTEN was sent on
+
+    def ensure_running(self) -> None:
+        """Start the thread in this process (lazily: gunicorn workers are forked, threads are not)."""
+        if (self._thread is not None and self._pid == os.getpid()) or not settings.CACHE_PENDING_WATCH:
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="cache-pending-watcher", daemon=True)
+            self._thread.start()
+
+    def retry_soon(self) -> None:
+        """This process recorded pending invalidations: drain them after CACHE_PENDING_RETRY."""
+        if not self.next_retry:
+            self.next_retry = time.monotonic() + settings.CACHE_PENDING_RETRY
+        self.ensure_running()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the thread and close its database connection (tests: before the database goes)."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        if thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self._thread = None
+        self.next_retry, self._delay = 0.0, 0.0
+
+    # --- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        next_check = 0.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    until = min(next_check, self.next_retry or next_check)
+                    notified = self._listen(connection, timeout=max(0.0, until - time.monotonic()))
+                    if self._stop.is_set():
+                        break
+                    if notified:
+                        for health in _healths():
+                            health.pending_signalled()
+                        if not self.next_retry:  # another process's record: drain it if still there
+                            self.next_retry = time.monotonic() + settings.CACHE_PENDING_RETRY
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + settings.CACHE_PENDING_CHECK
+                        self._check(_healths())
+                    self._retry(_healths())
+                except Exception as exc:  # the database went away: reconnect on the next round
+                    _healths()[0].log.warning(f"watch:{type(exc).__name__}", f"cache pending watcher: {type(exc).__name__}: {exc}")
+                    self.listening = False
+                    connection.close()
+                    self._stop.wait(settings.CACHE_PENDING_CHECK)
+        finally:
+            self.listening = False
+            connection.close()
+
+    def _listen(self, connection, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a NOTIFY (PostgreSQL) or a local wake-up; True if notified."""
+        self._wake.clear()
+        if connection.vendor != "postgresql":
+            self._wake.wait(timeout)
+            return False
+        connection.ensure_connection()
+        raw = connection.connection
+        if not self.listening or self._listening_on is not raw:
+            raw.execute(f"LISTEN {_channel()}")
+            self._listening_on, self.listening = raw, True
+        # Short slices so a local wake-up (a record here, stop()) is seen quickly too.
+        deadline = time.monotonic() + timeout
+        while True:
+            notified = any(True for _ in raw.notifies(timeout=min(0.1, max(0.0, deadline - time.monotonic())), stop_after=1))
+            if notified or self._wake.is_set() or time.monotonic() >= deadline:
+                return notified
+
+    def _check(self, healths) -> None:
+        """The periodic look: rows mean "untrusted", none means everything recorded is applied."""
+        from .pending import pending_exist
+
+        generations = [health.pending_generation for health in healths]
+        if pending_exist():
+            for health in healths:
+                if health.pending_generation == health.applied_generation:
+                    health.pending_signalled()  # a missed notification
+            if not self.next_retry:
+                self.next_retry = time.monotonic() + settings.CACHE_PENDING_RETRY
+        else:
+            for health, generation in zip(healths, generations, strict=True):
+                health.pending_cleared(generation)
+            self.next_retry, self._delay = 0.0, 0.0
+
+    def _retry(self, healths) -> None:
+        if not self.next_retry or time.monotonic() < self.next_retry:
+            return
+        done = True
+        for health in [h for h in healths if h.needs_sync]:
+            done = not health.blocking() and health.sync() and done
+        if done:
+            self.next_retry, self._delay = 0.0, 0.0
+            return
+        cap = max(settings.CACHE_PENDING_RETRY, settings.CACHE_PENDING_RETRY_MAX)
+        self._delay = min(max(self._delay * 2, settings.CACHE_PENDING_RETRY), cap)
+        self.next_retry = time.monotonic() + self._delay
+
+
+def _healths() -> list:
+    """The process's health, and in cluster mode every node's (each drains its own slots)."""
+    from .cluster import node_healths
+    from .health import HEALTH
+
+    return [HEALTH, *node_healths().values()]
+
+
+def _channel() -> str:
+    from .pending import CHANNEL
+
+    return CHANNEL
+
+
+_WATCHER = PendingWatcher()
+
+
+def watcher() -> PendingWatcher:
+    return _WATCHER

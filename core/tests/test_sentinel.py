@@ -1,0 +1,251 @@
+"""Redis Sentinel by configuration, against real processes on loopback (1 primary, 1 replica,
+3 sentinels): the guarded connection follows the primary, a planned failover and a kill -9 of the
+primary under concurrent reads and writes leave zero 5xx and zero stale values, and a delete the
+old primary acknowledged but never replicated is not lost (CACHE_INVALIDATION_REPLICAS=1)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django_redis.pool import ConnectionFactory
+
+from core.cache.health import HEALTH
+from core.cache.ops.verify import verify
+from core.cache.sentinel import use_sentinels
+from core.cache.watch import watcher
+from core.models import PendingInvalidation
+from core.testing import SentinelSetup
+
+ROOT = Path(settings.BASE_DIR)
+
+
+def settings_with(**env: str) -> subprocess.CompletedProcess:
+    """Load the settings and run the system checks in a fresh process with this environment."""
+    code = ("import django, json; from django.conf import settings; django.setup(); "
+            "from django.core import checks; c = settings.CACHES['default']; "
+            "print(json.dumps({'location': c['LOCATION'], 'pool': c['OPTIONS'].get('CONNECTION_POOL_CLASS'), "
+            "'sentinels': c['OPTIONS'].get('SENTINELS'), 'sentinel_kwargs': c['OPTIONS'].get('SENTINEL_KWARGS'), "
+            "'errors': [m.id + ' ' + m.msg for m in checks.run_checks(tags=['caches'])]}))")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.base", **env})
+
+
+def test_sentinels_by_configuration_alone():
+    result = settings_with(REDIS_URL="rediss://app:s3cret@ignored:6379/2", REDIS_SENTINELS="10.0.0.1:26379, s2:26380",
+                           REDIS_SENTINEL_SERVICE="cache", REDIS_SENTINEL_PASSWORD="sentinel-pass",
+                           REDIS_SENTINEL_TLS="true")
+    data = json.loads(result.stdout)
+    assert data["location"] == "rediss://app:s3cret@cache/2"
+    assert data["pool"] == "core.cache.health.GuardedSentinelConnectionPool"
+    assert data["sentinels"] == [["10.0.0.1", 26379], ["s2", 26380]]
+    assert data["sentinel_kwargs"]["password"] == "sentinel-pass" and data["sentinel_kwargs"]["ssl"] is True
+    assert data["errors"] == []
+
+
+@pytest.mark.parametrize(("env", "error"), [
+    ({"REDIS_URL": "http://localhost:6379/0"}, "core.E010"),
+    ({"REDIS_URL": "redis://localhost:notaport/0"}, "core.E010"),
+    ({"REDIS_URL": "redis:///0"}, "core.E010"),
+    ({"REDIS_SENTINELS": "sentinel-without-port"}, "core.E011"),
+    ({"REDIS_SENTINELS": "s1:26379,s2:99999"}, "core.E011"),
+    ({"REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_SERVICE": ""}, "core.E012"),
+    ({"CACHE_INVALIDATION_REPLICAS": "1", "CACHE_INVALIDATION_WAIT_MS": "500"}, "core.E014"),
+    ({"REDIS_SENTINELS": "s1:26379", "REDIS_CLUSTER_NODES": "n1:7000"}, "core.E015"),
+    ({"REDIS_CLUSTER_NODES": "n1:7000", "CACHE_INVALIDATION_REPLICAS": "1"}, "core.E016"),
+])
+def test_a_bad_redis_setting_is_a_clear_error_at_startup(env, error):
+    data = json.loads(settings_with(**env).stdout)
+    assert [e.split()[0] for e in data["errors"]] == [error], data["errors"]
+
+
+def test_the_guarded_pool_wraps_sentinel_managed_connections():
+    from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+
+    from core.cache.health import GuardedMixin, GuardedSentinelConnectionPool
+
+    plain = GuardedSentinelConnectionPool("cache", Sentinel([("127.0.0.1", 1)]))
+    tls = GuardedSentinelConnectionPool("cache", Sentinel([("127.0.0.1", 1)]), ssl=True)
+    assert issubclass(plain.connection_class, GuardedMixin) and issubclass(plain.connection_class, SentinelManagedConnection)
+    assert issubclass(tls.connection_class, GuardedMixin) and issubclass(tls.connection_class, SentinelManagedSSLConnection)
+
+
+@pytest.fixture
+def sentinels(settings, transactional_db):
+    setup = SentinelSetup().start()
+    cache = copy.deepcopy(settings.CACHES["default"])
+    use_sentinels(cache, sentinels=setup.addresses, service=setup.service)
+    ConnectionFactory._pools.pop(cache["LOCATION"], None)  # a pool of an earlier setup's sentinels
+    settings.CACHES = {**settings.CACHES, "default": cache}
+    settings.CACHE_INVALIDATION_REPLICAS = 1
+    settings.CACHE_BREAKER_COOLDOWN = 0.2
+    settings.CACHE_PENDING_RETRY = 0.2
+    settings.CACHE_PENDING_WATCH = True
+    HEALTH.reset()
+    yield setup
+    watcher().stop()
+    ConnectionFactory._pools.pop(cache["LOCATION"], None)
+    setup.close()
+    HEALTH.reset()
+
+
+@pytest.mark.slow
+def test_the_cache_follows_the_primary_that_the_sentinels_name(sentinels, alice, user):
+    from django.core.cache import cache
+
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert sentinels.primary.client().exists(f"user:coins:{user.id}")
+    cache.set("throttle-probe", 1)  # Django's own cache shares the connection
+    assert cache.get("throttle-probe") == 1
+    health = alice.get("/api/health").json()
+    assert health["status"] == "ok", health
+
+
+class Load:
+    """Readers and writers through the API and the services; every write then reads its own
+    balance back, which must never be older than what it wrote."""
+
+    def __init__(self, users, client_for) -> None:
+        self.users, self.client_for = users, client_for
+        self.statuses: list[int] = []
+        self.stale: list[tuple] = []
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._write, args=(u,)) for u in users]
+        self.threads += [threading.Thread(target=self._read, args=(u,)) for u in users]
+
+    def _write(self, user) -> None:
+        from django.db import connection
+
+        from accounts.models import CoinLedgerEntry
+        from accounts.services import coins_apply
+
+        client = self.client_for(user)
+        try:
+            while not self.stop.is_set():
+                balance = coins_apply(user_id=user.id, amount=1, reason=CoinLedgerEntry.Reason.ADJUSTMENT).balance_after
+                response = client.get("/api/me/coins")
+                self.statuses.append(response.status_code)
+                if response.status_code == 200 and response.json()["balance"] < balance:
+                    self.stale.append((user.id, balance, response.json()))
+                time.sleep(0.01)
+        except Exception as exc:  # asserted on by the test
+            self.errors.append(exc)
+        finally:
+            connection.close()
+
+    def _read(self, user) -> None:
+        from django.db import connection
+
+        client = self.client_for(user)
+        try:
+            while not self.stop.is_set():
+                for url in ("/api/me", "/api/me/coins", "/api/characters/luna", "/api/subscription"):
+                    self.statuses.append(client.get(url).status_code)
+        except Exception as exc:
+            self.errors.append(exc)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def settle_and_compare(sentinels, users, client_for) -> None:
+    """Once the pending deletes are applied, every cached value equals the database, and every
+    user's balance through the API too."""
+    from accounts.models import User
+
+    sentinels.wait_for(lambda: not PendingInvalidation.objects.exists(), "pending deletes never applied", 30)
+    for user in users:
+        expected = User.objects.get(pk=user.id).coin_balance
+        for _ in range(2):
+            assert client_for(user).get("/api/me/coins").json() == {"balance": expected}
+    result = verify(client=sentinels.primary.client())
+    assert result.drifted == [], result.drifted
+    assert sum(result.checked.values()) > 0
+
+
+@pytest.mark.slow
+def test_a_planned_failover_under_load_serves_no_error_and_nothing_stale(sentinels, make_user, client_for, characters):
+    users = [make_user(coins=10) for _ in range(3)]
+    for user in users:
+        client_for(user).get("/api/me/coins")
+    old = sentinels.primary_port()
+    with Load(users, client_for) as load:
+        time.sleep(1.0)
+        sentinels.failover()
+        time.sleep(3.0)
+    assert sentinels.primary_port() != old
+    assert load.statuses and set(load.statuses) == {200}, sorted(set(load.statuses))
+    assert load.errors == [] and load.stale == []
+    settle_and_compare(sentinels, users, client_for)
+
+
+@pytest.mark.slow
+def test_a_delete_the_dead_primary_never_replicated_is_not_lost(sentinels, make_user, client_for, characters):
+    """The replica is frozen (SIGSTOP) and cut off, a write's delete reaches only the primary,
+    the primary is killed (-9) and the replica, still holding the old value, is promoted."""
+    from accounts.models import CoinLedgerEntry, User
+    from accounts.services import coins_apply
+
+    user = make_user(coins=10)
+    other = make_user(coins=10)
+    client = client_for(user)
+    key = f"user:coins:{user.id}"
+    assert client.get("/api/me/coins").json() == {"balance": 10}
+    old_primary, replica = sentinels.primary, sentinels.replica
+    sentinels.wait_for(lambda: replica.client().exists(key), "the value never reached the replica")
+
+    replica.pause()
+    # Cut the replication link too: whatever the primary writes now stays in its own memory (the
+    # bytes already in the paused replica's socket would otherwise still arrive).
+    old_primary.client().client_kill_filter(_type="replica")
+    try:
+        coins_apply(user_id=user.id, amount=5, reason=CoinLedgerEntry.Reason.ADJUSTMENT)
+        assert not old_primary.client().exists(key)  # the primary took the delete ...
+        assert PendingInvalidation.objects.filter(key=key).exists()  # ... but nobody confirmed it
+        old_port = old_primary.port
+        old_primary.stop()  # kill -9
+    finally:
+        replica.resume()
+    assert b'"balance":10' in replica.client().get(key)  # what it will bring along when promoted
+
+    with Load([user, other], client_for) as load:
+        new_port = sentinels.wait_new_primary(old_port)
+        assert new_port == replica.port
+        time.sleep(1.0)
+        assert client.get("/api/me/coins").json()["balance"] == User.objects.get(pk=user.id).coin_balance
+        old_primary.start()  # comes back; the sentinels make it the new primary's replica
+        sentinels.wait_replicated(old_primary)
+        time.sleep(1.0)
+    assert load.statuses and set(load.statuses) == {200}, sorted(set(load.statuses))
+    assert load.errors == [] and load.stale == []
+    settle_and_compare(sentinels, [user, other], client_for)
+
+
+def test_gunicorn_refuses_to_start_with_a_bad_redis_setting(tmp_path):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "-c", str(ROOT / "config" / "gunicorn.conf.py")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.base", "REDIS_SENTINELS": "no-port-here",
+             "GUNICORN_BIND": "127.0.0.1:0"},
+    )
+    assert result.returncode != 0
+    assert "core.E011" in result.stderr and "no-port-here" in result.stderr
