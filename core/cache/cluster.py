@@ -31,7 +31,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .client import CACHE_ERRORS, full_key, lease_key, redis_client
-from .health import HEALTH, CacheHealth, GuardedMixin
+from .health import HEALTH, CacheHealth, GuardedMixin, register_health_source
 
 
 def cluster_mode() -> bool:
@@ -104,6 +104,9 @@ def node_health(name: str) -> NodeHealth:
 
 def node_healths() -> dict[str, NodeHealth]:
     return dict(_NODES)
+
+
+register_health_source(lambda: node_healths().values())  # the pending watcher signals every node
 
 
 def reset_node_healths() -> None:

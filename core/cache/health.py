@@ -167,6 +167,19 @@ class CacheHealth:
 
 
 HEALTH = CacheHealth()
+_HEALTH_SOURCES: list = []
+
+
+def register_health_source(source) -> None:
+    """More healths the watcher must signal (cluster.py: one per node)."""
+    _HEALTH_SOURCES.append(source)
+
+
+def all_healths() -> list[CacheHealth]:
+    return [HEALTH, *(health for source in _HEALTH_SOURCES for health in source())]
+
+
+watcher().healths = all_healths
 
 
 if TYPE_CHECKING:

@@ -35,6 +35,9 @@ class PendingWatcher:
         self._delay = 0.0
         self.listening = False
         self._listening_on = None  # the raw connection LISTEN was sent on
+        # Whose trust a pending invalidation withdraws: set by health.py (the process's health, and
+        # in cluster mode every node's), so this module imports neither.
+        self.healths = list
 
     def ensure_running(self) -> None:
         """Start the thread in this process (lazily: gunicorn workers are forked, threads are not)."""
@@ -147,11 +150,7 @@ class PendingWatcher:
 
 
 def _healths() -> list:
-    """The process's health, and in cluster mode every node's (each drains its own slots)."""
-    from .cluster import node_healths
-    from .health import HEALTH
-
-    return [HEALTH, *node_healths().values()]
+    return _WATCHER.healths()
 
 
 def _channel() -> str:
