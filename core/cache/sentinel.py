@@ -69,7 +69,7 @@ def check_redis_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage
     from django.conf import settings
     from redis.connection import parse_url
 
-    errors = []
+    errors: list[checks.CheckMessage] = []
     url = settings.REDIS_URL
     try:
         options = parse_url(url)

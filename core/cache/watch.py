@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -37,7 +38,7 @@ class PendingWatcher:
         self._listening_on = None  # the raw connection LISTEN was sent on
         # Whose trust a pending invalidation withdraws: set by health.py (the process's health, and
         # in cluster mode every node's), so this module imports neither.
-        self.healths = list
+        self.healths: Callable[[], list] = list
 
     def ensure_running(self) -> None:
         """Start the thread in this process (lazily: gunicorn workers are forked, threads are not)."""
