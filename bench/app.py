@@ -1,7 +1,8 @@
 """Bench-only Django pieces, wired in by config/settings/bench.py and never by the production URLconf.
 
 * ``SqlCountMiddleware`` counts the SQL statements each request really runs (Django's
-  ``connection.execute_wrapper``, so queries answered by django-cachalot are not counted) into
+  ``connection.execute_wrapper``, so queries answered by django-cachalot are not counted, plus the
+  ``SELECT 1`` of the connection health check, which bypasses that wrapper) into
   Prometheus counters labelled by route; gunicorn runs with PROMETHEUS_MULTIPROC_DIR, so
   ``/metrics`` sums every worker.
 * ``FloorApi`` returns constant JSON bytes through the same middleware, JWT authentication and
@@ -11,11 +12,13 @@
 import time
 
 from django.db import connection
+from django.db.backends.postgresql.base import DatabaseWrapper
 from django.http import HttpResponse
 from django.urls import path
 from prometheus_client import Counter
 from rest_framework.views import APIView
 
+from bench.bare import FLOOR_BODY
 from config.urls import handler400, handler404, handler500  # noqa: F401
 from config.urls import urlpatterns as production_urlpatterns
 
@@ -24,12 +27,25 @@ bench_sql = Counter("bench_sql_queries_total", "SQL statements by route (bench s
 bench_seconds = Counter("bench_server_seconds_total", "Time inside Django by route (bench settings only).", ["route"])
 
 
+_health_checks = [0]
+_is_usable = DatabaseWrapper.is_usable
+
+
+def _counted_is_usable(self) -> bool:
+    _health_checks[0] += 1  # CONN_HEALTH_CHECKS: one SELECT 1 per request that touches the database
+    return _is_usable(self)
+
+
+DatabaseWrapper.is_usable = _counted_is_usable
+
+
 class SqlCountMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         count = 0
+        checks_before = _health_checks[0]
         started = time.perf_counter()
 
         def counter(execute, sql, params, many, context):
@@ -39,6 +55,7 @@ class SqlCountMiddleware:
 
         with connection.execute_wrapper(counter):
             response = self.get_response(request)
+        count += _health_checks[0] - checks_before
         match = request.resolver_match
         route = f"{request.method} {match.url_name if match else 'unresolved'}"
         bench_requests.labels(route).inc()
@@ -46,9 +63,6 @@ class SqlCountMiddleware:
         if count:
             bench_sql.labels(route).inc(count)
         return response
-
-
-FLOOR_BODY = b'{"floor":true,"detail":"constant bytes, no cache, no database"}'
 
 
 class FloorApi(APIView):

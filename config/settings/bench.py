@@ -17,8 +17,10 @@ DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0
 DATABASES["default"]["CONN_MAX_AGE"] = 600
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 ROOT_URLCONF = "bench.app"
-# First, so it sees every query of the request, authentication included.
-MIDDLEWARE = ["bench.app.SqlCountMiddleware", *MIDDLEWARE]
+# First, so it sees every query of the request, authentication included. BENCH_COUNT_SQL=0 leaves
+# it out (bench/inproc.py: the CPU of the app alone).
+if env.bool("BENCH_COUNT_SQL", default=True):
+    MIDDLEWARE = ["bench.app.SqlCountMiddleware", *MIDDLEWARE]
 SIMPLE_JWT = {**SIMPLE_JWT, "ACCESS_TOKEN_LIFETIME": timedelta(hours=6)}
 LOGGING = {
     "version": 1,
@@ -46,5 +48,14 @@ elif BENCH_CACHE_MODE == "cachalot":
         },
     }
     CACHALOT_CACHE = "cachalot"
+    # cachalot's documented advice for tables written often: leave them uncached. A write
+    # invalidates every cached query of its table, so in the mix (10% writes) caching these
+    # would only add Redis writes and invalidations. The user table stays cached: authentication
+    # reads it on every request.
+    CACHALOT_UNCACHABLE_TABLES = frozenset((
+        "django_migrations", "django_session", "core_pendinginvalidation",
+        "chat_chatmessage", "chat_chatsession", "generation_generation",
+        "accounts_coinledgerentry", "subscriptions_dailyusage",
+    ))
 elif BENCH_CACHE_MODE != "ours":
     raise ValueError(f"BENCH_CACHE_MODE must be none, ours or cachalot, not {BENCH_CACHE_MODE!r}")
