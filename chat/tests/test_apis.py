@@ -182,3 +182,11 @@ def test_concurrent_messages_keep_a_strict_order(make_user, client_for, characte
     seqs = list(ChatMessage.objects.filter(session__user=user).order_by("seq").values_list("seq", "role"))
     assert seqs == [(n, "user" if n % 2 else "assistant") for n in range(1, 21)]
     assert ChatSession.objects.get(user=user).last_seq == 20
+
+
+def test_the_recent_page_without_a_query_builds_no_query_serializer(alice, characters, monkeypatch):
+    from chat.apis import ChatMessagesApi
+
+    assert send(alice, "hi").status_code == 201
+    monkeypatch.setattr(ChatMessagesApi, "QuerySerializer", None)  # building it would fail
+    assert [m["seq"] for m in history(alice).json()["messages"]] == [1, 2]
