@@ -187,3 +187,23 @@ def user(make_user):
 @pytest.fixture
 def alice(client_for, user):
     return client_for(user)
+
+
+@pytest.fixture
+def sql_statements():
+    """``with sql_statements() as run: ...`` then ``run`` lists the SQL statements sent, without
+    BEGIN/COMMIT (what make bench counts: its execute_wrapper sees statements, not transaction
+    control)."""
+    from contextlib import contextmanager
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    @contextmanager
+    def capture():
+        run: list[str] = []
+        with CaptureQueriesContext(connection) as context:
+            yield run
+        run.extend(q["sql"] for q in context.captured_queries if q["sql"] not in ("BEGIN", "COMMIT", "ROLLBACK"))
+
+    return capture

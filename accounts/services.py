@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_save
 from rest_framework import exceptions
 
 from core.cache.keys import normalize_email
@@ -99,17 +100,11 @@ def coins_apply(
             existing = CoinLedgerEntry.objects.filter(user_id=user_id, idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing
-        balance = _balance_add(user_id=user_id, amount=amount)
-        if balance is None:
+        entry = CoinLedgerEntry(user_id=user_id, amount=amount, reason=str(reason), reference=reference[:200],
+                                idempotency_key=idempotency_key, balance_after=0)
+        if not _balance_add_and_record(entry):
             raise PaymentRequired()
-        return CoinLedgerEntry.objects.create(
-            user_id=user_id,
-            amount=amount,
-            reason=reason,
-            reference=reference[:200],
-            idempotency_key=idempotency_key,
-            balance_after=balance,
-        )
+        return entry
 
 
 ADMIN_COIN_KINDS = {
@@ -133,14 +128,27 @@ def coins_admin_adjust(*, user_id: int, kind: str, amount: int, note: str, staff
     return coins_apply(user_id=user_id, amount=sign * amount, reason=reason, reference=f"admin {staff_email}: {note}")
 
 
-def _balance_add(*, user_id: int, amount: int) -> int | None:
-    """The balance after adding ``amount``, or None (and nothing changed) if it would go negative."""
+def _balance_add_and_record(entry: CoinLedgerEntry) -> bool:
+    """Move the balance by ``entry.amount`` and insert the ledger row with the balance after, in
+    one statement: the INSERT reads the conditional UPDATE's RETURNING, so the row exists only
+    if the balance stayed >= 0. False (and nothing changed) if it would have gone negative. The
+    ledger row's post_save is sent as the ORM would (its receivers invalidate the cached coins)."""
     quote = connection.ops.quote_name
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {quote(User._meta.db_table)} SET coin_balance = coin_balance + %s"
-            " WHERE id = %s AND coin_balance + %s >= 0 RETURNING coin_balance",
-            [amount, user_id, amount],
+            f"WITH moved AS (UPDATE {quote(User._meta.db_table)} SET coin_balance = coin_balance + %s"
+            " WHERE id = %s AND coin_balance + %s >= 0 RETURNING coin_balance)"
+            f" INSERT INTO {quote(CoinLedgerEntry._meta.db_table)}"
+            " (user_id, amount, reason, reference, idempotency_key, balance_after, created_at)"
+            " SELECT %s, %s, %s, %s, %s, coin_balance, %s FROM moved RETURNING id, balance_after",
+            [entry.amount, entry.user_id, entry.amount, entry.user_id, entry.amount, entry.reason, entry.reference,
+             entry.idempotency_key, connection.ops.adapt_datetimefield_value(entry.created_at)],
         )
         row = cursor.fetchone()
-    return None if row is None else row[0]
+    if row is None:
+        return False
+    entry.pk, entry.balance_after = row
+    entry._state.adding, entry._state.db = False, connection.alias
+    post_save.send(sender=CoinLedgerEntry, instance=entry, created=True, update_fields=None, raw=False,
+                   using=connection.alias)
+    return True

@@ -46,20 +46,15 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
         raise exceptions.ValidationError({"content": [f"At most {settings.CHAT_MAX_MESSAGE_LENGTH} characters."]})
     plan = subscription_require(user_id=user_id, premium=char.is_premium)
 
-    now = timezone.now()
+    mine = ChatMessage(user_id=user_id, role=ChatMessage.Role.USER, content=content, created_at=timezone.now())
     with transaction.atomic():
-        if usage_consume(user_id=user_id, kind="messages", limit=plan["daily_message_limit"]) is None:
+        sent = _send(mine, character_id=char.id, session=session, limit=plan["daily_message_limit"])
+        if sent is None:
             raise PlanForbids("Daily message limit reached.", code="daily_message_limit")
-        session_pk, reply_seq = _reserve_seqs(user_id=user_id, character_id=char.id, session=session, now=now)
-        mine = ChatMessage(session_id=session_pk, user_id=user_id, seq=reply_seq - 1,
-                           role=ChatMessage.Role.USER, content=content, created_at=now)
-        # bulk_create sends no signal: the history key is invalidated here, with the names at hand.
-        ChatMessage.objects.bulk_create([mine])
+        # No save signal was sent: the history key is invalidated here, with the names at hand.
         invalidate_chat_history(user_id=user_id, character=character, session=session)
-
-    history = [message_payload(m) for m in reversed(
-        ChatMessage.objects.filter(session_id=session_pk, seq__lt=mine.seq).order_by("-seq")[:_CONTEXT_MESSAGES]
-    )]
+    session_pk, reply_seq, history = sent
+    history = [message_payload(m) for m in history]
     persona = {"name": char.name, "display_name": char.display_name,
                "greeting": char.greeting, "persona_prompt": char.persona_prompt}
     try:
@@ -75,18 +70,38 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
     return {"session": session, "message": message_payload(mine), "reply": message_payload(theirs)}
 
 
-def _reserve_seqs(*, user_id: int, character_id: int, session: str, now) -> tuple[int, int]:
-    """Create the session or move its counter on by two, in one statement: (session id, the
-    reply's seq). The row lock it takes lasts only until the message commits."""
-    table = connection.ops.quote_name(ChatSession._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (user_id, character_id, session_id, last_seq, created_at, updated_at)"
-            " VALUES (%s, %s, %s, 2, %s, %s)"
+def _send(mine: ChatMessage, *, character_id: int, session: str, limit: int):
+    """One statement: count the daily use, create the session or move its counter on by two (the
+    message's seq and the reply's), insert the message, and read the messages before it for the
+    responder's context. Nothing is written past the daily limit (None). The session row's lock
+    lasts until the message commits, so concurrent posts keep a strict order. Returns (session id,
+    the reply's seq, the context oldest first); ``mine`` gets its id, session and seq."""
+    quote = connection.ops.quote_name
+    sessions, messages = quote(ChatSession._meta.db_table), quote(ChatMessage._meta.db_table)
+    created = connection.ops.adapt_datetimefield_value(mine.created_at)
+    row = usage_consume(
+        user_id=mine.user_id, kind="messages", limit=limit,
+        ctes=(
+            f"sess AS (INSERT INTO {sessions} (user_id, character_id, session_id, last_seq, created_at, updated_at)"
+            " SELECT %s, %s, %s, 2, %s, %s FROM counted"
             f" ON CONFLICT (user_id, character_id, session_id) DO UPDATE"
-            f" SET last_seq = {table}.last_seq + 2, updated_at = EXCLUDED.updated_at"
-            " RETURNING id, last_seq",
-            [user_id, character_id, session, *[connection.ops.adapt_datetimefield_value(now)] * 2],
-        )
-        session_pk, last_seq = cursor.fetchone()
-    return session_pk, last_seq
+            f" SET last_seq = {sessions}.last_seq + 2, updated_at = EXCLUDED.updated_at RETURNING id, last_seq),"
+            f" mine AS (INSERT INTO {messages} (session_id, user_id, seq, role, content, created_at)"
+            " SELECT id, %s, last_seq - 1, %s, %s, %s FROM sess RETURNING id, session_id, seq),"
+            f" context AS (SELECT m.seq, m.role, m.content, m.created_at FROM {messages} m, sess"
+            " WHERE m.session_id = sess.id AND m.seq < sess.last_seq - 1 ORDER BY m.seq DESC LIMIT %s)"
+        ),
+        sql=("SELECT mine.id, mine.session_id, mine.seq,"
+             " ARRAY(SELECT seq FROM context ORDER BY seq), ARRAY(SELECT role FROM context ORDER BY seq),"
+             " ARRAY(SELECT content FROM context ORDER BY seq), ARRAY(SELECT created_at FROM context ORDER BY seq)"
+             " FROM mine"),
+        params=[mine.user_id, character_id, session, created, created,
+                mine.user_id, str(mine.role), mine.content, created, _CONTEXT_MESSAGES],
+    )
+    if row is None:
+        return None
+    mine.pk, mine.session_id, mine.seq, seqs, roles, contents, times = row
+    mine._state.adding, mine._state.db = False, connection.alias
+    context = [ChatMessage(session_id=mine.session_id, seq=seq, role=role, content=text, created_at=at)
+               for seq, role, text, at in zip(seqs, roles, contents, times, strict=True)]
+    return mine.session_id, mine.seq + 1, context

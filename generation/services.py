@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
@@ -122,13 +122,21 @@ def _generation_charge(*, user_id: int, character: Character | None, prompt: str
                        daily_limit: int, idempotency_key: str | None, fingerprint: str) -> Generation:
     """One transaction: count the daily use, record a pending generation, spend its coins. The
     daily limit and the balance are each one conditional statement, so no row lock is needed."""
+    gen = Generation(user_id=user_id, character=character, prompt=prompt, parameters=parameters, cost=cost,
+                     idempotency_key=idempotency_key, request_fingerprint=fingerprint)
     with transaction.atomic():
-        if usage_consume(user_id=user_id, kind="generations", limit=daily_limit) is None:
+        # The daily use and the pending generation in one statement: the row is inserted only if
+        # the use was counted. (Generation has no save receivers; the ORM's create would add one.)
+        fields = [f for f in Generation._meta.concrete_fields if not f.primary_key]
+        insert = (f"INSERT INTO {connection.ops.quote_name(Generation._meta.db_table)}"
+                  f" ({', '.join(connection.ops.quote_name(f.column) for f in fields)})"
+                  f" SELECT {', '.join(['%s'] * len(fields))} FROM counted RETURNING id")
+        row = usage_consume(user_id=user_id, kind="generations", limit=daily_limit, sql=insert,
+                                 params=[f.get_db_prep_save(f.pre_save(gen, True), connection) for f in fields])
+        if row is None:
             raise PlanForbids("Daily generation limit reached.", code="daily_generation_limit")
-        gen = Generation.objects.create(
-            user_id=user_id, character=character, prompt=prompt, parameters=parameters, cost=cost,
-            idempotency_key=idempotency_key, request_fingerprint=fingerprint,
-        )
+        gen.pk = row[0]
+        gen._state.adding, gen._state.db = False, connection.alias
         if cost:
             coins_apply(user_id=user_id, amount=-cost, reason=CoinLedgerEntry.Reason.SPEND,
                         reference=f"generation:{gen.id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -198,11 +199,16 @@ def subscriptions_expire(*, now=None) -> int:
 
 # --- usage: the one count behind daily limits and stats ----------------------------------------
 
-
-def usage_consume(*, user_id: int, kind: UsageKind, limit: int) -> date | None:
-    """Count one use of ``kind`` today if the daily ``limit`` allows it: one conditional upsert,
-    atomic under concurrency without a lock. Returns the day it counted on (for a release), or
-    None when the limit is reached (nothing changed)."""
+def usage_consume(*, user_id: int, kind: UsageKind, limit: int, sql: str = "SELECT 1 FROM counted",
+                  ctes: str = "", params: Sequence = ()) -> tuple | None:
+    """Count one use of ``kind`` today if the daily ``limit`` allows it (one conditional upsert,
+    atomic under concurrency without a lock), and run the write that goes with the use in the
+    same statement, one round trip: ``sql`` (and the further ``ctes`` it may use) reads the CTE
+    ``counted``, which has one row when the use was counted and none when the limit is reached,
+    e.g. ``INSERT ... SELECT ... FROM counted RETURNING id``; ``params`` fill their placeholders
+    in order. Returns ``sql``'s first row, or None when it has none: the caller then raises, and
+    its transaction takes back anything ``counted`` did. (A release finds the day from the
+    written row's own time, ``day_start(created_at)``.)"""
     if kind not in ("generations", "messages"):
         raise ValueError(f"unknown usage kind {kind!r}")
     if limit <= 0:
@@ -212,16 +218,16 @@ def usage_consume(*, user_id: int, kind: UsageKind, limit: int) -> date | None:
     other = "messages" if kind == "generations" else "generations"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (user_id, day, {kind}, {other}) VALUES (%s, %s, 1, 0)"
+            f"WITH counted AS (INSERT INTO {table} (user_id, day, {kind}, {other}) VALUES (%s, %s, 1, 0)"
             f" ON CONFLICT (user_id, day) DO UPDATE SET {kind} = {table}.{kind} + 1"
-            f" WHERE {table}.{kind} < %s RETURNING {kind}",
-            [user_id, connection.ops.adapt_datefield_value(day), limit],
+            f" WHERE {table}.{kind} < %s RETURNING {kind}){', ' + ctes if ctes else ''} {sql}",
+            [user_id, connection.ops.adapt_datefield_value(day), limit, *params],
         )
-        counted = cursor.fetchone() is not None
-    if not counted:
+        row = cursor.fetchone()
+    if row is None:
         return None
     invalidate_usage(user_id=user_id)
-    return day
+    return row
 
 
 def usage_release(*, user_id: int, kind: UsageKind, day: date) -> None:
