@@ -47,10 +47,10 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin's static files under gunicorn
     "core.middleware.MetricsMiddleware",
     "core.middleware.PrivateByDefaultMiddleware",
-    # The admin's middleware; skipped for /api/ (JWT, CSRF-exempt), see core.middleware.AdminOnlyMixin.
+    # The admin's middleware; skipped for /api/ (JWT), see core.middleware.AdminOnlyMixin.
     "core.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "core.middleware.CsrfViewMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "core.middleware.AuthenticationMiddleware",
     "core.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
