@@ -49,7 +49,7 @@ def test_deactivation_refuses_a_remembered_token(alice, user, decodes):
     from accounts.cache import USER_EMAIL
     from core.cache.store import invalidate
 
-    invalidate((USER_EMAIL, {"email": user.email}))
+    invalidate((USER_EMAIL, {"email": user.email, "user_id": user.id}))
     response = alice.get("/api/me")
     assert response.status_code == 401
     assert response.json()["code"] == "user_inactive"
