@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Protocol
 
 
@@ -12,20 +11,27 @@ class Responder(Protocol):
         """The character's answer to ``message`` given the recent ``history``."""
 
 
+# The persona prompt is private (the API never shows it): it picks among these lines, and its own
+# words never reach a reply.
+_LINES = (
+    "That is worth thinking about.",
+    "I have wondered about that myself.",
+    "Go on, I am listening.",
+    "Now that is a question.",
+    "Let us look at it together.",
+    "I did not expect that.",
+)
+
+
 class PersonaResponder:
-    """Works offline: answers deterministically in the character's voice, from its persona and
-    greeting. The same conversation always gets the same reply."""
+    """Works offline: answers deterministically in the character's voice, from its greeting and a
+    line its persona chooses. The same conversation always gets the same reply."""
 
     def reply(self, *, character: dict, history: list[dict], message: str) -> str:
-        traits = [s.strip() for s in re.split(r"(?<=[.!?])\s+", character.get("persona_prompt") or "") if s.strip()]
-        digest = int(hashlib.sha256(f"{character['name']}|{len(history)}|{message}".encode()).hexdigest(), 16)
+        persona = character.get("persona_prompt") or ""
+        digest = int(hashlib.sha256(f"{character['name']}|{persona}|{len(history)}|{message}".encode()).hexdigest(), 16)
         topic = " ".join(message.split()[:8])
-        opener = character.get("greeting") or f"I am {character['display_name']}."
-        if not history:
-            parts = [opener]
-        else:
-            parts = []
-        if traits:
-            parts.append(traits[digest % len(traits)])
+        parts = [] if history else [character.get("greeting") or f"I am {character['display_name']}."]
+        parts.append(_LINES[digest % len(_LINES)])
         parts.append(f'You said "{topic}"{"..." if len(message.split()) > 8 else ""}; tell me more.')
         return f"{character['display_name']}: " + " ".join(parts)
