@@ -1,3 +1,5 @@
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.permissions import AllowAny
@@ -69,6 +71,7 @@ class AccessOutput(serializers.Serializer):
 
 
 @extend_schema_view(post=extend_schema(request=TokenInput, responses={200: TokenPairOutput, **errors(401)}, auth=[]))
+@method_decorator(never_cache, name="dispatch")  # Cache-Control: no-store: tokens must not be kept
 class TokenApi(TokenObtainPairView):
     serializer_class = EmailTokenObtainPairSerializer
     # Per client address, and failed logins per account; no global throttle classes: scope alone does nothing.
@@ -95,12 +98,14 @@ class SessionTokenRefreshSerializer(StrictInputMixin, TokenRefreshSerializer):
 
 
 @extend_schema_view(post=extend_schema(request=RefreshInput, responses={200: AccessOutput, **errors(401)}, auth=[]))
+@method_decorator(never_cache, name="dispatch")
 class TokenRefreshApi(TokenRefreshView):
     serializer_class = SessionTokenRefreshSerializer
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "refresh"  # a bucket of its own: refreshing never uses up logins
 
 
+@method_decorator(never_cache, name="dispatch")
 class RegisterApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -152,6 +157,7 @@ class MeApi(APIView):
         return json_bytes_response(request.user.payload, request, shared=False)
 
     @extend_schema(request=InputSerializer, responses={200: UpdateOutputSerializer})
+    @method_decorator(never_cache)  # may carry new tokens
     def patch(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -162,6 +168,7 @@ class MeApi(APIView):
         return Response(body)
 
 
+@method_decorator(never_cache, name="dispatch")
 class PasswordApi(APIView):
     class InputSerializer(StrictInput):
         current_password = serializers.CharField(max_length=128, write_only=True, trim_whitespace=False)

@@ -211,3 +211,25 @@ def test_coins_and_paginated_history(alice, user, make_user):
     assert total == 6
     assert alice.get("/api/me/coins/history", {"page_size": 5}).json()["results"].__len__() == 5
     assert alice.get("/api/me/coins/history", {"page": 99}).status_code == 404
+
+
+def test_every_response_carrying_tokens_is_no_store(api, plans, make_user):
+    def no_store(response) -> bool:
+        return "no-store" in response.get("Cache-Control", "")
+
+    registered = register(api, email="carol@example.com")
+    assert registered.status_code == 201 and no_store(registered)
+    login = api.post("/api/auth/token", {"email": "carol@example.com", "password": PASSWORD}, format="json")
+    assert login.status_code == 200 and no_store(login)
+    refreshed = api.post("/api/auth/token/refresh", {"refresh": login.json()["refresh"]}, format="json")
+    assert refreshed.status_code == 200 and no_store(refreshed)
+    client = bearer(login.json()["access"])
+    moved = client.patch("/api/me", {"email": "carol2@example.com", "current_password": PASSWORD}, format="json")
+    assert moved.status_code == 200 and "tokens" in moved.json() and no_store(moved)
+    client = bearer(moved.json()["tokens"]["access"])
+    changed = client.post("/api/me/password", {"current_password": PASSWORD, "new_password": "a-new-passw0rd-9"},
+                          format="json")
+    assert changed.status_code == 200 and no_store(changed)
+    # Refused logins too: nothing about a credential exchange belongs in a cache.
+    assert no_store(api.post("/api/auth/token", {"email": "carol2@example.com", "password": "wrong-one-1"},
+                             format="json"))
