@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BIND   ?=
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test test-quick lint lock bench bench-quick chaos chaos-quick chaos-cluster chaos-cluster-quick bench-deps install install-dev clean
+.PHONY: secret-key run test test-quick lint lock bench bench-quick chaos chaos-quick chaos-cluster chaos-cluster-quick bench-deps install install-dev clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,14 @@ install-dev: $(VENV)/.installed-dev
 # The address gunicorn will bind, as config/gunicorn.conf.py works it out (for the curl line).
 ADDR = $(or $(BIND),$(shell $(PY) -c "import runpy; print(runpy.run_path('config/gunicorn.conf.py')['bind'])" 2>/dev/null),127.0.0.1:8000)
 
-run: install
+# The first `make run` gives this checkout a random SECRET_KEY in .env, unless one is set already.
+secret-key:
+	@if [ -z "$$SECRET_KEY" ] && ! grep -qs '^SECRET_KEY=.' .env; then \
+	  if [ -s .env ] && [ -n "$$(tail -c1 .env)" ]; then echo >> .env; fi; \
+	  echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" >> .env; \
+	  echo "Wrote a random SECRET_KEY into .env"; fi
+
+run: install secret-key
 	mkdir -p var
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py collectstatic --noinput -v0

@@ -15,7 +15,9 @@ VAR_DIR = BASE_DIR / "var"
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
 
-SECRET_KEY = env("SECRET_KEY", default="dev-insecure-key-change-me-0123456789abcdefghijklmnop")
+# No published default: production and local settings refuse to start without it (`make run` writes a
+# random one into .env); only the test and bench settings have a key of their own.
+SECRET_KEY = env("SECRET_KEY", default="")
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -29,6 +31,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our static files, pinned, no CDN
     "axes",
     "core",
     "accounts",
@@ -232,7 +235,8 @@ AXES_VERBOSE = False  # no banner on every manage.py run; failures and lockouts 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
-    "SIGNING_KEY": env("JWT_SIGNING_KEY", default=SECRET_KEY),
+    # Unset: simplejwt signs with the final settings.SECRET_KEY (whichever settings module set it).
+    **({"SIGNING_KEY": env("JWT_SIGNING_KEY")} if env("JWT_SIGNING_KEY", default="") else {}),
     "AUTH_HEADER_TYPES": ("Bearer",),
     "UPDATE_LAST_LOGIN": False,
 }
@@ -248,6 +252,13 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"ImageSize": "generation.models.SIZES"},
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # /api/schema and /api/docs: public, or (API_DOCS_PUBLIC=false) staff only, by admin session or token.
+    "SERVE_PERMISSIONS": ["core.permissions.ApiDocsAccess"],
+    "SERVE_AUTHENTICATION": ["accounts.authentication.CachedJWTAuthentication",
+                             "rest_framework.authentication.SessionAuthentication"],
 }
 
 # Request IDs: returned in this response header, and accepted from it when the request comes
@@ -260,6 +271,9 @@ REQUEST_ID_TRUST_INCOMING = env.bool("REQUEST_ID_TRUST_INCOMING", default=True)
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"
 CORS_EXPOSE_HEADERS = ["ETag", REQUEST_ID_HEADER]
+
+# Whether anyone may read /api/schema and /api/docs; false leaves them to staff (production's default).
+API_DOCS_PUBLIC = env.bool("API_DOCS_PUBLIC", default=True)
 
 # --- Domain ----------------------------------------------------------------------------------
 GENERATION_BACKEND = env("GENERATION_BACKEND", default="generation.backends.PlaceholderBackend")

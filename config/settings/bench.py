@@ -11,6 +11,8 @@ from datetime import timedelta
 from .base import *  # noqa: F403
 from .base import CACHES, DATABASES, INSTALLED_APPS, MIDDLEWARE, REDIS_URL, SIMPLE_JWT, env
 
+# Signs only the benchmark's tokens on its private servers; never used by `make run` or production.
+SECRET_KEY = env("SECRET_KEY", default="bench-only-" + "0123456789abcdef" * 3)
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/bench_chatart")

@@ -7,9 +7,10 @@ from .base import SIMPLE_JWT, env
 
 SECRET_KEY = env("SECRET_KEY")  # no default: ImproperlyConfigured when missing
 DEBUG = False
-# The JWT key must follow the real secret, not the development default base.py saw.
+# The JWT key follows this secret unless JWT_SIGNING_KEY names another.
 SIMPLE_JWT = {**SIMPLE_JWT, "SIGNING_KEY": env("JWT_SIGNING_KEY", default=SECRET_KEY)}
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+API_DOCS_PUBLIC = env.bool("API_DOCS_PUBLIC", default=False)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

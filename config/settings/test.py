@@ -9,6 +9,9 @@ import os
 from .base import *  # noqa: F403
 from .base import DATABASES, REST_FRAMEWORK, env
 
+# Signs only the suite's own tokens; never used by `make run` or production.
+SECRET_KEY = env("SECRET_KEY", default="test-only-" + "0123456789abcdef" * 3)
+
 DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/chatart")
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 # One test database per test process, so parallel runs on one server never drop each other's.
