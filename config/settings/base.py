@@ -116,16 +116,19 @@ REDIS_URL = env("REDIS_URL", default="redis://localhost:6379/0")
 REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
 REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.25)
 
+# A deploy-wide prefix in front of every key: the families' (which read in Redis exactly as the
+# contract names them) and Django's cache's.
+CACHE_NAMESPACE = env("CACHE_NAMESPACE", default="")
 CACHES = {
     "default": {
+        # A correct Django cache (versions, pickled values) in a key space of its own,
+        # <namespace>django:<version>:<key>; the families never pass through it (core/cache/django_cache.py).
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        # Keys read in Redis exactly as the contract names them, behind an optional namespace.
-        "KEY_PREFIX": env("CACHE_NAMESPACE", default=""),
-        "KEY_FUNCTION": "core.cache.keys.make_key",
+        "KEY_PREFIX": f"{CACHE_NAMESPACE}django",
+        "REVERSE_KEY_FUNCTION": "core.cache.django_cache.reverse_key",  # keys(), iter_keys()
         "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+            "CLIENT_CLASS": "core.cache.django_cache.Client",
             "PARSER_CLASS": "redis._parsers.hiredis._HiredisParser",
             "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
@@ -145,7 +148,7 @@ if REDIS_CLUSTER_NODES:
     from core.cache.cluster import cluster_cache_options
 
     CACHES["default"]["OPTIONS"] = cluster_cache_options(CACHES["default"]["OPTIONS"])
-    if {"{", "}"} & set(CACHES["default"]["KEY_PREFIX"]):
+    if {"{", "}"} & set(CACHE_NAMESPACE):
         # A brace in the namespace would become every key's hash tag: one slot for everything.
         raise ImproperlyConfigured("CACHE_NAMESPACE must not contain { or } with REDIS_CLUSTER_NODES")
 # Redis Sentinel: the sentinels (host:port, comma-separated) and the service they monitor; REDIS_URL

@@ -7,7 +7,7 @@ cache at it, so tests may wipe their own Redis without touching anyone else's.
 import os
 
 from .base import *  # noqa: F403
-from .base import DATABASES, REST_FRAMEWORK, env
+from .base import DATABASES, INSTALLED_APPS, REST_FRAMEWORK, env
 
 # Signs only the suite's own tokens; never used by `make run` or production.
 SECRET_KEY = env("SECRET_KEY", default="test-only-" + "0123456789abcdef" * 3)
@@ -16,6 +16,8 @@ DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0
 DATABASES["default"]["CONN_MAX_AGE"] = 0
 # One test database per test process, so parallel runs on one server never drop each other's.
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=f"test_chatart_{os.getpid()}")}
+# Django's own cache tests (vendored, run against CACHES['default']) need their Poll model.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.django_cache"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # High limits, so only the tests about throttling meet them (they lower them per test); env-driven
 # for a gunicorn a test starts.

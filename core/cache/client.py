@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import redis
-from django.core.cache import caches
+from django.conf import settings
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 from redis.exceptions import RedisClusterException
@@ -19,7 +19,7 @@ def redis_client() -> redis.Redis:
 
 
 def namespace() -> str:
-    return caches["default"].key_prefix
+    return settings.CACHE_NAMESPACE
 
 
 def full_key(key: str) -> str:

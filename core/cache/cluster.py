@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
-from django_redis.client import DefaultClient
 from django_redis.exceptions import ConnectionInterrupted
 from django_redis.pool import ConnectionFactory
 from redis.backoff import NoBackoff
@@ -31,6 +30,7 @@ from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .client import CACHE_ERRORS, full_key, lease_key, redis_client
+from .django_cache import Client as DjangoCacheClient
 from .health import HEALTH, CacheHealth, GuardedMixin, register_health_source
 
 
@@ -246,7 +246,7 @@ def _then_topology_changed(manager, method):
     return wrapped
 
 
-class ClusterCacheClient(DefaultClient):
+class ClusterCacheClient(DjangoCacheClient):
     """django-redis's client on a cluster: multi-key reads split per slot, and cluster errors
     (which are not RedisErrors) reported like connection errors so IGNORE_EXCEPTIONS covers them."""
 

@@ -22,9 +22,3 @@ def key_part(value: object) -> str:
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
-
-
-def make_key(key: str, key_prefix: str, version: int) -> str:
-    """Django KEY_FUNCTION: the namespace (empty by default) then the key, no version segment,
-    so `redis-cli --scan --pattern 'user:coins:*'` finds the keys."""
-    return f"{key_prefix}{key}"

@@ -1,7 +1,6 @@
 from io import StringIO
 
 import pytest
-from django.core.cache import caches
 from django.core.management import CommandError, call_command
 
 from core.cache.ops import common as common_ops
@@ -119,9 +118,9 @@ def test_bad_arguments_change_nothing(loaded, args, message):
     assert loaded.dbsize() == size
 
 
-def test_namespace_limits_the_flush_to_this_deployment(redis_raw, monkeypatch):
+def test_namespace_limits_the_flush_to_this_deployment(redis_raw, settings):
     # A glob character in the namespace must match literally, not widen the pattern.
-    monkeypatch.setattr(caches["default"], "key_prefix", "blue*:")
+    settings.CACHE_NAMESPACE = "blue*:"
     for key in ("blue*:character:luna", "blueX:character:luna", "character:luna", "green:character:luna"):
         redis_raw.set(key, b"x")
     assert common_ops.scan_pattern(FAMILIES["character"]) == "blue\\*:character:*"

@@ -5,7 +5,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.cache.keys import HASH_MARK, key_part, make_key, normalize_email
+from core.cache.keys import HASH_MARK, key_part, normalize_email
 
 # What a part may hold in Redis: no ':' (family separator), no glob characters, no whitespace,
 # nothing outside printable ASCII.
@@ -67,8 +67,3 @@ def test_hostile_examples_are_hashed():
 
 def test_normalize_email_lowercases_and_trims():
     assert normalize_email("  Alice@Example.COM \n") == "alice@example.com"
-
-
-def test_make_key_is_namespace_then_key_without_version():
-    assert make_key("user:coins:1", "", 1) == "user:coins:1"
-    assert make_key("user:coins:1", "ns1:", 7) == "ns1:user:coins:1"

@@ -3,7 +3,6 @@ JSON values, and what a reader does with a value it cannot read."""
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 
@@ -263,9 +262,7 @@ def test_an_unreadable_value_is_a_miss_and_gets_replaced(raw, user, alice, redis
 
 @pytest.fixture
 def namespaced(settings):
-    caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["KEY_PREFIX"] = "ns1:"
-    settings.CACHES = caches  # the settings fixture resets django's cache handler on change
+    settings.CACHE_NAMESPACE = "ns1:"
     return "ns1:"
 
 
