@@ -36,7 +36,8 @@ def settings_with(**env: str) -> subprocess.CompletedProcess:
             "'sentinels': c['OPTIONS'].get('SENTINELS'), 'sentinel_kwargs': c['OPTIONS'].get('SENTINEL_KWARGS'), "
             "'errors': [m.id + ' ' + m.msg for m in checks.run_checks(tags=['caches'])]}))")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.base", **env})
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.base",
+                               "SECRET_KEY": "s" * 50, **env})
 
 
 def test_sentinels_by_configuration_alone():
@@ -244,7 +245,8 @@ def test_gunicorn_refuses_to_start_with_a_bad_redis_setting(tmp_path):
     result = subprocess.run(
         [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi:application", "-c", str(ROOT / "config" / "gunicorn.conf.py")],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.base", "REDIS_SENTINELS": "no-port-here",
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.base", "SECRET_KEY": "s" * 50,
+             "REDIS_SENTINELS": "no-port-here",
              "GUNICORN_BIND": "127.0.0.1:0"},
     )
     assert result.returncode != 0
