@@ -258,10 +258,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    # /api/schema and /api/docs: public, or (API_DOCS_PUBLIC=false) staff only, by admin session or token.
+    # /api/schema and /api/docs: public, or (API_DOCS_PUBLIC=false) staff only, by a staff user's token.
     "SERVE_PERMISSIONS": ["core.permissions.ApiDocsAccess"],
-    "SERVE_AUTHENTICATION": ["accounts.authentication.CachedJWTAuthentication",
-                             "rest_framework.authentication.SessionAuthentication"],
+    "SERVE_AUTHENTICATION": ["accounts.authentication.CachedJWTAuthentication"],
 }
 
 # Request IDs: returned in this response header, and accepted from it when the request comes
