@@ -61,7 +61,7 @@ lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports  # the app layers of .importlinter
 	mkdir -p var
-	$(PY) manage.py makemigrations --check --dry-run
+	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py makemigrations --check --dry-run  # test settings: no .env needed
 	$(VENV)/bin/mypy  # core/cache, with django-stubs (pyproject.toml)
 
 # Benchmark and chaos (bench/): benchmark-only Python packages, wrk and redis-server (Debian packages).
