@@ -342,6 +342,33 @@ class RedisClusterProcesses:
                 out.append(by_port[port])
         return out
 
+    def primary_for(self, key: str) -> RedisServer:
+        """The live primary that serves this key's slot."""
+        slot = self.alive()[0].client().cluster("keyslot", key)
+        for server in self.primaries():
+            for entry in server.client().cluster("slots"):
+                if entry[0] <= slot <= entry[1] and entry[2][1] == server.port:
+                    return server
+        raise AssertionError(f"no live primary serves slot {slot}")
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """A live replica of ``primary`` whose replication link is up."""
+        for server in self.alive():
+            info = server.client().info("replication")
+            if info["role"] == "slave" and info.get("master_port") == primary.port \
+                    and info.get("master_link_status") == "up":
+                return server
+        raise AssertionError(f"{primary.port} has no replica in sync")
+
+    def revive(self) -> None:
+        """Restart every node that was stopped (same port and directory: its nodes.conf makes it
+        rejoin, as a replica if its slots were taken over) and wait until all are in sync."""
+        for server in self.servers:
+            if server.process is None:
+                server.start()
+        self.wait_ok()
+        self.wait_replicas_synced()
+
     def wipe(self) -> None:
         """Delete every key, SCAN + UNLINK one key per command (keys of one node span slots)."""
         for server in self.primaries():

@@ -10,6 +10,10 @@ and the cache's health kept per node.
   invalidations of the slots it serves. A topology change (failover, MOVED) makes every node
   sync again before its values are trusted: a replica promoted to primary must not serve keys
   whose deletes were recorded while its slots were someone else's.
+* Deletes go to each key's node directly (one DEL per slot), followed there by
+  ``WAIT CACHE_INVALIDATION_REPLICAS`` when that is set: a delete the node's replicas did not
+  confirm is recorded as pending (every process then bypasses those keys until it is replayed and
+  confirmed), so a primary that dies before replicating a delete cannot take it with it.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
-from .client import CACHE_ERRORS, full_key, lease_key, redis_client
+from .client import CACHE_ERRORS, full_key, redis_client, unlink_keys
 from .django_cache import Client as DjangoCacheClient
 from .health import HEALTH, CacheHealth, GuardedMixin, register_health_source
+from .replication import NotReplicated
 
 
 def cluster_mode() -> bool:
@@ -72,6 +77,9 @@ class NodeHealth(CacheHealth):
 
     def drain(self, client: redis.Redis) -> int:
         return drain_node(cluster_client(), self.node)
+
+    def unlink(self, keys: list[str]) -> None:
+        unlink_on_node(self.node, keys)
 
     def sync(self) -> bool:
         if super().sync():
@@ -155,10 +163,30 @@ def drain_node(cluster: RedisCluster, node: str, batch: int = 500) -> int:
         last = rows[-1][0]
         mine = [(pk, key) for pk, key in rows if node_of(cluster, full_key(key)) == node]
         if mine:
-            keys = [key for _, key in mine]
-            cluster.delete(*(full_key(k) for k in keys), *(lease_key(k) for k in keys))
+            unlink_on_node(node, [key for _, key in mine])
             PendingInvalidation.objects.filter(id__in=[pk for pk, _ in mine]).delete()
             done += len(mine)
+
+
+def unlink_on_node(node: str, keys: list[str]) -> None:
+    """Delete keys (and their leases) of slots ``node`` serves, on that node: one pipeline of a DEL
+    per slot (a multi-key command must not span slots), then, with CACHE_INVALIDATION_REPLICAS = N,
+    ``WAIT N CACHE_INVALIDATION_WAIT_MS`` on the same connection. Raises NotReplicated when fewer
+    than N of this node's replicas confirmed; a slot that moved meanwhile answers MOVED (an error:
+    the caller records the delete, and the replay finds the slot's new node)."""
+    by_slot: dict[int, list[str]] = {}
+    for key in keys:
+        by_slot.setdefault(key_slot(full_key(key).encode("utf-8", "surrogateescape")), []).append(key)
+    pipe = node_health(node).client().pipeline(transaction=False)
+    for group in by_slot.values():
+        unlink_keys(pipe, group)
+    replicas = settings.CACHE_INVALIDATION_REPLICAS
+    if replicas > 0:
+        pipe.execute_command("WAIT", replicas, settings.CACHE_INVALIDATION_WAIT_MS)
+    acked = pipe.execute()[-1]
+    if replicas > 0 and int(acked) < replicas:
+        raise NotReplicated(f"delete reached {acked} of {replicas} replicas of {node} "
+                            f"within {settings.CACHE_INVALIDATION_WAIT_MS} ms")
 
 
 class _NodeGuard(GuardedMixin):

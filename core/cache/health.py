@@ -149,6 +149,10 @@ class CacheHealth:
     def drain(self, client: redis.Redis) -> int:
         return drain_pending_invalidations(client, unlink=unlink_confirmed)
 
+    def unlink(self, keys: list[str]) -> None:
+        """Delete these keys where this health's server holds them (a cluster node: cluster.py)."""
+        unlink_confirmed(redis_client(), keys)
+
     def mark_unsynced(self) -> None:
         """Invalidations were recorded for later: sync before trusting Redis again (the watcher
         also retries them in the background, and tells every other worker)."""
@@ -166,7 +170,20 @@ class CacheHealth:
             self.applied_generation = generation
 
 
-HEALTH = CacheHealth()
+class ProcessHealth(CacheHealth):
+    """The process's health. In cluster mode it only stands for "the cluster cannot be reached at
+    all" (its breaker ends with its cooldown): each node drains its own slots' pending deletes, and
+    draining them all here would fail on any one dead node and switch the whole cache off."""
+
+    def sync(self) -> bool:
+        if not settings.REDIS_CLUSTER_NODES:
+            return super().sync()
+        self.synced_epoch, self.applied_generation = self.connect_epoch, self.pending_generation
+        self.state = CLOSED
+        return True
+
+
+HEALTH = ProcessHealth()
 _HEALTH_SOURCES: list = []
 
 

@@ -30,7 +30,6 @@ from .cluster import cluster_client, health_for
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
 from .pending import record_pending_invalidations
-from .replication import unlink_confirmed
 
 _HEAD = b'{"etag":"'
 _MID = b'","data":'
@@ -329,7 +328,7 @@ def _delete_on(health: CacheHealth, keys: tuple[tuple[KeyFamily, str], ...]) -> 
         _defer(health, keys)
         return
     try:
-        unlink_confirmed(redis_client(), names)
+        health.unlink(names)
     except CACHE_ERRORS as exc:
         health.failure(exc, "delete")
         _defer(health, keys)

@@ -1,0 +1,132 @@
+"""Cluster failover on a real Redis Cluster on loopback (3 primaries + 3 replicas, this module's
+own): a delete the dying primary took but never replicated, a killed node rejoining, and
+/api/health while one node is dead. CACHE_INVALIDATION_REPLICAS=1 throughout: each delete is
+followed by WAIT on the key's node (core/cache/cluster.py unlink_on_node)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from core.models import PendingInvalidation
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def revived(redis_cluster):
+    redis_cluster.revive()  # a previous test's victim rejoins first
+    return redis_cluster
+
+
+@pytest.fixture
+def replicated(revived, cluster_cache, settings):
+    settings.CACHE_INVALIDATION_REPLICAS = 1
+    settings.CACHE_INVALIDATION_WAIT_MS = 100
+    settings.CACHE_BREAKER_COOLDOWN = 0.2
+    return cluster_cache
+
+
+def until(condition, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def raw_get(server, key: str) -> bytes | None:
+    """The key's value on this node, replica or primary (READONLY lets a replica answer)."""
+    client = server.client(single_connection_client=True)
+    try:
+        if client.info("replication")["role"] == "slave":
+            client.execute_command("READONLY")
+        return client.get(key)
+    finally:
+        client.close()
+
+
+def balance(client) -> int:
+    response = client.get("/api/me/coins")
+    assert response.status_code == 200, response.content
+    return response.json()["balance"]
+
+
+def test_a_delete_confirmed_by_the_replica_is_done(replicated, alice, user):
+    key = f"user:coins:{{{user.id}}}"
+    assert balance(alice) == 30
+    replica = replicated.replica_of(replicated.primary_for(key))
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    assert not PendingInvalidation.objects.exists()
+    assert raw_get(replica, key) is None
+    assert balance(alice) == 29
+    with CaptureQueriesContext(connection) as queries:
+        assert balance(alice) == 29  # cached again, trusted: no pending row holds it back
+    assert len(queries) == 0
+
+
+def generations_used(client) -> int:
+    response = client.get("/api/subscription/stats")
+    assert response.status_code == 200, response.content
+    return response.json()["generations"]["used_today"]
+
+
+def test_a_delete_the_dying_primary_never_replicated_is_replayed_on_its_promoted_replica(replicated, alice, user):
+    # A generation's first invalidation is the stats key: the primary takes that delete (the
+    # next ones of this node are recorded without trying, its breaker being open by then).
+    key = f"subscription:stats:{{{user.id}}}"
+    assert generations_used(alice) == 0
+    primary = replicated.primary_for(key)
+    replica = replicated.replica_of(primary)
+    until(lambda: raw_get(replica, key) is not None, "the value never reached the replica")
+
+    # The replica freezes and loses its link: the primary takes the next delete alone.
+    replica.pause()
+    primary.client().client_kill_filter(_type="replica")
+    try:
+        assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+        assert raw_get(primary, key) is None  # the primary acknowledged the delete...
+        assert PendingInvalidation.objects.filter(key=key).exists()  # ...but nobody confirmed it
+        primary.stop()  # kill -9 before it could replicate it
+    finally:
+        replica.resume()
+    replicated.wait_ok()  # the frozen replica was promoted
+    assert replicated.primary_for(key) is replica
+    assert raw_get(replica, key) is not None  # the lost delete: the new primary holds the old value
+
+    # Every read serves the new count, and the replayed delete reaches the new primary.
+    reads: list[int] = []
+    until(lambda: reads.append(generations_used(alice)) or raw_get(replica, key) is None,
+          "the pending delete was never replayed on the promoted replica")
+    for _ in range(5):
+        reads.append(generations_used(alice))
+    assert set(reads) == {1}, reads
+
+
+def test_a_killed_primary_rejoins_as_a_replica_and_the_cache_works_again(replicated, alice, user):
+    key = f"user:coins:{{{user.id}}}"
+    assert balance(alice) == 30
+    primary = replicated.primary_for(key)
+    replica = replicated.replica_of(primary)
+    primary.stop()
+    replicated.wait_ok()
+    assert replicated.primary_for(key) is replica
+    # Alone, the new primary cannot confirm deletes: they stay pending, reads come from PostgreSQL.
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    assert balance(alice) == 29
+
+    primary.start()  # same port and directory: its nodes.conf makes it rejoin
+    replicated.wait_ok()
+    replicated.wait_replicas_synced()
+    assert primary.client().info("replication")["role"] == "slave"
+    assert replicated.replica_of(replica) is primary
+
+    assert alice.post("/api/generations", {"prompt": "an owl"}, format="json").status_code == 201
+    until(lambda: balance(alice) == 28 and not PendingInvalidation.objects.exists(),
+          "the pending deletes were never confirmed once a replica was back")
+    assert raw_get(primary, key) is not None or balance(alice) == 28  # filled again, and replicated
+    with CaptureQueriesContext(connection) as queries:
+        assert balance(alice) == 28
+    assert len(queries) == 0  # a warm hit again
