@@ -37,3 +37,25 @@ def unlink_keys(client: redis.Redis, keys: list[str], batch: int = 500) -> None:
     for start in range(0, len(keys), batch):
         chunk = keys[start : start + batch]
         client.delete(*(full_key(k) for k in chunk), *(lease_key(k) for k in chunk))
+
+
+def read_command(client: redis.Redis, *args: str):
+    """Run one read command (GET, MGET) on a pooled connection, without redis-py's per-command
+    layers (option parsing, retry wrapper, observability hooks): on a cached hit they cost about
+    as much CPU as the round trip itself. Failures raise as from ``execute_command``; the guarded
+    connection has already reported them to the breaker. Cluster and other clients take their
+    usual path."""
+    if type(client) is not redis.Redis:
+        return client.execute_command(*args)
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_command(*args), check_health=False)
+        return conn.read_response()
+    except redis.ResponseError:
+        raise  # the reply was read whole: the connection is still good
+    except BaseException:
+        conn.disconnect()  # half a reply may be left on it: never hand it out again
+        raise
+    finally:
+        pool.release(conn)

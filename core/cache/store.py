@@ -25,7 +25,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from .client import CACHE_ERRORS, full_key, lease_key, redis_client
+from .client import CACHE_ERRORS, full_key, lease_key, read_command, redis_client
 from .cluster import cluster_client, health_for
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
@@ -106,7 +106,7 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
         return {}
     keys = [family.key(**parts) for family, parts in targets]
     try:
-        values = redis_client().mget([full_key(k) for k in keys])
+        values = read_command(redis_client(), "MGET", *(full_key(k) for k in keys))
     except CACHE_ERRORS as exc:
         HEALTH.failure(exc, "get")
         return {}
@@ -145,13 +145,13 @@ def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None
         return Payload.of(family.load(**parts))
     try:
         client = redis_client()
-        raw = cast("bytes | None", client.get(target))
+        raw = cast("bytes | None", read_command(client, "GET", target))
         if health.needs_sync:
             # The connection was (re)made during that call: sync before trusting what it read.
             if not health.ready():
                 counters.bypass.inc()
                 return Payload.of(family.load(**parts))
-            raw = cast("bytes | None", client.get(target))
+            raw = cast("bytes | None", read_command(client, "GET", target))
     except CACHE_ERRORS as exc:
         health.failure(exc, "get")
         counters.error.inc()
