@@ -45,7 +45,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",  # first: every later log line carries the request's ID
-    "corsheaders.middleware.CorsMiddleware",  # before anything that may answer (preflight requests)
+    "core.middleware.CorsMiddleware",  # before anything that may answer (preflight requests)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin's static files under gunicorn
     "core.middleware.MetricsMiddleware",
