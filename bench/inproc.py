@@ -3,7 +3,8 @@
 bench/run.py starts this script once per settings module (the bare floor, bench/bare.py, and the
 real app against the running bench stack) and alternates them; each run prints the median CPU
 time (``time.process_time``, so another process on the core does not count) per request of every
-path, over batches that cycle through the paths.
+path, over batches that cycle through the paths, and the Python function calls one request makes
+(builtins included, counted with ``sys.setprofile``): a figure the machine's noise cannot move.
 
     python bench/inproc.py --token T --batches 7 --per-batch 300 /api/bench/floor /api/me/coins ...
 """
@@ -31,6 +32,26 @@ def environ(path: str, token: str) -> dict:
         "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
         "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
     }
+
+
+def count_calls(request, repeat: int = 20) -> int:
+    """Function calls (Python and builtin) per request, the median of ``repeat`` requests."""
+    counts = []
+    for _ in range(repeat):
+        seen = 0
+
+        def profile(frame, event, arg):
+            nonlocal seen
+            if event in ("call", "c_call"):
+                seen += 1
+
+        sys.setprofile(profile)
+        try:
+            request()
+        finally:
+            sys.setprofile(None)
+        counts.append(seen)
+    return int(statistics.median(counts))
 
 
 def main() -> int:
@@ -65,7 +86,9 @@ def main() -> int:
             for _ in range(args.per_batch):
                 call(path)
             samples[path].append((time.process_time() - started) / args.per_batch * 1e6)
+    calls = {path: count_calls(lambda path=path: call(path)) for path in args.paths}
     print("INPROC_JSON " + json.dumps({path: round(statistics.median(v), 1) for path, v in samples.items()}))
+    print("INPROC_CALLS " + json.dumps(calls))
     return 0
 
 

@@ -215,6 +215,7 @@ def inproc_compare(stack: Stack, args, token: str) -> dict:
                 "REDIS_URL": stack.redis.url}
     bare_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.bare"}
     runs = []
+    calls: dict[str, dict] = {}  # function calls per request: the same in every run
     for _ in range(args.inproc_rounds):
         run = {}
         for name, env, targets in ((BARE, bare_env, ["/api/bench/floor"]), ("ours", ours_env, list(paths.values()))):
@@ -224,10 +225,11 @@ def inproc_compare(stack: Stack, args, token: str) -> dict:
                      "--batches", str(batches), "--per-batch", str(per_batch), *targets],
                     capture_output=True, text=True, timeout=600, env={**env, "PROMETHEUS_MULTIPROC_DIR": prom},
                     cwd=common.ROOT)
-            line = next((x for x in out.stdout.splitlines() if x.startswith("INPROC_JSON ")), None)
-            if line is None:
+            lines = {x.partition(" ")[0]: x.partition(" ")[2] for x in out.stdout.splitlines() if x.startswith("INPROC_")}
+            if "INPROC_JSON" not in lines or "INPROC_CALLS" not in lines:
                 raise RuntimeError(f"bench/inproc.py failed: {out.stdout}\n{out.stderr}")
-            run[name] = json.loads(line.removeprefix("INPROC_JSON "))
+            run[name] = json.loads(lines["INPROC_JSON"])
+            calls[name] = json.loads(lines["INPROC_CALLS"])
         runs.append({"bare": run[BARE]["/api/bench/floor"], "ours": {w: run["ours"][p] for w, p in paths.items()}})
         print("in-process CPU us: bare " + f"{runs[-1]['bare']:.0f}, "
               + ", ".join(f"{w} {v:.0f}" for w, v in runs[-1]["ours"].items()), flush=True)
@@ -236,6 +238,7 @@ def inproc_compare(stack: Stack, args, token: str) -> dict:
         "bare": median([r["bare"] for r in runs]),
         "ours": {w: median([r["ours"][w] for r in runs]) for w in paths},
         "ratio": {w: median([r["ours"][w] / r["bare"] for r in runs]) for w in paths},
+        "calls": {"bare": calls[BARE]["/api/bench/floor"], "ours": {w: calls["ours"][p] for w, p in paths.items()}},
         "runs": runs,
     }
 
@@ -340,7 +343,9 @@ def check_targets(med: dict, derived: dict, inproc: dict | None = None) -> list[
                         "value": f"max {cpu:.2f}x ({worst_cpu}: {inproc['ours'][worst_cpu]:.0f} us vs"
                                  f" {inproc['bare']:.0f} us)" + ("" if cpu <= 3.5 else f", {cpu - 3.5:.2f}x over"),
                         "why": f"the authenticated floor alone costs {ratios['floor']:.2f}x the bare floor's CPU"
-                               f" ({inproc['ours']['floor']:.0f} us): JWT, DRF and middleware before any cache read"})
+                               f" ({inproc['ours']['floor']:.0f} us): JWT, DRF and middleware before any cache read"
+                               + (f", {inproc['calls']['ours']['floor']} function calls per request to the bare floor's"
+                                  f" {inproc['calls']['bare']}" if inproc.get("calls") else "")})
     worst_cl = min(cached, key=lambda w: derived[w]["ratio_vs_cachalot"])
     rc = derived[worst_cl]["ratio_vs_cachalot"]
     bound = median([r["ours"]["floor"]["rps"] / r["cachalot"][worst_cl]["rps"] for r in ROUNDS])
@@ -409,6 +414,11 @@ def markdown(result: dict) -> str:
                   f" bare floor {inproc['bare']:.0f} us; "
                   + ", ".join(f"{w} {inproc['ours'][w]:.0f} us ({inproc['ratio'][w]:.2f}x)" for w in inproc["ours"])
                   + "."]
+        calls = inproc.get("calls")
+        if calls:
+            lines += ["", "Function calls per request (Python and builtin, counted with sys.setprofile; the machine's"
+                      f" noise cannot move them): bare floor {calls['bare']}; "
+                      + ", ".join(f"{w} {n} ({n / calls['bare']:.2f}x)" for w, n in calls["ours"].items()) + "."]
     lines += ["", "Targets:", ""]
     for t in result["targets"]:
         why = f". Why: {t['why']}." if not t["met"] and t.get("why") else ""
