@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from core import metrics
 from core.cache.client import redis_client
+from core.cache.cluster import probe_nodes
 from core.cache.health import HEALTH
 
 
@@ -37,8 +38,10 @@ def _cache_check() -> None:
 
 _COMPONENT = inline_serializer(
     "HealthComponent",
-    {"status": serializers.ChoiceField(choices=["up", "down"]), "latency_ms": serializers.FloatField(),
-     "error": serializers.CharField(required=False)},
+    {"status": serializers.ChoiceField(choices=["up", "degraded", "down"]), "latency_ms": serializers.FloatField(),
+     "error": serializers.CharField(required=False),
+     # Cluster mode: each primary's status, latency, breaker (and error when down).
+     "nodes": serializers.DictField(child=serializers.DictField(), required=False)},
 )
 
 
@@ -57,18 +60,24 @@ class HealthApi(APIView):
     )
     def get(self, request):
         database = _probe(_db_check)
-        cache = _probe(_cache_check)
         ok = database["status"] == "up"
-        if ok and cache["status"] == "up":
-            # Both answer: close the breaker now (ready() applies recorded invalidations first), so
-            # the state reported is this moment's. A worker that serves only health checks would
-            # otherwise say "open" until its next cached read.
-            HEALTH.ready()
+        if settings.REDIS_CLUSTER_NODES:
+            # Per primary: one dead node leaves the others serving, which is "degraded", not "down".
+            cache = probe_nodes(sync=ok)
+            breaker = "open" if any(n["breaker"] == "open" for n in cache["nodes"].values()) else HEALTH.state
+        else:
+            cache = _probe(_cache_check)
+            if ok and cache["status"] == "up":
+                # Both answer: close the breaker now (ready() applies recorded invalidations first),
+                # so the state reported is this moment's. A worker that serves only health checks
+                # would otherwise say "open" until its next cached read.
+                HEALTH.ready()
+            breaker = HEALTH.state
         body = {
             "status": ("ok" if cache["status"] == "up" else "degraded") if ok else "down",
             "database": database,
             "cache": cache,
-            "cache_breaker": HEALTH.state,
+            "cache_breaker": breaker,
         }
         return Response(body, status=200 if ok else 503, headers={"Cache-Control": "no-store"})
 

@@ -16,7 +16,10 @@ cache_invalidations = Counter(
 )
 cache_errors = Counter("cache_errors_total", "Redis failures that the app ignored.", ["operation"])
 # "livemax": a worker that died (mark_process_dead in gunicorn's child_exit) no longer counts.
-breaker_open = Gauge("cache_breaker_open", "1 while some process skips Redis.", multiprocess_mode="livemax")
+# node: "" for the process's breaker (one Redis, Sentinel, or a cluster that cannot be reached at
+# all), host:port of the primary in cluster mode, where each node has its own breaker.
+breaker_open = Gauge("cache_breaker_open", "1 while some process skips Redis (or that cluster node).", ["node"],
+                     multiprocess_mode="livemax")
 request_latency = Histogram(
     "http_request_duration_seconds", "Request latency by method and status class.",
     ["method", "status"],

@@ -19,6 +19,7 @@ and the cache's health kept per node.
 from __future__ import annotations
 
 import threading
+import time
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -27,7 +28,7 @@ from django.conf import settings
 from django_redis.exceptions import ConnectionInterrupted
 from django_redis.pool import ConnectionFactory
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import PRIMARY, ClusterNode, RedisCluster
 from redis.connection import Connection, SSLConnection
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
@@ -68,6 +69,10 @@ class NodeHealth(CacheHealth):
     def __init__(self, node: str) -> None:
         self.node = node
         super().__init__()
+
+    @property
+    def metric_node(self) -> str:  # type: ignore[override]
+        return self.node
 
     def client(self) -> redis.Redis:
         node = cluster_client().nodes_manager.get_node(node_name=self.node)
@@ -124,10 +129,15 @@ def reset_node_healths() -> None:
         _NODES.clear()
 
 
-def topology_changed() -> None:
-    """Slots may now be served by another node: every node syncs before it is trusted again."""
-    for health in list(_NODES.values()):
+def topology_changed(serving: set[str] | None = None) -> None:
+    """Slots may now be served by another node: every node syncs before it is trusted again. A
+    node that serves no slot any more (a dead primary replaced by its replica) no longer counts as
+    an open breaker: no key is read from it."""
+    for name, health in list(_NODES.items()):
         health.connect_epoch += 1
+        if serving is not None and name not in serving and health.state == "open":
+            health.state = "closed"
+            health.breaker_gauge.set(0)
 
 
 def node_of(cluster: RedisCluster, key: str) -> str:
@@ -205,6 +215,47 @@ class GuardedClusterSSLConnection(_NodeGuard, SSLConnection):
     pass
 
 
+def probe_nodes(sync: bool = True) -> dict:
+    """/api/health's cache component in cluster mode: each primary the client knows pinged (a node
+    whose breaker is open counts as down without a wait). ``up`` when all answer, ``degraded`` when
+    some do (their slots stay cached), ``down`` when none does or the cluster cannot be reached.
+    ``sync``: close the breakers of the nodes that answer (the database is up to sync with)."""
+    started = time.perf_counter()
+    nodes: dict[str, dict] = {}
+    try:
+        manager = cluster_client().nodes_manager
+        primaries = sorted((n for n in manager.nodes_cache.values() if n.server_type == PRIMARY), key=lambda n: n.name)
+    except CACHE_ERRORS as exc:
+        primaries, error = [], type(exc).__name__
+    else:
+        error = "no primary"
+    for node in primaries:
+        health = node_health(node.name)
+        began = time.perf_counter()
+        try:
+            if node.redis_connection is None:
+                raise redis.ConnectionError("not connected")
+            node.redis_connection.ping()
+        except CACHE_ERRORS as exc:
+            nodes[node.name] = {"status": "down", "error": type(exc).__name__}
+        else:
+            if sync:
+                health.ready()  # it answers: close its breaker now (after syncing), as for one Redis
+            nodes[node.name] = {"status": "up"}
+        nodes[node.name].update(latency_ms=round((time.perf_counter() - began) * 1000, 2), breaker=health.state)
+    up = sum(1 for n in nodes.values() if n["status"] == "up")
+    if nodes and up < len(nodes):
+        try:  # a dead primary may have been replaced: the next check reports the new map
+            manager.initialize()
+        except CACHE_ERRORS:
+            pass
+    status = "up" if nodes and up == len(nodes) else "degraded" if up else "down"
+    component = {"status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 2), "nodes": nodes}
+    if not up:
+        component["error"] = next((n["error"] for n in nodes.values()), error)
+    return component
+
+
 # --- the client ------------------------------------------------------------------------------
 
 
@@ -268,8 +319,9 @@ def _then_topology_changed(manager, method):
         try:
             return method(*args, **kwargs)
         finally:
-            if owners() != before:
-                topology_changed()
+            after = owners()
+            if after != before:
+                topology_changed(set(after.values()))
 
     return wrapped
 

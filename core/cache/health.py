@@ -55,8 +55,11 @@ class RateLimitedLog:
 
 
 class CacheHealth:
+    metric_node = ""  # its cache_breaker_open label: a cluster node's health has the node's name
+
     def __init__(self) -> None:
         self._sync_lock = threading.Lock()
+        self.breaker_gauge = metrics.breaker_open.labels(node=self.metric_node)
         self.reset()
 
     def reset(self) -> None:
@@ -71,6 +74,7 @@ class CacheHealth:
         # applied yet: bumped by the watcher (NOTIFY or its periodic look) and by a local deferral.
         self.pending_generation = 0
         self.applied_generation = 0
+        self.breaker_gauge.set(0)
 
     @property
     def needs_sync(self) -> bool:
@@ -96,7 +100,7 @@ class CacheHealth:
         self.open_until = time.monotonic() + settings.CACHE_BREAKER_COOLDOWN
         self.failures += 1
         metrics.cache_errors.labels(operation=operation).inc()
-        metrics.breaker_open.set(1)
+        self.breaker_gauge.set(1)
         self.log.warning(f"{operation}:{type(exc).__name__}", f"cache {operation} failed, Redis skipped: {type(exc).__name__}: {exc}")
         if not was_open:
             logger.info("cache circuit opened")
@@ -140,7 +144,7 @@ class CacheHealth:
         if self.state is OPEN:
             logger.info("cache circuit closed")
         self.state = CLOSED
-        metrics.breaker_open.set(0)
+        self.breaker_gauge.set(0)
         return True
 
     def client(self) -> redis.Redis:
@@ -180,6 +184,7 @@ class ProcessHealth(CacheHealth):
             return super().sync()
         self.synced_epoch, self.applied_generation = self.connect_epoch, self.pending_generation
         self.state = CLOSED
+        self.breaker_gauge.set(0)
         return True
 
 

@@ -139,7 +139,7 @@ def test_metrics_show_per_family_hits_misses_invalidations_breaker_and_latency(a
     assert requests_total(after, "character", "hit") - requests_total(before, "character", "hit") == 2
     deleted = ("cache_invalidations_total", (("family", "character"), ("result", "deleted")))
     assert after[deleted] - before.get(deleted, 0) == 1
-    assert after[("cache_breaker_open", ())] == 0
+    assert after[("cache_breaker_open", (("node", ""),))] == 0
     latency = ("http_request_duration_seconds_count", (("method", "GET"), ("status", "2xx")))
     assert after[latency] - before.get(latency, 0) >= 3
     assert any(name == "http_request_duration_seconds_bucket" for name, _ in after)
@@ -152,7 +152,7 @@ def test_metrics_show_the_breaker_open(client, redis_server, alice):
         samples = scrape(client)
     finally:
         redis_server.start()
-    assert samples[("cache_breaker_open", ())] == 1
+    assert samples[("cache_breaker_open", (("node", ""),))] == 1
     assert any(name == "cache_errors_total" and value > 0 for (name, _), value in samples.items())
 
 
@@ -175,7 +175,7 @@ def test_metrics_relayed_by_a_local_reverse_proxy_are_not_found(client):
 def test_metrics_token_lets_a_scraper_in_from_anywhere(client):
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.7", HTTP_AUTHORIZATION="Bearer wrong").status_code == 404
     samples = scrape(client, REMOTE_ADDR="203.0.113.7", HTTP_AUTHORIZATION="Bearer scrape-token-123")
-    assert ("cache_breaker_open", ()) in samples
+    assert ("cache_breaker_open", (("node", ""),)) in samples
 
 
 @override_settings(METRICS_ALLOWED_IPS=[], METRICS_TOKEN="")

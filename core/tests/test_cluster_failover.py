@@ -130,3 +130,47 @@ def test_a_killed_primary_rejoins_as_a_replica_and_the_cache_works_again(replica
     with CaptureQueriesContext(connection) as queries:
         assert balance(alice) == 28
     assert len(queries) == 0  # a warm hit again
+
+
+def breaker_gauges(client) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    return {sample.labels["node"]: sample.value
+            for family in text_string_to_metric_families(response.content.decode())
+            for sample in family.samples if sample.name == "cache_breaker_open"}
+
+
+def test_health_with_one_dead_node_is_degraded_per_node_not_down(revived, cluster_cache, api, client, alice, user):
+    key = f"user:coins:{{{user.id}}}"
+    assert balance(alice) == 30
+    body = api.get("/api/health").json()
+    assert body["status"] == "ok" and body["cache"]["status"] == "up"
+    names = {f"127.0.0.1:{server.port}" for server in cluster_cache.primaries()}
+    assert set(body["cache"]["nodes"]) == names
+    assert all(node["status"] == "up" and node["breaker"] == "closed" for node in body["cache"]["nodes"].values())
+
+    victim = cluster_cache.primary_for(key)
+    dead = f"127.0.0.1:{victim.port}"
+    victim.stop()
+    response = api.get("/api/health")
+    assert response.status_code == 200  # the API serves: the database is up, two nodes of three too
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["cache"]["status"] == "degraded"
+    nodes = body["cache"]["nodes"]
+    assert nodes[dead]["status"] == "down" and nodes[dead]["error"] == "ConnectionError"
+    assert nodes[dead]["breaker"] == "open"
+    assert [nodes[name]["status"] for name in sorted(names - {dead})] == ["up", "up"]
+    # The breaker gauge is per node: only the dead one is open; the process-wide one stays closed.
+    gauges = breaker_gauges(client)
+    assert gauges[dead] == 1
+    assert all(gauges[name] == 0 for name in names - {dead}) and gauges[""] == 0
+    assert balance(alice) == 30  # from the database meanwhile
+
+    # Its replica takes over: the map no longer has the dead node, and the cache is whole again.
+    cluster_cache.wait_ok()
+    until(lambda: api.get("/api/health").json()["status"] == "ok", "health never came back to ok after the failover")
+    assert dead not in api.get("/api/health").json()["cache"]["nodes"]
+    assert breaker_gauges(client)[dead] == 0

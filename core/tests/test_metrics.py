@@ -44,8 +44,8 @@ def gauge_max(path: Path, name: str) -> float | None:
 def test_a_dead_workers_open_breaker_stops_counting(tmp_path):
     """A worker that died with its breaker open must not keep cache_breaker_open at 1."""
     env = clean_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
-    dead = run_python("import os\nfrom core import metrics\nmetrics.breaker_open.set(1)\nprint(os.getpid())", env)
-    run_python("from core import metrics\nmetrics.breaker_open.set(0)", env)  # a live worker, healthy
+    dead = run_python("import os\nfrom core import metrics\nmetrics.breaker_open.labels(node='').set(1)\nprint(os.getpid())", env)
+    run_python("from core import metrics\nmetrics.breaker_open.labels(node='').set(0)", env)  # a live worker, healthy
     assert gauge_max(tmp_path, "cache_breaker_open") == 1
     # gunicorn's child_exit hook, for the worker that is gone.
     run_python("import runpy\n"
