@@ -1,6 +1,8 @@
 """The pending-invalidation watcher: a delete that failed on another worker or host makes this
-process stop trusting Redis within 2 s (NOTIFY, or the periodic look when a notification is
-missed), and this process applies it in the background once Redis takes deletes again."""
+process stop trusting Redis (by the NOTIFY alone, or by the periodic look when a notification is
+missed), and this process applies it in the background once Redis takes deletes again. A revoked
+token is refused by every worker of another host within 2 s of its revocation (counted from when
+each request is sent); the time to refuse under load is measured by bench/chaos.py."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from core.cache import pending
 from core.cache.health import HEALTH
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
-from core.testing import RedisServer
+from core.testing import REVOCATIONS, RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -63,33 +65,37 @@ def another_host_changes_the_balance(user_id: int, balance: int, *, notify: bool
                            [f"user:coins:{user_id}"])
 
 
-def balance_within(client, expected: int, seconds: float) -> float:
-    started = time.monotonic()
-    while True:
-        balance = client.get("/api/me/coins").json()["balance"]
-        if balance == expected:
-            return time.monotonic() - started
-        assert time.monotonic() - started < seconds, f"still {balance} after {seconds} s"
+def balance_becomes(client, expected: int, timeout: float = 30.0) -> None:
+    """Until the API answers ``expected``. The deadline is generous on purpose: what the tests below
+    pin is which mechanism told this process (the time to refuse is measured by bench/chaos.py)."""
+    deadline = time.monotonic() + timeout
+    while (balance := client.get("/api/me/coins").json()["balance"]) != expected:
+        assert time.monotonic() < deadline, f"still {balance} after {timeout} s"
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("notify", [True, False], ids=["notify", "missed-notify"])
-def test_a_delete_that_failed_elsewhere_is_honoured_here_within_2s(own_redis, alice, user, notify):
+# "notify": the periodic look is an hour away, so only the NOTIFY can have woken the watcher;
+# "missed-notify": no NOTIFY is sent, so only the periodic look (every 0.2 s here) can find the row.
+@pytest.mark.parametrize(("notify", "check_every"), [(True, 3600.0), (False, 0.2)], ids=["notify", "missed-notify"])
+def test_a_delete_that_failed_elsewhere_is_honoured_here(own_redis, alice, user, settings, notify, check_every):
+    settings.CACHE_PENDING_CHECK = check_every  # read by the watcher after each look
     assert alice.get("/api/me/coins").json() == {"balance": 30}
-    assert alice.get("/api/me/coins").json() == {"balance": 30}  # cached, watcher running
+    assert alice.get("/api/me/coins").json() == {"balance": 30}  # cached, watcher running (first look done)
     assert watcher().listening or not notify
+    assert HEALTH.pending_generation == 0
     refuse_writes(own_redis)
 
     another_host_changes_the_balance(user.id, 7, notify=notify)
 
-    assert balance_within(alice, 7, 2.0) < 2.0  # from the database: Redis still holds 30
+    balance_becomes(alice, 7)  # from the database: Redis still holds 30
+    assert HEALTH.pending_generation > 0  # the watcher withdrew the trust; no request ran SQL for it
     assert b'"balance":30' in own_redis.client().get(f"user:coins:{user.id}")
     for _ in range(5):  # and it stays that way while the delete cannot be applied
         assert alice.get("/api/me/coins").json() == {"balance": 7}
         time.sleep(0.1)
 
     refuse_writes(own_redis, refuse=False)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # retries back off up to CACHE_PENDING_RETRY_MAX
     while PendingInvalidation.objects.exists() or own_redis.client().exists(f"user:coins:{user.id}"):
         assert time.monotonic() < deadline, "the watcher never applied the pending delete"
         time.sleep(0.05)
@@ -121,34 +127,16 @@ def other_host(shared_redis, django_db_setup):
     server.close()
 
 
-def _deactivate(user):
-    user.is_active = False
-    user.save()
-
-
-def _change_password(user):
-    from accounts.services import user_change_password
-    from conftest import PASSWORD
-
-    user_change_password(user_id=user.id, current_password=PASSWORD, new_password="a-brand-new-pass-42")
-
-
-def _delete(user):
-    user.delete()
-
-
-@pytest.mark.parametrize("revoke", [_deactivate, _change_password, _delete], ids=["deactivate", "password", "delete"])
+@pytest.mark.parametrize("revocation", sorted(REVOCATIONS))
 @pytest.mark.parametrize("fault", ["redis refuses writes", "this host cannot reach redis"])
 def test_a_revoked_token_is_refused_by_every_worker_of_another_host_within_2s(
-    own_redis, other_host, make_user, settings, revoke, fault
+    own_redis, other_host, make_user, settings, revocation, fault
 ):
-    from accounts.apis import tokens_for
-    from core.testing import free_port, request
+    from core.testing import RevokedTokens, free_port
 
     user = make_user("revoked@example.com")
-    headers = {"Authorization": f"Bearer {tokens_for(user)['access']}"}
-    for _ in range(16):  # both workers have the user cached
-        assert request("127.0.0.1", other_host.port, "GET", "/api/me", headers=headers)[0] == 200
+    tokens = RevokedTokens({revocation: user}, [other_host])
+    tokens.warm()  # both workers (and this process) have the user cached
     assert own_redis.client().exists("user:email:revoked@example.com")
 
     if fault == "redis refuses writes":
@@ -159,19 +147,6 @@ def test_a_revoked_token_is_refused_by_every_worker_of_another_host_within_2s(
         settings.CACHES = caches
         HEALTH.reset()
 
-    revoke(user)
-    revoked_at = time.monotonic()
+    tokens.revoke(revocation)
     assert PendingInvalidation.objects.exists() or not own_redis.client().exists("user:email:revoked@example.com")
-
-    refused_since = None
-    while True:
-        status = request("127.0.0.1", other_host.port, "GET", "/api/me", headers=headers)[0]
-        assert status in (200, 401), status
-        now = time.monotonic()
-        if status == 200:
-            refused_since = None
-            assert now - revoked_at < 2.0, "a revoked token was still accepted after 2 s"
-        elif refused_since is None:
-            refused_since = now
-        elif now - refused_since > 1.0:  # refused by every worker, steadily
-            break
+    tokens.refused()
