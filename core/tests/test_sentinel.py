@@ -1,7 +1,10 @@
 """Redis Sentinel by configuration, against real processes on loopback (1 primary, 1 replica,
 3 sentinels): the guarded connection follows the primary, a planned failover and a kill -9 of the
 primary under concurrent reads and writes leave zero 5xx and zero stale values, and a delete the
-old primary acknowledged but never replicated is not lost (CACHE_INVALIDATION_REPLICAS=1)."""
+old primary acknowledged but never replicated is not lost (CACHE_INVALIDATION_REPLICAS=1); so does
+a primary that refuses writes (NOREPLICAS) while it serves reads. Through all of them, tokens
+revoked meanwhile (deactivation, password change, deletion) are refused within 2 s by every app
+process: this one and a gunicorn with two workers on the same sentinels and database."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from django.conf import settings
 from django_redis.pool import ConnectionFactory
 
@@ -23,7 +27,7 @@ from core.cache.ops.verify import verify
 from core.cache.sentinel import use_sentinels
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
-from core.testing import SentinelSetup
+from core.testing import REVOCATIONS, Gunicorn, RevokedTokens, SentinelSetup
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -96,6 +100,35 @@ def sentinels(settings, transactional_db):
     ConnectionFactory._pools.pop(cache["LOCATION"], None)
     setup.close()
     HEALTH.reset()
+
+
+@pytest.fixture
+def other_host(sentinels):
+    """A second app process on the same sentinels and test database: a gunicorn, 2 workers."""
+    from django.db import connection
+
+    server = Gunicorn(connection.settings_dict["NAME"], "redis://sentinel-managed/0",
+                      REDIS_SENTINELS=",".join(sentinels.addresses), REDIS_SENTINEL_SERVICE=sentinels.service,
+                      CACHE_INVALIDATION_REPLICAS="1", CACHE_PENDING_WATCH="1", CACHE_PENDING_RETRY="0.2",
+                      CACHE_BREAKER_COOLDOWN="0.2")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def revoked(sentinels, other_host, make_user):
+    """One user per way of revoking a token, whose profile both processes (every worker) cached,
+    and on the replica too."""
+    users = {name: make_user(f"revoked-{name}@example.com") for name in REVOCATIONS}
+    tokens = RevokedTokens(users, [other_host])
+    tokens.warm()
+    sentinels.wait_for(lambda: all(sentinels.replica.client().exists(profile_key(name)) for name in REVOCATIONS),
+                       "the revoked users' profiles never reached the replica")
+    return tokens
+
+
+def profile_key(revocation: str) -> str:
+    return f"user:email:revoked-{revocation}@example.com"
 
 
 @pytest.mark.slow
@@ -184,23 +217,30 @@ def settle_and_compare(sentinels, users, client_for) -> None:
 
 
 @pytest.mark.slow
-def test_a_planned_failover_under_load_serves_no_error_and_nothing_stale(sentinels, make_user, client_for, characters):
+def test_a_planned_failover_under_load_serves_no_error_and_nothing_stale(
+    sentinels, revoked, make_user, client_for, characters
+):
     users = [make_user(coins=10) for _ in range(3)]
     for user in users:
         client_for(user).get("/api/me/coins")
-    old = sentinels.primary_port()
     with Load(users, client_for) as load:
         time.sleep(1.0)
-        sentinels.failover()
-        time.sleep(3.0)
+        old = sentinels.start_failover()
+        revoked.revoke("deactivate")  # while the sentinels switch the primaries
+        sentinels.wait_new_primary(old)
+        revoked.revoke("password")  # right after, on the new primary
+        revoked.revoke("delete")
+        revoked.refused()
+        time.sleep(1.0)
     assert sentinels.primary_port() != old
     assert load.statuses and set(load.statuses) == {200}, sorted(set(load.statuses))
     assert load.errors == [] and load.stale == []
     settle_and_compare(sentinels, users, client_for)
+    revoked.refused(steady=0.5)  # and still, once everything pending is applied
 
 
 @pytest.mark.slow
-def test_a_delete_the_dead_primary_never_replicated_is_not_lost(sentinels, make_user, client_for, characters):
+def test_a_delete_the_dead_primary_never_replicated_is_not_lost(sentinels, revoked, make_user, client_for, characters):
     """The replica is frozen (SIGSTOP) and cut off, a write's delete reaches only the primary,
     the primary is killed (-9) and the replica, still holding the old value, is promoted."""
     from accounts.models import CoinLedgerEntry, User
@@ -222,26 +262,80 @@ def test_a_delete_the_dead_primary_never_replicated_is_not_lost(sentinels, make_
         coins_apply(user_id=user.id, amount=5, reason=CoinLedgerEntry.Reason.ADJUSTMENT)
         assert not old_primary.client().exists(key)  # the primary took the delete ...
         assert PendingInvalidation.objects.filter(key=key).exists()  # ... but nobody confirmed it
+        for name in REVOCATIONS:  # the revoked users' profile deletes are pending too (the breaker
+            revoked.revoke(name)  # opened on the unconfirmed delete: they were not even tried)
+            assert PendingInvalidation.objects.filter(key=profile_key(name)).exists()
         old_port = old_primary.port
         old_primary.stop()  # kill -9
     finally:
         replica.resume()
     assert b'"balance":10' in replica.client().get(key)  # what it will bring along when promoted
+    assert all(replica.client().exists(profile_key(name)) for name in REVOCATIONS)  # the revoked profiles too
+    revoked.refused()  # by both processes while the primary is gone
 
     with Load([user, other], client_for) as load:
         new_port = sentinels.wait_new_primary(old_port)
         assert new_port == replica.port
-        time.sleep(1.0)
+        revoked.refused()  # while the promoted replica still holds their old profiles
         # The load keeps adding to this balance, so "fresh" means at least what the database held
         # before the read; the promoted replica's stale 10 is far below that.
         committed = User.objects.get(pk=user.id).coin_balance
         assert client.get("/api/me/coins").json()["balance"] >= committed > 10
         old_primary.start()  # comes back; the sentinels make it the new primary's replica
         sentinels.wait_replicated(old_primary)
-        time.sleep(1.0)
+        revoked.refused()
     assert load.statuses and set(load.statuses) == {200}, sorted(set(load.statuses))
     assert load.errors == [] and load.stale == []
     settle_and_compare(sentinels, [user, other], client_for)
+    revoked.refused(steady=0.5)
+
+
+def refuses_writes(server) -> bool:
+    """Does the server answer NOREPLICAS to a write (and still serve reads)?"""
+    client = server.client()
+    try:
+        client.set("write-probe", 1)
+    except redis.ResponseError as exc:
+        return "NOREPLICAS" in str(exc)
+    client.delete("write-probe")
+    return False
+
+
+@pytest.mark.slow
+def test_a_primary_that_refuses_writes_but_serves_reads_serves_nothing_stale(
+    sentinels, revoked, make_user, client_for, characters
+):
+    """min-replicas-to-write 1 and the only replica frozen: the primary answers NOREPLICAS to every
+    write, deletes included, and still serves reads. The sentinels see no reason to fail over."""
+    users = [make_user(coins=10) for _ in range(3)]
+    for user in users:
+        client_for(user).get("/api/me/coins")
+        client_for(user).get("/api/me/coins")
+    primary, replica = sentinels.primary, sentinels.replica
+    primary.client().config_set("min-replicas-max-lag", 1)
+    primary.client().config_set("min-replicas-to-write", 1)
+    with Load(users, client_for) as load:
+        time.sleep(0.5)
+        replica.pause()
+        try:
+            sentinels.wait_for(lambda: refuses_writes(primary), "the primary never refused writes", 15)
+            cached = primary.client().get(f"user:coins:{users[0].id}")  # reads still served
+            for name in REVOCATIONS:
+                revoked.revoke(name)
+            assert primary.client().exists(profile_key("deactivate"))  # the delete was refused
+            revoked.refused()
+            time.sleep(1.0)  # more writes while it refuses them
+            assert primary.client().get(f"user:coins:{users[0].id}") == cached  # never deleted, never refilled
+        finally:
+            replica.resume()
+        sentinels.wait_for(lambda: not refuses_writes(primary), "the primary never took writes again")
+        revoked.refused()
+        time.sleep(1.0)
+    assert sentinels.primary_port() == primary.port
+    assert load.statuses and set(load.statuses) == {200}, sorted(set(load.statuses))
+    assert load.errors == [] and load.stale == []
+    settle_and_compare(sentinels, users, client_for)
+    revoked.refused(steady=0.5)
 
 
 def test_gunicorn_refuses_to_start_with_a_bad_redis_setting(tmp_path):
