@@ -11,11 +11,12 @@ import time
 
 import pytest
 
+from accounts.testing import REVOCATIONS
 from core.cache import pending
 from core.cache.health import HEALTH
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
-from core.testing import REVOCATIONS, RedisServer
+from core.testing import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -132,7 +133,8 @@ def other_host(shared_redis, django_db_setup):
 def test_a_revoked_token_is_refused_by_every_worker_of_another_host_within_2s(
     own_redis, other_host, make_user, settings, revocation, fault
 ):
-    from core.testing import RevokedTokens, free_port
+    from accounts.testing import RevokedTokens
+    from core.testing import free_port
 
     user = make_user("revoked@example.com")
     tokens = RevokedTokens({revocation: user}, [other_host])
