@@ -82,7 +82,10 @@ def test_a_delete_that_failed_elsewhere_is_honoured_here(own_redis, alice, user,
     settings.CACHE_PENDING_CHECK = check_every  # read by the watcher after each look
     assert alice.get("/api/me/coins").json() == {"balance": 30}
     assert alice.get("/api/me/coins").json() == {"balance": 30}  # cached, watcher running (first look done)
-    assert watcher().listening or not notify
+    deadline = time.monotonic() + 30
+    while notify and not watcher().listening:  # its thread starts with the first connection
+        assert time.monotonic() < deadline, "the watcher never LISTENed"
+        time.sleep(0.02)
     assert HEALTH.pending_generation == 0
     refuse_writes(own_redis)
 
