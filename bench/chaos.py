@@ -16,7 +16,8 @@ readers draw users from a Zipf over a small population, writers post chat messag
 images and rename users for the hottest of them, and an admin thread in this process edits
 characters and the generation settings through the services, so the objects readers see keep
 changing, shared ones included.
-Reports 5xx, client timeouts, p50/p99 per phase, hit-ratio recovery time from /metrics, stale reads.
+Reports 5xx, client timeouts, p50/p99 per phase, hit-ratio recovery time from /metrics, stale reads,
+and the time every app takes to refuse a token revoked during the run (one every few seconds).
 
     python bench/chaos.py [--quick] [--workers N] [--scenario redis|sentinel|two-hosts|cluster|all]
 
@@ -241,6 +242,106 @@ def admin_writer(load: Load, seed: int) -> None:
         load.record(started, "admin", kind, status)
         time.sleep(0.2)
     connection.close()
+
+
+REFUSE_WITHIN = 2.0  # issue 10: every worker on every host refuses a revoked token within 2 s
+
+
+class Revoker:
+    """Revokes one user's token every couple of seconds while the writers run (deactivation and
+    deletion through the models in this process with the cache layer on, a new password through
+    the first app's API, in turn), for
+    users outside the load's population; each token is first accepted by every app, then sent to
+    each of them until all have refused it (401) for a second on end. Records the time to refuse
+    (from the commit to the first request of the unbroken refusals, the slowest app) and every 200
+    to a request sent more than REFUSE_WITHIN after the revocation."""
+
+    KINDS = ("deactivate", "password", "delete")
+    PASSWORD = "chaos-old-pass-1"
+
+    def __init__(self, client: Client, users: range, t0: float) -> None:
+        self.client, self.users, self.t0 = client, iter(users), t0
+        self.results: list[dict] = []
+
+    def revoke(self, kind: str, user_id: int) -> None:
+        from accounts.models import User
+
+        user = User.objects.get(pk=user_id)
+        if kind == "deactivate":
+            user.is_active = False
+            user.save()
+        elif kind == "password":  # through the API of the first app (host A, the one cut off from Redis)
+            status, body = self.client.call(user_id, "POST", "/api/me/password", port=self.client.ports[0],
+                                            body={"current_password": self.PASSWORD, "new_password": f"chaos-{user_id}-new-pass"})
+            if status != 200:
+                raise RuntimeError(f"password change answered {status}: {body[:200]!r}")
+        else:
+            user.delete()
+
+    def run(self, stop: threading.Event) -> None:
+        from django.db import connection
+
+        n = 0
+        while not stop.is_set():
+            user, kind = next(self.users, None), self.KINDS[n % 3]
+            if user is None:
+                break
+            n += 1
+            if kind == "password":  # the bench's users have none; no cached value holds it
+                from django.contrib.auth.hashers import make_password
+
+                from accounts.models import User
+
+                User.objects.filter(pk=user).update(password=make_password(self.PASSWORD))
+            for port in self.client.ports:  # cached (and accepted) everywhere first
+                for _ in range(4):
+                    self.client.call(user, "GET", "/api/me", port=port)
+            try:
+                self.revoke(kind, user)
+            except Exception as exc:  # recorded, the run goes on
+                self.results.append({"at_s": round(time.monotonic() - self.t0, 2), "kind": kind, "error": repr(exc)})
+                continue
+            self.results.append(self.probe(user, kind, time.monotonic()))
+            stop.wait(1.0)
+        connection.close()
+
+    def probe(self, user: int, kind: str, revoked_at: float) -> dict:
+        refused_since: dict[int, float] = {}
+        late, other = 0, 0
+        deadline = revoked_at + 30
+        while time.monotonic() < deadline:
+            for port in self.client.ports:
+                sent = time.monotonic()
+                status, _ = self.client.call(user, "GET", "/api/me", port=port)
+                if status == 401:
+                    refused_since.setdefault(port, sent)
+                    continue
+                refused_since.pop(port, None)
+                if status == 200:
+                    late += sent - revoked_at >= REFUSE_WITHIN
+                else:
+                    other += 1
+            now = time.monotonic()
+            if len(refused_since) == len(self.client.ports) and all(now - t >= 1.0 for t in refused_since.values()):
+                break
+            time.sleep(0.02)
+        refused = len(refused_since) == len(self.client.ports)
+        return {"at_s": round(revoked_at - self.t0, 2), "kind": kind, "user": user,
+                "refused_after_s": round(max(t - revoked_at for t in refused_since.values()), 3) if refused else None,
+                "accepted_after_2s": late, "other_statuses": other}
+
+
+def revocation_summary(results: list[dict], phases: list[tuple[str, float, float]]) -> dict:
+    times = [r["refused_after_s"] for r in results if r.get("refused_after_s") is not None]
+    by_phase = {}
+    for name, start, end in phases:
+        inside = [r["refused_after_s"] for r in results if start <= r["at_s"] < end and r.get("refused_after_s") is not None]
+        if inside:
+            by_phase[name] = max(inside)
+    return {"revocations": len(results), "never_refused": sum(1 for r in results if r.get("refused_after_s") is None),
+            "accepted_after_2s": sum(r.get("accepted_after_2s", 0) for r in results),
+            "refused_after_p50_s": percentile(times, 0.5), "refused_after_max_s": max(times) if times else None,
+            "max_by_phase_s": by_phase, "each": results}
 
 
 class RedisScenario:
@@ -580,6 +681,8 @@ def main() -> int:
         threads = [threading.Thread(target=load.reader, args=(i,)) for i in range(args.readers)]
         threads += [threading.Thread(target=load.writer, args=(100 + i,)) for i in range(args.writers)]
         threads.append(threading.Thread(target=admin_writer, args=(load, 200)))
+        revoker = Revoker(client, range(population + 1, SCALE.users + 1), t0)  # not read by the load
+        threads.append(threading.Thread(target=revoker.run, args=(load.stop_writers,)))
         threads.append(threading.Thread(target=scrape_loop, args=(scenario.apps, t0, stop_scrape, samples)))
         for t in threads:
             t.start()
@@ -668,14 +771,17 @@ def main() -> int:
         "hit_ratio_recovery": recovery,
         "hit_ratio_series": [(round(t, 2), None if r is None else round(r, 3)) for t, r in series],
         "stale_check": stale,
+        "revoked_tokens": revocation_summary(revoker.results, timeline.phases()),
     }
     report = chaos_markdown(result)
     name = ("chaos-quick" if args.quick else "chaos") + ("" if args.scenario == "redis" else f"-{args.scenario}")
     (common.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (common.RESULTS / f"{name}.md").write_text(report)
     print(report)
+    revoked = result["revoked_tokens"]
     ok = (result["5xx"] == 0 and stale["stale"] == 0 and result["timeouts"] == 0 and stale["failed_reads"] == 0
-          and result["admin_errors"] == 0 and result["connection_errors"] == 0)
+          and result["admin_errors"] == 0 and result["connection_errors"] == 0
+          and revoked["accepted_after_2s"] == 0 and revoked["never_refused"] == 0)
     print(("PASS" if ok else "FAIL") + f": wrote bench/results/{name}.json and .md")
     return 0 if ok else 1
 
@@ -683,6 +789,7 @@ def main() -> int:
 def chaos_markdown(result: dict) -> str:
     rec = result["hit_ratio_recovery"]
     st = result["stale_check"]
+    rv = result["revoked_tokens"]
     m = result["machine"]
     lines = [
         f"Chaos run {result['date']} on {m['cpu']}, {m['cores']} cores"
@@ -698,6 +805,10 @@ def chaos_markdown(result: dict) -> str:
         f" compared with the database, {st['failed_reads']} failed)",
         f"- Hit ratio: steady {rec.get('baseline_hit_ratio')}; seconds until back to 90% of it: "
         + ", ".join(f"{k[len('after_'):-len('_s')]} {v}" for k, v in rec.items() if k.startswith("after_")),
+        f"- Revoked tokens (deactivation, new password, deletion in turn): {rv['revocations']}; refused by every"
+        f" app after p50 {rv['refused_after_p50_s']} s, max **{rv['refused_after_max_s']} s** (bound {REFUSE_WITHIN} s);"
+        f" accepted later than {REFUSE_WITHIN} s: **{rv['accepted_after_2s']}**; never refused: {rv['never_refused']};"
+        f" slowest per phase: {rv['max_by_phase_s']}",
         "",
         "| phase | from-to s | HTTP requests | reads | writes (API + admin) | 5xx | 4xx | timeouts | p50 ms | p99 ms | max ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
