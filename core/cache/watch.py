@@ -36,6 +36,7 @@ class PendingWatcher:
         self._delay = 0.0
         self.listening = False
         self._listening_on = None  # the raw connection LISTEN was sent on
+        self.looks = 0  # periodic looks at the table done (tests wait for the first)
         # Whose trust a pending invalidation withdraws: set by health.py (the process's health, and
         # in cluster mode every node's), so this module imports neither.
         self.healths: Callable[[], list] = list
@@ -135,6 +136,7 @@ class PendingWatcher:
             for health, generation in zip(healths, generations, strict=True):
                 health.pending_cleared(generation)
             self.next_retry, self._delay = 0.0, 0.0
+        self.looks += 1
 
     def _retry(self, healths) -> None:
         if not self.next_retry or time.monotonic() < self.next_retry:

@@ -80,11 +80,14 @@ def balance_becomes(client, expected: int, timeout: float = 30.0) -> None:
 @pytest.mark.parametrize(("notify", "check_every"), [(True, 3600.0), (False, 0.2)], ids=["notify", "missed-notify"])
 def test_a_delete_that_failed_elsewhere_is_honoured_here(own_redis, alice, user, settings, notify, check_every):
     settings.CACHE_PENDING_CHECK = check_every  # read by the watcher after each look
+    looks = watcher().looks
     assert alice.get("/api/me/coins").json() == {"balance": 30}
-    assert alice.get("/api/me/coins").json() == {"balance": 30}  # cached, watcher running (first look done)
+    assert alice.get("/api/me/coins").json() == {"balance": 30}  # cached, watcher running
     deadline = time.monotonic() + 30
-    while notify and not watcher().listening:  # its thread starts with the first connection
-        assert time.monotonic() < deadline, "the watcher never LISTENed"
+    # Its thread starts with the first connection: LISTEN, then its first look at the (empty) table;
+    # with "notify" the next look is an hour away.
+    while watcher().looks == looks or (notify and not watcher().listening):
+        assert time.monotonic() < deadline, "the watcher never started"
         time.sleep(0.02)
     assert HEALTH.pending_generation == 0
     refuse_writes(own_redis)
