@@ -31,7 +31,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import PRIMARY, ClusterNode, RedisCluster
 from redis.connection import Connection, SSLConnection
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import MovedError, RedisClusterException
 from redis.retry import Retry
 
 from .client import CACHE_ERRORS, full_key, redis_client, unlink_keys
@@ -193,7 +193,16 @@ def unlink_on_node(node: str, keys: list[str]) -> None:
     replicas = settings.CACHE_INVALIDATION_REPLICAS
     if replicas > 0:
         pipe.execute_command("WAIT", replicas, settings.CACHE_INVALIDATION_WAIT_MS)
-    acked = pipe.execute()[-1]
+    try:
+        acked = pipe.execute()[-1]
+    except MovedError:
+        # The slot has another owner (a failover): learn the new map now, so the replay and the
+        # next deletes go there, rather than after this node's breaker cooled down.
+        try:
+            cluster_client().nodes_manager.initialize()
+        except CACHE_ERRORS:
+            pass
+        raise
     if replicas > 0 and int(acked) < replicas:
         raise NotReplicated(f"delete reached {acked} of {replicas} replicas of {node} "
                             f"within {settings.CACHE_INVALIDATION_WAIT_MS} ms")
