@@ -2,7 +2,6 @@ import time
 
 from corsheaders import middleware as cors
 from corsheaders import signals as cors_signals
-from corsheaders.conf import conf as cors_conf
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
@@ -90,10 +89,11 @@ class MessageMiddleware(AdminOnlyMixin, messages.MessageMiddleware):
 class CorsMiddleware(cors.CorsMiddleware):
     """django-cors-headers' middleware, free while CORS is off (the default: no origins listed). Off,
     the original still parses every API request's headers and adds ``Vary: Origin`` to every
-    response for a header it will never send. Settings are read per request, as the original does."""
+    response for a header it will never send. Settings are read per request, as the original does
+(base settings spell out all three, so none is missing)."""
 
     def __call__(self, request):
-        if (cors_conf.CORS_ALLOWED_ORIGINS or cors_conf.CORS_ALLOWED_ORIGIN_REGEXES
-                or cors_conf.CORS_ALLOW_ALL_ORIGINS or cors_signals.check_request_enabled.has_listeners()):
+        if (settings.CORS_ALLOWED_ORIGINS or settings.CORS_ALLOWED_ORIGIN_REGEXES
+                or settings.CORS_ALLOW_ALL_ORIGINS or cors_signals.check_request_enabled.has_listeners()):
             return super().__call__(request)
         return self.get_response(request)

@@ -162,6 +162,9 @@ if REDIS_SENTINELS:
                   tls=env.bool("REDIS_SENTINEL_TLS", default=False))
 
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+# Keep connections between requests (django-redis' default, stated: it reads this on every
+# request_finished, and a missing setting is a slow lookup each time).
+DJANGO_REDIS_CLOSE_CONNECTION = False
 # django-redis would log a traceback per ignored error (a flood while Redis is down); the guarded
 # connection already logs each failure kind at most every 10 s and counts every one.
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = False
@@ -272,6 +275,10 @@ REQUEST_ID_TRUST_INCOMING = env.bool("REQUEST_ID_TRUST_INCOMING", default=True)
 # (e.g. https://app.example.com). Only the API; tokens travel in a header, so no credentials.
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"
+# Spelled out, not left to defaults: core.middleware.CorsMiddleware reads them on every request to
+# decide whether CORS is on, and a missing setting is a slow lookup each time.
+CORS_ALLOWED_ORIGIN_REGEXES: list[str] = []
+CORS_ALLOW_ALL_ORIGINS = False
 CORS_EXPOSE_HEADERS = ["ETag", REQUEST_ID_HEADER]
 
 # Whether anyone may read /api/schema and /api/docs; false leaves them to staff (production's default).
