@@ -532,14 +532,14 @@ class TwoHostsScenario(RedisScenario):
 class ClusterScenario(RedisScenario):
     """The redis timeline on a Redis Cluster: one primary killed and restarted, another frozen."""
 
-    description = "a Redis Cluster (3 primaries + 3 replicas), one gunicorn"
+    description = "a Redis Cluster (3 primaries + 3 replicas), CACHE_INVALIDATION_REPLICAS=1, one gunicorn"
 
     def __init__(self, args) -> None:
         self.apps, self.env = [], {}
 
     def start(self) -> None:
         self.redis = ClusterTarget()
-        self.env = {"REDIS_CLUSTER_NODES": ",".join(self.redis.cluster.nodes)}
+        self.env = {"REDIS_CLUSTER_NODES": ",".join(self.redis.cluster.nodes), "CACHE_INVALIDATION_REPLICAS": "1"}
         os.environ.update(self.env)  # this process and gunicorn
         self.redis_url = self.redis.url
 

@@ -95,9 +95,6 @@ def check_redis_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage
     if sentinels and cluster:
         errors.append(checks.Error("REDIS_SENTINELS and REDIS_CLUSTER_NODES are both set: pick one", id="core.E015"))
     replicas, wait_ms = settings.CACHE_INVALIDATION_REPLICAS, settings.CACHE_INVALIDATION_WAIT_MS
-    if cluster and replicas:
-        errors.append(checks.Error("CACHE_INVALIDATION_REPLICAS (WAIT) needs one primary (Sentinel or one Redis), "
-                                   "not REDIS_CLUSTER_NODES: set it to 0", id="core.E016"))
     if replicas < 0 or wait_ms < 0:
         errors.append(checks.Error("CACHE_INVALIDATION_REPLICAS and CACHE_INVALIDATION_WAIT_MS must not be negative",
                                    id="core.E013"))

@@ -27,7 +27,7 @@ def replicated(settings):
     caches["default"]["LOCATION"] = primary.url
     settings.CACHES = caches
     settings.CACHE_INVALIDATION_REPLICAS = 1
-    settings.CACHE_INVALIDATION_WAIT_MS = 100
+    settings.CACHE_INVALIDATION_WAIT_MS = 200  # below the 0.25 s socket timeout; a loaded machine confirms in time
     settings.CACHE_BREAKER_COOLDOWN = 0.2
     settings.CACHE_PENDING_RETRY = 60
     HEALTH.reset()
