@@ -674,6 +674,7 @@ def main() -> int:
         for app in scenario.apps:
             app.wait_ready(tokens[0])
         client = Client([app.port for app in scenario.apps], tokens)
+        load_at_start = [round(x, 2) for x in os.getloadavg()]  # before our own load starts
         t0 = time.monotonic()
         load = Load(client, population, writer_users, t0)
         samples: list = []
@@ -754,6 +755,7 @@ def main() -> int:
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": common.machine(),
+        "load_average": {"start": load_at_start, "end": [round(x, 2) for x in os.getloadavg()]},
         "scenario": args.scenario,
         "setup": scenario.description,
         "config": {"quick": args.quick, "workers": args.workers, "readers": args.readers, "writers": args.writers,
@@ -796,6 +798,9 @@ def chaos_markdown(result: dict) -> str:
         f"{' (QUICK: timeline x0.3)' if result['config']['quick'] else ''}, scenario {result['scenario']}:"
         f" {result['setup']}; {result['config']['workers']} sync workers per gunicorn, {result['config']['readers']}"
         f" reader and {result['config']['writers']} writer threads, Redis with AOF (appendfsync everysec).",
+        *([f"Load average (1 min) before the load started {result['load_average']['start'][0]}, at the end"
+           f" {result['load_average']['end'][0]} on {m['cores']} cores (the run's own processes add to it)."]
+          if "load_average" in result else []),
         "",
         f"- Requests: {result['requests']}; 5xx: **{result['5xx']}**; client timeouts ({result['config']['client_timeout_s']} s):"
         f" **{result['timeouts']}**; connection errors: {result['connection_errors']}; statuses: {result['statuses']}",
