@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import redis
 from django.conf import settings
 from django_redis import get_redis_connection
@@ -12,6 +14,19 @@ from redis.exceptions import RedisClusterException
 # not RedisErrors (no reachable node, slot not covered), django-redis's wrapper of them, and
 # ValueError/TypeError from a bad configuration.
 CACHE_ERRORS = (redis.RedisError, RedisClusterException, ConnectionInterrupted, ValueError, TypeError)
+
+
+def parse_host_ports(entries: Iterable[str], *, setting: str) -> list[tuple[str, int]]:
+    """``["host:port", ...]`` (IPv6 in brackets, ``[::1]:6379``) as (host, port) pairs; a ValueError
+    names the setting and the bad entry."""
+    pairs = []
+    for entry in entries:
+        host, sep, port = entry.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{setting} entry {entry!r} is not host:port")
+        pairs.append((host, int(port)))
+    return pairs
 
 
 def redis_client() -> redis.Redis:

@@ -34,7 +34,7 @@ from redis.crc import key_slot
 from redis.exceptions import MovedError, RedisClusterException
 from redis.retry import Retry
 
-from .client import CACHE_ERRORS, full_key, redis_client, unlink_keys
+from .client import CACHE_ERRORS, full_key, parse_host_ports, redis_client, unlink_keys
 from .django_cache import Client as DjangoCacheClient
 from .health import HEALTH, CacheHealth, GuardedMixin, register_health_source
 from .replication import NotReplicated
@@ -47,13 +47,7 @@ def cluster_mode() -> bool:
 def parse_nodes(nodes: list[str] | str) -> list[tuple[str, int]]:
     """``host:port,host:port`` (or a list) as (host, port) pairs. A malformed entry is a ValueError,
     which the cache layer treats like an unreachable Redis (the database serves)."""
-    items = nodes.split(",") if isinstance(nodes, str) else nodes
-    pairs = []
-    for item in (i.strip() for i in items):
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"REDIS_CLUSTER_NODES: {item!r} is not host:port")
-        pairs.append((host.strip("[]"), int(port)))
+    pairs = parse_host_ports(nodes.split(",") if isinstance(nodes, str) else nodes, setting="REDIS_CLUSTER_NODES")
     if not pairs:
         raise ValueError("REDIS_CLUSTER_NODES names no node")
     return pairs

@@ -12,17 +12,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.core import checks
 
+from .client import parse_host_ports
+
 
 def parse_sentinels(entries: list[str]) -> list[tuple[str, int]]:
-    """["host:port", ...] -> [(host, port), ...]; ValueError that names the bad entry."""
-    parsed = []
-    for entry in entries:
-        host, sep, port = entry.strip().rpartition(":")
-        host = host.strip("[]")  # [::1]:26379
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"REDIS_SENTINELS entry {entry!r} is not host:port")
-        parsed.append((host, int(port)))
-    return parsed
+    return parse_host_ports(entries, setting="REDIS_SENTINELS")
 
 
 def sentinel_location(url: str, service: str) -> str:
