@@ -141,9 +141,17 @@ class Stack:
         self.database = f"{template}_{mode}"
         data.clone_database(template, self.database)
         self.redis = RedisServer("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru").start()
-        self.app = common.App(mode=mode, database_url=data.database_url(self.database), redis_url=self.redis.url,
-                              workers=args.workers, log=log)
-        self.app.wait_ready(tokens[0])
+        try:
+            self.app = common.App(mode=mode, database_url=data.database_url(self.database), redis_url=self.redis.url,
+                                  workers=args.workers, log=log)
+            self.app.wait_ready(tokens[0])
+        except BaseException:
+            # A stack that never started is not in main()'s list to clean up: leave nothing behind.
+            if hasattr(self, "app"):
+                self.app.stop()
+            self.redis.close()
+            data.drop_database(self.database)
+            raise
 
     def close(self) -> None:
         self.app.stop()
