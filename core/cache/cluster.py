@@ -37,7 +37,7 @@ from redis.retry import Retry
 from .client import CACHE_ERRORS, full_key, parse_host_ports, redis_client, unlink_keys
 from .django_cache import Client as DjangoCacheClient
 from .health import HEALTH, CacheHealth, GuardedMixin, register_health_source
-from .replication import NotReplicated
+from .replication import execute_confirmed
 
 
 def cluster_mode() -> bool:
@@ -184,11 +184,8 @@ def unlink_on_node(node: str, keys: list[str]) -> None:
     pipe = node_health(node).client().pipeline(transaction=False)
     for group in by_slot.values():
         unlink_keys(pipe, group)
-    replicas = settings.CACHE_INVALIDATION_REPLICAS
-    if replicas > 0:
-        pipe.execute_command("WAIT", replicas, settings.CACHE_INVALIDATION_WAIT_MS)
     try:
-        acked = pipe.execute()[-1]
+        execute_confirmed(pipe, where=f" of {node}")
     except MovedError:
         # The slot has another owner (a failover): learn the new map now, so the replay and the
         # next deletes go there, rather than after this node's breaker cooled down.
@@ -197,9 +194,6 @@ def unlink_on_node(node: str, keys: list[str]) -> None:
         except CACHE_ERRORS:
             pass
         raise
-    if replicas > 0 and int(acked) < replicas:
-        raise NotReplicated(f"delete reached {acked} of {replicas} replicas of {node} "
-                            f"within {settings.CACHE_INVALIDATION_WAIT_MS} ms")
 
 
 class _NodeGuard(GuardedMixin):

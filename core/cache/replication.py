@@ -22,13 +22,18 @@ class NotReplicated(redis.RedisError):
 def unlink_confirmed(client: redis.Redis, keys: list[str]) -> None:
     """Delete the keys (and their leases); with replicas configured, WAIT on the same connection
     (one pipeline) and raise NotReplicated unless enough replicas took the deletes."""
-    replicas = settings.CACHE_INVALIDATION_REPLICAS
-    if replicas <= 0:
-        unlink_keys(client, keys)
-        return
     pipe = client.pipeline(transaction=False)
     unlink_keys(pipe, keys)
-    pipe.execute_command("WAIT", replicas, settings.CACHE_INVALIDATION_WAIT_MS)
-    acked = pipe.execute()[-1]
-    if int(acked) < replicas:
-        raise NotReplicated(f"delete reached {acked} of {replicas} replicas within {settings.CACHE_INVALIDATION_WAIT_MS} ms")
+    execute_confirmed(pipe)
+
+
+def execute_confirmed(pipe: redis.client.Pipeline, *, where: str = "") -> None:
+    """Send the deletes queued on ``pipe``, followed by ``WAIT CACHE_INVALIDATION_REPLICAS`` when
+    that is set; NotReplicated when fewer replicas (of ``where``, for the message) confirmed."""
+    replicas = settings.CACHE_INVALIDATION_REPLICAS
+    if replicas > 0:
+        pipe.execute_command("WAIT", replicas, settings.CACHE_INVALIDATION_WAIT_MS)
+    results = pipe.execute()
+    if replicas > 0 and int(results[-1]) < replicas:
+        raise NotReplicated(f"delete reached {results[-1]} of {replicas} replicas{where}"
+                            f" within {settings.CACHE_INVALIDATION_WAIT_MS} ms")

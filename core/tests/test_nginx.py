@@ -181,12 +181,17 @@ def test_overlong_uri_and_headers_are_json_414_and_431(nginx):
                                                                           "headers_too_large")
 
 
-def test_a_gunicorn_that_is_down_is_a_json_502():
-    server = Nginx(f"127.0.0.1:{free_port()}")  # nothing listens there
+def health_through_nginx(upstream: str, **nginx_options):
+    """GET /api/health through an nginx of its own in front of ``upstream``."""
+    server = Nginx(upstream, **nginx_options)
     try:
-        status, headers, raw = request("127.0.0.1", server.port, "GET", "/api/health")
+        return request("127.0.0.1", server.port, "GET", "/api/health")
     finally:
         server.close()
+
+
+def test_a_gunicorn_that_is_down_is_a_json_502():
+    status, headers, raw = health_through_nginx(f"127.0.0.1:{free_port()}")  # nothing listens there
     assert status == 502
     assert headers["Content-Type"] == "application/json"
     assert json.loads(raw)["code"] == "bad_gateway"
@@ -197,11 +202,7 @@ def test_a_gunicorn_that_does_not_answer_is_a_json_504():
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
-        server = Nginx(f"127.0.0.1:{silent.getsockname()[1]}", read_timeout="1s")
-        try:
-            status, headers, raw = request("127.0.0.1", server.port, "GET", "/api/health")
-        finally:
-            server.close()
+        status, headers, raw = health_through_nginx(f"127.0.0.1:{silent.getsockname()[1]}", read_timeout="1s")
     assert status == 504
     assert headers["Content-Type"] == "application/json"
     assert json.loads(raw)["code"] == "gateway_timeout"

@@ -101,13 +101,18 @@ def test_a_hostile_email_stays_in_its_family(email):
     assert key.count(":") == 2
 
 
-@given(st.text(), st.text(), st.text())
-def test_hostile_parts_never_reach_another_family(character, session, email):
-    for family, parts in (
+def user_input_parts(character, session, email):
+    """The families whose key parts come from user input, with these parts."""
+    return (
         (CHAT_HISTORY, {"user_id": 1, "character": character, "session": session}),
         (USER_EMAIL, {"email": email, "user_id": 1}),
         (CHARACTER, {"name": character}),
-    ):
+    )
+
+
+@given(st.text(), st.text(), st.text())
+def test_hostile_parts_never_reach_another_family(character, session, email):
+    for family, parts in user_input_parts(character, session, email):
         key = family.key(**parts)
         assert family_of(key) is family
         assert [f for f in FAMILIES.values() if fnmatchcase(key, f.pattern)] == [family]
@@ -206,11 +211,7 @@ def test_hostile_parts_stay_in_their_family_in_cluster_form(character, session, 
     from django.test import override_settings
 
     with override_settings(REDIS_CLUSTER_NODES=["127.0.0.1:1"]):
-        for family, parts in (
-            (CHAT_HISTORY, {"user_id": 1, "character": character, "session": session}),
-            (USER_EMAIL, {"email": email, "user_id": 1}),
-            (CHARACTER, {"name": character}),
-        ):
+        for family, parts in user_input_parts(character, session, email):
             key = family.key(**parts)
             assert family_of(key) is family
             assert [f for f in FAMILIES.values() if fnmatchcase(key, f.pattern)] == [family]
