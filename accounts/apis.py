@@ -151,6 +151,8 @@ class MeApi(APIView):
         class Meta:
             ref_name = "ProfileUpdated"
 
+    cache_reads = ()  # none beyond user:email:{email}, which authentication reads anyway
+
     @extend_schema(responses={200: ProfileOutput})
     def get(self, request):
         # Authentication already read user:email:{email}; its payload is the body.

@@ -98,6 +98,9 @@ class CachedJWTAuthentication(JWTAuthentication):
     ``request.cache_readahead`` for the view's selectors."""
 
     def authenticate(self, request):
+        refused = getattr(request, "auth_refused", None)  # by the cached-read lane, this request
+        if refused is not None:
+            raise refused
         header = self.get_header(request)
         raw_token = None if header is None else self.get_raw_token(header)
         if raw_token is None:

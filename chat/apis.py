@@ -82,8 +82,10 @@ class ChatMessagesApi(APIView):
     @extend_schema(parameters=[QuerySerializer], responses={200: HistoryOutput, **errors(400)})
     def get(self, request, character: str, session: str):
         query = None
-        if request.query_params:  # the usual request has none: no serializer to build and run
-            query = self.QuerySerializer(data=request.query_params)
+        # request.GET, not query_params (the same QueryDict): the cached-read lane (core.lane) calls
+        # this method with Django's request.
+        if request.GET:  # the usual request has none: no serializer to build and run
+            query = self.QuerySerializer(data=request.GET)
             query.is_valid(raise_exception=True)
         before = query.validated_data.get("before") if query else None
         _require_character(character, readahead=readahead_of(request))  # a hidden character's chats are hidden too

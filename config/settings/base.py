@@ -50,13 +50,15 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin's static files under gunicorn
     "core.middleware.MetricsMiddleware",
     "core.middleware.PrivateByDefaultMiddleware",
+    "django.middleware.common.CommonMiddleware",  # host validation
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A warm cached GET is answered here, without DRF's dispatch or what follows (core.lane).
+    "core.lane.CachedReadLaneMiddleware",
     # The admin's middleware; skipped for /api/ (JWT), see core.middleware.AdminOnlyMixin.
     "core.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "core.middleware.AuthenticationMiddleware",
     "core.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns an admin lockout into its 429 page
 ]
 
@@ -250,6 +252,8 @@ SIMPLE_JWT = {
 # Validated access tokens each process remembers (by the raw token, until its exp): a repeat
 # request skips the JWT decode. 0 turns it off. Revocation is checked on every request regardless.
 JWT_VALIDATED_CACHE_SIZE = env.int("JWT_VALIDATED_CACHE_SIZE", default=4096)
+# Warm cached GETs skip DRF's dispatch (core.lane); off, every request takes the full path.
+CACHED_READ_LANE = env.bool("CACHED_READ_LANE", default=True)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Character chat and art generation API",

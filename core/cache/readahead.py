@@ -21,9 +21,10 @@ from .family import KeyFamily, Parts
 def planned_reads(view: Any, request: Any, *, user_id: int, url_kwargs: dict) -> list[tuple[KeyFamily, Parts]]:
     """The (family, parts) pairs the view's GET will read, from its ``cache_reads``. A query
     parameter named in ``cache_reads_skipped_by`` sends the page to the database (older chat
-    pages), so nothing is read ahead then."""
+    pages), so nothing is read ahead then. ``request`` is DRF's or, on the cached-read lane
+    (core.lane), Django's own: both have ``GET``."""
     reads = getattr(view, "cache_reads", ())
-    if not reads or any(name in request.query_params for name in getattr(view, "cache_reads_skipped_by", ())):
+    if not reads or any(name in request.GET for name in getattr(view, "cache_reads_skipped_by", ())):
         return []
     values = {"user_id": user_id, **url_kwargs}
     return [(family, family.parts_from(values, sources)) for family, sources in map(_spec, reads)]
