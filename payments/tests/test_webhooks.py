@@ -171,3 +171,55 @@ def test_fifty_concurrent_deliveries_of_one_event_activate_once(payment, user, r
     assert User.objects.get(pk=user.pk).coin_balance == 1530
     assert user.ledger.filter(reference="plan:pro").count() == 1
     assert Subscription.objects.get(user=user).plan == Plan.objects.get(code="pro")
+
+
+@pytest.mark.slow
+def test_concurrent_success_events_of_one_payment_activate_it_once(payment, user):
+    """Different events saying the same thing (Stripe sends checkout.session.completed and
+    payment_intent.succeeded at once): the payment row lock lets one apply, the rest are stale."""
+    events = [event(payment) for _ in range(20)]
+
+    def deliver_once(i):
+        body, headers = events[i]
+        response = Client().post("/api/payments/webhook/offline", data=body, content_type="application/json",
+                                 HTTP_OFFLINE_SIGNATURE=headers["Offline-Signature"])
+        return response.status_code, response.json()["outcome"]
+
+    results = run_concurrently(20, deliver_once)
+    assert all(isinstance(r, tuple) and r[0] == 200 for r in results), results
+    outcomes = [outcome for _, outcome in results]
+    assert outcomes.count("applied") == 1 and outcomes.count("stale") == 19, outcomes
+    assert PaymentEvent.objects.count() == 20
+    assert User.objects.get(pk=user.pk).coin_balance == 1530
+    assert user.ledger.filter(reference="plan:pro").count() == 1
+
+
+def test_a_reader_inside_the_events_transaction_leaves_no_stale_cache(payment, user, alice, deliver, monkeypatch,
+                                                                       redis_raw):
+    """A request that reads (and caches) the subscription, stats and coins while the event's
+    transaction is open sees the old rows; the deletes run after the commit, so the next reads
+    are the new truth. Deleting before the commit would leave the old values cached."""
+    from payments import services
+
+    for url in ("/api/subscription", "/api/subscription/stats", "/api/me/coins"):
+        assert alice.get(url).status_code == 200
+    seen = {}
+    original = services.subscription_period_start
+
+    def start_then_read(**kwargs):
+        sub = original(**kwargs)  # written, not committed: the plan and the coins
+        [(plan, stats, coins)] = run_concurrently(1, lambda i: (
+            alice.get("/api/subscription").json()["plan"]["code"],
+            alice.get("/api/subscription/stats").json()["plan"],
+            alice.get("/api/me/coins").json()["balance"],
+        ))
+        seen.update(plan=plan, stats=stats, coins=coins)
+        return sub
+
+    monkeypatch.setattr(services, "subscription_period_start", start_then_read)
+    assert deliver(*event(payment)).json()["outcome"] == "applied"
+
+    assert seen == {"plan": "free", "stats": "free", "coins": 30}  # the reader did run in the window
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "pro"
+    assert alice.get("/api/subscription/stats").json()["plan"] == "pro"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}
