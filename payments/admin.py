@@ -52,7 +52,7 @@ class PaymentAdmin(ReadOnlyAdmin):
 class PaymentEventAdmin(ReadOnlyAdmin):
     list_display = ("received_at", "provider", "event_id", "type", "outcome", "payment")
     list_filter = ("outcome", "provider", "type")
-    search_fields = ("event_id", "type", "payment_ref", "payment__user__email")
+    search_fields = ("event_id", "type", "payment_ref", "payment_intent", "payment__user__email")
     list_select_related = ("payment",)
     date_hierarchy = "received_at"
 

@@ -76,7 +76,10 @@ class PaymentEvent(models.Model):
     event_id = models.CharField(max_length=255)
     type = models.CharField(max_length=100)
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
-    payment_ref = models.CharField(max_length=255, blank=True, db_index=True)  # to match it later
+    # What the event names, to match it to a payment that is recorded (or learns these ids) later:
+    # the provider's object (checkout session, charge...) and the money movement (payment intent).
+    payment_ref = models.CharField(max_length=255, blank=True, db_index=True)
+    payment_intent = models.CharField(max_length=255, blank=True, db_index=True)
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     payload = models.JSONField()
     received_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -92,7 +92,7 @@ def event_apply(*, provider_name: str, event: Event) -> str:
             with transaction.atomic():
                 row = PaymentEvent.objects.create(
                     provider=provider_name, event_id=event.id, type=event.type[:100], payload=event.payload,
-                    payment_ref=event.payment_ref or event.payment_intent, outcome=Outcome.UNMATCHED,
+                    payment_ref=event.payment_ref, payment_intent=event.payment_intent, outcome=Outcome.UNMATCHED,
                 )
         except IntegrityError:  # the same event, delivered before (or right now by another worker)
             return "duplicate"
@@ -102,6 +102,8 @@ def event_apply(*, provider_name: str, event: Event) -> str:
         else:
             row.payment, row.outcome = payment, _transition(payment, event)
         row.save(update_fields=["payment", "outcome"])
+        if payment is not None:  # it may have learned an id that an earlier event named (a refund's intent)
+            _events_replay_locked(payment)
         return row.outcome
 
 
@@ -119,17 +121,28 @@ def _payment_for(*, provider_name: str, event: Event) -> Payment | None:
 
 def _events_replay(payment: Payment) -> None:
     """Events that arrived before their payment could be matched are applied now, in order."""
-    refs = {ref for ref in (payment.provider_ref, payment.provider_payment_ref) if ref}
-    waiting = PaymentEvent.objects.filter(provider=payment.provider, payment=None, outcome=Outcome.UNMATCHED,
-                                          payment_ref__in=refs).order_by("id")
-    if not refs or not waiting.exists():
-        return
-    provider = provider_get(payment.provider)
     with transaction.atomic():
-        locked = Payment.objects.select_for_update().get(pk=payment.pk)
-        for row in waiting.select_for_update():
-            row.payment, row.outcome = locked, _transition(locked, provider.event_read(row.payload))
-            row.save(update_fields=["payment", "outcome"])
+        _events_replay_locked(Payment.objects.select_for_update().get(pk=payment.pk))
+
+
+def _events_replay_locked(payment: Payment) -> None:
+    """The waiting (unmatched) events that name one of the locked payment's ids, applied in the
+    order they arrived: e.g. a refund delivered before the checkout's own event, which is what
+    tells us the payment intent the refund names."""
+    refs = {ref for ref in (payment.provider_ref, payment.provider_payment_ref) if ref}
+    if not refs:
+        return
+    waiting = (
+        PaymentEvent.objects.select_for_update()
+        .filter(Q(payment_ref__in=refs) | Q(payment_intent__in=refs),
+                provider=payment.provider, payment=None, outcome=Outcome.UNMATCHED)
+        .order_by("id")
+    )
+    provider = None
+    for row in waiting:
+        provider = provider or provider_get(payment.provider)
+        row.payment, row.outcome = payment, _transition(payment, provider.event_read(row.payload))
+        row.save(update_fields=["payment", "outcome"])
 
 
 def _transition(payment: Payment, event: Event) -> str:
@@ -153,6 +166,8 @@ def _transition(payment: Payment, event: Event) -> str:
         if payment.user_id is not None:
             sub = subscription_period_start(user_id=payment.user_id, plan=payment.plan, grant_key=f"payment:{payment.pk}")
             payment.period_start, payment.coins_granted = sub.current_period_start, payment.plan.coins_per_period
+            if payment.amount_refunded:  # a partial refund reported before the payment: its share goes back now
+                _coins_reverse(payment)
     else:
         payment.status, payment.failure_reason = Status.FAILED, (event.reason or "declined")[:500]
         if payment.kind == Payment.Kind.RENEWAL and payment.user_id is not None:
@@ -187,18 +202,8 @@ def _refund(payment: Payment, event: Event) -> str:
         payment.save()
         return Outcome.STALE
     payment.amount_refunded = refunded
-    if payment.status == Status.SUCCEEDED and payment.coins_granted and payment.user_id is not None:
-        share = int(Decimal(payment.coins_granted) * refunded / payment.amount) if payment.amount else 0
-        owed = share - payment.coins_reversed - payment.coins_unrecovered
-        if owed > 0:
-            balance = User.objects.select_for_update().values_list("coin_balance", flat=True).get(pk=payment.user_id)
-            take = min(owed, balance)
-            if take:
-                coins_apply(user_id=payment.user_id, amount=-take, reason=CoinLedgerEntry.Reason.ADJUSTMENT,
-                            reference=f"refund:payment:{payment.pk}",
-                            idempotency_key=f"payment:{payment.pk}:refund:{refunded}")
-            payment.coins_reversed += take
-            payment.coins_unrecovered += owed - take
+    if payment.status == Status.SUCCEEDED:
+        _coins_reverse(payment)
     if refunded >= payment.amount:
         paid = payment.status == Status.SUCCEEDED
         payment.status = Status.REFUNDED
@@ -208,6 +213,26 @@ def _refund(payment: Payment, event: Event) -> str:
                 subscription_end_now(user_id=payment.user_id)
     payment.save()
     return Outcome.APPLIED
+
+
+def _coins_reverse(payment: Payment) -> None:
+    """Take back the share of a paid payment's coins that its refunded amount stands for, less
+    what was taken (or found spent) before; never below zero: what is already spent is recorded
+    as unrecovered."""
+    if not payment.coins_granted or payment.user_id is None or not payment.amount:
+        return
+    share = int(Decimal(payment.coins_granted) * payment.amount_refunded / payment.amount)
+    owed = share - payment.coins_reversed - payment.coins_unrecovered
+    if owed <= 0:
+        return
+    balance = User.objects.select_for_update().values_list("coin_balance", flat=True).get(pk=payment.user_id)
+    take = min(owed, balance)
+    if take:
+        coins_apply(user_id=payment.user_id, amount=-take, reason=CoinLedgerEntry.Reason.ADJUSTMENT,
+                    reference=f"refund:payment:{payment.pk}",
+                    idempotency_key=f"payment:{payment.pk}:refund:{payment.amount_refunded}")
+    payment.coins_reversed += take
+    payment.coins_unrecovered += owed - take
 
 
 # --- renewals -----------------------------------------------------------------------------------
@@ -259,7 +284,9 @@ def renewal_charge(*, user_id: int, now: datetime) -> str:
             payment.provider_ref = payment.provider_payment_ref = charge.ref
         outcome = Status.SUCCEEDED if charge.succeeded else Status.FAILED
         event = Event(id="", type="renewal.charge", payload={}, outcome=outcome, reason=charge.reason)
-        if _transition(payment, event) != Outcome.APPLIED:
+        applied = _transition(payment, event) == Outcome.APPLIED
+        _events_replay_locked(payment)  # events that named the charge before we knew its id
+        if not applied:
             return "skipped"  # an overlapping run (or the provider's webhook) got there first
         return "renewed" if charge.succeeded else "failed"
 

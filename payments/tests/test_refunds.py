@@ -70,3 +70,22 @@ def test_refunding_an_older_payment_leaves_a_newer_period_alone(alice, user, del
     assert Subscription.objects.get(user=user).plan.code == "pro"
     assert alice.get("/api/subscription").json()["status"] == "active"
     assert balance(user) == 30 + 1500
+
+
+def test_a_partial_refund_reported_before_the_payment_is_taken_from_its_grant(alice, user, deliver, plans):
+    """Events out of order: the refund's event arrives before the payment's; once paid, the coins
+    of the refunded share go back at once."""
+    from payments.providers.offline import CARD_OK
+    from payments.services import checkout_create
+
+    payment = checkout_create(user_id=user.id, plan=plans["pro"], base_url="http://testserver/")
+    assert refund(deliver, payment, amount="15.00") == "applied"
+    assert payment.status == "pending" and balance(user) == 30
+
+    body, headers = OfflineProvider.event_build(payment=payment, type="payment.succeeded", customer=CARD_OK)
+    assert deliver(body, headers).json()["outcome"] == "applied"
+    payment.refresh_from_db()
+    assert payment.status == "succeeded" and payment.coins_granted == 1500 and payment.coins_reversed == 750
+    assert alice.get("/api/me/coins").json() == {"balance": 30 + 750}
+    assert refund(deliver, payment) == "applied"  # the rest later: the other share, not the first again
+    assert payment.coins_reversed == 1500 and balance(user) == 30

@@ -184,6 +184,55 @@ def test_a_refund_event_is_matched_by_its_payment_intent(payment, user, deliver,
     assert alice.get("/api/subscription").json()["status"] == "expired"
 
 
+def test_a_refund_delivered_before_the_payment_applies_once_the_payment_is_known(payment, user, deliver, alice):
+    """Out of order: charge.refunded names only the payment intent, which this service learns from
+    the checkout's own event. Recorded as unmatched first, it applies when that event arrives."""
+    refund = stripe_event("charge.refunded", {"id": "ch_1", "object": "charge", "payment_intent": "pi_1",
+                                              "amount_refunded": 2999, "currency": "usd"}, "evt_refund")
+    assert deliver(refund, {"Stripe-Signature": stripe_signature(refund)}, provider="stripe").json()["outcome"] == (
+        "unmatched")
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+
+    body = session_completed(payment)
+    assert deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe").json()["outcome"] == "applied"
+    assert PaymentEvent.objects.get(event_id="evt_refund").outcome == "applied"
+    payment.refresh_from_db()
+    assert payment.status == "refunded" and payment.coins_reversed == 1500
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert alice.get("/api/subscription").json()["status"] == "expired"
+
+
+def test_a_refund_of_a_renewal_reported_while_it_is_charged_applies_after_the_charge(payment, user, deliver,
+                                                                                      stripe_on, monkeypatch):
+    """The refund's event names the renewal's payment intent before the renewal job has recorded
+    that id (the job is still waiting for the charge's answer): it applies when the id is saved."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    body = session_completed(payment)
+    deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    Payment.objects.filter(pk=payment.pk).update(provider_payment_method="pm_1")
+    Subscription.objects.filter(user=user).update(current_period_end=timezone.now() - timedelta(minutes=1))
+    charge = FakeStripeClient._intent
+
+    def charge_then_refund(self, params, options):
+        intent = charge(self, params, options)
+        refund = stripe_event("charge.refunded", {"id": "ch_2", "object": "charge", "payment_intent": intent.id,
+                                                  "amount_refunded": 2999, "currency": "usd"}, "evt_refund_2")
+        assert deliver(refund, {"Stripe-Signature": stripe_signature(refund)},
+                       provider="stripe").json()["outcome"] == "unmatched"
+        return intent
+
+    monkeypatch.setattr(FakeStripeClient, "_intent", charge_then_refund)
+    assert renewal_charge(user_id=user.id, now=timezone.now()) == "renewed"
+    renewal = Payment.objects.get(kind="renewal")
+    assert renewal.status == "refunded" and renewal.coins_reversed == 1500
+    assert PaymentEvent.objects.get(event_id="evt_refund_2").payment == renewal
+    assert User.objects.get(pk=user.pk).coin_balance == 1530
+    assert Subscription.objects.get(user=user).status == "expired"
+
+
 def test_an_unpaid_completed_session_waits_for_the_async_payment(payment, user, deliver):
     body = stripe_event("checkout.session.completed", {
         "id": "cs_test_123", "object": "checkout.session", "payment_status": "unpaid", "amount_total": 2999,
