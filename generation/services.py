@@ -151,8 +151,14 @@ def _generation_render(gen: Generation) -> None:
         logger.warning("image backend failed for generation %s", gen.id, exc_info=True)
         generation_fail(generation=gen, reason="The image backend failed.")
         return
-    gen.result, gen.status = result, Generation.Status.COMPLETED
-    gen.save(update_fields=["status", "result"])
+    # Only a generation still pending completes: if generations_fail_stale gave up on it while the
+    # backend ran (and gave the coins back), it stays failed rather than becoming a free image.
+    completed = Generation.objects.filter(pk=gen.pk, status=Generation.Status.PENDING).update(
+        status=Generation.Status.COMPLETED, result=result)
+    if completed:
+        gen.result, gen.status = result, Generation.Status.COMPLETED
+    else:
+        gen.refresh_from_db(fields=["status", "result"])
 
 
 def generation_fail(*, generation: Generation, reason: str) -> None:

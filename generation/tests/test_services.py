@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.db.models import F
 
 from accounts.models import CoinLedgerEntry, User
 from core.clock import day_start
@@ -131,3 +132,28 @@ def test_short_of_coins_takes_the_daily_use_back(make_user, client_for):
     assert not DailyUsage.objects.filter(user=poor, generations__gt=0).exists()
     assert not Generation.objects.exists()
     assert User.objects.get(pk=poor.id).coin_balance == 2
+
+
+class OvertakenBackend:
+    """The backend is so slow that generations_fail_stale fails and refunds the generation
+    while it runs; then it returns an image after all."""
+
+    def generate(self, *, prompt: str, parameters: dict) -> dict:
+        from generation.services import generations_fail_stale
+
+        Generation.objects.filter(status="pending").update(created_at=F("created_at") - timedelta(minutes=11))
+        assert generations_fail_stale(older_than=timedelta(minutes=10)) == 1
+        return {"url": "https://images.invalid/late.png"}
+
+
+def test_a_generation_refunded_as_stale_while_rendering_stays_failed(alice, user, settings):
+    settings.GENERATION_BACKEND = "generation.tests.test_services.OvertakenBackend"
+    response = alice.post("/api/generations", {"prompt": "slow"}, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "failed"
+    gen = Generation.objects.get(user=user)
+    assert gen.status == "failed" and "url" not in gen.result  # no image given away after the refund
+    assert User.objects.get(pk=user.id).coin_balance == 30
+    assert [e.reason for e in CoinLedgerEntry.objects.filter(user=user).order_by("id")] == [
+        "plan_grant", "spend", "refund"]
+    assert DailyUsage.objects.get(user=user).generations == 0
