@@ -16,7 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("families", nargs="*", metavar="family", help=f"one or more of: {', '.join(FAMILIES)}")
         parser.add_argument("--key", action="append", default=[], metavar="KEY",
-                            help="delete this one key (repeatable), e.g. character:luna")
+                            help="delete this one key (repeatable), as redis-cli shows it without the namespace")
         parser.add_argument("--all", action="store_true", help="every family of this app (asks first)")
         parser.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")

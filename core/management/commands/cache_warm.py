@@ -5,14 +5,17 @@ from django.core.management.base import BaseCommand, CommandError
 from core.cache.client import CACHE_ERRORS
 from core.cache.ops.common import UnknownFamily, resolve_families
 from core.cache.ops.warm import warm, warm_targets
-from core.cache.registry import shared_families, user_families
+from core.cache.registry import FAMILIES, shared_families, user_families
 from core.management.progress import progress_bar
 
 
 class Command(BaseCommand):
-    help = ("Fill characters:list, every character:{name} and generation:settings through the normal "
-            "read-through path; with --users-active-since also the per-user families of recently active "
-            "users. Keys already cached are left alone, so running it twice writes nothing the second time.")
+    @property
+    def help(self) -> str:  # the families are the apps' (registered at ready()), not core's
+        shared = ", ".join(FAMILIES[name].template for name in shared_families())
+        return (f"Fill the shared families ({shared}) through the normal read-through path; with "
+                "--users-active-since also the per-user families of recently active users. Keys already "
+                "cached are left alone, so running it twice writes nothing the second time.")
 
     def add_arguments(self, parser):
         parser.add_argument("families", nargs="*", metavar="family",
