@@ -62,7 +62,7 @@ lint: install-dev
 	$(VENV)/bin/lint-imports  # the app layers of .importlinter
 	mkdir -p var
 	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py makemigrations --check --dry-run  # test settings: no .env needed
-	$(VENV)/bin/mypy  # core/cache, with django-stubs (pyproject.toml)
+	$(VENV)/bin/mypy  # core/cache and the apps' cache.py, with django-stubs (pyproject.toml)
 
 # Benchmark and chaos (bench/): benchmark-only Python packages, wrk and redis-server (Debian packages).
 $(VENV)/.installed-bench: $(VENV)/.installed bench/requirements.txt

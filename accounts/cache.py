@@ -67,25 +67,25 @@ USER_COINS = KeyFamily(
 )
 
 
-def remember_loaded_email(*, instance: User, **kwargs) -> None:
+def remember_loaded_email(*, instance: User, **kwargs: object) -> None:
     # So a save that changes the email can invalidate the old address too.
-    instance._loaded_email = instance.__dict__.get("email")
+    vars(instance)["_loaded_email"] = vars(instance).get("email")
 
 
 @invalidates(USER_EMAIL, USER_COINS, triggers=[on("post_save", "accounts.User"), on("post_delete", "accounts.User")])
-def flush_user(*, instance: User, **kwargs) -> None:
+def flush_user(*, instance: User, **kwargs: object) -> None:
     """Any save (profile, flags, deactivation, password change): old and new email."""
-    emails = {instance.email, getattr(instance, "_loaded_email", None) or instance.email}
+    emails = {instance.email, vars(instance).get("_loaded_email") or instance.email}
     invalidate(
         *((USER_EMAIL, {"email": email, "user_id": instance.pk}) for email in emails),
         (USER_COINS, {"user_id": instance.pk}),
     )
-    instance._loaded_email = instance.email
+    vars(instance)["_loaded_email"] = instance.email
 
 
 @invalidates(USER_COINS, triggers=[on("post_save", "accounts.CoinLedgerEntry"),
                                    on("post_delete", "accounts.CoinLedgerEntry")])
-def flush_ledger_entry(*, instance: CoinLedgerEntry, **kwargs) -> None:
+def flush_ledger_entry(*, instance: CoinLedgerEntry, **kwargs: object) -> None:
     """Every balance change writes a ledger row (spend, grant, refund)."""
     invalidate((USER_COINS, {"user_id": instance.user_id}))
 

@@ -51,21 +51,21 @@ def invalidate_characters(*, names: Iterable[str | None]) -> None:
     invalidate((CHARACTERS_LIST, {}), *((CHARACTER, {"name": name}) for name in set(names) if name))
 
 
-def remember_loaded_name(*, instance: Character, **kwargs) -> None:
+def remember_loaded_name(*, instance: Character, **kwargs: object) -> None:
     # So a rename can invalidate the old name's key too.
-    instance._loaded_name = instance.__dict__.get("name")
+    vars(instance)["_loaded_name"] = vars(instance).get("name")
 
 
 @invalidates(CHARACTERS_LIST, CHARACTER, triggers=[on("post_save", "characters.Character"),
                                                    on("post_delete", "characters.Character")])
-def flush_character(*, instance: Character, **kwargs) -> None:
+def flush_character(*, instance: Character, **kwargs: object) -> None:
     """That character's save or delete: the list, and its old and new name."""
-    old_name = getattr(instance, "_loaded_name", None)
+    old_name = vars(instance).get("_loaded_name")
     invalidate_characters(names=[instance.name, old_name])
     if old_name and old_name != instance.name and instance.pk:
         character_renamed.send(sender=Character, character_id=instance.pk, old_name=old_name,
                                new_name=instance.name)
-    instance._loaded_name = instance.name
+    vars(instance)["_loaded_name"] = instance.name
 
 
 def connect() -> None:

@@ -72,7 +72,7 @@ def invalidate_chat_history(*, user_id: int, character: str, session: str) -> No
 
 
 @invalidates(CHAT_HISTORY, triggers=[on("post_save", "chat.ChatMessage"), on("post_delete", "chat.ChatMessage")])
-def flush_message(*, instance: ChatMessage, **kwargs) -> None:
+def flush_message(*, instance: ChatMessage, **kwargs: object) -> None:
     """A message saved or deleted one by one (the admin, a cascade)."""
     row = ChatSession.objects.filter(pk=instance.session_id).values_list("user_id", "character__name", "session_id")
     for user_id, character, session in row:
@@ -80,7 +80,7 @@ def flush_message(*, instance: ChatMessage, **kwargs) -> None:
 
 
 @invalidates(CHAT_HISTORY, triggers=[on("character_renamed", signal=character_renamed)])
-def flush_histories_of_renamed_character(*, character_id: int, old_name: str, **kwargs) -> None:
+def flush_histories_of_renamed_character(*, character_id: int, old_name: str, **kwargs: object) -> None:
     # History keys carry the name: a rename must not leave the old name's histories behind, to
     # be served again if a new character takes that name.
     sessions = ChatSession.objects.filter(character_id=character_id).values_list("user_id", "session_id")

@@ -38,7 +38,7 @@ GENERATION_SETTINGS = KeyFamily(
 
 @invalidates(GENERATION_SETTINGS, triggers=[on("post_save", "generation.GenerationSettings"),
                                             on("post_delete", "generation.GenerationSettings")])
-def flush_generation_settings(**kwargs) -> None:
+def flush_generation_settings(**kwargs: object) -> None:
     invalidate((GENERATION_SETTINGS, {}))
 
 

@@ -57,9 +57,10 @@ def subscription_payload(*, user_id: int) -> dict:
 def seconds_until_period_end(data: dict) -> float | None:
     """A cached subscription must not outlive its period."""
     end = data.get("current_period_end")
-    if not end:
+    ends = parse_datetime(end) if end else None
+    if ends is None:
         return None  # no subscription, no period: the family's TTL applies
-    return (parse_datetime(end) - timezone.now()).total_seconds()
+    return (ends - timezone.now()).total_seconds()
 
 
 def seconds_until_day_ends(data: dict) -> float:
@@ -72,7 +73,9 @@ def usage_today(*, user_id: int, now: datetime | None = None) -> dict[str, int]:
     """Generations and messages used today: the counters the limits are enforced on."""
     row = DailyUsage.objects.filter(user_id=user_id, day=day_start(now).date()).values(
         "generations", "messages").first()
-    return row or {"generations": 0, "messages": 0}
+    if row is None:
+        return {"generations": 0, "messages": 0}
+    return {"generations": row["generations"], "messages": row["messages"]}
 
 
 def subscription_stats_payload(*, user_id: int) -> dict:
@@ -142,19 +145,19 @@ def invalidate_usage(*, user_id: int) -> None:
 
 @invalidates(SUBSCRIPTION_USER, SUBSCRIPTION_STATS, triggers=[
     on("post_save", "subscriptions.Subscription"), on("post_delete", "subscriptions.Subscription")])
-def flush_subscription(*, instance: Subscription, **kwargs) -> None:
+def flush_subscription(*, instance: Subscription, **kwargs: object) -> None:
     invalidate_subscriptions(user_ids=[instance.user_id])
 
 
 @invalidates(SUBSCRIPTION_USER, SUBSCRIPTION_STATS, triggers=[on("post_save", "subscriptions.Plan")])
-def flush_plan_subscribers(*, instance: Plan, **kwargs) -> None:
+def flush_plan_subscribers(*, instance: Plan, **kwargs: object) -> None:
     # Cached subscriptions embed their plan: a plan edit reaches every subscriber's keys.
     invalidate_subscriptions(user_ids=instance.subscriptions.values_list("user_id", flat=True).iterator())
 
 
 @invalidates(SUBSCRIPTION_STATS, triggers=[on("post_save", "accounts.CoinLedgerEntry"),
                                            on("post_delete", "accounts.CoinLedgerEntry")])
-def flush_stats_on_ledger_entry(*, instance: CoinLedgerEntry, **kwargs) -> None:
+def flush_stats_on_ledger_entry(*, instance: CoinLedgerEntry, **kwargs: object) -> None:
     """The stats show the coins spent in the period."""
     invalidate_usage(user_id=instance.user_id)
 

@@ -6,6 +6,7 @@ invalidate them, and registers them in ``AppConfig.ready()`` (see ``core.cache.r
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import string
@@ -54,6 +55,15 @@ class KeyFamily:
     # slot (per user: "user_id"). A tag part the template lacks goes in front of the first part
     # (user:email:{123}:<email>); None tags the whole key (shared keys: {characters:list}).
     tag: str | None = None
+
+    def __post_init__(self) -> None:
+        # fetch() calls the loader with the key's parts as keywords: a template and a loader that
+        # disagree fail here, when the app's cache.py is imported, not on a miss in production.
+        try:
+            inspect.signature(self.loader).bind(**dict.fromkeys(self.fields))
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: loader {getattr(self.loader, '__qualname__', self.loader)!r} does "
+                            f"not take exactly the key's parts {self.fields} as keywords ({exc})") from None
 
     def ttl_for(self, data: Any) -> int:
         """The TTL to store this value with: the family's, or less if its cap says so. A cap of

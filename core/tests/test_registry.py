@@ -85,6 +85,23 @@ def test_key_requires_exactly_the_templates_fields():
         USER_COINS.key(user_id=1, email="x")
 
 
+def test_a_loader_must_take_exactly_the_keys_parts():
+    """fetch() calls the loader with the key's parts: a mismatch is refused when the family is
+    declared (the app's cache.py is imported at start-up), not on the first miss."""
+    from core.cache.family import KeyFamily
+
+    def by_id(*, user_id: int) -> dict:
+        return {}
+
+    declared = dict(name="t", ttl_setting="T", default_ttl=1, holds="t")
+    assert KeyFamily(template="t:{user_id}", loader=by_id, **declared).fields == ("user_id",)
+    for template in ("t:{id}", "t:{user_id}:{name}", "t"):
+        with pytest.raises(TypeError, match="does not take exactly the key's parts"):
+            KeyFamily(template=template, loader=by_id, **declared)
+    with pytest.raises(TypeError):  # the parts are keywords, as fetch passes them
+        KeyFamily(template="t:{user_id}", loader=lambda user_id, /: {}, **declared)
+
+
 def test_lease_keys_belong_to_no_family():
     assert family_of("lease:user:coins:1") is None
     assert not any(fnmatchcase("lease:user:coins:1", f.pattern) for f in FAMILIES.values())
