@@ -11,6 +11,20 @@ ENDPOINTS = [
 ]
 
 
+def test_every_view_that_names_its_reads_is_checked_here():
+    """An endpoint whose cache_reads and selectors drift apart still answers, with a second round
+    trip: only the test above notices, so every such view must be in ENDPOINTS."""
+    from django.urls import get_resolver, resolve
+
+    from core.cache.readahead import _patterns
+
+    declared = {view for pattern, _ in _patterns(get_resolver())
+                if getattr(view := getattr(pattern.callback, "view_class", None), "cache_reads", ())}
+    checked = {resolve(url).func.view_class for url in ENDPOINTS}
+    assert declared == checked, declared ^ checked
+    assert len(declared) == len(ENDPOINTS)
+
+
 def redis_calls(client) -> dict[str, int]:
     stats = client.info("commandstats")
     return {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
