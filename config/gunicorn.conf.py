@@ -48,19 +48,20 @@ def _reset_metrics_dir() -> None:
 
 def on_starting(server):
     _reset_metrics_dir()
-    _check_redis_settings()
+    _check_settings()
 
 
-def _check_redis_settings() -> None:
-    """A bad REDIS_URL or Sentinel setting stops gunicorn here with the system check's message,
-    rather than failing every request (migrate and runserver run the same checks). In a child
-    process, so the master imports no Django (nor prometheus_client)."""
+def _check_settings() -> None:
+    """A bad setting (REDIS_URL or Sentinel: core.E010-E015; payments: payments.E001-E005) stops
+    gunicorn here with the system check's message, rather than failing every request. The same
+    checks as migrate and runserver run (every tag but the database's), whatever apps the settings
+    install. In a child process, so the master imports no Django (nor prometheus_client)."""
     import subprocess
     import sys
 
     environment = {**os.environ}
     environment.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
-    result = subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), "check", "--tag", "caches"],
+    result = subprocess.run([sys.executable, str(BASE_DIR / "manage.py"), "check"],
                             cwd=BASE_DIR, env=environment, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(result.stderr.strip() or result.stdout.strip())

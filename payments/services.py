@@ -30,17 +30,12 @@ from subscriptions.services import (
 )
 
 from . import selectors
+from .checks import currency_valid
 from .models import Payment, PaymentEvent, PlanGrant
-from .providers import Charge, Event, ProviderError, provider_get
+from .providers import Charge, Event, ProviderError, ProviderUnavailable, provider_get, provider_unconfigured
 
 Status = Payment.Status
 Outcome = PaymentEvent.Outcome
-
-
-class ProviderUnavailable(exceptions.APIException):
-    status_code = 503
-    default_detail = "The payment provider is unavailable; nothing was charged. Try again later."
-    default_code = "payment_provider_unavailable"
 
 
 def subscription_request(
@@ -64,7 +59,7 @@ def checkout_create(*, user_id: int, plan: Plan, base_url: str) -> Payment:
     # Committed before the provider hears of it, so its events always find the row.
     payment = Payment.objects.create(
         provider=provider.name, user_id=user_id, plan=plan, kind=Payment.Kind.CHECKOUT,
-        amount=plan.price, currency=settings.PAYMENT_CURRENCY,
+        amount=plan.price, currency=_currency(),
     )
     email = User.objects.values_list("email", flat=True).get(pk=user_id)
     try:
@@ -76,6 +71,13 @@ def checkout_create(*, user_id: int, plan: Plan, base_url: str) -> Payment:
     payment.save(update_fields=["provider_ref", "checkout_url", "updated_at"])
     _events_replay(payment)
     return payment
+
+
+def _currency() -> str:
+    """PAYMENT_CURRENCY, or a 503 (not a database error, a 500) if it is not a currency code."""
+    if not currency_valid(settings.PAYMENT_CURRENCY):
+        raise provider_unconfigured(f"PAYMENT_CURRENCY {settings.PAYMENT_CURRENCY!r} is not a currency code")
+    return settings.PAYMENT_CURRENCY
 
 
 def webhook_receive(*, provider_name: str, body: bytes, headers) -> str:
@@ -272,7 +274,7 @@ def renewal_charge(*, user_id: int, now: datetime) -> str:
         if payment is None:
             payment = Payment.objects.create(
                 provider=provider.name, user_id=user_id, plan=plan, kind=Payment.Kind.RENEWAL,
-                amount=plan.price, currency=settings.PAYMENT_CURRENCY,
+                amount=plan.price, currency=_currency(),
             )
     try:
         charge = provider.renewal_charge(payment=payment, previous=selectors.payment_method_source(user_id=user_id))

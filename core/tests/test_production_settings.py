@@ -1,4 +1,5 @@
-"""Production settings: `check --deploy` is clean, and there is no start without SECRET_KEY."""
+"""Production settings: `check --deploy` is clean, and there is no start without SECRET_KEY or
+with a payment configuration that could only fail requests (`check` and gunicorn's start hook)."""
 
 import os
 import secrets
@@ -13,15 +14,23 @@ pytestmark = pytest.mark.slow
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+# Stripe (production's default provider) with both of its keys: a configuration that starts.
+STRIPE_KEYS = {"STRIPE_SECRET_KEY": "sk_test_startup", "STRIPE_WEBHOOK_SECRET": "whsec_startup"}
+
+
+def production_env(**env: str) -> dict[str, str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DEBUG")}
     clean.update({"DJANGO_SETTINGS_MODULE": "config.settings.production", "ALLOWED_HOSTS": "example.com", **env})
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=clean,
+    return clean
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=production_env(**env),
                           capture_output=True, text=True, timeout=120)
 
 
 def test_check_deploy_has_no_warnings():
-    result = manage("check", "--deploy", SECRET_KEY=secrets.token_urlsafe(64))
+    result = manage("check", "--deploy", SECRET_KEY=secrets.token_urlsafe(64), **STRIPE_KEYS)
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
     assert "WARNING" not in result.stdout + result.stderr
@@ -47,3 +56,30 @@ def test_refuses_the_offline_payment_provider_unless_allowed():
     refused = manage("check", SECRET_KEY=key, PAYMENT_PROVIDER="offline")
     assert refused.returncode != 0 and "PAYMENT_PROVIDER=offline" in refused.stderr
     assert manage("check", SECRET_KEY=key, PAYMENT_PROVIDER="offline", PAYMENT_OFFLINE_ALLOWED="true").returncode == 0
+
+
+@pytest.mark.parametrize(("env", "errors"), [
+    ({"STRIPE_SECRET_KEY": "", "STRIPE_WEBHOOK_SECRET": ""},
+     ["payments.E002", "STRIPE_SECRET_KEY", "payments.E003", "STRIPE_WEBHOOK_SECRET"]),
+    ({**STRIPE_KEYS, "STRIPE_SECRET_KEY": ""}, ["payments.E002", "STRIPE_SECRET_KEY"]),
+    ({**STRIPE_KEYS, "STRIPE_WEBHOOK_SECRET": ""}, ["payments.E003", "STRIPE_WEBHOOK_SECRET"]),
+    ({**STRIPE_KEYS, "PAYMENT_PROVIDER": "paypal"}, ["payments.E001", "PAYMENT_PROVIDER 'paypal'"]),
+])
+def test_a_payment_configuration_that_cannot_work_does_not_start(env, errors):
+    # Stripe is production's default provider: without its keys every checkout or every event would fail.
+    result = manage("check", SECRET_KEY=secrets.token_urlsafe(64), **env)
+    assert result.returncode != 0
+    assert all(error in result.stderr for error in errors), result.stderr
+    assert manage("check", SECRET_KEY=secrets.token_urlsafe(64), **STRIPE_KEYS).returncode == 0
+
+
+def test_gunicorn_refuses_to_start_with_the_checks_message():
+    # on_starting's hook, as gunicorn's master calls it (the master itself imports no Django).
+    hook = "import runpy; runpy.run_path('config/gunicorn.conf.py')['_check_settings']()"
+    environment = production_env(SECRET_KEY=secrets.token_urlsafe(64))
+    refused = subprocess.run([sys.executable, "-c", hook], cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+                             env={**environment, "STRIPE_SECRET_KEY": "", "STRIPE_WEBHOOK_SECRET": "whsec_startup"})
+    assert refused.returncode != 0 and "payments.E002" in refused.stderr and "STRIPE_SECRET_KEY" in refused.stderr
+    started = subprocess.run([sys.executable, "-c", hook], cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+                             env={**environment, **STRIPE_KEYS})
+    assert started.returncode == 0, started.stderr

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 
 from .base import Charge, Checkout, Event, PaymentProvider, ProviderError, SignatureInvalid, signature_header
 
@@ -12,8 +14,26 @@ PROVIDERS = {
     "stripe": "payments.providers.stripe_provider.StripeProvider",
 }
 
-__all__ = ["Charge", "Checkout", "Event", "PaymentProvider", "ProviderError", "SignatureInvalid",
-           "provider_get", "signature_header"]
+__all__ = ["Charge", "Checkout", "Event", "PaymentProvider", "ProviderError", "ProviderUnavailable",
+           "SignatureInvalid", "provider_get", "signature_header"]
+
+logger = logging.getLogger("payments")
+
+
+class ProviderUnavailable(APIException):
+    """503: the provider could not be reached, or this service is not configured to use it (the
+    system check payments.E001-E005 refuses such settings at startup; this is what a request gets
+    if they got past it): nothing was charged or recorded, the caller (or Stripe) tries again."""
+
+    status_code = 503
+    default_detail = "The payment provider is unavailable; nothing was charged. Try again later."
+    default_code = "payment_provider_unavailable"
+
+
+def provider_unconfigured(problem: str) -> ProviderUnavailable:
+    """A 503 for a configuration that cannot serve; the setting is named in the log, not the answer."""
+    logger.error("payments unavailable: %s (manage.py check names every bad payment setting)", problem)
+    return ProviderUnavailable()
 
 
 def provider_get(name: str | None = None) -> PaymentProvider:
@@ -24,4 +44,6 @@ def provider_get(name: str | None = None) -> PaymentProvider:
     configured = settings.PAYMENT_PROVIDER
     if name is not None and name != configured:
         raise NotFound(f"Payment provider {name!r} is not in use.")
+    if configured not in PROVIDERS:
+        raise provider_unconfigured(f"PAYMENT_PROVIDER {configured!r} is not a payment provider")
     return import_string(PROVIDERS[configured])()

@@ -103,8 +103,12 @@ class StripeProvider(PaymentProvider):
         return Charge(succeeded=False, ref=intent.id, reason=f"payment intent {intent.status}")
 
     def event_verify(self, *, body: bytes, headers) -> Event:
+        if not settings.STRIPE_WEBHOOK_SECRET:  # our configuration, not the sender's fault: 503, Stripe retries
+            from . import provider_unconfigured
+
+            raise provider_unconfigured("STRIPE_WEBHOOK_SECRET is empty: Stripe events cannot be verified")
         header = headers.get(HEADER)
-        if not header or not settings.STRIPE_WEBHOOK_SECRET:
+        if not header:
             raise SignatureInvalid("missing signature")
         try:
             event = stripe.Webhook.construct_event(body, header, settings.STRIPE_WEBHOOK_SECRET)
