@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from subscriptions.models import Plan, Subscription
 
-from .models import Payment
+from .models import Payment, PaymentEvent
 
 # A checkout asked for again within this time is the same checkout (Stripe keeps one open 24 h).
 CHECKOUT_REUSE = timedelta(hours=1)
@@ -61,6 +61,19 @@ def payment_method_source(*, user_id: int) -> Payment | None:
         .order_by("-id")
         .first()
     )
+
+
+def payments_awaited_by_events() -> list[int]:
+    """Ids of the configured provider's payments that some waiting (unmatched) event names by one
+    of their ids (provider_ref, provider_payment_ref), oldest first: what ``events_sweep`` replays.
+    Events naming no payment here (another integration's, ``stripe trigger``'s) match nothing."""
+    provider = settings.PAYMENT_PROVIDER
+    waiting = PaymentEvent.objects.filter(provider=provider, payment=None, outcome=PaymentEvent.Outcome.UNMATCHED)
+    refs = waiting.exclude(payment_ref="").values("payment_ref")
+    intents = waiting.exclude(payment_intent="").values("payment_intent")
+    named = (Q(provider_ref__in=refs) | Q(provider_ref__in=intents)
+             | Q(provider_payment_ref__in=refs) | Q(provider_payment_ref__in=intents))
+    return list(Payment.objects.filter(named, provider=provider).order_by("id").values_list("pk", flat=True))
 
 
 def checkout_payload(payment: Payment) -> dict:

@@ -121,19 +121,23 @@ def _payment_for(*, provider_name: str, event: Event) -> Payment | None:
     return payments.filter(Q(provider_ref__in=refs) | Q(provider_payment_ref__in=refs)).first()
 
 
-def _events_replay(payment: Payment) -> None:
+def _events_replay(payment: Payment) -> int:
     """Events that arrived before their payment could be matched are applied now, in order."""
     with transaction.atomic():
-        _events_replay_locked(Payment.objects.select_for_update().get(pk=payment.pk))
+        return _events_replay_locked(Payment.objects.select_for_update().get(pk=payment.pk))
 
 
-def _events_replay_locked(payment: Payment) -> None:
+def _events_replay_locked(payment: Payment) -> int:
     """The waiting (unmatched) events that name one of the locked payment's ids, applied in the
     order they arrived: e.g. a refund delivered before the checkout's own event, which is what
-    tells us the payment intent the refund names."""
+    tells us the payment intent the refund names. Returns how many it applied to the payment.
+
+    Every replay holds the payment's row lock and re-reads the waiting rows under their own
+    (``select_for_update``: a row another replay took meanwhile is no longer unmatched, and is
+    skipped), so each waiting event is applied once, whoever replays it."""
     refs = {ref for ref in (payment.provider_ref, payment.provider_payment_ref) if ref}
     if not refs:
-        return
+        return 0
     waiting = (
         PaymentEvent.objects.select_for_update()
         .filter(Q(payment_ref__in=refs) | Q(payment_intent__in=refs),
@@ -141,10 +145,27 @@ def _events_replay_locked(payment: Payment) -> None:
         .order_by("id")
     )
     provider = None
+    count = 0
     for row in waiting:
         provider = provider or provider_get(payment.provider)
         row.payment, row.outcome = payment, _transition(payment, provider.event_read(row.payload))
         row.save(update_fields=["payment", "outcome"])
+        count += 1
+    return count
+
+
+def events_sweep() -> int:
+    """Apply the waiting (unmatched) events whose payment is known by now; returns how many.
+
+    A payment replays its waiting events whenever it learns an id (``_events_replay``), but an
+    event committed in the same instant as that payment's own (each transaction blind to the other's
+    uncommitted row) is seen by neither and would wait for good. The periodic job sweeps them up
+    through the same replay, under the same locks, so a webhook delivery or another sweep running
+    at once applies each event once between them. Events of payments still unknown keep waiting."""
+    applied = 0
+    for payment_id in selectors.payments_awaited_by_events():
+        applied += _events_replay(Payment(pk=payment_id))
+    return applied
 
 
 def _transition(payment: Payment, event: Event) -> str:
@@ -241,11 +262,13 @@ def _coins_reverse(payment: Payment) -> None:
 
 
 def renewals_run(*, now: datetime | None = None) -> dict[str, int]:
-    """The periodic job (``manage.py subscriptions_renew``): due subscriptions on a free plan start
-    a new period; paid ones are charged through the provider (a failure: past due, retried every
-    PAYMENT_RETRY_HOURS within PAYMENT_GRACE_DAYS); whatever is past its end then expires."""
+    """The periodic job (``manage.py subscriptions_renew``): waiting provider events whose payment
+    is known by now are applied (``events_sweep``: a refund first, so a refunded payment's period is
+    not renewed on its account); due subscriptions on a free plan start a new period; paid ones are
+    charged through the provider (a failure: past due, retried every PAYMENT_RETRY_HOURS within
+    PAYMENT_GRACE_DAYS); whatever is past its end then expires."""
     now = now or timezone.now()
-    counts = {"renewed": 0, "failed": 0}
+    counts = {"events_applied": events_sweep(), "renewed": 0, "failed": 0}
     for user_id in selectors.subscriptions_to_charge(now=now):
         result = renewal_charge(user_id=user_id, now=now)
         if result in counts:

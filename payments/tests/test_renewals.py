@@ -46,7 +46,7 @@ def test_due_subscriptions_are_charged_or_expire_and_the_api_shows_it(make_user,
     assert renew_client.get("/api/subscription").json()["status"] == "expired"
     assert renew_client.get("/api/me/coins").json() == {"balance": 330}
 
-    assert renew(capsys) == "renewed 1, failed 0, expired 1"
+    assert renew(capsys) == "renewed 1, failed 0, expired 1, waiting events applied 0"
 
     renewed = renew_client.get("/api/subscription").json()
     assert renewed["status"] == "active" and renewed["plan"]["code"] == "plus"
@@ -56,7 +56,8 @@ def test_due_subscriptions_are_charged_or_expire_and_the_api_shows_it(make_user,
     assert leave_client.get("/api/subscription").json()["status"] == "expired"
     assert not Payment.objects.filter(user=leaving, kind="renewal").exists()
 
-    assert renew(capsys) == "renewed 0, failed 0, expired 0"  # nothing due: nothing charged or granted twice
+    # Nothing due: nothing charged or granted twice.
+    assert renew(capsys) == "renewed 0, failed 0, expired 0, waiting events applied 0"
     assert balance(renewing) == 630 and Payment.objects.filter(kind="renewal").count() == 1
 
 
@@ -67,7 +68,7 @@ def plans_price(code: str):
 def test_a_free_plan_renews_without_a_payment(make_user, client_for, capsys):
     user = make_user("free@example.com")
     end_period(user)
-    assert renew(capsys) == "renewed 1, failed 0, expired 0"
+    assert renew(capsys) == "renewed 1, failed 0, expired 0, waiting events applied 0"
     assert client_for(user).get("/api/subscription").json()["status"] == "active"
     assert balance(user) == 60 and not Payment.objects.exists()
 
@@ -80,7 +81,7 @@ def test_a_failed_charge_is_past_due_with_access_then_expires(make_user, client_
     end_period(user)
     client.get("/api/subscription")
 
-    assert renew(capsys) == "renewed 0, failed 1, expired 0"
+    assert renew(capsys) == "renewed 0, failed 1, expired 0, waiting events applied 0"
     body = client.get("/api/subscription").json()
     assert body["status"] == "past_due" and body["plan"]["code"] == "plus"
     grace_end = Subscription.objects.get(user=user).current_period_end
@@ -90,10 +91,11 @@ def test_a_failed_charge_is_past_due_with_access_then_expires(make_user, client_
     # Within the grace period the plan still works.
     assert client.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 201
 
-    assert renew(capsys) == "renewed 0, failed 0, expired 0"  # not retried before PAYMENT_RETRY_HOURS
+    # Not retried before PAYMENT_RETRY_HOURS.
+    assert renew(capsys) == "renewed 0, failed 0, expired 0, waiting events applied 0"
 
     Subscription.objects.filter(user=user).update(current_period_end=timezone.now() - timedelta(seconds=1))
-    assert renew(capsys) == "renewed 0, failed 0, expired 1"
+    assert renew(capsys) == "renewed 0, failed 0, expired 1, waiting events applied 0"
     assert client.get("/api/subscription").json()["status"] == "expired"
     assert client.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 403
     assert balance(user) == 330 - 0  # the chat message is free; nothing granted
@@ -104,12 +106,12 @@ def test_past_due_is_retried_and_a_successful_retry_grants_the_period(make_user,
     user = make_user("retry@example.com")
     paid = plan_pay(user_id=user.id, plan_code="plus", card="declines_renewals")
     end_period(user)
-    assert renew(capsys) == "renewed 0, failed 1, expired 0"
+    assert renew(capsys) == "renewed 0, failed 1, expired 0, waiting events applied 0"
     # The user fixed their card; the last attempt is a day old.
     Payment.objects.filter(pk=paid.pk).update(provider_customer=CARD_OK)
     Payment.objects.filter(kind="renewal").update(created_at=timezone.now() - timedelta(hours=25))
 
-    assert renew(capsys) == "renewed 1, failed 0, expired 0"
+    assert renew(capsys) == "renewed 1, failed 0, expired 0, waiting events applied 0"
     body = client_for(user).get("/api/subscription").json()
     assert body["status"] == "active" and body["plan"]["code"] == "plus"
     assert balance(user) == 630
@@ -137,7 +139,7 @@ def test_a_provider_outage_is_a_failed_attempt_not_an_expiry(make_user, capsys, 
         raise ProviderError("connection refused")
 
     monkeypatch.setattr(OfflineProvider, "renewal_charge", unreachable)
-    assert renew(capsys) == "renewed 0, failed 1, expired 0"
+    assert renew(capsys) == "renewed 0, failed 1, expired 0, waiting events applied 0"
     assert Subscription.objects.get(user=user).status == "past_due"
     assert Payment.objects.get(kind="renewal").failure_reason == "provider error: connection refused"
 
@@ -149,7 +151,7 @@ def test_a_scheduled_downgrade_is_what_renews(make_user, client_for, capsys):
     assert client_for(to_free).post("/api/subscription", {"plan": "free"}, format="json").status_code == 200
     for user in (pro, to_free):
         end_period(user)
-    assert renew(capsys) == "renewed 2, failed 0, expired 0"
+    assert renew(capsys) == "renewed 2, failed 0, expired 0, waiting events applied 0"
 
     body = client_for(pro).get("/api/subscription").json()
     assert body["plan"]["code"] == "plus" and body["next_plan"] is None
@@ -165,7 +167,7 @@ def test_a_staff_grant_does_not_renew_by_itself(make_user, capsys, plans):
     plan_grant(user_id=user.id, plan=plans["pro"], reason="support ticket 42", granted_by_id=None)
     assert balance(user) == 1530
     end_period(user)
-    assert renew(capsys) == "renewed 0, failed 0, expired 1"
+    assert renew(capsys) == "renewed 0, failed 0, expired 1, waiting events applied 0"
     assert not Payment.objects.exists()
 
 

@@ -9,11 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 import stripe
+from django.core.management import call_command
+from django.test import Client
 
-from accounts.models import User
+from accounts.models import CoinLedgerEntry, User
+from core.testing import run_concurrently
+from payments import services
 from payments.models import Payment, PaymentEvent
 from payments.providers import signature_header, stripe_provider
-from payments.services import checkout_create, renewal_charge
+from payments.services import checkout_create, events_sweep, renewal_charge
 from subscriptions.models import Subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -255,3 +259,103 @@ def test_checkout_without_an_api_key_is_503(stripe_on, alice, settings, user):
     response = alice.post("/api/subscription", {"plan": "pro"}, format="json")
     assert response.status_code == 503
     assert Subscription.objects.get(user=user).plan.code == "free"
+
+
+# --- waiting events the periodic job sweeps up ----------------------------------------------------------
+
+REFUND = {"id": "ch_1", "object": "charge", "payment_intent": "pi_1", "amount_refunded": 2999, "currency": "usd"}
+
+
+def post_event(body: bytes):
+    """A delivery from another worker: its own client, its own database connection (in a thread)."""
+    return Client().post("/api/payments/webhook/stripe", data=body, content_type="application/json",
+                         HTTP_STRIPE_SIGNATURE=stripe_signature(body))
+
+
+def refund_stuck(payment, deliver, monkeypatch) -> None:
+    """The race the sweep is for, made to happen: the refund (naming only the payment intent) and
+    the checkout's event (which teaches the payment that intent) commit at the same moment. The
+    checkout's replay ran before the refund's row existed; the refund looked for the intent before
+    the payment's new id was committed. Each is blind to the other: the refund waits for good."""
+    original, refund = services._events_replay_locked, stripe_event("charge.refunded", REFUND, "evt_refund")
+    seen: list = []
+
+    def replay_then_refund_commits(locked):
+        applied = original(locked)  # the checkout's own replay: no refund yet
+        if not seen:  # then, before this transaction commits, the refund is delivered and committed
+            [response] = run_concurrently(1, lambda i: post_event(refund))
+            seen.append(response.json()["outcome"])
+        return applied
+
+    monkeypatch.setattr(services, "_events_replay_locked", replay_then_refund_commits)
+    body = session_completed(payment)
+    assert deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe").json()["outcome"] == "applied"
+    monkeypatch.setattr(services, "_events_replay_locked", original)
+    assert seen == ["unmatched"]
+
+
+def test_a_refund_committed_with_the_payments_own_event_waits_until_the_job_sweeps_it(payment, user, deliver, alice,
+                                                                                      monkeypatch, capsys):
+    refund_stuck(payment, deliver, monkeypatch)
+    # Stuck: the payment knows the intent the refund names, yet the refund never applied.
+    payment.refresh_from_db()
+    assert payment.provider_payment_ref == "pi_1" and payment.status == "succeeded"
+    assert PaymentEvent.objects.get(event_id="evt_refund").outcome == "unmatched"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}
+
+    call_command("subscriptions_renew")
+    assert capsys.readouterr().out.strip() == "renewed 0, failed 0, expired 0, waiting events applied 1"
+    refund_row = PaymentEvent.objects.get(event_id="evt_refund")
+    assert refund_row.outcome == "applied" and refund_row.payment_id == payment.pk
+    payment.refresh_from_db()
+    assert payment.status == "refunded" and payment.coins_reversed == 1500
+    assert alice.get("/api/me/coins").json() == {"balance": 30}  # the cached reads follow
+    assert alice.get("/api/subscription").json()["status"] == "expired"
+
+    call_command("subscriptions_renew")  # nothing waits any more: nothing applied twice
+    assert capsys.readouterr().out.strip() == "renewed 0, failed 0, expired 0, waiting events applied 0"
+    assert events_sweep() == 0
+    assert CoinLedgerEntry.objects.filter(reference=f"refund:payment:{payment.pk}").count() == 1
+    assert User.objects.get(pk=user.pk).coin_balance == 30
+
+
+@pytest.mark.slow
+def test_sweeps_racing_webhook_deliveries_apply_a_waiting_refund_once(payment, user, deliver, monkeypatch):
+    """Sweeps (overlapping job runs) and deliveries of the payment's other events (each replays
+    the payment's waiting events too) at once: the refund is applied by exactly one of them."""
+    refund_stuck(payment, deliver, monkeypatch)
+    intents = [stripe_event("payment_intent.succeeded", {
+        "id": "pi_1", "object": "payment_intent", "amount_received": 2999, "currency": "usd", "customer": "cus_1",
+        "metadata": {"payment_id": str(payment.pk)}}, f"evt_pi_{i}") for i in range(4)]
+
+    def work(i):
+        return events_sweep() if i % 2 else post_event(intents[i // 2]).json()["outcome"]
+
+    results = run_concurrently(8, work)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r for r in results if isinstance(r, int)) <= 1
+    assert sorted(r for r in results if isinstance(r, str)) == ["stale"] * 4
+    refund_row = PaymentEvent.objects.get(event_id="evt_refund")
+    assert refund_row.outcome == "applied" and refund_row.payment_id == payment.pk  # not re-applied as "stale"
+    payment.refresh_from_db()
+    assert payment.status == "refunded" and payment.coins_reversed == 1500 and payment.coins_unrecovered == 0
+    assert CoinLedgerEntry.objects.filter(reference=f"refund:payment:{payment.pk}").count() == 1
+    assert User.objects.get(pk=user.pk).coin_balance == 30
+    assert events_sweep() == 0
+
+
+def test_the_sweep_leaves_events_of_unknown_payments_waiting(payment, user, deliver, settings):
+    body = session_completed(payment)
+    deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    stranger = stripe_event("charge.refunded", {**REFUND, "id": "ch_other", "payment_intent": "pi_other"}, "evt_other")
+    assert deliver(stranger, {"Stripe-Signature": stripe_signature(stranger)},
+                   provider="stripe").json()["outcome"] == "unmatched"
+    # A waiting offline event naming this payment's intent: another provider's, never this payment's.
+    PaymentEvent.objects.create(provider="offline", event_id="evt_off", type="payment.refunded", payload={},
+                                payment_intent="pi_1", outcome="unmatched")
+
+    assert events_sweep() == 0
+    assert PaymentEvent.objects.get(event_id="evt_other").outcome == "unmatched"
+    assert PaymentEvent.objects.get(event_id="evt_off").outcome == "unmatched"
+    payment.refresh_from_db()
+    assert payment.status == "succeeded" and payment.coins_reversed == 0
