@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.core.signals import setting_changed
 from django.http import Http404, HttpResponse
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, ResolverMatch, resolve
 from rest_framework import exceptions
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -39,11 +39,12 @@ _JSON = JSONRenderer.media_type
 class _Route:
     """A URL the lane can serve: its view class, URL kwargs and the headers DRF would add."""
 
-    __slots__ = ("view_class", "kwargs", "authenticator", "allow")
+    __slots__ = ("match", "view_class", "kwargs", "authenticator", "allow")
 
-    def __init__(self, view_class: type, kwargs: dict[str, Any]) -> None:
+    def __init__(self, match: ResolverMatch, view_class: type) -> None:
+        self.match = match
         self.view_class = view_class
-        self.kwargs = kwargs
+        self.kwargs = match.kwargs
         self.authenticator = view_class.authentication_classes[0]()
         view = view_class()
         view.setup(None)  # as per request: a view with get() also answers HEAD
@@ -73,7 +74,7 @@ def _route(path: str) -> _Route | None:
     view_class = getattr(match.func, "view_class", None) or getattr(match.func, "cls", None)
     if view_class is None or match.args or getattr(match.func, "initkwargs", None) or not lane_eligible(view_class):
         return None
-    return _Route(view_class, match.kwargs)
+    return _Route(match, view_class)
 
 
 def _forget_routes(*, setting: str, **kwargs) -> None:
@@ -106,6 +107,7 @@ class CachedReadLaneMiddleware:
         route = _route(request.path_info)
         if route is None:
             return None
+        request.resolver_match = route.match  # as Django's handler sets it (logging, metrics)
         view = route.view_class()
         view.setup(request, **route.kwargs)
         view.format_kwarg = None

@@ -178,3 +178,32 @@ def test_head_takes_the_full_path(world, dispatched):
     response = world.client.head("/api/characters")
     assert response.status_code == 200
     assert dispatched == ["/api/characters"]
+
+
+SEEN_MATCHES: list[str | None] = []
+
+
+class RecordMatch:
+    """Outer middleware: what request.resolver_match says once the response is made."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        SEEN_MATCHES.append(match.url_name if match else None)
+        return response
+
+
+def test_the_lane_sets_the_resolver_match_as_djangos_handler_does(world, client_for, dispatched, settings):
+    settings.MIDDLEWARE = ["core.tests.test_lane.RecordMatch", *settings.MIDDLEWARE]
+    client = client_for(world.user)  # a new client loads the middleware above
+    client.get("/api/me/coins")
+    SEEN_MATCHES.clear()
+    dispatched.clear()
+    assert client.get("/api/me/coins").status_code == 200
+    assert dispatched == []
+    settings.CACHED_READ_LANE = False
+    assert client.get("/api/me/coins").status_code == 200
+    assert SEEN_MATCHES[0] == SEEN_MATCHES[1] is not None
