@@ -25,7 +25,17 @@ def reverse_key(key: str) -> str:
 
 class Client(DefaultClient):
     """django-redis's client, but ``clear()`` deletes only this cache's keys (SCAN + UNLINK in
-    batches) instead of FLUSHDB, which would also wipe the key families and other apps' keys."""
+    batches) instead of FLUSHDB, which would also wipe the key families and other apps' keys, and
+    ``keys()`` walks them with SCAN instead of KEYS (which blocks Redis on a large database and
+    is refused to the app's ACL user)."""
+
+    def keys(self, search: str, version: int | None = None, client=None) -> list[str]:
+        if client is None:
+            client = self.get_client(write=False)
+        try:
+            return list(self.iter_keys(search, itersize=BATCH, client=client, version=version))
+        except _main_exceptions as exc:
+            raise ConnectionInterrupted(connection=client) from exc
 
     def clear(self, client=None) -> None:
         if client is None:
