@@ -1,6 +1,8 @@
 # Vendored from Django 5.2.19, tests/cache/tests.py (the sdist on PyPI, Django-5.2.19.tar.gz):
 # its imports and helpers (lines 1-111) and BaseCacheTests with the helpers before it (lines
-# 289-1165), unchanged except the dotted path of custom_key_func. Copyright (c) Django Software
+# 289-1165), unchanged except the dotted path of custom_key_func, and the classes that test the
+# cache middleware, cache_page and django.utils.cache on a cache (lines 2032-3042: CacheUtils to
+# TestWithTemplateResponse), unchanged. Copyright (c) Django Software
 # Foundation and individual contributors; BSD-3-Clause, see LICENSE in this directory.
 # test_cache_contract.py runs these against the project's CACHES["default"].
 # Unit tests for cache framework
@@ -992,3 +994,1015 @@ class BaseCacheTests:
             cache_add.return_value = False
             self.assertEqual(cache.get_or_set("key", "default"), "default")
 
+
+@override_settings(
+    CACHE_MIDDLEWARE_KEY_PREFIX="settingsprefix",
+    CACHE_MIDDLEWARE_SECONDS=1,
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        },
+    },
+    USE_I18N=False,
+    ALLOWED_HOSTS=[".example.com"],
+)
+class CacheUtils(SimpleTestCase):
+    """TestCase for django.utils.cache functions."""
+
+    host = "www.example.com"
+    path = "/cache/test/"
+    factory = RequestFactory(headers={"host": host})
+
+    def tearDown(self):
+        cache.clear()
+
+    def _get_request_cache(self, method="GET", query_string=None, update_cache=None):
+        request = self._get_request(
+            self.host, self.path, method, query_string=query_string
+        )
+        request._cache_update_cache = update_cache if update_cache else True
+        return request
+
+    def test_patch_vary_headers(self):
+        headers = (
+            # Initial vary, new headers, resulting vary.
+            (None, ("Accept-Encoding",), "Accept-Encoding"),
+            ("Accept-Encoding", ("accept-encoding",), "Accept-Encoding"),
+            ("Accept-Encoding", ("ACCEPT-ENCODING",), "Accept-Encoding"),
+            ("Cookie", ("Accept-Encoding",), "Cookie, Accept-Encoding"),
+            (
+                "Cookie, Accept-Encoding",
+                ("Accept-Encoding",),
+                "Cookie, Accept-Encoding",
+            ),
+            (
+                "Cookie, Accept-Encoding",
+                ("Accept-Encoding", "cookie"),
+                "Cookie, Accept-Encoding",
+            ),
+            (None, ("Accept-Encoding", "COOKIE"), "Accept-Encoding, COOKIE"),
+            (
+                "Cookie,     Accept-Encoding",
+                ("Accept-Encoding", "cookie"),
+                "Cookie, Accept-Encoding",
+            ),
+            (
+                "Cookie    ,     Accept-Encoding",
+                ("Accept-Encoding", "cookie"),
+                "Cookie, Accept-Encoding",
+            ),
+            ("*", ("Accept-Language", "Cookie"), "*"),
+            ("Accept-Language, Cookie", ("*",), "*"),
+        )
+        for initial_vary, newheaders, resulting_vary in headers:
+            with self.subTest(initial_vary=initial_vary, newheaders=newheaders):
+                response = HttpResponse()
+                if initial_vary is not None:
+                    response.headers["Vary"] = initial_vary
+                patch_vary_headers(response, newheaders)
+                self.assertEqual(response.headers["Vary"], resulting_vary)
+
+    def test_get_cache_key(self):
+        request = self.factory.get(self.path)
+        response = HttpResponse()
+        # Expect None if no headers have been set yet.
+        self.assertIsNone(get_cache_key(request))
+        # Set headers to an empty list.
+        learn_cache_key(request, response)
+
+        self.assertEqual(
+            get_cache_key(request),
+            "views.decorators.cache.cache_page.settingsprefix.GET."
+            "18a03f9c9649f7d684af5db3524f5c99.d41d8cd98f00b204e9800998ecf8427e",
+        )
+        # A specified key_prefix is taken into account.
+        key_prefix = "localprefix"
+        learn_cache_key(request, response, key_prefix=key_prefix)
+        self.assertEqual(
+            get_cache_key(request, key_prefix=key_prefix),
+            "views.decorators.cache.cache_page.localprefix.GET."
+            "18a03f9c9649f7d684af5db3524f5c99.d41d8cd98f00b204e9800998ecf8427e",
+        )
+
+    def test_get_cache_key_with_query(self):
+        request = self.factory.get(self.path, {"test": 1})
+        response = HttpResponse()
+        # Expect None if no headers have been set yet.
+        self.assertIsNone(get_cache_key(request))
+        # Set headers to an empty list.
+        learn_cache_key(request, response)
+        # The querystring is taken into account.
+        self.assertEqual(
+            get_cache_key(request),
+            "views.decorators.cache.cache_page.settingsprefix.GET."
+            "beaf87a9a99ee81c673ea2d67ccbec2a.d41d8cd98f00b204e9800998ecf8427e",
+        )
+
+    def test_cache_key_varies_by_url(self):
+        """
+        get_cache_key keys differ by fully-qualified URL instead of path
+        """
+        request1 = self.factory.get(self.path, headers={"host": "sub-1.example.com"})
+        learn_cache_key(request1, HttpResponse())
+        request2 = self.factory.get(self.path, headers={"host": "sub-2.example.com"})
+        learn_cache_key(request2, HttpResponse())
+        self.assertNotEqual(get_cache_key(request1), get_cache_key(request2))
+
+    def test_learn_cache_key(self):
+        request = self.factory.head(self.path)
+        response = HttpResponse()
+        response.headers["Vary"] = "Pony"
+        # Make sure that the Vary header is added to the key hash
+        learn_cache_key(request, response)
+
+        self.assertEqual(
+            get_cache_key(request),
+            "views.decorators.cache.cache_page.settingsprefix.GET."
+            "18a03f9c9649f7d684af5db3524f5c99.4792b9bac48c3f0441b0d9b0d7af8f2c",
+        )
+
+    def test_cache_key_blank_header(self):
+        """
+        An absent field must be distinguished from a present-but-empty field
+        (RFC 9111, Section 4.1).
+        """
+        request_no_headers = self.factory.head(self.path)
+        request_empty_headers = self.factory.head(self.path, headers={"Pony": ""})
+        response = HttpResponse()
+        response.headers["Vary"] = "Pony"
+        key_no_headers = learn_cache_key(request_no_headers, response)
+        key_empty_headers = learn_cache_key(request_empty_headers, response)
+        self.assertNotEqual(key_no_headers, key_empty_headers)
+        self.assertNotEqual(
+            get_cache_key(request_no_headers),
+            get_cache_key(request_empty_headers),
+        )
+
+    def test_patch_cache_control(self):
+        tests = (
+            # Initial Cache-Control, kwargs to patch_cache_control, expected
+            # Cache-Control parts.
+            (None, {"private": True}, {"private"}),
+            ("", {"private": True}, {"private"}),
+            # no-cache.
+            ("", {"no_cache": "Set-Cookie"}, {"no-cache=Set-Cookie"}),
+            ("", {"no-cache": "Set-Cookie"}, {"no-cache=Set-Cookie"}),
+            ("no-cache=Set-Cookie", {"no_cache": True}, {"no-cache"}),
+            ("no-cache=Set-Cookie,no-cache=Link", {"no_cache": True}, {"no-cache"}),
+            (
+                "no-cache=Set-Cookie",
+                {"no_cache": "Link"},
+                {"no-cache=Set-Cookie", "no-cache=Link"},
+            ),
+            (
+                "no-cache=Set-Cookie,no-cache=Link",
+                {"no_cache": "Custom"},
+                {"no-cache=Set-Cookie", "no-cache=Link", "no-cache=Custom"},
+            ),
+            # Test whether private/public attributes are mutually exclusive
+            ("private", {"private": True}, {"private"}),
+            ("private", {"public": True}, {"public"}),
+            ("public", {"public": True}, {"public"}),
+            ("public", {"private": True}, {"private"}),
+            (
+                "must-revalidate,max-age=60,private",
+                {"public": True},
+                {"must-revalidate", "max-age=60", "public"},
+            ),
+            (
+                "must-revalidate,max-age=60,public",
+                {"private": True},
+                {"must-revalidate", "max-age=60", "private"},
+            ),
+            (
+                "must-revalidate,max-age=60",
+                {"public": True},
+                {"must-revalidate", "max-age=60", "public"},
+            ),
+        )
+
+        for initial_cc, newheaders, expected_cc in tests:
+            with self.subTest(initial_cc=initial_cc, newheaders=newheaders):
+                response = HttpResponse()
+                if initial_cc is not None:
+                    response.headers["Cache-Control"] = initial_cc
+                patch_cache_control(response, **newheaders)
+                parts = set(cc_delim_re.split(response.headers["Cache-Control"]))
+                self.assertEqual(parts, expected_cc)
+
+    def test_has_vary_header(self):
+        tests = [
+            ("*", "*", True),
+            ("Cookie, *", "*", True),
+            ("Cookie,*", "*", True),
+            ("Cookie , *", "*", True),
+            # Surronding whitespace on values must be stripped independently of
+            # the comma delimiter.
+            ("* ", "*", True),
+            (" *", "*", True),
+            ("Cookie, * ", "*", True),
+            (" Cookie", "Cookie", True),
+            ("Cookie", "*", False),
+            ("*", "Cookie", False),
+            ("cookie", "Cookie", True),
+            ("Cookie", "cookie", True),
+        ]
+
+        for header_value, header_query, has_match in tests:
+            with self.subTest(header_value=header_value, header_query=header_query):
+                response = HttpResponse()
+                response.headers["Vary"] = header_value
+
+                self.assertIs(has_vary_header(response, header_query), has_match)
+
+
+@override_settings(
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "KEY_PREFIX": "cacheprefix",
+        },
+    },
+)
+class PrefixedCacheUtils(CacheUtils):
+    pass
+
+
+@override_settings(
+    CACHE_MIDDLEWARE_SECONDS=60,
+    CACHE_MIDDLEWARE_KEY_PREFIX="test",
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        },
+    },
+)
+class CacheHEADTest(SimpleTestCase):
+    path = "/cache/test/"
+    factory = RequestFactory()
+
+    def tearDown(self):
+        cache.clear()
+
+    def _set_cache(self, request, msg):
+        return UpdateCacheMiddleware(lambda req: HttpResponse(msg))(request)
+
+    def test_head_caches_correctly(self):
+        test_content = "test content"
+
+        request = self.factory.head(self.path)
+        request._cache_update_cache = True
+        self._set_cache(request, test_content)
+
+        request = self.factory.head(self.path)
+        request._cache_update_cache = True
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        self.assertIsNotNone(get_cache_data)
+        self.assertEqual(test_content.encode(), get_cache_data.content)
+
+    def test_head_with_cached_get(self):
+        test_content = "test content"
+
+        request = self.factory.get(self.path)
+        request._cache_update_cache = True
+        self._set_cache(request, test_content)
+
+        request = self.factory.head(self.path)
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        self.assertIsNotNone(get_cache_data)
+        self.assertEqual(test_content.encode(), get_cache_data.content)
+
+
+@override_settings(
+    CACHE_MIDDLEWARE_KEY_PREFIX="settingsprefix",
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        },
+    },
+    LANGUAGES=[
+        ("en", "English"),
+        ("es", "Spanish"),
+    ],
+)
+class CacheI18nTest(SimpleTestCase):
+    path = "/cache/test/"
+    factory = RequestFactory()
+
+    def tearDown(self):
+        cache.clear()
+
+    @override_settings(USE_I18N=True, USE_TZ=False)
+    def test_cache_key_i18n_translation(self):
+        request = self.factory.get(self.path)
+        lang = translation.get_language()
+        response = HttpResponse()
+        key = learn_cache_key(request, response)
+        self.assertIn(
+            lang,
+            key,
+            "Cache keys should include the language name when translation is active",
+        )
+        key2 = get_cache_key(request)
+        self.assertEqual(key, key2)
+
+    def check_accept_language_vary(self, accept_language, vary, reference_key):
+        request = self.factory.get(self.path)
+        request.META["HTTP_ACCEPT_LANGUAGE"] = accept_language
+        request.META["HTTP_ACCEPT_ENCODING"] = "gzip;q=1.0, identity; q=0.5, *;q=0"
+        response = HttpResponse()
+        response.headers["Vary"] = vary
+        key = learn_cache_key(request, response)
+        key2 = get_cache_key(request)
+        self.assertEqual(key, reference_key)
+        self.assertEqual(key2, reference_key)
+
+    @override_settings(USE_I18N=True, USE_TZ=False)
+    def test_cache_key_i18n_translation_accept_language(self):
+        lang = translation.get_language()
+        self.assertEqual(lang, "en")
+        request = self.factory.get(self.path)
+        request.META["HTTP_ACCEPT_ENCODING"] = "gzip;q=1.0, identity; q=0.5, *;q=0"
+        response = HttpResponse()
+        response.headers["Vary"] = "accept-encoding"
+        key = learn_cache_key(request, response)
+        self.assertIn(
+            lang,
+            key,
+            "Cache keys should include the language name when translation is active",
+        )
+        self.check_accept_language_vary(
+            "en-us", "cookie, accept-language, accept-encoding", key
+        )
+        self.check_accept_language_vary(
+            "en-US", "cookie, accept-encoding, accept-language", key
+        )
+        self.check_accept_language_vary(
+            "en-US,en;q=0.8", "accept-encoding, accept-language, cookie", key
+        )
+        self.check_accept_language_vary(
+            "en-US,en;q=0.8,ko;q=0.6", "accept-language, cookie, accept-encoding", key
+        )
+        self.check_accept_language_vary(
+            "ko-kr,ko;q=0.8,en-us;q=0.5,en;q=0.3 ",
+            "accept-encoding, cookie, accept-language",
+            key,
+        )
+        self.check_accept_language_vary(
+            "ko-KR,ko;q=0.8,en-US;q=0.6,en;q=0.4",
+            "accept-language, accept-encoding, cookie",
+            key,
+        )
+        self.check_accept_language_vary(
+            "ko;q=1.0,en;q=0.5", "cookie, accept-language, accept-encoding", key
+        )
+        self.check_accept_language_vary(
+            "ko, en", "cookie, accept-encoding, accept-language", key
+        )
+        self.check_accept_language_vary(
+            "ko-KR, en-US", "accept-encoding, accept-language, cookie", key
+        )
+
+    @override_settings(USE_I18N=False, USE_TZ=True)
+    def test_cache_key_i18n_timezone(self):
+        request = self.factory.get(self.path)
+        tz = timezone.get_current_timezone_name()
+        response = HttpResponse()
+        key = learn_cache_key(request, response)
+        self.assertIn(
+            tz,
+            key,
+            "Cache keys should include the time zone name when time zones are active",
+        )
+        key2 = get_cache_key(request)
+        self.assertEqual(key, key2)
+
+    @override_settings(USE_I18N=False)
+    def test_cache_key_no_i18n(self):
+        request = self.factory.get(self.path)
+        lang = translation.get_language()
+        tz = timezone.get_current_timezone_name()
+        response = HttpResponse()
+        key = learn_cache_key(request, response)
+        self.assertNotIn(
+            lang,
+            key,
+            "Cache keys shouldn't include the language name when i18n isn't active",
+        )
+        self.assertNotIn(
+            tz,
+            key,
+            "Cache keys shouldn't include the time zone name when i18n isn't active",
+        )
+
+    @override_settings(
+        CACHE_MIDDLEWARE_KEY_PREFIX="test",
+        CACHE_MIDDLEWARE_SECONDS=60,
+        USE_I18N=True,
+    )
+    def test_middleware(self):
+        def set_cache(request, lang, msg):
+            def get_response(req):
+                return HttpResponse(msg)
+
+            translation.activate(lang)
+            return UpdateCacheMiddleware(get_response)(request)
+
+        # cache with non empty request.GET
+        request = self.factory.get(self.path, {"foo": "bar", "other": "true"})
+        request._cache_update_cache = True
+
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        # first access, cache must return None
+        self.assertIsNone(get_cache_data)
+        content = "Check for cache with QUERY_STRING"
+
+        def get_response(req):
+            return HttpResponse(content)
+
+        UpdateCacheMiddleware(get_response)(request)
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        # cache must return content
+        self.assertIsNotNone(get_cache_data)
+        self.assertEqual(get_cache_data.content, content.encode())
+        # different QUERY_STRING, cache must be empty
+        request = self.factory.get(self.path, {"foo": "bar", "somethingelse": "true"})
+        request._cache_update_cache = True
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        self.assertIsNone(get_cache_data)
+
+        # i18n tests
+        en_message = "Hello world!"
+        es_message = "Hola mundo!"
+
+        request = self.factory.get(self.path)
+        request._cache_update_cache = True
+        set_cache(request, "en", en_message)
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        # The cache can be recovered
+        self.assertIsNotNone(get_cache_data)
+        self.assertEqual(get_cache_data.content, en_message.encode())
+        # change the session language and set content
+        request = self.factory.get(self.path)
+        request._cache_update_cache = True
+        set_cache(request, "es", es_message)
+        # change again the language
+        translation.activate("en")
+        # retrieve the content from cache
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        self.assertEqual(get_cache_data.content, en_message.encode())
+        # change again the language
+        translation.activate("es")
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        self.assertEqual(get_cache_data.content, es_message.encode())
+        # reset the language
+        translation.deactivate()
+
+    @override_settings(
+        CACHE_MIDDLEWARE_KEY_PREFIX="test",
+        CACHE_MIDDLEWARE_SECONDS=60,
+    )
+    def test_middleware_doesnt_cache_streaming_response(self):
+        request = self.factory.get(self.path)
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        self.assertIsNone(get_cache_data)
+
+        def get_stream_response(req):
+            return StreamingHttpResponse(["Check for cache with streaming content."])
+
+        UpdateCacheMiddleware(get_stream_response)(request)
+
+        get_cache_data = FetchFromCacheMiddleware(empty_response).process_request(
+            request
+        )
+        self.assertIsNone(get_cache_data)
+
+
+@override_settings(
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "KEY_PREFIX": "cacheprefix",
+        },
+    },
+)
+class PrefixedCacheI18nTest(CacheI18nTest):
+    pass
+
+
+def hello_world_view(request, value):
+    return HttpResponse("Hello World %s" % value)
+
+
+def hello_world_view_patch_vary_headers_asterisk(request, value):
+    response = HttpResponse("Hello World %s" % value)
+    patch_vary_headers(response, ("*",))
+    return response
+
+
+def hello_world_view_patch_vary_headers_asterisk_space(request, value):
+    response = HttpResponse("Hello World %s" % value)
+    patch_vary_headers(response, (" * ",))
+    return response
+
+
+def hello_world_view_vary_headers_includes_asterisk(request, value):
+    response = HttpResponse("Hello World %s" % value)
+    response["Vary"] = "Cookie, * , Pony"
+    return response
+
+
+def csrf_view(request):
+    return HttpResponse(csrf(request)["csrf_token"])
+
+
+@override_settings(
+    CACHE_MIDDLEWARE_ALIAS="other",
+    CACHE_MIDDLEWARE_KEY_PREFIX="middlewareprefix",
+    CACHE_MIDDLEWARE_SECONDS=30,
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        },
+        "other": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "other",
+            "TIMEOUT": "1",
+        },
+    },
+)
+class CacheMiddlewareTest(SimpleTestCase):
+    factory = RequestFactory()
+
+    def setUp(self):
+        self.default_cache = caches["default"]
+        self.addCleanup(self.default_cache.clear)
+        self.other_cache = caches["other"]
+        self.addCleanup(self.other_cache.clear)
+
+    def test_constructor(self):
+        """
+        The constructor is correctly distinguishing between usage of
+        CacheMiddleware as Middleware vs. usage of CacheMiddleware as view
+        decorator and setting attributes appropriately.
+        """
+        # If only one argument is passed in construction, it's being used as
+        # middleware.
+        middleware = CacheMiddleware(empty_response)
+
+        # Now test object attributes against values defined in setUp above
+        self.assertEqual(middleware.cache_timeout, 30)
+        self.assertEqual(middleware.key_prefix, "middlewareprefix")
+        self.assertEqual(middleware.cache_alias, "other")
+        self.assertEqual(middleware.cache, self.other_cache)
+
+        # If more arguments are being passed in construction, it's being used
+        # as a decorator. First, test with "defaults":
+        as_view_decorator = CacheMiddleware(
+            empty_response, cache_alias=None, key_prefix=None
+        )
+
+        self.assertEqual(
+            as_view_decorator.cache_timeout, 30
+        )  # Timeout value for 'default' cache, i.e. 30
+        self.assertEqual(as_view_decorator.key_prefix, "")
+        # Value of DEFAULT_CACHE_ALIAS from django.core.cache
+        self.assertEqual(as_view_decorator.cache_alias, "default")
+        self.assertEqual(as_view_decorator.cache, self.default_cache)
+
+        # Next, test with custom values:
+        as_view_decorator_with_custom = CacheMiddleware(
+            hello_world_view, cache_timeout=60, cache_alias="other", key_prefix="foo"
+        )
+
+        self.assertEqual(as_view_decorator_with_custom.cache_timeout, 60)
+        self.assertEqual(as_view_decorator_with_custom.key_prefix, "foo")
+        self.assertEqual(as_view_decorator_with_custom.cache_alias, "other")
+        self.assertEqual(as_view_decorator_with_custom.cache, self.other_cache)
+
+    def test_update_cache_middleware_constructor(self):
+        middleware = UpdateCacheMiddleware(empty_response)
+        self.assertEqual(middleware.cache_timeout, 30)
+        self.assertIsNone(middleware.page_timeout)
+        self.assertEqual(middleware.key_prefix, "middlewareprefix")
+        self.assertEqual(middleware.cache_alias, "other")
+        self.assertEqual(middleware.cache, self.other_cache)
+
+    def test_fetch_cache_middleware_constructor(self):
+        middleware = FetchFromCacheMiddleware(empty_response)
+        self.assertEqual(middleware.key_prefix, "middlewareprefix")
+        self.assertEqual(middleware.cache_alias, "other")
+        self.assertEqual(middleware.cache, self.other_cache)
+
+    def test_middleware(self):
+        middleware = CacheMiddleware(hello_world_view)
+        prefix_middleware = CacheMiddleware(hello_world_view, key_prefix="prefix1")
+        timeout_middleware = CacheMiddleware(hello_world_view, cache_timeout=1)
+
+        request = self.factory.get("/view/")
+
+        # Put the request through the request middleware
+        result = middleware.process_request(request)
+        self.assertIsNone(result)
+
+        response = hello_world_view(request, "1")
+
+        # Now put the response through the response middleware
+        response = middleware.process_response(request, response)
+
+        # Repeating the request should result in a cache hit
+        result = middleware.process_request(request)
+        self.assertIsNotNone(result)
+        self.assertEqual(result.content, b"Hello World 1")
+
+        # The same request through a different middleware won't hit
+        result = prefix_middleware.process_request(request)
+        self.assertIsNone(result)
+
+        # The same request with a timeout _will_ hit
+        result = timeout_middleware.process_request(request)
+        self.assertIsNotNone(result)
+        self.assertEqual(result.content, b"Hello World 1")
+
+    def test_view_decorator(self):
+        # decorate the same view with different cache decorators
+        default_view = cache_page(3)(hello_world_view)
+        default_with_prefix_view = cache_page(3, key_prefix="prefix1")(hello_world_view)
+
+        explicit_default_view = cache_page(3, cache="default")(hello_world_view)
+        explicit_default_with_prefix_view = cache_page(
+            3, cache="default", key_prefix="prefix1"
+        )(hello_world_view)
+
+        other_view = cache_page(1, cache="other")(hello_world_view)
+        other_with_prefix_view = cache_page(1, cache="other", key_prefix="prefix2")(
+            hello_world_view
+        )
+
+        request = self.factory.get("/view/")
+
+        # Request the view once
+        response = default_view(request, "1")
+        self.assertEqual(response.content, b"Hello World 1")
+
+        # Request again -- hit the cache
+        response = default_view(request, "2")
+        self.assertEqual(response.content, b"Hello World 1")
+
+        # Requesting the same view with the explicit cache should yield the same result
+        response = explicit_default_view(request, "3")
+        self.assertEqual(response.content, b"Hello World 1")
+
+        # Requesting with a prefix will hit a different cache key
+        response = explicit_default_with_prefix_view(request, "4")
+        self.assertEqual(response.content, b"Hello World 4")
+
+        # Hitting the same view again gives a cache hit
+        response = explicit_default_with_prefix_view(request, "5")
+        self.assertEqual(response.content, b"Hello World 4")
+
+        # And going back to the implicit cache will hit the same cache
+        response = default_with_prefix_view(request, "6")
+        self.assertEqual(response.content, b"Hello World 4")
+
+        # Requesting from an alternate cache won't hit cache
+        response = other_view(request, "7")
+        self.assertEqual(response.content, b"Hello World 7")
+
+        # But a repeated hit will hit cache
+        response = other_view(request, "8")
+        self.assertEqual(response.content, b"Hello World 7")
+
+        # And prefixing the alternate cache yields yet another cache entry
+        response = other_with_prefix_view(request, "9")
+        self.assertEqual(response.content, b"Hello World 9")
+
+        # But if we wait a couple of seconds...
+        time.sleep(2)
+
+        # ... the default cache will still hit
+        caches["default"]
+        response = default_view(request, "11")
+        self.assertEqual(response.content, b"Hello World 1")
+
+        # ... the default cache with a prefix will still hit
+        response = default_with_prefix_view(request, "12")
+        self.assertEqual(response.content, b"Hello World 4")
+
+        # ... the explicit default cache will still hit
+        response = explicit_default_view(request, "13")
+        self.assertEqual(response.content, b"Hello World 1")
+
+        # ... the explicit default cache with a prefix will still hit
+        response = explicit_default_with_prefix_view(request, "14")
+        self.assertEqual(response.content, b"Hello World 4")
+
+        # .. but a rapidly expiring cache won't hit
+        response = other_view(request, "15")
+        self.assertEqual(response.content, b"Hello World 15")
+
+        # .. even if it has a prefix
+        response = other_with_prefix_view(request, "16")
+        self.assertEqual(response.content, b"Hello World 16")
+
+    @retry()
+    def test_cache_page_timeout(self):
+        # Page timeout takes precedence over the "max-age" section of the
+        # "Cache-Control".
+        tests = [
+            (1, 3),  # max_age < page_timeout.
+            (3, 1),  # max_age > page_timeout.
+        ]
+        for max_age, page_timeout in tests:
+            with self.subTest(max_age=max_age, page_timeout=page_timeout):
+                view = cache_page(timeout=page_timeout)(
+                    cache_control(max_age=max_age)(hello_world_view)
+                )
+                request = self.factory.get("/view/")
+                response = view(request, "1")
+                self.assertEqual(response.content, b"Hello World 1")
+                time.sleep(1)
+                response = view(request, "2")
+                self.assertEqual(
+                    response.content,
+                    b"Hello World 1" if page_timeout > max_age else b"Hello World 2",
+                )
+            cache.clear()
+
+    def test_cache_control_not_cached(self):
+        """
+        Responses with 'Cache-Control: private/no-cache/no-store' are
+        not cached.
+        """
+        for cc in ("private", "no-cache", "no-store", "PRIVATE", "NO-store"):
+            with self.subTest(cache_control=cc):
+                # Cannot use @cache_control() as it lowercases directives.
+                @cache_page(3)
+                def view(request, value):
+                    return HttpResponse(
+                        f"Hello World {value}", headers={"Cache-Control": cc}
+                    )
+
+                request = self.factory.get("/view/")
+                response = view(request, "1")
+                self.assertEqual(response.content, b"Hello World 1")
+                response = view(request, "2")
+                self.assertEqual(response.content, b"Hello World 2")
+
+    def test_vary_asterisk_not_cached(self):
+        views_with_cache = (
+            cache_page(3)(hello_world_view_patch_vary_headers_asterisk),
+            cache_page(3)(hello_world_view_patch_vary_headers_asterisk_space),
+            cache_page(3)(hello_world_view_vary_headers_includes_asterisk),
+        )
+        for view in views_with_cache:
+            with self.subTest(view=view):
+                request = self.factory.get("/view/")
+                response = view(request, "1")
+                self.assertEqual(response.content, b"Hello World 1")
+                response = view(request, "2")
+                self.assertEqual(response.content, b"Hello World 2")
+
+    def test_vary_on_authorization_for_authorization_header(self):
+        view_with_cache = cache_page(3)(hello_world_view)
+        request = self.factory.get("/view/", headers={"Authorization": "token"})
+        response = view_with_cache(request, "1")
+        self.assertIs(has_vary_header(response, "Authorization"), True)
+
+    def test_no_vary_on_authorization_for_empty_authorization_header(self):
+        view_with_cache = cache_page(3)(hello_world_view)
+        request = self.factory.get("/view/", headers={"Authorization": ""})
+        response = view_with_cache(request, "1")
+        self.assertIs(has_vary_header(response, "Authorization"), False)
+
+    def test_authorization_header_exceptions(self):
+        """
+        Responses to requests with an ``Authorization`` header are not made to
+        vary on ``Authorization`` when ``Cache-Control: public`` is present.
+        ``s-maxage`` and ``must-revalidate`` are also exceptions per RFC 9111,
+        Section 3.5, but Django does not implement them.
+        """
+        view_with_cache = cache_page(3)(cache_control(public=True)(hello_world_view))
+        request = self.factory.get("/view/", headers={"Authorization": "token"})
+        response = view_with_cache(request, "1")
+        self.assertIs(has_vary_header(response, "Authorization"), False)
+
+    def test_sensitive_cookie_not_cached(self):
+        """
+        Responses that set a new cookie not present in the request are not
+        cached, regardless of whether the request already had other cookies.
+        """
+        for headers in ({}, {"HTTP_COOKIE": "unrelated=value"}):
+            with self.subTest(headers=headers):
+                request = self.factory.get("/view/", **headers)
+                csrf_middleware = CsrfViewMiddleware(csrf_view)
+                csrf_middleware.process_view(request, csrf_view, (), {})
+                cache_middleware = CacheMiddleware(csrf_middleware)
+
+                self.assertIsNone(cache_middleware.process_request(request))
+                cache_middleware(request)
+
+                # Inserting a CSRF cookie prevented caching.
+                self.assertIsNone(cache_middleware.process_request(request))
+
+    def test_refreshed_cookie_not_cached(self):
+        """
+        A response that updates the value of a cookie already present in the
+        request is not cached. Caching it would allow a stale cookie value to
+        be served to a different client via a Vary: Cookie cache hit.
+        """
+
+        def refreshing_cookie_view(request):
+            response = HttpResponse("content")
+            response.set_cookie("session", "new_value")
+            patch_vary_headers(response, ("Cookie",))
+            return response
+
+        request = self.factory.get("/view/", HTTP_COOKIE="session=old_value")
+        cache_middleware = CacheMiddleware(refreshing_cookie_view)
+
+        self.assertIsNone(cache_middleware.process_request(request))
+        cache_middleware(request)
+
+        # The response refreshed an existing cookie so it must not be cached.
+        self.assertIsNone(cache_middleware.process_request(request))
+
+    def test_304_response_has_http_caching_headers_but_not_cached(self):
+        original_view = mock.Mock(return_value=HttpResponseNotModified())
+        view = cache_page(2)(original_view)
+        request = self.factory.get("/view/")
+        # The view shouldn't be cached on the second call.
+        view(request).close()
+        response = view(request)
+        response.close()
+        self.assertEqual(original_view.call_count, 2)
+        self.assertIsInstance(response, HttpResponseNotModified)
+        self.assertIn("Cache-Control", response)
+        self.assertIn("Expires", response)
+
+    def test_per_thread(self):
+        """The cache instance is different for each thread."""
+        thread_caches = []
+        middleware = CacheMiddleware(empty_response)
+
+        def runner():
+            thread_caches.append(middleware.cache)
+
+        for _ in range(2):
+            thread = threading.Thread(target=runner)
+            thread.start()
+            thread.join()
+
+        self.assertIsNot(thread_caches[0], thread_caches[1])
+
+    def test_cache_control_max_age(self):
+        view = cache_page(2)(hello_world_view)
+        request = self.factory.get("/view/")
+
+        # First request. Freshly created response gets returned with no Age
+        # header.
+        with mock.patch.object(
+            time, "time", return_value=1468749600
+        ):  # Sun, 17 Jul 2016 10:00:00 GMT
+            response = view(request, 1)
+            response.close()
+            self.assertIn("Expires", response)
+            self.assertEqual(response["Expires"], "Sun, 17 Jul 2016 10:00:02 GMT")
+            self.assertIn("Cache-Control", response)
+            self.assertEqual(response["Cache-Control"], "max-age=2")
+            self.assertNotIn("Age", response)
+
+        # Second request one second later. Response from the cache gets
+        # returned with an Age header set to 1 (second).
+        with mock.patch.object(
+            time, "time", return_value=1468749601
+        ):  # Sun, 17 Jul 2016 10:00:01 GMT
+            response = view(request, 1)
+            response.close()
+            self.assertIn("Expires", response)
+            self.assertEqual(response["Expires"], "Sun, 17 Jul 2016 10:00:02 GMT")
+            self.assertIn("Cache-Control", response)
+            self.assertEqual(response["Cache-Control"], "max-age=2")
+            self.assertIn("Age", response)
+            self.assertEqual(response["Age"], "1")
+
+
+@override_settings(
+    CACHE_MIDDLEWARE_KEY_PREFIX="settingsprefix",
+    CACHE_MIDDLEWARE_SECONDS=1,
+    CACHES={
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        },
+    },
+    USE_I18N=False,
+)
+class TestWithTemplateResponse(SimpleTestCase):
+    """
+    Tests various headers w/ TemplateResponse.
+
+    Most are probably redundant since they manipulate the same object
+    anyway but the ETag header is 'special' because it relies on the
+    content being complete (which is not necessarily always the case
+    with a TemplateResponse)
+    """
+
+    path = "/cache/test/"
+    factory = RequestFactory()
+
+    def tearDown(self):
+        cache.clear()
+
+    def test_patch_vary_headers(self):
+        headers = (
+            # Initial vary, new headers, resulting vary.
+            (None, ("Accept-Encoding",), "Accept-Encoding"),
+            ("Accept-Encoding", ("accept-encoding",), "Accept-Encoding"),
+            ("Accept-Encoding", ("ACCEPT-ENCODING",), "Accept-Encoding"),
+            ("Cookie", ("Accept-Encoding",), "Cookie, Accept-Encoding"),
+            (
+                "Cookie, Accept-Encoding",
+                ("Accept-Encoding",),
+                "Cookie, Accept-Encoding",
+            ),
+            (
+                "Cookie, Accept-Encoding",
+                ("Accept-Encoding", "cookie"),
+                "Cookie, Accept-Encoding",
+            ),
+            (None, ("Accept-Encoding", "COOKIE"), "Accept-Encoding, COOKIE"),
+            (
+                "Cookie,     Accept-Encoding",
+                ("Accept-Encoding", "cookie"),
+                "Cookie, Accept-Encoding",
+            ),
+            (
+                "Cookie    ,     Accept-Encoding",
+                ("Accept-Encoding", "cookie"),
+                "Cookie, Accept-Encoding",
+            ),
+        )
+        for initial_vary, newheaders, resulting_vary in headers:
+            with self.subTest(initial_vary=initial_vary, newheaders=newheaders):
+                template = engines["django"].from_string("This is a test")
+                response = TemplateResponse(HttpRequest(), template)
+                if initial_vary is not None:
+                    response.headers["Vary"] = initial_vary
+                patch_vary_headers(response, newheaders)
+                self.assertEqual(response.headers["Vary"], resulting_vary)
+
+    def test_get_cache_key(self):
+        request = self.factory.get(self.path)
+        template = engines["django"].from_string("This is a test")
+        response = TemplateResponse(HttpRequest(), template)
+        key_prefix = "localprefix"
+        # Expect None if no headers have been set yet.
+        self.assertIsNone(get_cache_key(request))
+        # Set headers to an empty list.
+        learn_cache_key(request, response)
+
+        self.assertEqual(
+            get_cache_key(request),
+            "views.decorators.cache.cache_page.settingsprefix.GET."
+            "58a0a05c8a5620f813686ff969c26853.d41d8cd98f00b204e9800998ecf8427e",
+        )
+        # A specified key_prefix is taken into account.
+        learn_cache_key(request, response, key_prefix=key_prefix)
+        self.assertEqual(
+            get_cache_key(request, key_prefix=key_prefix),
+            "views.decorators.cache.cache_page.localprefix.GET."
+            "58a0a05c8a5620f813686ff969c26853.d41d8cd98f00b204e9800998ecf8427e",
+        )
+
+    def test_get_cache_key_with_query(self):
+        request = self.factory.get(self.path, {"test": 1})
+        template = engines["django"].from_string("This is a test")
+        response = TemplateResponse(HttpRequest(), template)
+        # Expect None if no headers have been set yet.
+        self.assertIsNone(get_cache_key(request))
+        # Set headers to an empty list.
+        learn_cache_key(request, response)
+        # The querystring is taken into account.
+        self.assertEqual(
+            get_cache_key(request),
+            "views.decorators.cache.cache_page.settingsprefix.GET."
+            "0f1c2d56633c943073c4569d9a9502fe.d41d8cd98f00b204e9800998ecf8427e",
+        )

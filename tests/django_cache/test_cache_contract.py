@@ -1,4 +1,5 @@
-"""Django's own cache tests (5.2.19, vendored in cache_tests.py) against the project's
+"""Django's own cache tests (5.2.19, vendored in cache_tests.py: BaseCacheTests, and the cache
+middleware, cache_page and django.utils.cache classes) against the project's
 ``CACHES["default"]``, and what the project adds: a key space of its own beside the key families,
 keys()/iter_keys(), and a clear() that leaves the families and other apps' keys alone."""
 
@@ -16,6 +17,7 @@ from django.views.decorators.cache import cache_page
 
 from core.cache.store import Payload
 
+from . import cache_tests as django_tests  # the module: its TestCase classes are not collected here
 from .cache_tests import BaseCacheTests, caches_setting_for_tests
 
 # config/settings/base.py's default cache, on this test process's private redis-server (conftest.py).
@@ -81,6 +83,56 @@ class ProjectDefaultCacheTests(BaseCacheTests, TestCase):
         self.assertEqual(caches["v2"].get("answer2", version=1), 42)
         with self.assertRaises(ValueError):
             cache.decr_version("does_not_exist", version=2)
+
+
+def project_caches(**aliases: dict) -> dict:
+    """CACHES with each alias the project's default configuration plus its overrides."""
+    return {alias: {**copy.deepcopy(PROJECT_DEFAULT), **overrides} for alias, overrides in aliases.items()}
+
+
+# Django's tests of the cache middleware, cache_page and django.utils.cache, written for a LocMem
+# cache, on the project's configuration instead (the class's other settings stay Django's). A
+# cache that cannot take Django's keys or values turns a cached view into a 500 here.
+# The language and time zone settings of Django's own test run: the tests compare literal keys
+# ("...GET.<hash>.<hash>", the language "en") that a time zone or "en-us" would change.
+AS_IN_DJANGOS_TESTS = {"USE_TZ": False, "LANGUAGE_CODE": "en"}
+
+
+@override_settings(**AS_IN_DJANGOS_TESTS, CACHES=project_caches(default={}))
+class ProjectCacheUtilsTests(django_tests.CacheUtils):
+    pass
+
+
+@override_settings(**AS_IN_DJANGOS_TESTS, CACHES=project_caches(default={"KEY_PREFIX": "cacheprefix"}))
+class ProjectPrefixedCacheUtilsTests(django_tests.CacheUtils):
+    pass
+
+
+@override_settings(**AS_IN_DJANGOS_TESTS, CACHES=project_caches(default={}))
+class ProjectCacheHEADTests(django_tests.CacheHEADTest):
+    pass
+
+
+@override_settings(**AS_IN_DJANGOS_TESTS, CACHES=project_caches(default={}))
+class ProjectCacheI18nTests(django_tests.CacheI18nTest):
+    pass
+
+
+@override_settings(**AS_IN_DJANGOS_TESTS, CACHES=project_caches(default={"KEY_PREFIX": "cacheprefix"}))
+class ProjectPrefixedCacheI18nTests(django_tests.CacheI18nTest):
+    pass
+
+
+# Django's "other" alias is a second LocMem cache with a 1 s default timeout: here a key space of
+# its own on the same Redis.
+@override_settings(**AS_IN_DJANGOS_TESTS, CACHES=project_caches(default={}, other={"KEY_PREFIX": "otherdjango", "TIMEOUT": "1"}))
+class ProjectCacheMiddlewareTests(django_tests.CacheMiddlewareTest):
+    pass
+
+
+@override_settings(**AS_IN_DJANGOS_TESTS, CACHES=project_caches(default={}))
+class ProjectTemplateResponseCacheTests(django_tests.TestWithTemplateResponse):
+    pass
 
 
 # --- beyond Django's suite ----------------------------------------------------------------------
