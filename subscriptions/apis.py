@@ -6,6 +6,7 @@ from rest_framework.views import APIView
 
 from core.cache.readahead import readahead_of
 from core.responses import json_bytes_response
+from core.serializers import StrictInput
 
 from . import selectors, services
 from .cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER, subscription_payload
@@ -71,8 +72,15 @@ class SubscriptionApi(APIView):
 
 
 class SubscriptionCancelApi(APIView):
-    @extend_schema(request=None, responses={200: SubscriptionOutput})
+    class InputSerializer(StrictInput):
+        """No fields: an empty body or ``{}``. Anything in it is a 400, not a cancel."""
+
+        class Meta:
+            ref_name = "SubscriptionCancelInput"
+
+    @extend_schema(request=InputSerializer, responses={200: SubscriptionOutput})
     def post(self, request):
+        self.InputSerializer(data=request.data).is_valid(raise_exception=True)
         services.subscription_cancel(user_id=request.user.id)
         body = subscription_payload(user_id=request.user.id)
         return Response(body)

@@ -236,6 +236,20 @@ def test_wrong_types_and_unknown_fields_are_400_naming_the_field(alice, state, a
     assert row_counts() == state and user_rows() == users
 
 
+def test_a_body_on_an_endpoint_without_fields_is_refused_not_ignored(alice, state):
+    from subscriptions.models import Subscription
+
+    for body in ({"plan": "free"}, {"auto_renew": False}):
+        response = send(alice, "post", "/api/subscription/cancel", json.dumps(body))
+        assert_json_4xx(response, 400)
+        assert list(response.json()["errors"]) == list(body), response.json()
+    assert_json_4xx(send(alice, "post", "/api/subscription/cancel", "[]"), 400)
+    assert Subscription.objects.get(user__email="alice@example.com").auto_renew is True
+    assert row_counts() == state
+    assert alice.post("/api/subscription/cancel", {}, format="json").status_code == 200
+    assert Subscription.objects.get(user__email="alice@example.com").auto_renew is False
+
+
 def test_the_issues_generation_is_refused_and_not_charged(alice, state):
     users = user_rows()
     response = alice.post("/api/generations", {"prompt": 12, "params": "nope"}, format="json")

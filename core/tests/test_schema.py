@@ -113,7 +113,7 @@ def test_schema_states_the_constraints_inputs_enforce(api):
     for path, method in [("/api/auth/register", "post"), ("/api/auth/token", "post"), ("/api/auth/token/refresh", "post"),
                          ("/api/me", "patch"), ("/api/me/password", "post"), ("/api/subscription", "post"),
                          ("/api/generations", "post"), ("/api/chat/{character}/sessions/{session}/messages", "post"),
-                         ("/api/payments/offline/checkout/{ref}", "post")]:
+                         ("/api/payments/offline/checkout/{ref}", "post"), ("/api/subscription/cancel", "post")]:
         ref = document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
         assert schemas[ref.rsplit("/", 1)[1]]["additionalProperties"] is False, path
     page_size = next(p for p in document["paths"]["/api/generations"]["get"]["parameters"] if p["name"] == "page_size")

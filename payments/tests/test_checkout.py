@@ -74,11 +74,17 @@ def test_a_failed_checkout_is_not_reused(alice, provider_client):
     assert checkout(alice)["id"] != first["id"]
 
 
-@pytest.mark.parametrize("payload", [{"outcome": "maybe"}, {}, {"outcome": "paid", "card": "gold"}])
-def test_offline_checkout_rejects_bad_input(alice, provider_client, payload):
+@pytest.mark.parametrize("payload, field", [
+    ({"outcome": "maybe"}, "outcome"), ({}, "outcome"), ({"outcome": "paid", "card": "gold"}, "card"),
+    # Strict: no coercion of "no" into False, no unknown field ignored.
+    ({"outcome": "paid", "deliver": "no"}, "deliver"), ({"outcome": 1}, "outcome"),
+    ({"outcome": "paid", "amount": 0}, "amount"),
+])
+def test_offline_checkout_rejects_bad_input(alice, provider_client, payload, field):
     pending = checkout(alice)
     response = provider_client.post(pending["checkout_url"], payload, format="json")
     assert response.status_code == 400 and "detail" in response.json()
+    assert list(response.json()["errors"]) == [field]
     assert Payment.objects.get().status == "pending" and not PaymentEvent.objects.exists()
 
 
