@@ -4,7 +4,6 @@ from drf_spectacular.utils import extend_schema, extend_schema_view, inline_seri
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
@@ -15,7 +14,7 @@ from core.cache.readahead import readahead_of
 from core.responses import json_bytes_response
 from core.schema import errors
 from core.serializers import StrictInput, StrictInputMixin
-from core.throttling import AccountLoginThrottle
+from core.throttling import AccountLoginThrottle, AddressRateThrottle
 
 from . import selectors, services
 from .cache import USER_COINS, user_payload
@@ -75,7 +74,7 @@ class AccessOutput(serializers.Serializer):
 class TokenApi(TokenObtainPairView):
     serializer_class = EmailTokenObtainPairSerializer
     # Per client address, and failed logins per account; no global throttle classes: scope alone does nothing.
-    throttle_classes = [ScopedRateThrottle, AccountLoginThrottle]
+    throttle_classes = [AddressRateThrottle, AccountLoginThrottle]
     throttle_scope = "auth"
 
     def post(self, request, *args, **kwargs):
@@ -101,7 +100,7 @@ class SessionTokenRefreshSerializer(StrictInputMixin, TokenRefreshSerializer):
 @method_decorator(never_cache, name="dispatch")
 class TokenRefreshApi(TokenRefreshView):
     serializer_class = SessionTokenRefreshSerializer
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [AddressRateThrottle]
     throttle_scope = "refresh"  # a bucket of its own: refreshing never uses up logins
 
 
@@ -109,7 +108,7 @@ class TokenRefreshApi(TokenRefreshView):
 class RegisterApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [AddressRateThrottle]
     throttle_scope = "register"
 
     class InputSerializer(StrictInput):

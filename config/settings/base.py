@@ -216,7 +216,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("THROTTLE_AUTH", default="10/min"),
+        # Failed logins of one account: from one client address, and from all of them together.
         "login_account": env("THROTTLE_LOGIN_ACCOUNT", default="20/hour"),
+        "login_account_total": env("THROTTLE_LOGIN_ACCOUNT_TOTAL", default="100/hour"),
         "refresh": env("THROTTLE_REFRESH", default="60/min"),
         "register": env("THROTTLE_REGISTER", default="10/hour"),
     },

@@ -1,7 +1,8 @@
 """Rate limits of the auth endpoints: the client address only comes from X-Forwarded-For when
 TRUSTED_PROXY_COUNT says a proxy sets it, refresh has its own bucket, and failed logins are also
-limited per account, from any address, without touching other accounts. The admin login is locked
-by django-axes per username and address."""
+limited per account: from one client (which locks out only that client) and in total (which only
+many clients reach), never touching other accounts; an IPv6 client is its /64. The admin login is
+locked by django-axes per username and address."""
 
 import os
 import subprocess
@@ -69,19 +70,62 @@ def test_behind_one_trusted_proxy_each_client_address_has_its_own_bucket(api, ma
                  HTTP_X_FORWARDED_FOR="192.0.2.3").status_code == 200
 
 
-def test_failed_logins_are_limited_per_account_from_any_address(api, make_user, throttle_rates):
+def test_failed_logins_of_an_account_from_one_client_lock_out_that_client_only(api, make_user, throttle_rates):
     make_user("frank@example.com")
     make_user("grace@example.com")
     throttle_rates(auth="1000/min", login_account="5/min")
-    statuses = [login(api, "frank@example.com", f"wrong-{i}", REMOTE_ADDR=f"198.51.100.{i}").status_code
-                for i in range(8)]
+    attacker = "198.51.100.7"
+    statuses = [login(api, "frank@example.com", f"wrong-{i}", REMOTE_ADDR=attacker).status_code for i in range(8)]
     assert statuses == [401] * 5 + [429] * 3
-    # The same account under another spelling is the same account; the right password waits too.
-    locked = login(api, " FRANK@Example.com", PASSWORD, REMOTE_ADDR="192.0.2.50")
+    # That client waits for this account, the right password and another spelling of it included...
+    locked = login(api, " FRANK@Example.com", PASSWORD, REMOTE_ADDR=attacker)
     assert locked.status_code == 429 and "Retry-After" in locked.headers
-    # Another account, from the very addresses the attack used, is not affected.
+    # ... but it cannot lock the owner out: from the owner's own address the right password works,
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 200
+    # and another account, from the very address the attack used, is not affected.
+    assert login(api, "grace@example.com", PASSWORD, REMOTE_ADDR=attacker).status_code == 200
+    assert login(api, "grace@example.com", "wrong-again-1", REMOTE_ADDR=attacker).status_code == 401
+
+
+def test_failed_logins_of_an_account_are_limited_in_total_from_any_address(api, make_user, throttle_rates):
+    make_user("frank@example.com")
+    make_user("grace@example.com")
+    throttle_rates(auth="1000/min", login_account="5/min", login_account_total="8/min")
+    # Rotating addresses does not buy more guesses than the total...
+    statuses = [login(api, "frank@example.com", f"wrong-{i}", REMOTE_ADDR=f"198.51.100.{i}").status_code
+                for i in range(10)]
+    assert statuses == [401] * 8 + [429] * 2
+    # ... which only many clients reach: then the account waits, the owner too; other accounts do not.
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 429
     assert login(api, "grace@example.com", PASSWORD, REMOTE_ADDR="198.51.100.1").status_code == 200
-    assert login(api, "grace@example.com", "wrong-again-1", REMOTE_ADDR="198.51.100.2").status_code == 401
+
+
+def test_an_ipv6_client_is_counted_as_its_64_prefix(api, make_user, throttle_rates):
+    make_user("frank@example.com")
+    throttle_rates(auth="3/min", login_account="1000/min")
+    # Every address of one /64 is the same client: walking through it buys no new bucket.
+    statuses = [login(api, "frank@example.com", "wrong-pass-1", REMOTE_ADDR=f"2001:db8:0:1::{i:x}").status_code
+                for i in range(1, 6)]
+    assert statuses == [401] * 3 + [429] * 2
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="2001:db8:0:2::1").status_code == 200  # another /64
+    throttle_rates(auth="1000/min", login_account="2/min")
+    statuses = [login(api, "frank@example.com", "wrong-pass-1", REMOTE_ADDR=f"2001:db8:0:3:{i:x}::1").status_code
+                for i in range(1, 5)]
+    assert statuses == [401] * 2 + [429] * 2
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="2001:db8:0:4::1").status_code == 200
+
+
+def test_client_ident():
+    from django.test import RequestFactory
+
+    from core.throttling import client_ident
+
+    def ident(address):
+        return client_ident(RequestFactory().get("/", REMOTE_ADDR=address))
+
+    assert ident("192.0.2.1") == "192.0.2.1"
+    assert ident("2001:db8:0:1:aaaa:bbbb:cccc:dddd") == ident("2001:db8:0:1::1") == "2001:db8:0:1::/64"
+    assert ident("::ffff:192.0.2.1") == "192.0.2.1"
 
 
 def test_successful_logins_do_not_count_against_the_account(api, make_user, throttle_rates):
