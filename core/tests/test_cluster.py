@@ -100,6 +100,10 @@ def test_django_default_cache_works_on_the_cluster(cluster_cache):
     assert cache.incr("a") == 2
     cache.delete_many(["a", "b"])
     assert cache.get("a") is None and cache.get("c") == 3
+    cache.set("d", 4)
+    assert sorted(cache.keys("*")) == sorted(cache.iter_keys("*")) == ["c", "d"]  # SCAN on every primary
+    cache.clear()
+    assert cache.get("c") is None and cache.keys("*") == []
 
 
 def test_every_client_error_degrades_to_the_database(world, settings, cluster_cache):
