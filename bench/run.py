@@ -382,7 +382,7 @@ def check_targets(med: dict, derived: dict, inproc: dict | None = None) -> list[
         auth_floor = derived["floor"]["share_of_bare_floor"]
         targets.append({"target": "every cached read >= 50% of the bare floor's req/s", "met": bare >= 0.5,
                         "value": f"min {bare:.0%} ({worst_bare})" + ("" if bare >= 0.5 else f", {0.5 - bare:.0%} short"),
-                        "why": f"our authenticated floor (constant bytes behind the same JWT, middleware and DRF) is"
+                        "why": f"our authenticated floor (constant bytes behind the same JWT, user read, middleware and lane) is"
                                f" itself {auth_floor:.0%} of the bare floor: that per-request overhead, not the cached"
                                " read, is most of the gap"})
     if inproc:
@@ -393,7 +393,7 @@ def check_targets(med: dict, derived: dict, inproc: dict | None = None) -> list[
                         "value": f"max {cpu:.2f}x ({worst_cpu}: {inproc['ours'][worst_cpu]:.0f} us vs"
                                  f" {inproc['bare']:.0f} us)" + ("" if cpu <= 3.5 else f", {cpu - 3.5:.2f}x over"),
                         "why": f"the authenticated floor alone costs {ratios['floor']:.2f}x the bare floor's CPU"
-                               f" ({inproc['ours']['floor']:.0f} us): JWT, DRF and middleware before any cache read"
+                               f" ({inproc['ours']['floor']:.0f} us): JWT, the user read and middleware before any other cache read"
                                + (f", {inproc['calls']['ours']['floor']} function calls per request to the bare floor's"
                                   f" {inproc['calls']['bare']}" if inproc.get("calls") else "")})
     worst_cl = min(cached, key=lambda w: derived[w]["ratio_vs_cachalot"])
