@@ -42,6 +42,7 @@ DatabaseWrapper.is_usable = _counted_is_usable
 class SqlCountMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
+        self._series: dict[tuple[str, str], tuple] = {}
 
     def __call__(self, request):
         count = 0
@@ -57,11 +58,15 @@ class SqlCountMiddleware:
             response = self.get_response(request)
         count += _health_checks[0] - checks_before
         match = request.resolver_match
-        route = f"{request.method} {match.url_name if match else 'unresolved'}"
-        bench_requests.labels(route).inc()
-        bench_seconds.labels(route).inc(time.perf_counter() - started)
+        route = (request.method, match.url_name if match else "unresolved")
+        series = self._series.get(route)
+        if series is None:  # the bound counters, once per route: no label lookups per request
+            name = " ".join(route)
+            series = self._series[route] = (bench_requests.labels(name), bench_seconds.labels(name), bench_sql.labels(name))
+        series[0].inc()
+        series[1].inc(time.perf_counter() - started)
         if count:
-            bench_sql.labels(route).inc(count)
+            series[2].inc(count)
         return response
 
 

@@ -26,8 +26,9 @@ def client_ip(request) -> str:
 
 
 def client_ident(request) -> str:
-    """Whom the API's throttles count: the client address, an IPv6 one as its /64."""
-    ident = client_ip(request)
+    """Whom the API's throttles count: the client address, an IPv6 one as its /64 ("" when the
+    server gave none, e.g. over a Unix socket)."""
+    ident = client_ip(request) or ""
     try:
         address = ipaddress.ip_address(ident)
     except ValueError:
