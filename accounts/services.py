@@ -128,27 +128,47 @@ def coins_admin_adjust(*, user_id: int, kind: str, amount: int, note: str, staff
     return coins_apply(user_id=user_id, amount=sign * amount, reason=reason, reference=f"admin {staff_email}: {note}")
 
 
-def _balance_add_and_record(entry: CoinLedgerEntry) -> bool:
-    """Move the balance by ``entry.amount`` and insert the ledger row with the balance after, in
-    one statement: the INSERT reads the conditional UPDATE's RETURNING, so the row exists only
-    if the balance stayed >= 0. False (and nothing changed) if it would have gone negative. The
-    ledger row's post_save is sent as the ORM would (its receivers invalidate the cached coins)."""
+def coins_move_ctes(entry: CoinLedgerEntry, *, after: str = "", reference: str = "") -> tuple[str, list]:
+    """The balance change and its ledger row as two CTEs of one statement, and their parameters:
+    ``moved`` (the conditional UPDATE: the new balance, no row if it would go below zero) and
+    ``entered`` (the ledger row with the balance after: id, balance_after; no row if the balance
+    did not move). With ``after`` (an earlier CTE of the statement), the balance moves only if
+    that CTE has a row, and ``reference`` (an SQL expression over its columns) is the ledger row's
+    reference instead of ``entry.reference``. Whoever runs the statement calls coins_entered."""
     quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH moved AS (UPDATE {quote(User._meta.db_table)} SET coin_balance = coin_balance + %s"
-            " WHERE id = %s AND coin_balance + %s >= 0 RETURNING coin_balance)"
-            f" INSERT INTO {quote(CoinLedgerEntry._meta.db_table)}"
-            " (user_id, amount, reason, reference, idempotency_key, balance_after, created_at)"
-            " SELECT %s, %s, %s, %s, %s, coin_balance, %s FROM moved RETURNING id, balance_after",
-            [entry.amount, entry.user_id, entry.amount, entry.user_id, entry.amount, entry.reason, entry.reference,
-             entry.idempotency_key, connection.ops.adapt_datetimefield_value(entry.created_at)],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    entry.pk, entry.balance_after = row
+    gate = f" AND EXISTS (SELECT 1 FROM {after})" if after else ""
+    reference_sql, reference_params = (reference, []) if reference else ("%s", [entry.reference])
+    ctes = (
+        f"moved AS (UPDATE {quote(User._meta.db_table)} SET coin_balance = coin_balance + %s"
+        f" WHERE id = %s AND coin_balance + %s >= 0{gate} RETURNING coin_balance),"
+        f" entered AS (INSERT INTO {quote(CoinLedgerEntry._meta.db_table)}"
+        " (user_id, amount, reason, reference, idempotency_key, balance_after, created_at)"
+        f" SELECT %s, %s, %s, {reference_sql}, %s, moved.coin_balance, %s FROM moved{', ' + after if after else ''}"
+        " RETURNING id, balance_after)"
+    )
+    params = [entry.amount, entry.user_id, entry.amount, entry.user_id, entry.amount, entry.reason,
+              *reference_params, entry.idempotency_key, connection.ops.adapt_datetimefield_value(entry.created_at)]
+    return ctes, params
+
+
+def coins_entered(entry: CoinLedgerEntry, *, pk: int, balance_after: int) -> None:
+    """The ledger row of coins_move_ctes was written: ``entry`` gets its id and balance, and its
+    post_save is sent as the ORM would (its receivers invalidate the cached coins and stats)."""
+    entry.pk, entry.balance_after = pk, balance_after
     entry._state.adding, entry._state.db = False, connection.alias
     post_save.send(sender=CoinLedgerEntry, instance=entry, created=True, update_fields=None, raw=False,
                    using=connection.alias)
+
+
+def _balance_add_and_record(entry: CoinLedgerEntry) -> bool:
+    """Move the balance by ``entry.amount`` and insert the ledger row with the balance after, in
+    one statement: the INSERT reads the conditional UPDATE's RETURNING, so the row exists only
+    if the balance stayed >= 0. False (and nothing changed) if it would have gone negative."""
+    ctes, params = coins_move_ctes(entry)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {ctes} SELECT id, balance_after FROM entered", params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    coins_entered(entry, pk=row[0], balance_after=row[1])
     return True

@@ -11,8 +11,7 @@ from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from characters.models import Character
-from core.exceptions import PlanForbids
-from subscriptions.selectors import subscription_require
+from characters.selectors import character_get_active
 from subscriptions.services import usage_consume
 
 from .cache import invalidate_chat_history, message_payload
@@ -33,30 +32,26 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
 
     The user's message commits first with two sequence numbers reserved (its own and the
     reply's), so concurrent posts keep a strict order; the responder runs after, outside any
-    transaction, and its reply takes the reserved number.
+    transaction, and its reply takes the reserved number. Two statements when the character's
+    key is cached: the message (with the plan, the daily use and the responder's context), then
+    the reply.
     """
-    char = (
-        Character.objects.filter(name=character, is_active=True)
-        .only("id", "name", "display_name", "greeting", "persona_prompt", "is_premium")
-        .first()
-    )
-    if char is None:
-        raise exceptions.NotFound("No such character.")
+    try:
+        premium = character_get_active(name=character)["is_premium"]  # cached (character:{name})
+    except Character.DoesNotExist:
+        raise exceptions.NotFound("No such character.") from None
     if len(content) > settings.CHAT_MAX_MESSAGE_LENGTH:
         raise exceptions.ValidationError({"content": [f"At most {settings.CHAT_MAX_MESSAGE_LENGTH} characters."]})
-    plan = subscription_require(user_id=user_id, premium=char.is_premium)
 
     mine = ChatMessage(user_id=user_id, role=ChatMessage.Role.USER, content=content, created_at=timezone.now())
     with transaction.atomic():
-        sent = _send(mine, character_id=char.id, session=session, limit=plan["daily_message_limit"])
-        if sent is None:
-            raise PlanForbids("Daily message limit reached.", code="daily_message_limit")
+        sent = _send(mine, character=character, premium=premium, session=session)
+        if sent is None:  # deactivated since it was cached: nothing is written
+            raise exceptions.NotFound("No such character.")
         # No save signal was sent: the history key is invalidated here, with the names at hand.
         invalidate_chat_history(user_id=user_id, character=character, session=session)
-    session_pk, reply_seq, history = sent
+    session_pk, reply_seq, persona, history = sent
     history = [message_payload(m) for m in history]
-    persona = {"name": char.name, "display_name": char.display_name,
-               "greeting": char.greeting, "persona_prompt": char.persona_prompt}
     try:
         reply = _responder().reply(character=persona, history=history, message=content)
     except Exception:  # the user's message is stored: answer it with a placeholder, keep the order
@@ -70,20 +65,27 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
     return {"session": session, "message": message_payload(mine), "reply": message_payload(theirs)}
 
 
-def _send(mine: ChatMessage, *, character_id: int, session: str, limit: int):
-    """One statement: count the daily use, create the session or move its counter on by two (the
-    message's seq and the reply's), insert the message, and read the messages before it for the
-    responder's context. Nothing is written past the daily limit (None). The session row's lock
-    lasts until the message commits, so concurrent posts keep a strict order. Returns (session id,
-    the reply's seq, the context oldest first); ``mine`` gets its id, session and seq."""
+_PERSONA = ("name", "display_name", "greeting", "persona_prompt")
+
+
+def _send(mine: ChatMessage, *, character: str, premium: bool, session: str):
+    """One statement (usage_consume): check the plan, count the daily use, read the character's
+    row (by name, still active: the persona prompt is never cached), create the session or move
+    its counter on by two (the message's seq and the reply's), insert the message, and read the
+    messages before it for the responder's context. The session row's lock lasts until the
+    message commits, so concurrent posts keep a strict order. Returns (session id, the reply's
+    seq, the persona, the context oldest first), or None if the character is not active (nothing
+    written once the caller's transaction rolls back); ``mine`` gets its id, session and seq."""
     quote = connection.ops.quote_name
+    characters = quote(Character._meta.db_table)
     sessions, messages = quote(ChatSession._meta.db_table), quote(ChatMessage._meta.db_table)
     created = connection.ops.adapt_datetimefield_value(mine.created_at)
     row = usage_consume(
-        user_id=mine.user_id, kind="messages", limit=limit,
+        user_id=mine.user_id, kind="messages", premium=premium,
         ctes=(
-            f"sess AS (INSERT INTO {sessions} (user_id, character_id, session_id, last_seq, created_at, updated_at)"
-            " SELECT %s, %s, %s, 2, %s, %s FROM counted"
+            f"persona AS (SELECT id, {', '.join(_PERSONA)} FROM {characters} WHERE name = %s AND is_active),"
+            f" sess AS (INSERT INTO {sessions} (user_id, character_id, session_id, last_seq, created_at, updated_at)"
+            " SELECT %s, persona.id, %s, 2, %s, %s FROM counted, persona"
             f" ON CONFLICT (user_id, character_id, session_id) DO UPDATE"
             f" SET last_seq = {sessions}.last_seq + 2, updated_at = EXCLUDED.updated_at RETURNING id, last_seq),"
             f" mine AS (INSERT INTO {messages} (session_id, user_id, seq, role, content, created_at)"
@@ -93,15 +95,16 @@ def _send(mine: ChatMessage, *, character_id: int, session: str, limit: int):
         ),
         sql=("SELECT mine.id, mine.session_id, mine.seq,"
              " ARRAY(SELECT seq FROM context ORDER BY seq), ARRAY(SELECT role FROM context ORDER BY seq),"
-             " ARRAY(SELECT content FROM context ORDER BY seq), ARRAY(SELECT created_at FROM context ORDER BY seq)"
-             " FROM mine"),
-        params=[mine.user_id, character_id, session, created, created,
+             " ARRAY(SELECT content FROM context ORDER BY seq), ARRAY(SELECT created_at FROM context ORDER BY seq),"
+             f" {', '.join(f'persona.{field}' for field in _PERSONA)}"
+             " FROM mine, persona"),
+        params=[character, mine.user_id, session, created, created,
                 mine.user_id, str(mine.role), mine.content, created, _CONTEXT_MESSAGES],
     )
     if row is None:
         return None
-    mine.pk, mine.session_id, mine.seq, seqs, roles, contents, times = row
+    mine.pk, mine.session_id, mine.seq, seqs, roles, contents, times, *persona = row
     mine._state.adding, mine._state.db = False, connection.alias
     context = [ChatMessage(session_id=mine.session_id, seq=seq, role=role, content=text, created_at=at)
                for seq, role, text, at in zip(seqs, roles, contents, times, strict=True)]
-    return mine.session_id, mine.seq + 1, context
+    return mine.session_id, mine.seq + 1, dict(zip(_PERSONA, persona, strict=True)), context

@@ -14,12 +14,12 @@ from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from accounts.models import CoinLedgerEntry
-from accounts.services import coins_apply
+from accounts.services import coins_apply, coins_entered, coins_move_ctes
 from characters.models import Character
+from characters.selectors import character_get_active
 from core.clock import day_start
-from core.exceptions import Conflict, PlanForbids
+from core.exceptions import Conflict, PaymentRequired, PlanForbids
 from core.formatting import iso_utc
-from subscriptions.selectors import subscription_require
 from subscriptions.services import usage_consume, usage_release
 
 from .models import Generation, GenerationSettings
@@ -90,10 +90,11 @@ def generation_create(
     steps = conf["steps"] if steps is None else steps
     if not 1 <= steps <= conf["max_steps"]:
         errors["steps"] = [f"Between 1 and {conf['max_steps']}."]
-    char = None
+    premium = False
     if character is not None:
-        char = Character.objects.filter(name=character, is_active=True).only("id", "name", "is_premium").first()
-        if char is None:
+        try:
+            premium = character_get_active(name=character)["is_premium"]  # cached (character:{name})
+        except Character.DoesNotExist:
             errors["character"] = [f"Unknown character {character!r}."]
     if errors:
         raise exceptions.ValidationError(errors)
@@ -104,10 +105,9 @@ def generation_create(
         "guidance": conf["guidance"] if guidance is None else guidance,
         "seed": seed,
     }
-    plan = subscription_require(user_id=user_id, premium=bool(char and char.is_premium))
     try:
-        gen = _generation_charge(user_id=user_id, character=char, prompt=prompt, parameters=parameters,
-                                 cost=conf["cost_per_generation"], daily_limit=plan["daily_generation_limit"],
+        gen = _generation_charge(user_id=user_id, character=character, premium=premium, prompt=prompt,
+                                 parameters=parameters, cost=conf["cost_per_generation"],
                                  idempotency_key=idempotency_key, fingerprint=fingerprint)
     except IntegrityError:
         # A concurrent retry with the same key committed first: answer with its generation.
@@ -118,28 +118,54 @@ def generation_create(
     return generation_payload(gen), True
 
 
-def _generation_charge(*, user_id: int, character: Character | None, prompt: str, parameters: dict, cost: int,
-                       daily_limit: int, idempotency_key: str | None, fingerprint: str) -> Generation:
-    """One transaction: count the daily use, record a pending generation, spend its coins. The
-    daily limit and the balance are each one conditional statement, so no row lock is needed."""
-    gen = Generation(user_id=user_id, character=character, prompt=prompt, parameters=parameters, cost=cost,
+def _generation_charge(*, user_id: int, character: str | None, premium: bool, prompt: str, parameters: dict,
+                       cost: int, idempotency_key: str | None, fingerprint: str) -> Generation:
+    """One statement, in its own transaction: check the plan, count the daily use, record a
+    pending generation, spend its coins and write their ledger row (usage_consume, with the
+    generation and the coins as CTEs). The daily limit and the balance are each one conditional
+    write, so no lock is taken first; a refusal (the plan, the limit, the balance, a character
+    gone since it was cached) writes nothing."""
+    gen = Generation(user_id=user_id, prompt=prompt, parameters=parameters, cost=cost,
                      idempotency_key=idempotency_key, request_fingerprint=fingerprint)
+    quote = connection.ops.quote_name
+    fields = [f for f in Generation._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(gen, True), connection) for f in fields]
+    columns = ["%s"] * len(fields)
+    ctes, params, source = [], [], "counted"
+    if character is not None:  # by name: the row decides whether it is still active
+        ctes.append(f"chosen AS (SELECT id FROM {quote(Character._meta.db_table)} WHERE name = %s AND is_active)")
+        params.append(character)
+        columns[fields.index(Generation._meta.get_field("character"))] = "chosen.id"
+        del values[fields.index(Generation._meta.get_field("character"))]
+        source = "counted, chosen"
+    # (Generation has no save receivers; the ORM's create would add a statement.)
+    ctes.append(f"gen AS (INSERT INTO {quote(Generation._meta.db_table)}"
+                f" ({', '.join(quote(f.column) for f in fields)})"
+                f" SELECT {', '.join(columns)} FROM {source} RETURNING id, character_id)")
+    params.extend(values)
+    spend = None
+    if cost:
+        spend = CoinLedgerEntry(user_id=user_id, amount=-cost, reason=CoinLedgerEntry.Reason.SPEND,
+                                balance_after=0)
+        coins, coins_params = coins_move_ctes(spend, after="gen", reference="'generation:' || gen.id")
+        ctes.append(coins)
+        params.extend(coins_params)
+    entered = "(SELECT id FROM entered), (SELECT balance_after FROM entered)" if cost else "NULL, NULL"
     with transaction.atomic():
-        # The daily use and the pending generation in one statement: the row is inserted only if
-        # the use was counted. (Generation has no save receivers; the ORM's create would add one.)
-        fields = [f for f in Generation._meta.concrete_fields if not f.primary_key]
-        insert = (f"INSERT INTO {connection.ops.quote_name(Generation._meta.db_table)}"
-                  f" ({', '.join(connection.ops.quote_name(f.column) for f in fields)})"
-                  f" SELECT {', '.join(['%s'] * len(fields))} FROM counted RETURNING id")
-        row = usage_consume(user_id=user_id, kind="generations", limit=daily_limit, sql=insert,
-                                 params=[f.get_db_prep_save(f.pre_save(gen, True), connection) for f in fields])
-        if row is None:
-            raise PlanForbids("Daily generation limit reached.", code="daily_generation_limit")
-        gen.pk = row[0]
-        gen._state.adding, gen._state.db = False, connection.alias
-        if cost:
-            coins_apply(user_id=user_id, amount=-cost, reason=CoinLedgerEntry.Reason.SPEND,
-                        reference=f"generation:{gen.id}")
+        gen_id, character_id, entry_id, balance_after = usage_consume(
+            user_id=user_id, kind="generations", premium=premium, ctes=", ".join(ctes),
+            sql=f"SELECT (SELECT id FROM gen), (SELECT character_id FROM gen), {entered}", params=params)
+        if gen_id is None:
+            raise exceptions.ValidationError({"character": [f"Unknown character {character!r}."]})
+        if spend is not None:
+            if entry_id is None:
+                raise PaymentRequired()
+            spend.reference = f"generation:{gen_id}"
+            coins_entered(spend, pk=entry_id, balance_after=balance_after)
+    gen.pk = gen_id
+    gen._state.adding, gen._state.db = False, connection.alias
+    if character_id is not None:  # as .only("id", "name") would load it: the payload names it
+        gen.character = Character.from_db(connection.alias, ["id", "name"], [character_id, character])
     return gen
 
 

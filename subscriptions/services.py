@@ -16,9 +16,11 @@ from rest_framework import exceptions
 from accounts.models import CoinLedgerEntry, User
 from accounts.services import coins_apply
 from core.clock import day_start
+from core.exceptions import PlanForbids
 
 from .cache import invalidate_subscriptions, invalidate_usage
 from .models import DailyUsage, Plan, Subscription
+from .selectors import forbidden_no_subscription, forbidden_premium, subscription_access_q, subscription_plan_cached
 
 UsageKind = Literal["generations", "messages"]
 
@@ -199,35 +201,67 @@ def subscriptions_expire(*, now=None) -> int:
 
 # --- usage: the one count behind daily limits and stats ----------------------------------------
 
-def usage_consume(*, user_id: int, kind: UsageKind, limit: int, sql: str = "SELECT 1 FROM counted",
+def usage_consume(*, user_id: int, kind: UsageKind, premium: bool = False, sql: str = "SELECT 1 FROM counted",
                   ctes: str = "", params: Sequence = ()) -> tuple | None:
-    """Count one use of ``kind`` today if the daily ``limit`` allows it (one conditional upsert,
-    atomic under concurrency without a lock), and run the write that goes with the use in the
-    same statement, one round trip: ``sql`` (and the further ``ctes`` it may use) reads the CTE
-    ``counted``, which has one row when the use was counted and none when the limit is reached,
-    e.g. ``INSERT ... SELECT ... FROM counted RETURNING id``; ``params`` fill their placeholders
-    in order. Returns ``sql``'s first row, or None when it has none: the caller then raises, and
-    its transaction takes back anything ``counted`` did. (A release finds the day from the
-    written row's own time, ``day_start(created_at)``.)"""
+    """Count one use of ``kind`` today if the user's plan allows it (a premium use if ``premium``)
+    and its daily limit is not reached, and run the write that goes with the use in the same
+    statement, one round trip; PlanForbids (no_active_subscription, premium_required, the daily
+    limit) when the use is refused.
+
+    The plan comes from ``subscription:user`` when it is cached (a refusal then costs no SQL);
+    when it is not, the statement reads it from the subscription row under the same access rule
+    (subscription_access_q), rather than load the key first. The count is one conditional upsert,
+    atomic under concurrency without a lock. ``sql`` (and the further ``ctes`` it may use, each
+    seeing the earlier ones) reads the CTE ``counted``, which has one row when the use was counted
+    and none otherwise, e.g. ``INSERT ... SELECT ... FROM counted RETURNING id`` as a CTE and
+    ``SELECT id FROM it``; data-modifying statements go in ``ctes``, ``sql`` is a SELECT.
+    ``params`` fill their placeholders in order. Returns ``sql``'s first row, or None when it has
+    none though the use was counted: the caller then raises, and its transaction takes back
+    anything ``counted`` did. (A release finds the day from the written row's own time,
+    ``day_start(created_at)``.)"""
     if kind not in ("generations", "messages"):
         raise ValueError(f"unknown usage kind {kind!r}")
-    if limit <= 0:
-        return None
+    limit_field = f"daily_{kind[:-1]}_limit"
+    cached = subscription_plan_cached(user_id=user_id, premium=premium)
+    if cached is not None:  # checked already: the statement counts against the cached limit
+        if cached[limit_field] <= 0:
+            raise _limit_reached(kind)
+        plan_sql, plan_params = "SELECT %s AS daily_limit, true AS includes_premium", [cached[limit_field]]
+    else:
+        plan_sql, plan_params = (
+            Subscription.objects.filter(subscription_access_q(), user_id=user_id).order_by()
+            .values(daily_limit=F(f"plan__{limit_field}"), includes_premium=F("plan__includes_premium"))
+            .query.sql_with_params())
     day = day_start().date()
     table = connection.ops.quote_name(DailyUsage._meta.db_table)
     other = "messages" if kind == "generations" else "generations"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH counted AS (INSERT INTO {table} (user_id, day, {kind}, {other}) VALUES (%s, %s, 1, 0)"
+            f"WITH plan AS ({plan_sql}),"
+            " allowed AS (SELECT daily_limit FROM plan WHERE includes_premium OR NOT %s),"
+            f" counted AS (INSERT INTO {table} (user_id, day, {kind}, {other})"
+            " SELECT %s, %s, 1, 0 FROM allowed WHERE daily_limit > 0"
             f" ON CONFLICT (user_id, day) DO UPDATE SET {kind} = {table}.{kind} + 1"
-            f" WHERE {table}.{kind} < %s RETURNING {kind}){', ' + ctes if ctes else ''} {sql}",
-            [user_id, connection.ops.adapt_datefield_value(day), limit, *params],
+            f" WHERE {table}.{kind} < (SELECT daily_limit FROM allowed) RETURNING {kind})"
+            f"{', ' + ctes if ctes else ''}"
+            # One row whatever happened: why the use was refused, or the caller's row.
+            " SELECT EXISTS (SELECT FROM plan), EXISTS (SELECT FROM allowed), EXISTS (SELECT FROM counted),"
+            f" written.* FROM (VALUES (1)) AS one LEFT JOIN (SELECT true, * FROM ({sql}) AS s) AS written ON true",
+            [*plan_params, premium, user_id, connection.ops.adapt_datefield_value(day), *params],
         )
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    invalidate_usage(user_id=user_id)
-    return row
+        has_plan, allowed, counted, found, *row = cursor.fetchone()
+    if not has_plan:
+        raise forbidden_no_subscription()
+    if not allowed:
+        raise forbidden_premium()
+    if not counted:
+        raise _limit_reached(kind)
+    invalidate_usage(user_id=user_id)  # after commit: a rollback keeps the stats
+    return tuple(row) if found else None
+
+
+def _limit_reached(kind: UsageKind) -> PlanForbids:
+    return PlanForbids(f"Daily {kind[:-1]} limit reached.", code=f"daily_{kind[:-1]}_limit")
 
 
 def usage_release(*, user_id: int, kind: UsageKind, day: date) -> None:

@@ -1,8 +1,10 @@
 """chat_message_send: the responder runs after the user's message commits, outside any
 transaction and holding no lock; a failing responder still leaves an ordered, answered chat.
-A chat post is at most 4 SQL statements in the bench mix (3 here, plus the connection's health
-check there): the character, then the daily use, the session's counter, the message and the
-responder's context in one statement, then the reply."""
+A chat post is at most 3 SQL statements in the bench mix (2 here, plus the connection's health
+check there), whether or not the user's subscription is cached: the plan's check, the daily use,
+the character's row (its persona), the session's counter, the message and the responder's context
+in one statement, then the reply. The character's existence and premium flag come from its shared
+key (``character:{name}``); with ``subscription:user`` cold, the statement reads the plan itself."""
 
 import pytest
 from django.db import connection
@@ -62,16 +64,70 @@ def test_a_failing_responder_keeps_the_message_and_the_order(alice, characters, 
 URL = "/api/chat/luna/sessions/s1/messages"
 
 
-def test_a_chat_post_runs_three_statements(alice, user, characters, sql_statements):
+def test_a_chat_post_runs_two_statements(alice, user, characters, sql_statements):
     for url in ("/api/me", "/api/subscription"):
         assert alice.get(url).status_code == 200
     assert alice.post(URL, {"content": "first"}, format="json").status_code == 201
     with sql_statements() as run:
         response = alice.post(URL, {"content": "second"}, format="json")
-    assert len(run) == 3, run
+    assert len(run) == 2, run
     assert response.status_code == 201, response.content
     body = response.json()
     assert (body["message"]["seq"], body["reply"]["seq"]) == (3, 4)
     assert list(ChatMessage.objects.order_by("seq").values_list("seq", "content"))[:3] == [
         (1, "first"), (2, ChatMessage.objects.get(seq=2).content), (3, "second")]
     assert DailyUsage.objects.get(user=user).messages == 2
+
+
+def test_a_chat_post_with_the_subscription_cold_runs_two_statements(alice, user, characters, sql_statements,
+                                                                     redis_raw):
+    """Not loading ``subscription:user`` for a write: the message's statement checks the plan."""
+    for url in ("/api/me", "/api/characters/luna"):
+        assert alice.get(url).status_code == 200
+    assert not redis_raw.exists(f"subscription:user:{user.id}")
+    with sql_statements() as run:
+        response = alice.post(URL, {"content": "hello"}, format="json")
+    assert len(run) == 2, run
+    assert response.status_code == 201, response.content
+    assert response.json()["reply"]["content"].startswith("Luna: Good evening.")  # the persona was read
+    assert DailyUsage.objects.get(user=user).messages == 1
+    assert alice.get("/api/subscription/stats").json()["messages"]["used_today"] == 1
+
+
+@pytest.mark.parametrize("case, code", [("expired", "no_active_subscription"), ("premium", "premium_required"),
+                                        ("limit", "daily_message_limit")])
+def test_a_refused_post_with_the_subscription_cold_is_one_statement_and_writes_nothing(
+        case, code, alice, user, characters, sql_statements, redis_raw):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat.models import ChatSession
+    from core.clock import day_start
+    from subscriptions.models import Subscription
+
+    character = "nyx" if case == "premium" else "luna"
+    for url in ("/api/me", f"/api/characters/{character}"):
+        assert alice.get(url).status_code == 200
+    if case == "expired":  # the row says so; nothing cached says otherwise
+        Subscription.objects.filter(user=user).update(current_period_end=timezone.now() - timedelta(seconds=1))
+    if case == "limit":
+        DailyUsage.objects.create(user=user, day=day_start().date(), generations=0, messages=50)
+    assert not redis_raw.exists(f"subscription:user:{user.id}")
+    with sql_statements() as run:
+        response = alice.post(f"/api/chat/{character}/sessions/s1/messages", {"content": "hi"}, format="json")
+    assert len(run) == 1, run
+    assert (response.status_code, response.json()["code"]) == (403, code)
+    assert not ChatSession.objects.exists() and not ChatMessage.objects.exists()
+    assert list(DailyUsage.objects.filter(user=user).values_list("messages", flat=True)) == (
+        [50] if case == "limit" else [])
+
+
+def test_a_character_deactivated_since_it_was_cached_is_404_and_writes_nothing(alice, user, characters):
+    from characters.models import Character
+
+    assert alice.get("/api/characters/luna").status_code == 200
+    Character.objects.filter(name="luna").update(is_active=False)  # no signal: the key stays
+    response = alice.post(URL, {"content": "hi"}, format="json")
+    assert response.status_code == 404, response.content
+    assert not ChatMessage.objects.exists() and not DailyUsage.objects.filter(user=user, messages__gt=0).exists()

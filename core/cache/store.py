@@ -132,17 +132,38 @@ def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
 def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None, **parts: object) -> Payload:
     """The family's value for these parts: from Redis when it can be trusted, else the database.
     With ``readahead`` (from read_ahead) a key read there is used instead of another GET."""
-    counters = family.counters
     if not settings.CACHE_LAYER_ENABLED:  # benchmark baselines: no cache, or another cache
         return Payload.of(family.load(**parts))
     key = family.key(**parts)
     if readahead and key in readahead:
         return _serve(family, key, parts, readahead.pop(key))
+    trusted, raw = _get(family, key)
+    if not trusted:
+        return Payload.of(family.load(**parts))
+    return _serve(family, key, parts, raw)
+
+
+def peek(family: KeyFamily, /, **parts: object) -> Payload | None:
+    """The family's cached value for these parts, or None when it is not cached or Redis cannot be
+    trusted right now. Never loads: for a write that can check the same thing in its own
+    statement instead (subscriptions.services.usage_consume)."""
+    if not settings.CACHE_LAYER_ENABLED:
+        return None
+    trusted, raw = _get(family, family.key(**parts))
+    payload = Payload.unpack(raw) if raw is not None else None
+    if trusted:
+        (family.counters.hit if payload is not None else family.counters.miss).inc()
+    return payload
+
+
+def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
+    """GET the key: (True, its value or None) when Redis can be trusted, else (False, None)."""
+    counters = family.counters
     target = full_key(key)
     health = health_for(target)
     if not health.ready():
         counters.bypass.inc()
-        return Payload.of(family.load(**parts))
+        return False, None
     try:
         client = redis_client()
         raw = cast("bytes | None", read_command(client, "GET", target))
@@ -150,13 +171,13 @@ def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None
             # The connection was (re)made during that call: sync before trusting what it read.
             if not health.ready():
                 counters.bypass.inc()
-                return Payload.of(family.load(**parts))
+                return False, None
             raw = cast("bytes | None", read_command(client, "GET", target))
     except CACHE_ERRORS as exc:
         health.failure(exc, "get")
         counters.error.inc()
-        return Payload.of(family.load(**parts))
-    return _serve(family, key, parts, raw)
+        return False, None
+    return True, raw
 
 
 def _serve(family: KeyFamily, key: str, parts: dict, raw: bytes | None) -> Payload:

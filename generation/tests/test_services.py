@@ -1,8 +1,11 @@
 """generation_create: the image backend runs after the charge commits, outside any transaction
 and without the user's row lock; usage is counted once, atomically; stale pendings are refunded.
-A generation is at most 4 SQL statements in the bench mix (3 here, plus the connection's health
-check there): the daily use and the pending row in one statement, the coins and their ledger row
-in one, the result in one. Warm caches (user, subscription, settings) read no SQL."""
+A generation is at most 3 SQL statements in the bench mix (2 here, plus the connection's health
+check there), whether or not the user's subscription is cached: the plan's check, the daily use,
+the pending row, the coins and their ledger row in one statement, the result in one. The shared
+keys (``generation:settings``, ``character:{name}``) and the user's key read no SQL; with
+``subscription:user`` cold, the statement reads the plan itself. A refusal (plan, limit, coins)
+is that one statement and writes nothing."""
 
 import threading
 from datetime import timedelta
@@ -78,7 +81,7 @@ def test_concurrent_generations_stop_exactly_at_the_daily_limit(make_user, clien
 def test_a_pending_generation_left_by_a_dead_worker_is_failed_and_refunded(user, alice, settings):
     from generation.services import _generation_charge, generations_fail_stale
 
-    gen = _generation_charge(user_id=user.id, character=None, prompt="p", parameters={}, cost=3, daily_limit=5,
+    gen = _generation_charge(user_id=user.id, character=None, premium=False, prompt="p", parameters={}, cost=3,
                              idempotency_key=None, fingerprint="f")
     assert User.objects.get(pk=user.id).coin_balance == 27
     assert generations_fail_stale(older_than=timedelta(minutes=10)) == 0  # too young to be stale
@@ -97,11 +100,11 @@ def warm(client) -> None:
         assert client.get(url).status_code == 200
 
 
-def test_a_generation_runs_three_statements(alice, user, sql_statements):
+def test_a_generation_runs_two_statements(alice, user, sql_statements):
     warm(alice)
     with sql_statements() as run:
         response = alice.post("/api/generations", {"prompt": "a lighthouse"}, format="json")
-    assert len(run) == 3, run
+    assert len(run) == 2, run
     assert response.status_code == 201, response.content
     gen = Generation.objects.get(user=user)
     assert gen.status == Generation.Status.COMPLETED and response.json()["id"] == gen.id
@@ -109,6 +112,72 @@ def test_a_generation_runs_three_statements(alice, user, sql_statements):
     assert entry.reference == f"generation:{gen.id}" and entry.amount == -gen.cost
     assert entry.balance_after == User.objects.get(pk=user.id).coin_balance == 30 - gen.cost
     assert DailyUsage.objects.get(user=user).generations == 1
+
+
+@pytest.mark.parametrize("character", [None, "luna"])
+def test_a_generation_with_the_subscription_cold_runs_two_statements(character, alice, user, characters,
+                                                                     sql_statements, redis_raw):
+    """Not loading ``subscription:user`` for a write: the charge's statement checks the plan."""
+    for url in ("/api/me", "/api/generation/settings", "/api/characters/luna"):
+        assert alice.get(url).status_code == 200
+    assert not redis_raw.exists(f"subscription:user:{user.id}")
+    request = {"prompt": "a lighthouse", **({"character": character} if character else {})}
+    with sql_statements() as run:
+        response = alice.post("/api/generations", request, format="json")
+    assert len(run) == 2, run
+    assert response.status_code == 201, response.content
+    assert response.json()["character"] == character
+    gen = Generation.objects.get(user=user)
+    assert gen.status == Generation.Status.COMPLETED and gen.character_id == (
+        characters[character].id if character else None)
+    entry = CoinLedgerEntry.objects.filter(user=user).first()
+    assert (entry.reference, entry.amount, entry.reason) == (f"generation:{gen.id}", -gen.cost, "spend")
+    assert entry.balance_after == User.objects.get(pk=user.id).coin_balance == 30 - gen.cost
+    stats = alice.get("/api/subscription/stats").json()
+    assert stats["generations"]["used_today"] == 1 and stats["coins_spent"] == gen.cost
+    assert alice.get("/api/me/coins").json() == {"balance": 30 - gen.cost}
+
+
+@pytest.mark.parametrize("case, status, code", [
+    ("expired", 403, "no_active_subscription"), ("premium", 403, "premium_required"),
+    ("limit", 403, "daily_generation_limit"), ("coins", 402, "insufficient_coins")])
+def test_a_refused_generation_with_the_subscription_cold_is_one_statement_and_writes_nothing(
+        case, status, code, alice, user, characters, sql_statements, redis_raw):
+    from django.utils import timezone
+
+    from subscriptions.models import Subscription
+
+    for url in ("/api/me", "/api/generation/settings", "/api/characters/nyx"):
+        assert alice.get(url).status_code == 200
+    if case == "expired":  # the row says so; nothing cached says otherwise
+        Subscription.objects.filter(user=user).update(current_period_end=timezone.now() - timedelta(seconds=1))
+    if case == "limit":
+        DailyUsage.objects.create(user=user, day=day_start().date(), generations=5, messages=0)
+    if case == "coins":
+        User.objects.filter(pk=user.id).update(coin_balance=0)
+    assert not redis_raw.exists(f"subscription:user:{user.id}")
+    request = {"prompt": "a cat", **({"character": "nyx"} if case == "premium" else {})}
+    with sql_statements() as run:
+        response = alice.post("/api/generations", request, format="json")
+    assert len(run) == 1, run
+    assert (response.status_code, response.json()["code"]) == (status, code)
+    assert not Generation.objects.exists()
+    assert list(DailyUsage.objects.filter(user=user).values_list("generations", flat=True)) == (
+        [5] if case == "limit" else [])
+    assert [e.reason for e in CoinLedgerEntry.objects.filter(user=user)] == ["plan_grant"]
+    assert User.objects.get(pk=user.id).coin_balance == (0 if case == "coins" else 30)
+
+
+def test_a_character_deactivated_since_it_was_cached_is_400_and_writes_nothing(alice, user, characters):
+    from characters.models import Character
+
+    assert alice.get("/api/characters/luna").status_code == 200
+    Character.objects.filter(name="luna").update(is_active=False)  # no signal: the key stays
+    response = alice.post("/api/generations", {"prompt": "x", "character": "luna"}, format="json")
+    assert response.status_code == 400, response.content
+    assert "character" in response.json()["errors"]
+    assert not Generation.objects.exists() and User.objects.get(pk=user.id).coin_balance == 30
+    assert not DailyUsage.objects.filter(user=user, generations__gt=0).exists()
 
 
 def test_the_daily_limit_writes_nothing(alice, user, sql_statements):
