@@ -41,16 +41,24 @@ def cached_data(cluster, key: str):
 
 
 @pytest.mark.parametrize("url", ENDPOINTS)
-def test_endpoint_fills_its_tagged_key_and_warm_hits_cost_no_sql(url, world, user, cluster_cache,
-                                                                 django_assert_num_queries):
+def test_endpoint_fills_its_tagged_key_and_warm_hits_cost_no_sql(url, world, user, cluster_cache):
     key = ENDPOINTS[url].format(uid=user.id)
     first = world.get(url)
     assert first.status_code == 200, first.content
     assert cached_data(cluster_cache, key) == first.json()
-    with django_assert_num_queries(0):
-        again = world.get(url)
-    assert again.status_code == 200
-    assert again.content == first.content
+    for _ in range(3):
+        with CaptureQueriesContext(connection) as run:
+            again = world.get(url)
+        assert again.status_code == 200
+        assert again.content == first.content
+        # A node connection the cluster client has just opened (about one run in ten right after
+        # the cluster forms) is synced before it is trusted: one read of the pending deletes. A warm
+        # hit never reads its data from PostgreSQL.
+        assert all("core_pendinginvalidation" in q["sql"] for q in run.captured_queries), run.captured_queries
+        if not run.captured_queries:
+            break
+    else:
+        pytest.fail("no warm hit ran without SQL in three tries")
 
 
 def test_only_tagged_contract_keys_remain(world, user, cluster_cache):
