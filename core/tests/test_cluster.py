@@ -51,9 +51,9 @@ def test_endpoint_fills_its_tagged_key_and_warm_hits_cost_no_sql(url, world, use
             again = world.get(url)
         assert again.status_code == 200
         assert again.content == first.content
-        # A node connection the cluster client has just opened (about one run in ten right after
-        # the cluster forms) is synced before it is trusted: one read of the pending deletes. A warm
-        # hit never reads its data from PostgreSQL.
+        # Right after the cluster forms (about one run in ten) the client may refresh its topology
+        # or open a node connection; that node is synced before it is trusted: one read of the
+        # pending deletes. A warm hit never reads its data from PostgreSQL.
         assert all("core_pendinginvalidation" in q["sql"] for q in run.captured_queries), run.captured_queries
         if not run.captured_queries:
             break
