@@ -146,10 +146,10 @@ def metric_sum(metrics: dict, name: str, **where: str) -> float:
     return total
 
 
-def metric_by(metrics: dict, name: str, label: str) -> dict[str, float]:
+def metric_by(metrics: dict, name: str, label: str, **where: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for (metric, labels), value in metrics.items():
-        if metric == name:
+        if metric == name and all((k, v) in labels for k, v in where.items()):
             key = dict(labels).get(label, "")
             out[key] = out.get(key, 0.0) + value
     return out

@@ -112,9 +112,9 @@ def measure(app: common.App, routes: set[str] | None, **wrk_args) -> dict:
         split["write_sql_by_route"] = {
             r: round(sql_by.get(r, 0.0) / n, 3) for r, n in req_by.items() if r.startswith("POST ") and n}
         split["misses_by_family"] = {
-            f: int(v) for f, v in _delta_by_where(before, after, "cache_requests_total", "family", result="miss").items() if v}
+            f: int(v) for f, v in _delta_by(before, after, "cache_requests_total", "family", result="miss").items() if v}
         split["deletes_by_family"] = {
-            f: int(v) for f, v in _delta_by_where(before, after, "cache_invalidations_total", "family").items() if v}
+            f: int(v) for f, v in _delta_by(before, after, "cache_invalidations_total", "family").items() if v}
         busy = split["read_server_seconds"] + split["write_server_seconds"]
         split["write_share_of_server_time"] = round(split["write_server_seconds"] / busy, 3) if busy else None
     hits = delta("cache_requests_total", result="hit")
@@ -134,22 +134,9 @@ def measure(app: common.App, routes: set[str] | None, **wrk_args) -> dict:
     }
 
 
-def _delta_by_where(before: dict, after: dict, name: str, label: str, **where: str) -> dict[str, float]:
-    def by(metrics: dict) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for (metric, labels), value in metrics.items():
-            labels = dict(labels)
-            if metric == name and all(labels.get(k) == v for k, v in where.items()):
-                out[labels.get(label, "")] = out.get(labels.get(label, ""), 0.0) + value
-        return out
-
-    b = by(before)
-    return {key: value - b.get(key, 0.0) for key, value in by(after).items()}
-
-
-def _delta_by(before: dict, after: dict, name: str) -> dict[str, float]:
-    b = common.metric_by(before, name, "route")
-    return {route: value - b.get(route, 0.0) for route, value in common.metric_by(after, name, "route").items()}
+def _delta_by(before: dict, after: dict, name: str, label: str = "route", **where: str) -> dict[str, float]:
+    b = common.metric_by(before, name, label, **where)
+    return {key: value - b.get(key, 0.0) for key, value in common.metric_by(after, name, label, **where).items()}
 
 
 class Stack:

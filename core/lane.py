@@ -37,14 +37,13 @@ _JSON = JSONRenderer.media_type
 
 
 class _Route:
-    """A URL the lane can serve: its view class, URL kwargs and the headers DRF would add."""
+    """A URL the lane can serve: its match (view class, URL kwargs) and the headers DRF would add."""
 
-    __slots__ = ("match", "view_class", "kwargs", "authenticator", "allow")
+    __slots__ = ("match", "view_class", "authenticator", "allow")
 
     def __init__(self, match: ResolverMatch, view_class: type) -> None:
         self.match = match
         self.view_class = view_class
-        self.kwargs = match.kwargs
         self.authenticator = view_class.authentication_classes[0]()
         view = view_class()
         view.setup(None)  # as per request: a view with get() also answers HEAD
@@ -108,17 +107,18 @@ class CachedReadLaneMiddleware:
         if route is None:
             return None
         request.resolver_match = route.match  # as Django's handler sets it (logging, metrics)
+        kwargs = route.match.kwargs
         view = route.view_class()
-        view.setup(request, **route.kwargs)
+        view.setup(request, **kwargs)
         view.format_kwarg = None
         # What authentication reads ahead depends on the view, as under DRF (see planned_reads).
-        request.parser_context = {"view": view, "args": (), "kwargs": route.kwargs}
+        request.parser_context = {"view": view, "args": (), "kwargs": kwargs}
         try:
             authenticated = route.authenticator.authenticate(request)
             if authenticated is None:
                 return None
             request.user, request.auth = authenticated
-            response = view.get(request, **route.kwargs)
+            response = view.get(request, **kwargs)
         except exceptions.AuthenticationFailed as exc:
             # DRF's 401 with its headers and body: the full path raises this same refusal
             # (``request.auth_refused``) instead of checking the token a second time.

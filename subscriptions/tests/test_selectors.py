@@ -1,4 +1,4 @@
-"""The access rule is stated once (subscriptions.selectors): on a cached subscription, which a
+"""The access rule in its two forms (subscriptions.selectors): on a cached subscription, which a
 write reads when ``subscription:user`` is warm, and on the row, which the write's statement reads
 when it is cold. Both must say the same for every status and period end."""
 
