@@ -16,7 +16,7 @@ from core.cache import registry
 from core.cache.family import KeyFamily, Parts, WarmScope
 from core.cache.keys import normalize_email
 from core.cache.registry import invalidates, on
-from core.cache.store import invalidate
+from core.cache.store import Change, invalidate
 from core.formatting import iso_utc
 
 from .models import CoinLedgerEntry, User
@@ -65,6 +65,15 @@ USER_COINS = KeyFamily(
     name="user:coins", template="user:coins:{user_id}", ttl_setting="CACHE_TTL_USER_COINS", default_ttl=60,
     loader=coins_payload, holds="coin balance", enumerate=_user_ids_of, tag="user_id",
 )
+
+
+def coins_target(*, user_id: int) -> tuple[KeyFamily, Parts]:
+    return (USER_COINS, {"user_id": user_id})
+
+
+def coins_now(balance: int) -> Change:
+    """``user:coins`` once a write returned the new balance (store.amending)."""
+    return lambda cached: {**cached, "balance": balance}
 
 
 def remember_loaded_email(*, instance: User, **kwargs: object) -> None:

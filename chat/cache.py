@@ -12,7 +12,7 @@ from characters.signals import character_renamed
 from core.cache import registry
 from core.cache.family import KeyFamily, Parts, WarmScope
 from core.cache.registry import invalidates, on
-from core.cache.store import invalidate
+from core.cache.store import Change, invalidate
 from core.formatting import iso_utc
 
 from .models import ChatMessage, ChatSession
@@ -63,6 +63,25 @@ CHAT_HISTORY = KeyFamily(
     default_ttl=600, loader=chat_history_payload, holds="recent messages of one chat session",
     enumerate=_recent_sessions, tag="user_id",
 )
+
+
+def history_target(*, user_id: int, character: str, session: str) -> tuple[KeyFamily, Parts]:
+    return (CHAT_HISTORY, {"user_id": user_id, "character": character, "session": session})
+
+
+def history_with(messages: list[dict]) -> Change:
+    """The cached history once these new messages (message_payload) are in: what
+    chat_history_payload would load, worked out from the cached page (store.amending)."""
+
+    def change(history: dict) -> dict:
+        limit = settings.CHAT_HISTORY_CACHED_MESSAGES
+        by_seq = {message["seq"]: message for message in (*history["messages"], *messages)}
+        merged = [by_seq[seq] for seq in sorted(by_seq)]
+        has_more = history["has_more"] or len(merged) > limit
+        page = merged[-limit:]
+        return {**history, "messages": page, "has_more": has_more, "next_before": page[0]["seq"] if has_more else None}
+
+    return change
 
 
 @invalidates(CHAT_HISTORY, when="a new message in that session")

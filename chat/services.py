@@ -12,9 +12,12 @@ from rest_framework import exceptions
 
 from characters.models import Character
 from characters.selectors import character_get_active
+from core.cache.store import amending
+from core.clock import day_start
+from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_consume
 
-from .cache import invalidate_chat_history, message_payload
+from .cache import history_target, history_with, invalidate_chat_history, message_payload
 from .models import ChatMessage, ChatSession
 
 logger = logging.getLogger(__name__)
@@ -44,12 +47,18 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
         raise exceptions.ValidationError({"content": [f"At most {settings.CHAT_MAX_MESSAGE_LENGTH} characters."]})
 
     mine = ChatMessage(user_id=user_id, role=ChatMessage.Role.USER, content=content, created_at=timezone.now())
-    with transaction.atomic():
-        sent = _send(mine, character=character, premium=premium, session=session)
-        if sent is None:  # deactivated since it was cached: nothing is written
-            raise exceptions.NotFound("No such character.")
-        # No save signal was sent: the history key is invalidated here, with the names at hand.
-        invalidate_chat_history(user_id=user_id, character=character, session=session)
+    chat = history_target(user_id=user_id, character=character, session=session)
+    # The cached history and stats take the new message and count rather than being deleted, so
+    # the next read of either still hits (store.amending).
+    with amending(chat, stats_target(user_id=user_id)) as (history_key, stats_key):
+        with transaction.atomic():
+            sent = _send(mine, character=character, premium=premium, session=session)
+            if sent is None:  # deactivated since it was cached: nothing is written
+                raise exceptions.NotFound("No such character.")
+            # No save signal was sent: the history key is invalidated here, with the names at hand.
+            invalidate_chat_history(user_id=user_id, character=character, session=session)
+        history_key.change(history_with([message_payload(mine)]))
+        stats_key.change(stats_after_use(kind="messages", day=day_start(mine.created_at).date()))
     session_pk, reply_seq, persona, history = sent
     history = [message_payload(m) for m in history]
     try:
@@ -59,9 +68,10 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
         reply = NO_REPLY
     theirs = ChatMessage(session_id=session_pk, user_id=user_id, seq=reply_seq, role=ChatMessage.Role.ASSISTANT,
                          content=reply, created_at=timezone.now())
-    with transaction.atomic():
+    with amending(chat) as (history_key,), transaction.atomic():
         ChatMessage.objects.bulk_create([theirs])
         invalidate_chat_history(user_id=user_id, character=character, session=session)
+        history_key.change(history_with([message_payload(theirs)]))
     return {"session": session, "message": message_payload(mine), "reply": message_payload(theirs)}
 
 

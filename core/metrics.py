@@ -11,7 +11,7 @@ cache_requests = Counter(
     ["family", "result"],
 )
 cache_invalidations = Counter(
-    "cache_invalidations_total", "Invalidated keys by family and outcome (deleted, deferred).",
+    "cache_invalidations_total", "Invalidated keys by family and outcome (deleted, deferred, amended: a write stored its new value).",
     ["family", "result"],
 )
 cache_errors = Counter("cache_errors_total", "Redis failures that the app ignored.", ["operation"])
@@ -37,6 +37,7 @@ class FamilyCounters:
             cache_requests.labels(family=family, result=result) for result in _RESULTS)
         self.deleted = cache_invalidations.labels(family=family, result="deleted")
         self.deferred = cache_invalidations.labels(family=family, result="deferred")
+        self.amended = cache_invalidations.labels(family=family, result="amended")
 
 
 def workers_dir() -> str | None:

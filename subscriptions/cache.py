@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.db.models import Sum
 from django.utils import timezone
@@ -16,7 +16,7 @@ from accounts.models import CoinLedgerEntry
 from core.cache import registry
 from core.cache.family import KeyFamily, Parts, WarmScope
 from core.cache.registry import invalidates, on
-from core.cache.store import invalidate
+from core.cache.store import Change, invalidate
 from core.clock import day_start
 from core.formatting import iso_utc
 
@@ -109,6 +109,33 @@ def subscription_stats_payload(*, user_id: int) -> dict:
                      "remaining": max(0, msg_limit - used["messages"])},
         "coins_spent": max(0, -(spent or 0)),
     }
+
+
+def stats_target(*, user_id: int) -> tuple[KeyFamily, Parts]:
+    return (SUBSCRIPTION_STATS, {"user_id": user_id})
+
+
+def stats_after_use(*, kind: str, day: date, coins: int = 0) -> Change:
+    """``subscription:stats`` once one use of ``kind`` was counted on ``day`` (and ``coins`` spent
+    with it): what subscription_stats_payload would load, worked out from the cached value
+    (store.amending). None, so the key is deleted instead, when the cached value is of another
+    day or its period has ended: the loader decides those."""
+
+    def change(stats: dict) -> dict | None:
+        now = timezone.now()
+        end = parse_datetime(stats["current_period_end"]) if stats["current_period_end"] else None
+        if stats["day"] != day.isoformat() or day != day_start(now).date() or (end is not None and end <= now):
+            return None
+        used = stats[kind]["used_today"] + 1
+        limit = stats[kind]["daily_limit"]
+        return {
+            **stats,
+            "days_left": max(0, math.ceil((end - now).total_seconds() / 86400)) if end else 0,
+            kind: {"used_today": used, "daily_limit": limit, "remaining": max(0, limit - used)},
+            "coins_spent": stats["coins_spent"] + coins,
+        }
+
+    return change
 
 
 def _user_ids_of(scope: WarmScope) -> Iterable[Parts]:

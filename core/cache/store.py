@@ -17,8 +17,10 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import orjson
 import redis
@@ -30,6 +32,7 @@ from .cluster import cluster_client, health_for
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
 from .pending import record_pending_invalidations
+from .replication import execute_confirmed
 
 _HEAD = b'{"etag":"'
 _MID = b'","data":'
@@ -322,6 +325,9 @@ def invalidate(*targets: tuple[KeyFamily, Parts]) -> None:
     if not settings.CACHE_LAYER_ENABLED:
         return
     keys = tuple((family, family.key(**parts)) for family, parts in targets)
+    amending_now = _AMENDING.open
+    if amending_now:  # the open amendment's commit stores the new value, or deletes (below)
+        keys = tuple((family, key) for family, key in keys if key not in amending_now)
     if not keys:
         return
 
@@ -363,3 +369,161 @@ def _defer(health: CacheHealth, keys: tuple[tuple[KeyFamily, str], ...]) -> None
     health.mark_unsynced()
     for family, _ in keys:
         family.counters.deferred.inc()
+
+
+# --- amendment: a write stores the value its commit made, instead of deleting the key ----------
+
+# After commit: our lease still there means no other commit touched the key since we read its
+# value, so the old value plus our own change is the value now. Otherwise delete, as any
+# invalidation does.
+_AMEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('DEL', KEYS[2], KEYS[1])
+return 0
+"""
+
+# Before the write: lease a key only if it is cached (a key that is not has nothing to amend, and
+# a lease on it would only make its readers wait); the value comes back with the lease.
+_LEASE_CACHED = """
+local value = redis.call('GET', KEYS[2])
+if value and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return value end
+return false
+"""
+
+Change = Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class Amendment:
+    """One key a write amends: its value when the write began, and the changes the write made."""
+
+    family: KeyFamily
+    key: str
+    token: str | None = None  # our lease's token; None: not amendable, the commit deletes the key
+    old: Any = None
+    changes: list[Change] = field(default_factory=list)
+
+    def change(self, change: Change) -> None:
+        """``change(value) -> value``, applied at commit in the order given; one that returns
+        None gives up (the key is deleted, as without an amendment)."""
+        self.changes.append(change)
+
+    def new_value(self) -> Any:
+        data = self.old
+        for change in self.changes:
+            if data is None:
+                return None
+            data = change(data)
+        return data if self.changes else None
+
+
+class _Amending(threading.local):
+    open: dict[str, Amendment] = {}  # noqa: RUF012  (per thread: threading.local)
+
+
+_AMENDING = _Amending()
+
+
+@contextmanager
+def amending(*targets: tuple[KeyFamily, Parts]) -> Iterator[tuple[Amendment, ...]]:
+    """Around a write's transaction, for keys whose new value the write can work out from their
+    cached value and what it wrote (a new chat message, a usage count, a balance it returned):
+    after commit the key holds the new value instead of being deleted, so the next read hits
+    rather than loading from the database again.
+
+    On entry each key gets a lease (SET NX) and its cached value is read, one round trip. Inside
+    the block, invalidations of these keys are taken over by the amendment: the write names its
+    changes with ``Amendment.change``, and they must cover everything its transaction did to the
+    key. After commit one script stores the changed value if our lease is still there (no other
+    commit's invalidation has run since we read the value: the lease protocol of ``fetch``), and
+    deletes the key otherwise. A key not cached, a lease someone else holds, a Redis that cannot
+    be trusted, cluster mode, or an error on entry: the key is simply invalidated after commit."""
+    amendments = tuple(Amendment(family, family.key(**parts)) for family, parts in targets)
+    if _AMENDING.open:
+        # Nested: the outer block's amendment takes the changes of a key it holds; any other key
+        # is invalidated as usual (its changes are ignored).
+        yield tuple(_AMENDING.open.get(amendment.key, amendment) for amendment in amendments)
+        return
+    if not amendments or not _lease_and_read(amendments):  # invalidations go their usual way
+        yield amendments
+        return
+    _AMENDING.open = {a.key: a for a in amendments}
+    try:
+        yield amendments
+    except BaseException:
+        _AMENDING.open = {}
+        _release(amendments)
+        raise
+    _AMENDING.open = {}
+
+    def store_amended() -> None:
+        _amend_now(amendments)
+
+    transaction.on_commit(store_amended, robust=True)
+
+
+def _lease_and_read(amendments: tuple[Amendment, ...]) -> bool:
+    """Lease and read every key in one round trip; False when Redis cannot be used for this."""
+    if not settings.CACHE_LAYER_ENABLED or settings.REDIS_CLUSTER_NODES or not HEALTH.ready():
+        return False
+    tokens = [os.urandom(8).hex() for _ in amendments]
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for amendment, token in zip(amendments, tokens, strict=True):
+            pipe.eval(_LEASE_CACHED, 2, lease_key(amendment.key), full_key(amendment.key), token,
+                      settings.CACHE_LEASE_TTL_MS)
+        replies = pipe.execute()
+    except CACHE_ERRORS as exc:
+        HEALTH.failure(exc, "lease")
+        return False
+    for amendment, token, raw in zip(amendments, tokens, replies, strict=True):
+        payload = Payload.unpack(raw) if raw is not None else None
+        if payload is not None:
+            amendment.token, amendment.old = token, payload.data()
+    if HEALTH.needs_sync:  # the connection was (re)made: what it read may predate a pending delete
+        for amendment in amendments:
+            amendment.old = None  # (its lease, if taken, goes with the delete at commit)
+    return True
+
+
+def _release(amendments: tuple[Amendment, ...]) -> None:
+    """The write failed: nothing changed, give the leases back."""
+    held = [a for a in amendments if a.token is not None]
+    if not held:
+        return
+    try:
+        scripts = _scripts.get(redis_client())
+        for amendment in held:
+            scripts.release(keys=[lease_key(amendment.key)], args=[amendment.token])
+    except CACHE_ERRORS as exc:  # the leases expire on their own
+        HEALTH.failure(exc, "lease")
+
+
+def _amend_now(amendments: tuple[Amendment, ...]) -> None:
+    if HEALTH.blocking():
+        _defer(HEALTH, tuple((a.family, a.key) for a in amendments))
+        return
+    outcomes = []
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for amendment in amendments:
+            token = amendment.token
+            data = amendment.new_value() if token is not None else None
+            if token is None or data is None:
+                pipe.delete(full_key(amendment.key), lease_key(amendment.key))
+                outcomes.append(amendment.family.counters.deleted)
+                continue
+            pipe.eval(_AMEND, 2, lease_key(amendment.key), full_key(amendment.key), token,
+                      Payload.of(data).pack(), amendment.family.ttl_for(data))
+            outcomes.append(amendment.family.counters.amended)
+        execute_confirmed(pipe)
+    except CACHE_ERRORS as exc:
+        HEALTH.failure(exc, "delete")
+        _defer(HEALTH, tuple((a.family, a.key) for a in amendments))
+        return
+    for counter in outcomes:
+        counter.inc()

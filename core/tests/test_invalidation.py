@@ -79,15 +79,17 @@ def cached(redis_raw, key: str):
 # --- coins and stats --------------------------------------------------------------------------------
 
 
-def test_generation_invalidates_coins_and_stats(user, alice, redis_raw):
+def test_generation_amends_coins_and_stats(user, alice, redis_raw):
+    """The generation stores the balance and stats its commit made (store.amending) rather than
+    deleting them: the keys stay, with the new values."""
     assert alice.get("/api/me/coins").json() == {"balance": 30}
     assert alice.get("/api/subscription/stats").json()["generations"]["used_today"] == 0
     assert redis_raw.exists(f"user:coins:{user.id}", f"subscription:stats:{user.id}") == 2
 
     assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 201
 
-    assert not redis_raw.exists(f"user:coins:{user.id}")
-    assert not redis_raw.exists(f"subscription:stats:{user.id}")
+    assert cached(redis_raw, f"user:coins:{user.id}") == {"balance": 29}
+    assert cached(redis_raw, f"subscription:stats:{user.id}")["generations"]["used_today"] == 1
     assert alice.get("/api/me/coins").json() == {"balance": 29}
     stats = alice.get("/api/subscription/stats").json()
     assert stats["generations"]["used_today"] == 1
@@ -186,7 +188,7 @@ def test_admin_plan_edit_invalidates_every_subscriber(user, alice, make_user, cl
 # --- chat --------------------------------------------------------------------------------------------
 
 
-def test_message_invalidates_history_and_stats(user, alice, characters, redis_raw):
+def test_message_amends_history_and_stats(user, alice, characters, redis_raw):
     url = "/api/chat/luna/sessions/s1/messages"
     assert alice.post(url, {"content": "first"}, format="json").status_code == 201
     assert [m["content"] for m in alice.get(url).json()["messages"]][0] == "first"
@@ -197,8 +199,10 @@ def test_message_invalidates_history_and_stats(user, alice, characters, redis_ra
 
     assert alice.post(url, {"content": "second"}, format="json").status_code == 201
 
-    assert not redis_raw.exists(f"chat:history:{user.id}:luna:s1")
-    assert redis_raw.exists(f"chat:history:{user.id}:luna:s2")  # only the session that got a message
+    history = cached(redis_raw, f"chat:history:{user.id}:luna:s1")  # amended, not deleted
+    assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["first", "second"]
+    other_history = cached(redis_raw, f"chat:history:{user.id}:luna:s2")  # only the session that got a message
+    assert [m["content"] for m in other_history["messages"] if m["role"] == "user"] == ["elsewhere"]
     body = alice.get(url).json()
     assert [m["content"] for m in body["messages"] if m["role"] == "user"] == ["first", "second"]
     assert len(body["messages"]) == 4

@@ -4,6 +4,7 @@ connection); unconfirmed, it is recorded as pending and replayed. Real primary a
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import pytest
@@ -38,11 +39,24 @@ def replicated(settings):
 
 
 def test_a_delete_the_replica_confirmed_is_done(replicated, alice, user):
+    from accounts.models import CoinLedgerEntry
+    from accounts.services import coins_apply
+
+    primary, replica = replicated
+    alice.get("/api/me/coins")
+    coins_apply(user_id=user.id, amount=5, reason=CoinLedgerEntry.Reason.ADJUSTMENT)  # a plain invalidation
+    assert not PendingInvalidation.objects.exists()
+    assert not replica.client().exists(f"user:coins:{user.id}")
+
+
+def test_an_amendment_the_replica_confirmed_is_done(replicated, alice, user):
+    """A generation stores the new balance rather than deleting it (store.amending): the replica
+    has that value, confirmed by WAIT like a delete."""
     primary, replica = replicated
     alice.get("/api/me/coins")
     assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
     assert not PendingInvalidation.objects.exists()
-    assert not replica.client().exists(f"user:coins:{user.id}")
+    assert json.loads(replica.client().get(f"user:coins:{user.id}"))["data"] == {"balance": 29}
 
 
 def test_a_delete_no_replica_confirmed_is_pending_until_one_does(replicated, alice, user):

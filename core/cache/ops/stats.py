@@ -101,10 +101,10 @@ def cluster_totals(nodes: dict[str, dict]) -> dict:
 
 def app_counters() -> dict:
     """The app's own counters (core.metrics), per family: hit/miss/bypass/error reads and
-    deleted/deferred invalidations, plus Redis errors per operation. With PROMETHEUS_MULTIPROC_DIR
+    deleted/deferred/amended invalidations, plus Redis errors per operation. With PROMETHEUS_MULTIPROC_DIR
     set this is the sum over every gunicorn worker; otherwise it is this process only."""
     families: dict[str, dict[str, float | None]] = {
-        name: {"hit": 0, "miss": 0, "bypass": 0, "error": 0, "deleted": 0, "deferred": 0} for name in FAMILIES
+        name: {"hit": 0, "miss": 0, "bypass": 0, "error": 0, "deleted": 0, "deferred": 0, "amended": 0} for name in FAMILIES
     }
     errors: dict[str, float] = {}
     for metric in metrics.registry().collect():

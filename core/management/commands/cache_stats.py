@@ -70,10 +70,10 @@ class Command(BaseCommand):
         w("")
         scope = "all workers" if app["multiprocess"] else "this process only (set PROMETHEUS_MULTIPROC_DIR)"
         w(f"app counters ({scope}); breaker {data['breaker']}, pending invalidations {data['pending_invalidations']}")
-        w(f"{'family':<20} {'hit':>8} {'miss':>8} {'bypass':>8} {'error':>8} {'deleted':>8} {'deferred':>8}")
+        w(f"{'family':<20} {'hit':>8} {'miss':>8} {'bypass':>8} {'error':>8} {'deleted':>8} {'deferred':>8} {'amended':>8}")
         for name, row in app["families"].items():
             w(f"{name:<20} " + " ".join(f"{int(row.get(k, 0)):>8}" for k in
-                                        ("hit", "miss", "bypass", "error", "deleted", "deferred")))
+                                        ("hit", "miss", "bypass", "error", "deleted", "deferred", "amended")))
         if app["errors"]:
             w("redis errors: " + ", ".join(f"{op} {int(n)}" for op, n in sorted(app["errors"].items())))
 
