@@ -575,6 +575,8 @@ def main() -> int:
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--modes", default=",".join(MODES), help="development: a subset, e.g. ours")
     parser.add_argument("--seconds", type=int, help="development: seconds per measured single-endpoint run")
+    parser.add_argument("--workloads", default=",".join((*ENDPOINTS, "floor", "mix")),
+                        help="development: a subset, e.g. mix (prints the raw rounds, writes no results)")
     parser.add_argument("--inproc-rounds", type=int, help="alternated in-process CPU runs (default 3, quick 1)")
     parser.add_argument("--render", action="store_true", help="only redraw table, chart and README from latest.json")
     args = parser.parse_args()
@@ -590,7 +592,8 @@ def main() -> int:
     scale = data.QUICK if args.quick else data.FULL
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (1 if args.quick else 3)
-    args.inproc_rounds = args.inproc_rounds or (1 if args.quick else 3)
+    if args.inproc_rounds is None:
+        args.inproc_rounds = 1 if args.quick else 3
     # The mix warms up with itself long enough for the popular users to be warm in every mode.
     args.mix_seconds, args.mix_warm = (2, 1) if args.quick else (8, 10)
     args.population = 50 if args.quick else 200
@@ -633,14 +636,14 @@ def main() -> int:
         for r in range(args.rounds):
             load["rounds"].append(os.getloadavg()[0])
             rounds.append({mode: {} for mode in (*modes, BARE)})
-            for k, name in enumerate((*ENDPOINTS, "floor", "mix")):
+            for k, name in enumerate(w for w in (*ENDPOINTS, "floor", "mix") if w in args.workloads.split(",")):
                 runs = modes if name == "mix" else [*modes, BARE]
                 shift = (r + k) % len(runs)
                 for mode in runs[shift:] + runs[:shift]:
                     rounds[-1][mode][name] = run_workload(stacks[mode], name, args, users_file, len(tokens))
                 print(f"round {r + 1}/{args.rounds} {name:13s} " + ", ".join(
                     f"{m} {rounds[-1][m][name]['rps']:.0f}" for m in runs) + " req/s", flush=True)
-        if "ours" in stacks:
+        if "ours" in stacks and args.inproc_rounds:
             inproc = inproc_compare(stacks["ours"], args, tokens[0])
     finally:
         for stack in stacks.values():
@@ -654,7 +657,7 @@ def main() -> int:
                 data.drop_database(stack.database)
         if not args.keep_database:
             data.drop_database(args.database)
-    if set(rounds[0]) != {*MODES, BARE}:
+    if set(rounds[0]) != {*MODES, BARE} or any(set(rounds[0][mode]) != {*ENDPOINTS, "floor", "mix"} for mode in MODES):
         print(json.dumps(rounds, indent=1))
         return 0
     med, derived = summarise(rounds)

@@ -23,6 +23,7 @@ from core import metrics
 from .keys import key_part
 
 _FIELD = re.compile(r"\{(\w+)\}")
+_KEYS_REMEMBERED = 10_000  # per family; then the memo starts over
 
 Parts = dict[str, Any]
 # Who is active: warm-up fills per-user keys of these users only.
@@ -107,9 +108,28 @@ class KeyFamily:
         return self.cluster_template if settings.REDIS_CLUSTER_NODES else self.template
 
     def key(self, **parts: object) -> str:
+        template = self._active_template()
+        values = tuple(parts.get(name) for name in self.fields)
+        # A cached read builds each of its keys twice (read-ahead, then fetch) and every request
+        # of a user builds the same ones: remember them. Only str and int parts (True == 1 would
+        # share an entry with 1 but not its key).
+        memo = (template, *values) if all(type(value) is str or type(value) is int for value in values) else None
+        if memo is not None and len(parts) == len(values):
+            known = self._keys.get(memo)
+            if known is not None:
+                return known
         if set(parts) != set(self.fields):
             raise TypeError(f"{self.name} needs {self.fields}, got {tuple(parts)}")
-        return self._active_template().format(**{name: key_part(value) for name, value in parts.items()})
+        key = template.format(**{name: key_part(value) for name, value in parts.items()})
+        if memo is not None:
+            if len(self._keys) >= _KEYS_REMEMBERED:
+                self._keys.clear()
+            self._keys[memo] = key
+        return key
+
+    @cached_property
+    def _keys(self) -> dict[tuple, str]:
+        return {}
 
     def parts_from(self, values: dict[str, object], sources: dict[str, str] | None = None) -> Parts:
         """This family's parts picked by name from a wider mapping (user id plus URL kwargs);

@@ -241,3 +241,23 @@ def test_cluster_keys_belong_to_their_family_only(cluster_keys, name):
     key = FAMILIES[name].key(**SAMPLE_PARTS[name])
     assert family_of(key) is FAMILIES[name]
     assert [f.name for f in FAMILIES.values() if fnmatchcase(key, f.pattern)] == [name]
+
+
+def test_a_remembered_key_is_the_key_built_from_its_parts():
+    """key() remembers the keys it built; the memo never hands one input another's key."""
+    first = CHAT_HISTORY.key(user_id=7, character="luna", session="s1")
+    assert CHAT_HISTORY.key(user_id=7, character="luna", session="s1") == first
+    assert CHAT_HISTORY.key(user_id=7, character="luna", session="s2") == "chat:history:7:luna:s2"
+    assert USER_COINS.key(user_id=1) == "user:coins:1"
+    assert USER_COINS.key(user_id=True) == "user:coins:True"  # True == 1, but not the same part
+    assert USER_COINS.key(user_id="1") == "user:coins:1"
+    with pytest.raises(TypeError):
+        USER_COINS.key(user_id=1, extra=2)  # a remembered key does not skip the parts check
+    with pytest.raises(TypeError):
+        CHAT_HISTORY.key(user_id=7, character="luna")
+
+
+def test_the_memo_follows_a_switch_to_cluster_keys(settings):
+    plain = USER_COINS.key(user_id=5)
+    settings.REDIS_CLUSTER_NODES = ["127.0.0.1:7000"]
+    assert USER_COINS.key(user_id=5) == "user:coins:{5}" != plain
