@@ -4,7 +4,26 @@ process and only read that directory (as METRICS_WORKERS_DIR, see manage.py)."""
 
 import os
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _process_id() -> int:
+    return _pid
+
+
+if values.ValueClass is not values.MutexValue:
+    # Multiprocess mode: each increment asks for the process id, to notice a fork. A getpid()
+    # system call per increment (several per request); the id kept here, renewed in a forked
+    # child, is as unique per process.
+    os.register_at_fork(after_in_child=_forked)
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_id)
 
 cache_requests = Counter(
     "cache_requests_total", "Cached reads by key family and result (hit, miss, bypass, error).",

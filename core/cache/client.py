@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable
 
 import redis
@@ -54,23 +56,70 @@ def unlink_keys(client: redis.Redis, keys: list[str], batch: int = 500) -> None:
         client.delete(*(full_key(k) for k in chunk), *(lease_key(k) for k in chunk))
 
 
+class _Pinned:
+    """One pooled connection a thread keeps for its cached reads, so a hit skips the pool's
+    checkout and return (two locks, two pid checks and four observability records). Handed
+    back to its pool when the thread ends or another pool takes its place; dropped in a forked
+    child."""
+
+    __slots__ = ("pool", "conn")
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pool = pool
+        self.conn = pool.get_connection()
+
+    def __del__(self) -> None:
+        try:
+            self.pool.release(self.conn)
+        except Exception:  # noqa: S110 (interpreter shutdown, or the pool is gone already)
+            pass
+
+
+class _PinnedLocal(threading.local):
+    pinned: _Pinned | None = None
+
+
+_PINNED = _PinnedLocal()
+
+
+def _forget_pinned() -> None:
+    # A forked child must not share its parent's sockets (nor hand them back to its pool).
+    global _PINNED
+    _PINNED = _PinnedLocal()
+
+
+os.register_at_fork(after_in_child=_forget_pinned)
+
+
 def read_command(client: redis.Redis, *args: str):
-    """Run one read command (GET, MGET) on a pooled connection, without redis-py's per-command
-    layers (option parsing, retry wrapper, observability hooks): on a cached hit they cost about
-    as much CPU as the round trip itself. Failures raise as from ``execute_command``; the guarded
-    connection has already reported them to the breaker. Cluster and other clients take their
-    usual path."""
-    if type(client) is not redis.Redis:
+    """Run one read command (GET, MGET) on this thread's connection (``_Pinned``), without
+    redis-py's per-command layers (option parsing, retry wrapper, observability hooks): on a
+    cached hit they cost about as much CPU as the round trip itself. Failures raise as from
+    ``execute_command``; the guarded connection has already reported them to the breaker.
+    Cluster, Sentinel and other clients take their usual path (a Sentinel pool checks on return
+    that a connection still points at the primary)."""
+    if type(client) is not redis.Redis or type(client.connection_pool) is not redis.ConnectionPool:
         return client.execute_command(*args)
     pool = client.connection_pool
-    conn = pool.get_connection()
+    pinned = _PINNED.pinned
+    if pinned is None or pinned.pool is not pool:
+        pinned = _PINNED.pinned = _Pinned(pool)
+    conn = pinned.conn
+    if conn._sock is not None:
+        # As the pool checks on checkout: readable before we asked means the server closed it (a
+        # restart) or a reply was left behind. Start over on a new connection, which syncs with
+        # the restarted server before its reads are trusted.
+        try:
+            stale = conn.can_read()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            conn.disconnect()
     try:
         conn.send_packed_command(conn.pack_command(*args), check_health=False)
         return conn.read_response()
     except redis.ResponseError:
         raise  # the reply was read whole: the connection is still good
     except BaseException:
-        conn.disconnect()  # half a reply may be left on it: never hand it out again
+        conn.disconnect()  # half a reply may be left on it: the next command reconnects first
         raise
-    finally:
-        pool.release(conn)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -142,3 +143,29 @@ def test_gunicorn_with_two_workers_reports_one_consistent_count(tmp_path, redis_
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_a_forked_worker_counts_in_its_own_file(tmp_path):
+    """Multiprocess mode keeps the process id instead of asking for it per increment; a worker
+    forked after import (gunicorn's preload) must still write to a file of its own."""
+    script = textwrap.dedent("""
+        import os, sys
+        sys.path.insert(0, os.getcwd())
+        from core import metrics
+        counter = metrics.cache_requests.labels(family="t", result="hit")
+        counter.inc()
+        child = os.fork()
+        if child == 0:
+            counter.inc(); counter.inc()
+            os._exit(0)
+        os.waitpid(child, 0)
+        print(os.getpid(), child)
+    """)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
+                         cwd=settings.BASE_DIR)
+    parent, child = out.stdout.split()
+    assert {p.name for p in tmp_path.iterdir()} == {f"counter_{parent}.db", f"counter_{child}.db"}
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("cache_requests_total", {"family": "t", "result": "hit"}) == 3
