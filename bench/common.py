@@ -82,12 +82,22 @@ class App:
             "GUNICORN_ACCESSLOG": "",
             **(extra_env or {}),
         }
+        self.env = env
         self.log = open(log, "ab")
         self.process = subprocess.Popen(
             [str(gunicorn_available()), "config.wsgi:application", "-c", str(ROOT / "config" / "gunicorn.conf.py"),
              "--bind", f"127.0.0.1:{self.port}"],
             cwd=ROOT, env=env, stdout=self.log, stderr=self.log,
         )
+
+    def manage(self, *args: str) -> str:
+        """A manage.py command against this app's database and Redis (its metrics not counted)."""
+        env = {k: v for k, v in self.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        out = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=900)
+        if out.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed: {out.stdout}\n{out.stderr}")
+        return out.stdout
 
     @property
     def base(self) -> str:
