@@ -84,7 +84,7 @@ class ChatMessagesApi(APIView):
         query = None
         # request.GET, not query_params (the same QueryDict): the cached-read lane (core.lane) calls
         # this method with Django's request.
-        if request.GET:  # the usual request has none: no serializer to build and run
+        if request.META.get("QUERY_STRING"):  # the usual request has none: no serializer (nor QueryDict) to build
             query = self.QuerySerializer(data=request.GET)
             query.is_valid(raise_exception=True)
         before = query.validated_data.get("before") if query else None

@@ -24,7 +24,9 @@ def planned_reads(view: Any, request: Any, *, user_id: int, url_kwargs: dict) ->
     pages), so nothing is read ahead then. ``request`` is DRF's or, on the cached-read lane
     (core.lane), Django's own: both have ``GET``."""
     reads = getattr(view, "cache_reads", ())
-    if not reads or any(name in request.GET for name in getattr(view, "cache_reads_skipped_by", ())):
+    skipped_by = getattr(view, "cache_reads_skipped_by", ())
+    # Without a query string there is nothing to look up (and no QueryDict to build).
+    if not reads or (skipped_by and request.META.get("QUERY_STRING") and any(name in request.GET for name in skipped_by)):
         return []
     values = {"user_id": user_id, **url_kwargs}
     return [(family, family.parts_from(values, sources)) for family, sources in map(_spec, reads)]
