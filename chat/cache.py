@@ -4,9 +4,11 @@ invalidation, and what warm-up fills. Registered in ChatConfig.ready()."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
+from django.db.models import TextField, Window
+from django.db.models.functions import Cast, RowNumber
 
 from characters.signals import character_renamed
 from core.cache import registry
@@ -19,11 +21,15 @@ from .models import ChatMessage, ChatSession
 
 
 def message_payload(message: ChatMessage) -> dict:
+    return _message_of(message.seq, message.role, message.content, message.created_at)
+
+
+def _message_of(seq: int, role: str, content: str, created_at: datetime) -> dict:
     return {
-        "seq": message.seq,
-        "role": message.role,
-        "content": message.content,
-        "created_at": iso_utc(message.created_at),
+        "seq": seq,
+        "role": role,
+        "content": content,
+        "created_at": iso_utc(created_at),
     }
 
 
@@ -32,14 +38,20 @@ def chat_messages_page(*, session: ChatSession, before: int | None, limit: int) 
     messages = ChatMessage.objects.filter(session=session)
     if before is not None:
         messages = messages.filter(seq__lt=before)
-    page = list(messages.order_by("-seq")[: limit + 1])
-    has_more = len(page) > limit
-    page = page[:limit][::-1]
+    return _page_of(session.session_id, [message_payload(m) for m in messages.order_by("-seq")[: limit + 1]],
+                    limit=limit)
+
+
+def _page_of(session_id: str, newest_first: list[dict], *, limit: int) -> dict:
+    """The page from up to ``limit + 1`` messages (message_payload), newest first: one more than
+    the page tells there are older ones."""
+    has_more = len(newest_first) > limit
+    page = newest_first[:limit][::-1]
     return {
-        "session": session.session_id,
-        "messages": [message_payload(m) for m in page],
+        "session": session_id,
+        "messages": page,
         "has_more": has_more,
-        "next_before": page[0].seq if has_more else None,  # pass as ?before= for older messages
+        "next_before": page[0]["seq"] if has_more else None,  # pass as ?before= for older messages
     }
 
 
@@ -48,6 +60,37 @@ def chat_history_payload(*, user_id: int, character: str, session: str) -> dict:
     another user's session is as unknown as a missing one."""
     chat = ChatSession.objects.get(user_id=user_id, character__name=character, session_id=session)
     return chat_messages_page(session=chat, before=None, limit=settings.CHAT_HISTORY_CACHED_MESSAGES)
+
+
+def chat_history_payloads(parts_list: list[Parts]) -> dict[int, dict]:
+    """chat_history_payload for many keys (warm-up): two queries, the sessions, then the newest
+    ``limit + 1`` messages of each at once (ROW_NUMBER() OVER (PARTITION BY session ORDER BY seq
+    DESC)). A missing session is left out, as its loader raises."""
+    limit = settings.CHAT_HISTORY_CACHED_MESSAGES
+    wanted = {(parts["user_id"], parts["character"], parts["session"]) for parts in parts_list}
+    # A superset of the wanted sessions (any user's with any wanted name), narrowed below.
+    rows = ChatSession.objects.filter(
+        user_id__in={user_id for user_id, _, _ in wanted},
+        character__name__in={character for _, character, _ in wanted},
+        session_id__in={session for _, _, session in wanted},
+    ).values_list("id", "user_id", "character__name", "session_id")
+    sessions = {(user_id, character, session): pk for pk, user_id, character, session in rows
+                if (user_id, character, session) in wanted}
+    newest_first: dict[int, list[dict]] = {pk: [] for pk in sessions.values()}
+    # Tuples, not models, and created_at as text parsed by datetime.fromisoformat (in C): Django's
+    # timestamptz loader parses in Python and costs 4x the rest of the row. The same instant, in
+    # UTC as the loader gives it, so iso_utc writes the same string.
+    messages = (ChatMessage.objects.filter(session_id__in=newest_first)
+                .alias(rank=Window(RowNumber(), partition_by="session_id", order_by="-seq"))
+                .filter(rank__lte=limit + 1).order_by("session_id", "-seq")
+                .annotate(created=Cast("created_at", TextField()))
+                .values_list("session_id", "seq", "role", "content", "created"))
+    for pk, seq, role, content, created in messages:
+        newest_first[pk].append(_message_of(seq, role, content, datetime.fromisoformat(created).astimezone(UTC)))
+    found = {at: sessions.get((parts["user_id"], parts["character"], parts["session"]))
+             for at, parts in enumerate(parts_list)}
+    return {at: _page_of(parts_list[at]["session"], newest_first[pk], limit=limit)
+            for at, pk in found.items() if pk is not None}
 
 
 def _recent_sessions(scope: WarmScope) -> Iterable[Parts]:
@@ -60,7 +103,8 @@ def _recent_sessions(scope: WarmScope) -> Iterable[Parts]:
 
 CHAT_HISTORY = KeyFamily(
     name="chat:history", template="chat:history:{user_id}:{character}:{session}", ttl_setting="CACHE_TTL_CHAT_HISTORY",
-    default_ttl=600, loader=chat_history_payload, holds="recent messages of one chat session",
+    default_ttl=600, loader=chat_history_payload, bulk_loader=chat_history_payloads,
+    holds="recent messages of one chat session",
     enumerate=_recent_sessions, tag="user_id",
 )
 
@@ -110,7 +154,8 @@ def flush_histories_of_renamed_character(*, character_id: int, old_name: str, **
 
 
 def _active_users(since: datetime) -> Iterable[int]:
-    return ChatMessage.objects.filter(created_at__gte=since).values_list("user_id", flat=True).distinct()
+    # order_by(): DISTINCT with the model's ordering would select the ordering's columns too (a row per message)
+    return ChatMessage.objects.filter(created_at__gte=since).order_by().values_list("user_id", flat=True).distinct()
 
 
 def connect() -> None:

@@ -458,3 +458,20 @@ def request(host, port, method, path, *, body=None, headers=None, timeout=10.0, 
     finally:
         connection.close()
 
+
+
+def loaded_both_ways(family, parts_list: list[dict]) -> tuple[dict[int, bytes], dict[int, bytes]]:
+    """A family's values for these parts from its ``bulk_loader`` and from its ``loader`` one key
+    at a time, as the JSON bytes a key would hold (so key order counts too); a key whose loader
+    raises ObjectDoesNotExist is absent from both."""
+    import orjson
+    from django.core.exceptions import ObjectDoesNotExist
+
+    bulk = {at: orjson.dumps(data) for at, data in family.bulk_loader(parts_list).items()}
+    single = {}
+    for at, parts in enumerate(parts_list):
+        try:
+            single[at] = orjson.dumps(family.load(**parts))
+        except ObjectDoesNotExist:
+            pass
+    return bulk, single

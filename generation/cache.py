@@ -43,7 +43,8 @@ def flush_generation_settings(**kwargs: object) -> None:
 
 
 def _active_users(since: datetime) -> Iterable[int]:
-    return Generation.objects.filter(created_at__gte=since).values_list("user_id", flat=True).distinct()
+    # order_by(): DISTINCT with the model's ordering would select the ordering's columns too (a row per generation)
+    return Generation.objects.filter(created_at__gte=since).order_by().values_list("user_id", flat=True).distinct()
 
 
 def connect() -> None:

@@ -5,10 +5,12 @@ Registered in SubscriptionsConfig.ready()."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from django.db.models import Sum
+from django.db.models import F, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -38,11 +40,23 @@ def plan_payload(plan: Plan) -> dict:
 def subscription_payload(*, user_id: int) -> dict:
     """``subscription:user:{user_id}``: the current subscription, with its plan."""
     sub = Subscription.objects.select_related("plan", "next_plan").filter(user_id=user_id).first()
+    return _subscription_of(sub, now=timezone.now())
+
+
+def subscription_payloads(parts_list: list[Parts]) -> dict[int, dict]:
+    """subscription_payload for many keys (warm-up): one query."""
+    ids = [parts["user_id"] for parts in parts_list]
+    subs = {sub.user_id: sub for sub in Subscription.objects.select_related("plan", "next_plan").filter(user_id__in=set(ids))}
+    now = timezone.now()
+    return {at: _subscription_of(subs.get(user_id), now=now) for at, user_id in enumerate(ids)}
+
+
+def _subscription_of(sub: Subscription | None, *, now: datetime) -> dict:
     if sub is None:
         return {"status": "none", "plan": None, "current_period_start": None,
                 "current_period_end": None, "auto_renew": False, "next_plan": None}
     status = sub.status
-    if sub.current_period_end <= timezone.now():
+    if sub.current_period_end <= now:
         status = Subscription.Status.EXPIRED
     return {
         "status": status,
@@ -73,9 +87,17 @@ def usage_today(*, user_id: int, now: datetime | None = None) -> dict[str, int]:
     """Generations and messages used today: the counters the limits are enforced on."""
     row = DailyUsage.objects.filter(user_id=user_id, day=day_start(now).date()).values(
         "generations", "messages").first()
+    return _usage_of(row)
+
+
+def _usage_of(row: Mapping[str, Any] | None) -> dict[str, int]:
     if row is None:
         return {"generations": 0, "messages": 0}
     return {"generations": row["generations"], "messages": row["messages"]}
+
+
+# Net of refunds: a failed generation gives its coins back and was not spent.
+_SPENT = (CoinLedgerEntry.Reason.SPEND, CoinLedgerEntry.Reason.REFUND)
 
 
 def subscription_stats_payload(*, user_id: int) -> dict:
@@ -83,15 +105,36 @@ def subscription_stats_payload(*, user_id: int) -> dict:
     sub = subscription_payload(user_id=user_id)
     now = timezone.now()
     today = day_start(now)
-    plan = sub["plan"] or {}
     used = usage_today(user_id=user_id, now=now)
     period_start = parse_datetime(sub["current_period_start"]) if sub["current_period_start"] else today
-    # Net of refunds: a failed generation gives its coins back and was not spent.
     spent = CoinLedgerEntry.objects.filter(
-        user_id=user_id,
-        reason__in=[CoinLedgerEntry.Reason.SPEND, CoinLedgerEntry.Reason.REFUND],
-        created_at__gte=period_start,
+        user_id=user_id, reason__in=_SPENT, created_at__gte=period_start,
     ).aggregate(total=Sum("amount"))["total"]
+    return _stats_of(sub, used=used, spent=spent, now=now)
+
+
+def subscription_stats_payloads(parts_list: list[Parts]) -> dict[int, dict]:
+    """subscription_stats_payload for many keys (warm-up): three queries, the period's spend of
+    every user in one GROUP BY (from the period start, or today without a subscription)."""
+    ids = [parts["user_id"] for parts in parts_list]
+    subs = subscription_payloads(parts_list)
+    now = timezone.now()
+    today = day_start(now)
+    usage = {row["user_id"]: row for row in DailyUsage.objects.filter(
+        user_id__in=set(ids), day=today.date()).values("user_id", "generations", "messages")}
+    spent = dict(
+        CoinLedgerEntry.objects.filter(user_id__in=set(ids), reason__in=_SPENT)
+        .alias(period_start=Coalesce("user__subscription__current_period_start", Value(today)))
+        .filter(created_at__gte=F("period_start"))
+        .order_by().values("user_id").annotate(total=Sum("amount")).values_list("user_id", "total")
+    )
+    return {at: _stats_of(subs[at], used=_usage_of(usage.get(user_id)), spent=spent.get(user_id), now=now)
+            for at, user_id in enumerate(ids)}
+
+
+def _stats_of(sub: dict, *, used: dict[str, int], spent: int | None, now: datetime) -> dict:
+    today = day_start(now)
+    plan = sub["plan"] or {}
     end = parse_datetime(sub["current_period_end"]) if sub["current_period_end"] else None
     gen_limit = plan.get("daily_generation_limit", 0)
     msg_limit = plan.get("daily_message_limit", 0)
@@ -144,12 +187,13 @@ def _user_ids_of(scope: WarmScope) -> Iterable[Parts]:
 
 SUBSCRIPTION_USER = KeyFamily(
     name="subscription:user", template="subscription:user:{user_id}", ttl_setting="CACHE_TTL_SUBSCRIPTION_USER",
-    default_ttl=300, loader=subscription_payload, holds="the user's current subscription",
+    default_ttl=300, loader=subscription_payload, bulk_loader=subscription_payloads, holds="the user's current subscription",
     ttl_cap=seconds_until_period_end, enumerate=_user_ids_of, tag="user_id",
 )
 SUBSCRIPTION_STATS = KeyFamily(
     name="subscription:stats", template="subscription:stats:{user_id}", ttl_setting="CACHE_TTL_SUBSCRIPTION_STATS",
-    default_ttl=300, loader=subscription_stats_payload, holds="usage in the current period",
+    default_ttl=300, loader=subscription_stats_payload, bulk_loader=subscription_stats_payloads,
+    holds="usage in the current period",
     ttl_cap=seconds_until_day_ends, enumerate=_user_ids_of, tag="user_id",
 )
 

@@ -123,3 +123,28 @@ def read_command(client: redis.Redis, *args: str):
     except BaseException:
         conn.disconnect()  # half a reply may be left on it: the next command reconnects first
         raise
+
+
+def pipelined(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
+    """Many commands in one round trip, each reply in its place: ``read_command`` for a batch. The
+    ops commands send hundreds of small commands per round trip, where redis-py's pipeline layers
+    cost more than Redis does. Replies come raw (SET gives b"OK" or None); an error reply raises,
+    and the connection, which may still hold later replies, is dropped. Cluster and other clients
+    take a pipeline."""
+    if type(client) is not redis.Redis:
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
+    if not commands:
+        return []
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        return [conn.read_response() for _ in commands]
+    except BaseException:
+        conn.disconnect()  # replies may be left on it: never hand it out again
+        raise
+    finally:
+        pool.release(conn)

@@ -28,6 +28,9 @@ _KEYS_REMEMBERED = 10_000  # per family; then the memo starts over
 Parts = dict[str, Any]
 # Who is active: warm-up fills per-user keys of these users only.
 Loader = Callable[..., Any]
+# Many keys at once, for warm-up: the value of parts_list[i] under i, exactly what loader(**parts)
+# returns; an i left out is a key whose loader raises ObjectDoesNotExist (no such row).
+BulkLoader = Callable[[list[Parts]], dict[int, Any]]
 TtlCap = Callable[[Any], float | None]
 Enumerator = Callable[["WarmScope"], Iterable[Parts]]
 
@@ -51,6 +54,7 @@ class KeyFamily:
     shared: bool = False  # the same value for every user (ETag) rather than per user (private)
     ttl_cap: TtlCap | None = None  # f(data) -> seconds the value may live at most
     enumerate: Enumerator | None = None  # the parts warm-up fills; None: the one key with no parts
+    bulk_loader: BulkLoader | None = None  # warm-up loads a batch of keys in a few queries; None: one by one
     invalidated_by: list[str] = field(default_factory=list, compare=False)  # filled by @invalidates
     # Redis Cluster: the part whose value is the key's hash tag, so keys one request reads share a
     # slot (per user: "user_id"). A tag part the template lacks goes in front of the first part

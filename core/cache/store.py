@@ -6,6 +6,8 @@ if the lease is still ours (one Lua compare-and-set). Invalidation deletes the k
 so a reader that loaded the old row before a write committed can no longer store it (the stale-set
 race). Requests that miss while another holds the lease wait briefly for its value instead of
 querying too (single flight). Losing a lease to eviction costs a miss, never a stale value.
+Warm-up fills a batch of keys the same way (``fill_many``): leases, one bulk load, the same
+compare-and-set per key.
 
 Invalidation (``invalidate``) runs after the transaction commits. A delete that cannot reach Redis
 is recorded in ``core.PendingInvalidation`` and applied before cached reads are trusted again.
@@ -17,7 +19,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -27,7 +29,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from .client import CACHE_ERRORS, full_key, lease_key, read_command, redis_client
+from .client import CACHE_ERRORS, full_key, lease_key, pipelined, read_command, redis_client
 from .cluster import cluster_client, health_for
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
@@ -247,6 +249,69 @@ def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
     return payload
 
 
+@dataclass(slots=True)
+class BulkFill:
+    """What ``fill_many`` did with each position of its parts list."""
+
+    stored: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)  # loaded, but an invalidation took our lease first
+    missing: list[int] = field(default_factory=list)  # no such row (the loader raises ObjectDoesNotExist)
+    rest: list[int] = field(default_factory=list)  # not filled here: for fetch (someone else's lease...)
+
+
+def fill_many(family: KeyFamily, parts_list: list[Parts], *, client: redis.Redis) -> BulkFill:
+    """Fill many keys of a family that has a ``bulk_loader`` (warm-up), under ``_fill``'s lease
+    protocol, in three round trips (and a SCRIPT LOAD) and one bulk load: lease every key (SET NX PX), load the keys
+    whose lease we got, then store each value only if our lease is still there (the populate
+    script), so a write that commits and invalidates meanwhile still wins. The caller has checked
+    the keys are missing. A key leased by someone else, and every key whenever fetch would not
+    store (layer off, cluster mode, inside a transaction, Redis not trusted), is left in ``rest``
+    for fetch. Redis errors raise: ops commands fail loudly."""
+    result = BulkFill()
+    if (family.bulk_loader is None or not settings.CACHE_LAYER_ENABLED or settings.REDIS_CLUSTER_NODES
+            or transaction.get_connection().in_atomic_block or not HEALTH.ready()):
+        # Cluster mode: each key and its lease share a slot, but the batch spans all of them; the
+        # per-key path already routes every command to its node.
+        result.rest.extend(range(len(parts_list)))
+        return result
+    keys = [family.key(**parts) for parts in parts_list]
+    token = os.urandom(8).hex()  # one for the batch: it only has to tell our leases from others'
+    got = pipelined(client, [("SET", lease_key(key), token, "NX", "PX", settings.CACHE_LEASE_TTL_MS) for key in keys])
+    leased = [i for i, ok in enumerate(got) if ok]
+    result.rest.extend(i for i, ok in enumerate(got) if not ok)
+    if not leased:
+        return result
+    leases = [lease_key(keys[i]) for i in leased]
+    _KEEPER.hold_many(client, leases, token)
+    family.counters.miss.inc(len(leased))
+    try:
+        loaded = family.bulk_loader([parts_list[i] for i in leased])
+    except BaseException:  # whatever failed, the leases must not outlive this call
+        _KEEPER.drop_many(leases)
+        try:
+            pipelined(client, [("EVAL", _RELEASE, 1, lease, token) for lease in leases])
+        except CACHE_ERRORS:  # the leases expire on their own; the load's error is the one to raise
+            pass
+        raise
+    _KEEPER.drop_many(leases)
+    populate = client.script_load(_POPULATE)  # its sha; loaded again in case Redis lost it
+    commands: list[tuple[object, ...]] = []
+    for at, (i, lease) in enumerate(zip(leased, leases, strict=True)):  # one command per leased key, in order
+        if at not in loaded:
+            commands.append(("EVAL", _RELEASE, 1, lease, token))
+            continue
+        data = loaded[at]
+        commands.append(("EVALSHA", populate, 2, lease, full_key(keys[i]), token, Payload.of(data).pack(),
+                         family.ttl_for(data)))
+    replies = pipelined(client, commands)
+    for at, i in enumerate(leased):
+        if at not in loaded:
+            result.missing.append(i)
+        else:
+            (result.stored if replies[at] else result.lost).append(i)
+    return result
+
+
 def _cached(client: redis.Redis, target: str) -> Payload | None:
     raw = cast("bytes | None", client.get(target))
     return Payload.unpack(raw) if raw is not None else None
@@ -272,16 +337,23 @@ return 0
         self.beats = 0
 
     def hold(self, client: redis.Redis, lease: str, token: str) -> None:
+        self.hold_many(client, (lease,), token)
+
+    def hold_many(self, client: redis.Redis, leases: Iterable[str], token: str) -> None:
         with self._cond:
-            self._held[lease] = (client, token)
+            self._held.update((lease, (client, token)) for lease in leases)
             if self._thread is None or not self._thread.is_alive():  # first use, or a forked child
                 self._thread = threading.Thread(target=self._run, name="cache-lease-keeper", daemon=True)
                 self._thread.start()
             self._cond.notify()
 
     def drop(self, lease: str) -> None:
+        self.drop_many((lease,))
+
+    def drop_many(self, leases: Iterable[str]) -> None:
         with self._cond:
-            self._held.pop(lease, None)
+            for lease in leases:
+                self._held.pop(lease, None)
 
     def beat(self) -> None:
         """Extend every held lease once (the thread's loop body)."""

@@ -111,3 +111,164 @@ def test_progress_moves_one_key_at_a_time(characters, redis_raw, monkeypatch):
     # Every fetch is followed by its step before the next fetch starts.
     kinds = [kind for kind, _ in events]
     assert all(kinds[i + 1] == "advance" for i, kind in enumerate(kinds) if kind == "fetch")
+
+
+# --- bulk loaders: a batch of keys in a few queries ----------------------------------------------
+
+
+@pytest.fixture
+def active_users(make_user, characters, settings):
+    """Users active this week, in the states the per-user values distinguish, with chat sessions."""
+    from chat.models import ChatMessage, ChatSession
+    from subscriptions.models import DailyUsage, Subscription
+
+    settings.CHAT_HISTORY_CACHED_MESSAGES = 3
+
+    def chatting(user, name, count):
+        chat = ChatSession.objects.create(user=user, character=characters["luna"], session_id=name, last_seq=count)
+        ChatMessage.objects.bulk_create(ChatMessage(session=chat, user=user, seq=seq, role="user", content=f"#{seq}")
+                                        for seq in range(1, count + 1))
+
+    def make(count: int) -> list:
+        users = [make_user(coins=5 + n, plan="plus" if n % 3 == 1 else "free") for n in range(count)]
+        Subscription.objects.filter(user=users[0]).delete()
+        DailyUsage.objects.create(user=users[-1], day=timezone.now().date(), generations=1, messages=2)
+        for n, user in enumerate(users):
+            chatting(user, "s", 2 + 3 * n)  # from under the limit to well over it
+        chatting(users[0], "empty", 0)
+        return users
+
+    return make
+
+
+def user_targets(since: int = 7):
+    from core.cache.ops.warm import warm_targets
+    from core.cache.registry import FAMILIES, user_families
+
+    return warm_targets([FAMILIES[name] for name in user_families()], users_active_since=since)
+
+
+def cached(redis_raw) -> dict[str, tuple[bytes, int]]:
+    return {key.decode(): (redis_raw.get(key), redis_raw.ttl(key)) for key in redis_raw.scan_iter()}
+
+
+def test_bulk_warm_writes_what_the_per_key_path_writes(active_users, redis_raw, monkeypatch):
+    from core.cache.ops.warm import warm as warm_ops
+    from core.cache.registry import FAMILIES
+
+    active_users(5)
+    targets = user_targets()
+    bulk = warm_ops(targets)
+    by_bulk = cached(redis_raw)
+    redis_raw.flushdb()  # the test's private server
+    for family in FAMILIES.values():
+        monkeypatch.setitem(family.__dict__, "bulk_loader", None)
+    one_by_one = warm_ops(targets)
+    by_fetch = cached(redis_raw)
+
+    assert len(by_bulk) == len(targets) == 5 * 4 + 6  # no lease left behind either
+    assert {key: value for key, (value, _) in by_bulk.items()} == {key: value for key, (value, _) in by_fetch.items()}
+    assert all(abs(ttl - by_fetch[key][1]) <= 2 for key, (_, ttl) in by_bulk.items())
+    assert bulk.written == one_by_one.written and bulk.skipped == one_by_one.skipped == {}
+
+
+def test_bulk_warm_runs_a_few_queries_per_batch_not_per_key(active_users, redis_raw, sql_statements):
+    from core.cache.health import HEALTH
+    from core.cache.ops.warm import warm as warm_ops
+
+    users = active_users(3)
+    HEALTH.ready()  # the first sync's query, out of the count
+    targets = user_targets()
+    with sql_statements() as few:
+        warm_ops(targets)
+    redis_raw.flushdb()
+    active_users(9)
+    targets = [target for target in user_targets() if target[1]["user_id"] not in {u.id for u in users}]
+    with sql_statements() as many:
+        result = warm_ops(targets)
+    assert result.total_written == len(targets) == 9 * 4 + 10
+    # user:email 1, user:coins 1, subscription:user 1, subscription:stats 3, chat:history 2
+    assert len(few) == len(many) == 8
+
+
+def test_bulk_warm_counts_written_already_cached_and_skipped(active_users, redis_raw):
+    from accounts.cache import USER_COINS
+    from chat.cache import CHAT_HISTORY
+    from core.cache.ops.warm import warm as warm_ops
+    from core.cache.store import fetch
+
+    first, second = active_users(2)
+    fetch(USER_COINS, user_id=first.id)
+    targets = [*user_targets(), (CHAT_HISTORY, {"user_id": first.id, "character": "luna", "session": "gone"})]
+    steps: list[int] = []
+    result = warm_ops(targets, progress=steps.append)
+    assert result.written == {"user:email": 2, "user:coins": 1, "subscription:user": 2, "subscription:stats": 2,
+                              "chat:history": 3}
+    assert result.already == {"user:coins": 1}
+    assert result.skipped == {"chat:history": 1}
+    assert sum(steps) == len(targets)
+    assert not redis_raw.exists(f"chat:history:{first.id}:luna:gone")
+    assert list(redis_raw.scan_iter(match="lease:*")) == []
+
+    again = warm_ops(targets)
+    assert again.total_written == 0 and sum(again.already.values()) == len(targets) - 1
+    assert again.skipped == {"chat:history": 1}
+
+
+def test_a_write_during_the_bulk_load_leaves_no_stale_value(active_users, redis_raw, monkeypatch):
+    """The stale-set race of test_store, for a batch: a write commits and invalidates after the
+    bulk load read the old rows and before they are stored; that key stays empty, the rest fill."""
+    from accounts.cache import USER_COINS
+    from accounts.models import CoinLedgerEntry
+    from accounts.services import coins_apply
+    from core.cache.ops.warm import warm as warm_ops
+    from core.cache.store import fetch_data
+
+    raced, other = active_users(2)
+    real = USER_COINS.bulk_loader
+
+    def reader_then_writer(parts_list):
+        old = real(parts_list)  # the warm-up has the old rows in hand
+        coins_apply(user_id=raced.id, amount=-3, reason=CoinLedgerEntry.Reason.SPEND)  # commits, invalidates
+        return old
+
+    monkeypatch.setitem(USER_COINS.__dict__, "bulk_loader", reader_then_writer)
+    result = warm_ops([(USER_COINS, {"user_id": raced.id}), (USER_COINS, {"user_id": other.id})])
+    assert result.written == {"user:coins": 1}
+    assert redis_raw.get(f"user:coins:{raced.id}") is None  # the old balance, 5, was not stored
+    assert orjson.loads(redis_raw.get(f"user:coins:{other.id}"))["data"] == {"balance": 6}
+    assert list(redis_raw.scan_iter(match="lease:*")) == []
+    assert fetch_data(USER_COINS, user_id=raced.id) == {"balance": 2}
+
+
+def test_a_key_a_reader_is_loading_is_left_to_fetch(active_users, redis_raw, monkeypatch):
+    """The bulk path does not take over a lease: that key goes through fetch, which waits for the
+    holder's value (here the holder dies, and fetch takes over when its lease expires)."""
+    from accounts.cache import USER_COINS
+    from core.cache.ops import warm as warm_ops
+
+    busy, free = active_users(2)
+    redis_raw.set(f"lease:user:coins:{busy.id}", "someone-else", px=200)
+    fetched = []
+    real_fetch = warm_ops.fetch
+    monkeypatch.setattr(warm_ops, "fetch", lambda family, **parts: fetched.append(parts) or real_fetch(family, **parts))
+    result = warm_ops.warm([(USER_COINS, {"user_id": busy.id}), (USER_COINS, {"user_id": free.id})])
+    assert fetched == [{"user_id": busy.id}]
+    assert result.written == {"user:coins": 2}
+    assert orjson.loads(redis_raw.get(f"user:coins:{busy.id}"))["data"] == {"balance": 5}
+    assert list(redis_raw.scan_iter(match="lease:*")) == []
+
+
+def test_a_failing_bulk_load_releases_its_leases(active_users, redis_raw, monkeypatch):
+    from core.cache.ops.warm import warm as warm_ops
+    from subscriptions.cache import SUBSCRIPTION_STATS
+
+    users = active_users(2)
+
+    def broken(parts_list):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setitem(SUBSCRIPTION_STATS.__dict__, "bulk_loader", broken)
+    with pytest.raises(RuntimeError, match="went away"):
+        warm_ops([(SUBSCRIPTION_STATS, {"user_id": user.id}) for user in users])
+    assert redis_raw.dbsize() == 0

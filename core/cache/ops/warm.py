@@ -1,4 +1,4 @@
-"""``cache_warm``: fill keys ahead of traffic through the normal read-through path."""
+"""``cache_warm``: fill keys ahead of traffic the way reads fill them (leases, compare-and-set)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
 
-from ..client import full_key, redis_client
+from ..client import full_key, pipelined, redis_client
 from ..family import KeyFamily, Parts, WarmScope
 from ..registry import activity_sources
-from ..store import fetch
+from ..store import fetch, fill_many
 from .common import Progress, batches, no_progress, ping
 
 
@@ -59,38 +59,58 @@ def warm_targets(families: Iterable[KeyFamily], *, users_active_since: int | Non
 
 def warm(targets: list[tuple[KeyFamily, Parts]], *, progress: Progress = no_progress,
          client: redis.Redis | None = None) -> WarmResult:
-    """Fill these keys through the read-through path (``store.fetch``: leases, TTL caps, metrics).
-    A key already cached is left alone, so a second run writes nothing."""
+    """Fill these keys the way a read does. A family with a bulk loader goes a batch at a time
+    (``store.fill_many``: leases, one bulk load, the same compare-and-set as a read); any other
+    key, and one fill_many leaves, goes through ``store.fetch`` (leases, TTL caps, metrics). A
+    key already cached is left alone, so a second run writes nothing."""
     client = client or redis_client()
     ping(client)
     started = time.perf_counter()
     result = WarmResult()
     for batch in batches(targets, 500):
         keys = [full_key(family.key(**parts)) for family, parts in batch]
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(key)
-        before = pipe.execute()
-        for (family, parts), existed in zip(batch, before, strict=True):
-            # One step per key, so a bar moves with the work rather than in jumps of a batch.
+        before = pipelined(client, [("EXISTS", key) for key in keys])
+        missing: dict[str, list[int]] = {}  # per family, the batch positions to fill
+        for at, ((family, _), existed) in enumerate(zip(batch, before, strict=True)):
             if existed:
-                result.already[family.name] = result.already.get(family.name, 0) + 1
+                _count(result.already, family)
                 progress(1)
-                continue
-            try:
-                fetch(family, **parts)
-            except ObjectDoesNotExist:
-                result.skipped[family.name] = result.skipped.get(family.name, 0) + 1
-                progress(1)
-                continue
-            result.written.setdefault(family.name, 0)
-            progress(1)
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(key)
-        after = pipe.execute()
-        for (family, _), existed, exists in zip(batch, before, after, strict=True):
-            if exists and not existed:
-                result.written[family.name] = result.written.get(family.name, 0) + 1
+            else:
+                missing.setdefault(family.name, []).append(at)
+        fetched: list[int] = []
+        for positions in missing.values():
+            fetched += _fill(result, batch, positions, progress=progress, client=client)
+        if not fetched:
+            continue
+        # fetch does not say whether it stored: the keys that exist now were written.
+        for at, exists in zip(fetched, pipelined(client, [("EXISTS", keys[at]) for at in fetched]), strict=True):
+            if exists:
+                _count(result.written, batch[at][0])
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _fill(result: WarmResult, batch: list[tuple[KeyFamily, Parts]], positions: list[int], *,
+          progress: Progress, client: redis.Redis) -> list[int]:
+    """Fill the missing keys of one family at these batch positions; the positions that went
+    through fetch come back, for the caller to count."""
+    family = batch[positions[0]][0]
+    filled = fill_many(family, [batch[at][1] for at in positions], client=client)
+    result.written.setdefault(family.name, 0)
+    result.written[family.name] += len(filled.stored)
+    for _ in filled.missing:
+        _count(result.skipped, family)
+    if len(filled.rest) < len(positions):
+        progress(len(positions) - len(filled.rest))
+    for i in filled.rest:
+        # One step per key, so a bar moves with the work rather than in jumps of a batch.
+        try:
+            fetch(family, **batch[positions[i]][1])
+        except ObjectDoesNotExist:
+            _count(result.skipped, family)
+        progress(1)
+    return [positions[i] for i in filled.rest]
+
+
+def _count(counts: dict[str, int], family: KeyFamily) -> None:
+    counts[family.name] = counts.get(family.name, 0) + 1
