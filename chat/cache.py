@@ -68,7 +68,8 @@ def chat_history_payloads(parts_list: list[Parts]) -> dict[int, dict]:
     DESC)). A missing session is left out, as its loader raises."""
     limit = settings.CHAT_HISTORY_CACHED_MESSAGES
     wanted = {(parts["user_id"], parts["character"], parts["session"]) for parts in parts_list}
-    # A superset of the wanted sessions (any user's with any wanted name), narrowed below.
+    # A superset of the wanted sessions (any of these users with any wanted name and id), narrowed
+    # to the wanted ones before their messages are read.
     rows = ChatSession.objects.filter(
         user_id__in={user_id for user_id, _, _ in wanted},
         character__name__in={character for _, character, _ in wanted},
