@@ -260,13 +260,13 @@ class BulkFill:
 
 
 def fill_many(family: KeyFamily, parts_list: list[Parts], *, client: redis.Redis) -> BulkFill:
-    """Fill many keys of a family that has a ``bulk_loader`` (warm-up), under ``_fill``'s lease
-    protocol, in three round trips (and a SCRIPT LOAD) and one bulk load: lease every key (SET NX PX), load the keys
-    whose lease we got, then store each value only if our lease is still there (the populate
-    script), so a write that commits and invalidates meanwhile still wins. The caller has checked
-    the keys are missing. A key leased by someone else, and every key whenever fetch would not
-    store (layer off, cluster mode, inside a transaction, Redis not trusted), is left in ``rest``
-    for fetch. Redis errors raise: ops commands fail loudly."""
+    """Fill many keys of a family that has a ``bulk_loader`` (warm-up) under ``_fill``'s lease
+    protocol, in one bulk load and three round trips (and a SCRIPT LOAD): lease every key (SET NX
+    PX), load the keys whose lease we got, then store each value only if our lease is still there
+    (the populate script), so a write that commits and invalidates meanwhile still wins. The
+    caller has checked the keys are missing. A key leased by someone else, and every key whenever
+    fetch would not store (layer off, cluster mode, inside a transaction, Redis not trusted), is
+    left in ``rest`` for fetch. Redis errors raise: ops commands fail loudly."""
     result = BulkFill()
     if (family.bulk_loader is None or not settings.CACHE_LAYER_ENABLED or settings.REDIS_CLUSTER_NODES
             or transaction.get_connection().in_atomic_block or not HEALTH.ready()):
