@@ -26,7 +26,6 @@ _FIELD = re.compile(r"\{(\w+)\}")
 _KEYS_REMEMBERED = 10_000  # per family; then the memo starts over
 
 Parts = dict[str, Any]
-# Who is active: warm-up fills per-user keys of these users only.
 Loader = Callable[..., Any]
 # Many keys at once, for warm-up (parts as the family's enumerate gives them): the value of
 # parts_list[i] under i, exactly what loader(**parts) returns; an i left out is a key whose loader
