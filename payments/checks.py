@@ -36,6 +36,12 @@ def check_payment_settings(app_configs=None, **kwargs) -> list[checks.CheckMessa
             errors.append(checks.Error(
                 "PAYMENT_PROVIDER=stripe but STRIPE_SECRET_KEY is empty: every checkout and renewal charge would fail",
                 hint="the secret (sk_...) or restricted (rk_...) key from the Stripe dashboard", id="payments.E002"))
+        elif settings.STRIPE_SECRET_KEY.startswith(("pk_", "whsec_")):
+            # Pasted from the wrong field: Stripe refuses a publishable key (or the webhook's
+            # signing secret) on every server-side call, so every checkout would fail.
+            errors.append(checks.Error(
+                "STRIPE_SECRET_KEY is a publishable key or a webhook signing secret, not a secret key",
+                hint="the secret (sk_...) or restricted (rk_...) key from the Stripe dashboard", id="payments.E006"))
         if not settings.STRIPE_WEBHOOK_SECRET:
             errors.append(checks.Error(
                 "PAYMENT_PROVIDER=stripe but STRIPE_WEBHOOK_SECRET is empty: every Stripe event would be refused",
