@@ -42,10 +42,10 @@ def chat_messages_page(*, session: ChatSession, before: int | None, limit: int) 
                     limit=limit)
 
 
-def _page_of(session_id: str, newest_first: list[dict], *, limit: int) -> dict:
+def _page_of(session_id: str, newest_first: list[dict], *, limit: int, older: bool = False) -> dict:
     """The page from up to ``limit + 1`` messages (message_payload), newest first: one more than
-    the page tells there are older ones."""
-    has_more = len(newest_first) > limit
+    the page, or ``older``, tells there are older ones."""
+    has_more = older or len(newest_first) > limit
     page = newest_first[:limit][::-1]
     return {
         "session": session_id,
@@ -119,12 +119,10 @@ def history_with(messages: list[dict]) -> Change:
     chat_history_payload would load, worked out from the cached page (store.amending)."""
 
     def change(history: dict) -> dict:
-        limit = settings.CHAT_HISTORY_CACHED_MESSAGES
         by_seq = {message["seq"]: message for message in (*history["messages"], *messages)}
-        merged = [by_seq[seq] for seq in sorted(by_seq)]
-        has_more = history["has_more"] or len(merged) > limit
-        page = merged[-limit:]
-        return {**history, "messages": page, "has_more": has_more, "next_before": page[0]["seq"] if has_more else None}
+        newest_first = [by_seq[seq] for seq in sorted(by_seq, reverse=True)]
+        return _page_of(history["session"], newest_first, limit=settings.CHAT_HISTORY_CACHED_MESSAGES,
+                        older=history["has_more"])
 
     return change
 
@@ -132,7 +130,7 @@ def history_with(messages: list[dict]) -> Change:
 @invalidates(CHAT_HISTORY, when="a new message in that session")
 def invalidate_chat_history(*, user_id: int, character: str, session: str) -> None:
     """A new message in that session (written with bulk_create, which sends no signal)."""
-    invalidate((CHAT_HISTORY, {"user_id": user_id, "character": character, "session": session}))
+    invalidate(history_target(user_id=user_id, character=character, session=session))
 
 
 @invalidates(CHAT_HISTORY, triggers=[on("post_save", "chat.ChatMessage"), on("post_delete", "chat.ChatMessage")])

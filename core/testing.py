@@ -459,7 +459,6 @@ def request(host, port, method, path, *, body=None, headers=None, timeout=10.0, 
         connection.close()
 
 
-
 def loaded_both_ways(family, parts_list: list[dict]) -> tuple[dict[int, bytes], dict[int, bytes]]:
     """A family's values for these parts from its ``bulk_loader`` and from its ``loader`` one key
     at a time, as the JSON bytes a key would hold (so key order counts too); a key whose loader

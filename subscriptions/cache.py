@@ -144,14 +144,20 @@ def _stats_of(sub: dict, *, used: dict[str, int], spent: int | None, now: dateti
         "day": today.date().isoformat(),
         "current_period_start": sub["current_period_start"],
         "current_period_end": sub["current_period_end"],
-        # A fresh 30-day period shows 30, not 29: part of a day counts as a day.
-        "days_left": max(0, math.ceil((end - now).total_seconds() / 86400)) if end else 0,
-        "generations": {"used_today": used["generations"], "daily_limit": gen_limit,
-                        "remaining": max(0, gen_limit - used["generations"])},
-        "messages": {"used_today": used["messages"], "daily_limit": msg_limit,
-                     "remaining": max(0, msg_limit - used["messages"])},
+        "days_left": _days_left(end, now),
+        "generations": _use(used["generations"], gen_limit),
+        "messages": _use(used["messages"], msg_limit),
         "coins_spent": max(0, -(spent or 0)),
     }
+
+
+def _days_left(end: datetime | None, now: datetime) -> int:
+    # A fresh 30-day period shows 30, not 29: part of a day counts as a day.
+    return max(0, math.ceil((end - now).total_seconds() / 86400)) if end else 0
+
+
+def _use(used: int, limit: int) -> dict[str, int]:
+    return {"used_today": used, "daily_limit": limit, "remaining": max(0, limit - used)}
 
 
 def stats_target(*, user_id: int) -> tuple[KeyFamily, Parts]:
@@ -169,12 +175,10 @@ def stats_after_use(*, kind: str, day: date, coins: int = 0) -> Change:
         end = parse_datetime(stats["current_period_end"]) if stats["current_period_end"] else None
         if stats["day"] != day.isoformat() or day != day_start(now).date() or (end is not None and end <= now):
             return None
-        used = stats[kind]["used_today"] + 1
-        limit = stats[kind]["daily_limit"]
         return {
             **stats,
-            "days_left": max(0, math.ceil((end - now).total_seconds() / 86400)) if end else 0,
-            kind: {"used_today": used, "daily_limit": limit, "remaining": max(0, limit - used)},
+            "days_left": _days_left(end, now),
+            kind: _use(stats[kind]["used_today"] + 1, stats[kind]["daily_limit"]),
             "coins_spent": stats["coins_spent"] + coins,
         }
 

@@ -29,7 +29,7 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-from .client import CACHE_ERRORS, full_key, lease_key, pipelined, read_command, redis_client
+from .client import CACHE_ERRORS, full_key, lease_key, pipelined, read_command, redis_client, unlink_keys
 from .cluster import cluster_client, health_for
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
@@ -527,10 +527,10 @@ def amending(*targets: tuple[KeyFamily, Parts]) -> Iterator[tuple[Amendment, ...
     try:
         yield amendments
     except BaseException:
-        _AMENDING.open = {}
         _release(amendments)
         raise
-    _AMENDING.open = {}
+    finally:
+        _AMENDING.open = {}
 
     def store_amended() -> None:
         _amend_now(amendments)
@@ -544,11 +544,10 @@ def _lease_and_read(amendments: tuple[Amendment, ...]) -> bool:
         return False
     tokens = [os.urandom(8).hex() for _ in amendments]
     try:
-        pipe = redis_client().pipeline(transaction=False)
-        for amendment, token in zip(amendments, tokens, strict=True):
-            pipe.eval(_LEASE_CACHED, 2, lease_key(amendment.key), full_key(amendment.key), token,
-                      settings.CACHE_LEASE_TTL_MS)
-        replies = pipe.execute()
+        replies = pipelined(redis_client(), [
+            ("EVAL", _LEASE_CACHED, 2, lease_key(amendment.key), full_key(amendment.key), token,
+             settings.CACHE_LEASE_TTL_MS)
+            for amendment, token in zip(amendments, tokens, strict=True)])
     except CACHE_ERRORS as exc:
         HEALTH.failure(exc, "lease")
         return False
@@ -568,9 +567,7 @@ def _release(amendments: tuple[Amendment, ...]) -> None:
     if not held:
         return
     try:
-        scripts = _scripts.get(redis_client())
-        for amendment in held:
-            scripts.release(keys=[lease_key(amendment.key)], args=[amendment.token])
+        pipelined(redis_client(), [("EVAL", _RELEASE, 1, lease_key(a.key), a.token) for a in held])
     except CACHE_ERRORS as exc:  # the leases expire on their own
         HEALTH.failure(exc, "lease")
 
@@ -579,19 +576,20 @@ def _amend_now(amendments: tuple[Amendment, ...]) -> None:
     if HEALTH.blocking():
         _defer(HEALTH, tuple((a.family, a.key) for a in amendments))
         return
-    outcomes = []
+    outcomes, deletes = [], []
     try:
         pipe = redis_client().pipeline(transaction=False)
         for amendment in amendments:
             token = amendment.token
             data = amendment.new_value() if token is not None else None
             if token is None or data is None:
-                pipe.delete(full_key(amendment.key), lease_key(amendment.key))
+                deletes.append(amendment.key)
                 outcomes.append(amendment.family.counters.deleted)
                 continue
             pipe.eval(_AMEND, 2, lease_key(amendment.key), full_key(amendment.key), token,
                       Payload.of(data).pack(), amendment.family.ttl_for(data))
             outcomes.append(amendment.family.counters.amended)
+        unlink_keys(pipe, deletes)  # as any invalidation: the key and its lease
         execute_confirmed(pipe)
     except CACHE_ERRORS as exc:
         HEALTH.failure(exc, "delete")
