@@ -5,7 +5,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 from django.template.response import TemplateResponse
 
-from core.exceptions import PaymentRequired
+from core.http.exceptions import PaymentRequired
 
 from . import services
 from .models import CoinLedgerEntry, User

@@ -11,10 +11,10 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from core.cache.keys import normalize_email
 from core.cache.readahead import readahead_of
-from core.responses import json_bytes_response
-from core.schema import errors
-from core.serializers import StrictInput, StrictInputMixin
-from core.throttling import AccountLoginThrottle, AddressRateThrottle
+from core.http.responses import json_bytes_response
+from core.http.schema import errors
+from core.http.serializers import StrictInput, StrictInputMixin
+from core.http.throttling import AccountLoginThrottle, AddressRateThrottle
 
 from . import selectors, services
 from .cache import USER_COINS, user_payload

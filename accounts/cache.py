@@ -17,7 +17,7 @@ from core.cache.family import KeyFamily, Parts, WarmScope
 from core.cache.keys import normalize_email
 from core.cache.registry import invalidates, on
 from core.cache.store import Change, invalidate
-from core.formatting import iso_utc
+from core.http.formatting import iso_utc
 
 from .models import CoinLedgerEntry, User
 

@@ -9,7 +9,7 @@ from django.db.models.signals import post_save
 from rest_framework import exceptions
 
 from core.cache.keys import normalize_email
-from core.exceptions import PaymentRequired
+from core.http.exceptions import PaymentRequired
 
 from .models import CoinLedgerEntry, User
 

@@ -72,7 +72,7 @@ class SqlCountMiddleware:
 
 class FloorApi(APIView):
     # Constant bytes behind what every cached read passes through: the JWT, the user's key read by
-    # authentication, the middleware and the cached-read lane (core.lane), as a cached endpoint is.
+    # authentication, the middleware and the cached-read lane (core.http.lane), as a cached endpoint is.
     cache_reads = ()
 
     def get(self, request):

@@ -62,7 +62,7 @@ class ClusterTarget:
     """The events of the timeline on a cluster: each hits one primary (like RedisServer's API)."""
 
     def __init__(self) -> None:
-        from core.testing import RedisClusterProcesses
+        from tests.support.harness import RedisClusterProcesses
 
         self.cluster = RedisClusterProcesses(*REDIS_ARGS).start()
         self.url = f"redis://{self.cluster.nodes[0]}/0"  # scheme and credentials only
@@ -351,7 +351,7 @@ class RedisScenario:
     settle = 0.0
 
     def __init__(self, args) -> None:
-        from core.testing import RedisServer
+        from tests.support.harness import RedisServer
 
         self.redis = RedisServer(*REDIS_ARGS)
         self.apps: list[common.App] = []
@@ -399,7 +399,7 @@ class SentinelScenario(RedisScenario):
     settle = 3.0
 
     def start(self) -> None:
-        from core.testing import SentinelSetup
+        from tests.support.harness import SentinelSetup
 
         self.setup = SentinelSetup(*REDIS_ARGS).start()
         self.env = {"REDIS_SENTINELS": ",".join(self.setup.addresses), "REDIS_SENTINEL_SERVICE": self.setup.service,

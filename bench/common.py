@@ -64,7 +64,7 @@ class App:
 
     def __init__(self, *, mode: str, database_url: str, redis_url: str, workers: int, log: Path,
                  extra_env: dict | None = None) -> None:
-        from core.testing import free_port
+        from tests.support.harness import free_port
 
         self.port = free_port()
         self.mode = mode

@@ -150,7 +150,7 @@ class Stack:
     """One mode's app: its own database (cloned from the loaded one), redis-server and gunicorn."""
 
     def __init__(self, mode: str, args, template: str, tokens: list[str], log: Path) -> None:
-        from core.testing import RedisServer
+        from tests.support.harness import RedisServer
 
         self.mode = mode
         self.warm_seconds: list[float] = []  # cache_warm before each warmed mix

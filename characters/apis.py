@@ -3,7 +3,7 @@ from rest_framework import exceptions, serializers
 from rest_framework.views import APIView
 
 from core.cache.readahead import readahead_of
-from core.responses import json_bytes_response
+from core.http.responses import json_bytes_response
 
 from . import selectors
 from .cache import CHARACTER, CHARACTERS_LIST

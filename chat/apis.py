@@ -7,9 +7,9 @@ from characters.cache import CHARACTER
 from characters.models import Character
 from characters.selectors import character_cached
 from core.cache.readahead import readahead_of
-from core.responses import json_bytes_response
-from core.schema import errors
-from core.serializers import StrictInput
+from core.http.responses import json_bytes_response
+from core.http.schema import errors
+from core.http.serializers import StrictInput
 
 from . import selectors, services
 from .cache import CHAT_HISTORY, chat_messages_page
@@ -82,7 +82,7 @@ class ChatMessagesApi(APIView):
     @extend_schema(parameters=[QuerySerializer], responses={200: HistoryOutput, **errors(400)})
     def get(self, request, character: str, session: str):
         query = None
-        # request.GET, not query_params (the same QueryDict): the cached-read lane (core.lane) calls
+        # request.GET, not query_params (the same QueryDict): the cached-read lane (core.http.lane) calls
         # this method with Django's request.
         if request.META.get("QUERY_STRING"):  # the usual request has none: no serializer (nor QueryDict) to build
             query = self.QuerySerializer(data=request.GET)

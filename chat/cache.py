@@ -15,7 +15,7 @@ from core.cache import registry
 from core.cache.family import KeyFamily, Parts, WarmScope
 from core.cache.registry import invalidates, on
 from core.cache.store import Change, invalidate
-from core.formatting import iso_utc
+from core.http.formatting import iso_utc
 
 from .models import ChatMessage, ChatSession
 

@@ -23,7 +23,7 @@ timeout = env.int("GUNICORN_TIMEOUT", default=30)
 graceful_timeout = env.int("GUNICORN_GRACEFUL_TIMEOUT", default=30)
 keepalive = 5
 accesslog = env("GUNICORN_ACCESSLOG", default="") or None
-# gunicorn's default access line plus the request ID the app returned (core.middleware).
+# gunicorn's default access line plus the request ID the app returned (core.http.middleware).
 access_log_format = ('%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
                      "%({" + env("REQUEST_ID_HEADER", default="X-Request-ID").lower() + "}o)s")
 errorlog = "-"

@@ -6,7 +6,7 @@ from accounts import apis as accounts
 from characters import apis as characters
 from chat import apis as chat
 from core import admin as core_admin
-from core import apis as core
+from core.http import apis as core
 from generation import apis as generation
 from payments import apis as payments
 from subscriptions import apis as subscriptions
@@ -65,6 +65,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "core.apis.json_bad_request"
-handler404 = "core.apis.json_not_found"
-handler500 = "core.apis.json_server_error"
+handler400 = "core.http.apis.json_bad_request"
+handler404 = "core.http.apis.json_not_found"
+handler500 = "core.http.apis.json_server_error"

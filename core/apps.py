@@ -9,6 +9,6 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         from core.cache import readahead, sentinel  # noqa: F401  (register their system checks)
 
-        from . import request_id
+        from .http import request_id
 
         request_finished.connect(request_id.clear, dispatch_uid="core_request_id_clear")

@@ -4,9 +4,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.cache.readahead import readahead_of
-from core.responses import json_bytes_response
-from core.schema import errors
-from core.serializers import StrictInput
+from core.http.responses import json_bytes_response
+from core.http.schema import errors
+from core.http.serializers import StrictInput
 
 from . import selectors, services
 from .cache import GENERATION_SETTINGS

@@ -20,8 +20,8 @@ from characters.models import Character
 from characters.selectors import character_get_active
 from core.cache.store import amending
 from core.clock import day_start
-from core.exceptions import Conflict, PaymentRequired, PlanForbids
-from core.formatting import iso_utc
+from core.http.exceptions import Conflict, PaymentRequired, PlanForbids
+from core.http.formatting import iso_utc
 from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_consume, usage_release
 

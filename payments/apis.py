@@ -6,7 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.serializers import StrictInput
+from core.http.serializers import StrictInput
 from subscriptions import apis as subscriptions_apis
 from subscriptions.cache import subscription_payload
 from subscriptions.services import Change

@@ -20,7 +20,7 @@ from core.cache.family import KeyFamily, Parts, WarmScope
 from core.cache.registry import invalidates, on
 from core.cache.store import Change, invalidate
 from core.clock import day_start
-from core.formatting import iso_utc
+from core.http.formatting import iso_utc
 
 from .models import DailyUsage, Plan, Subscription
 

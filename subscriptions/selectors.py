@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from core.cache.store import Payload, fetch, peek
-from core.exceptions import PlanForbids
+from core.http.exceptions import PlanForbids
 
 from .cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER
 from .models import Plan, Subscription

@@ -16,7 +16,7 @@ from rest_framework import exceptions
 from accounts.models import CoinLedgerEntry, User
 from accounts.services import coins_apply
 from core.clock import day_start
-from core.exceptions import PlanForbids
+from core.http.exceptions import PlanForbids
 
 from .cache import invalidate_subscriptions, invalidate_usage
 from .models import DailyUsage, Plan, Subscription

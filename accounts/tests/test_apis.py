@@ -5,8 +5,8 @@ from django.db.models import Sum
 from rest_framework.test import APIClient
 
 from accounts.models import CoinLedgerEntry, User
-from conftest import PASSWORD
 from subscriptions.models import Subscription
+from tests.support.fixtures import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

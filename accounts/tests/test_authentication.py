@@ -57,7 +57,7 @@ def test_deactivation_refuses_a_remembered_token(alice, user, decodes):
 
 
 def test_a_password_change_refuses_a_remembered_token(alice, user, decodes):
-    from conftest import PASSWORD
+    from tests.support.fixtures import PASSWORD
 
     assert alice.get("/api/me").status_code == 200
     assert alice.post("/api/me/password", {"current_password": PASSWORD, "new_password": "a-brand-new-passw0rd"},

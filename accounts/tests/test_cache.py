@@ -3,7 +3,7 @@
 import pytest
 
 from accounts.cache import USER_COINS, USER_EMAIL
-from core.testing import loaded_both_ways
+from tests.support.harness import loaded_both_ways
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import PASSWORD
+from tests.support.fixtures import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

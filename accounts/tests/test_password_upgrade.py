@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from rest_framework.test import APIClient
 
-from conftest import PASSWORD
+from tests.support.fixtures import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

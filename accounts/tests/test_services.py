@@ -8,8 +8,8 @@ from django.db.models import Sum
 
 from accounts.models import CoinLedgerEntry, User
 from accounts.services import coins_apply
-from core.exceptions import PaymentRequired
-from core.testing import run_concurrently
+from core.http.exceptions import PaymentRequired
+from tests.support.harness import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -134,7 +134,7 @@ def test_fifty_concurrent_requests_with_one_idempotency_key_charge_once(rich_pla
 def test_concurrent_registrations_of_one_email_create_one_user(plans):
     from rest_framework.test import APIClient
 
-    from conftest import PASSWORD
+    from tests.support.fixtures import PASSWORD
 
     def register(i: int):
         email = "Race@Example.com" if i % 2 else "race@example.com "

@@ -174,7 +174,7 @@ def test_chat_needs_auth(api, characters):
 
 @pytest.mark.slow
 def test_concurrent_messages_keep_a_strict_order(make_user, client_for, characters):
-    from core.testing import run_concurrently
+    from tests.support.harness import run_concurrently
 
     user = make_user("chatty@example.com", plan="plus")
     statuses = run_concurrently(10, lambda i: send(client_for(user), f"message {i}").status_code)

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from chat.cache import CHAT_HISTORY
-from core.testing import loaded_both_ways
+from tests.support.harness import loaded_both_ways
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -44,21 +44,21 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "core.middleware.RequestIdMiddleware",  # first: every later log line carries the request's ID
-    "core.middleware.CorsMiddleware",  # before anything that may answer (preflight requests)
+    "core.http.middleware.RequestIdMiddleware",  # first: every later log line carries the request's ID
+    "core.http.middleware.CorsMiddleware",  # before anything that may answer (preflight requests)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # admin's static files under gunicorn
-    "core.middleware.MetricsMiddleware",
-    "core.middleware.PrivateByDefaultMiddleware",
+    "core.http.middleware.MetricsMiddleware",
+    "core.http.middleware.PrivateByDefaultMiddleware",
     "django.middleware.common.CommonMiddleware",  # host validation
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # A warm cached GET is answered here, without DRF's dispatch or what follows (core.lane).
-    "core.lane.CachedReadLaneMiddleware",
-    # The admin's middleware; skipped for /api/ (JWT), see core.middleware.AdminOnlyMixin.
-    "core.middleware.SessionMiddleware",
+    # A warm cached GET is answered here, without DRF's dispatch or what follows (core.http.lane).
+    "core.http.lane.CachedReadLaneMiddleware",
+    # The admin's middleware; skipped for /api/ (JWT), see core.http.middleware.AdminOnlyMixin.
+    "core.http.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "core.middleware.AuthenticationMiddleware",
-    "core.middleware.MessageMiddleware",
+    "core.http.middleware.AuthenticationMiddleware",
+    "core.http.middleware.MessageMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns an admin lockout into its 429 page
 ]
 
@@ -202,18 +202,18 @@ CACHE_LEASE_TTL_MS = env.int("CACHE_LEASE_TTL_MS", default=2000)
 CACHE_LEASE_WAIT = env.float("CACHE_LEASE_WAIT", default=5.0)
 
 # --- API -------------------------------------------------------------------------------------
-# How many reverse proxies stand in front of the app; 0 trusts no X-Forwarded-For (see core/throttling.py).
+# How many reverse proxies stand in front of the app; 0 trusts no X-Forwarded-For (see core/http/throttling.py).
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.CachedJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.negotiation.SingleRendererNegotiation",
-    "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",  # documents the error responses too
-    "DEFAULT_PAGINATION_CLASS": "core.pagination.Pagination",
+    "DEFAULT_PARSER_CLASSES": ["core.http.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.http.negotiation.SingleRendererNegotiation",
+    "DEFAULT_SCHEMA_CLASS": "core.http.schema.AutoSchema",  # documents the error responses too
+    "DEFAULT_PAGINATION_CLASS": "core.http.pagination.Pagination",
     "PAGE_SIZE": 20,
-    "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "core.http.exceptions.exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("THROTTLE_AUTH", default="10/min"),
         # Failed logins of one account: from one client address, and from all of them together.
@@ -222,15 +222,15 @@ REST_FRAMEWORK = {
         "refresh": env("THROTTLE_REFRESH", default="60/min"),
         "register": env("THROTTLE_REGISTER", default="10/hour"),
     },
-    # Reverse proxies in front of the app whose X-Forwarded-For is trusted (core/throttling.py).
+    # Reverse proxies in front of the app whose X-Forwarded-For is trusted (core/http/throttling.py).
     "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "UNAUTHENTICATED_USER": None,
 }
 
 # The admin's login limit (django-axes). The API's logins have their own throttles
-# (core/throttling.py), so only /admin/ is counted and locked.
+# (core/http/throttling.py), so only /admin/ is counted and locked.
 AXES_ONLY_ADMIN_SITE = True
-AXES_HANDLER = "core.throttling.AdminLoginHandler"
+AXES_HANDLER = "core.http.throttling.AdminLoginHandler"
 # Locked after this many failures of one username from one client address...
 AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -238,8 +238,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15))
 AXES_RESET_ON_SUCCESS = True
 # The same client address as the throttles (TRUSTED_PROXY_COUNT), and the email as the API spells it.
-AXES_CLIENT_IP_CALLABLE = "core.throttling.client_ip"
-AXES_USERNAME_CALLABLE = "core.throttling.admin_login_username"
+AXES_CLIENT_IP_CALLABLE = "core.http.throttling.client_ip"
+AXES_USERNAME_CALLABLE = "core.http.throttling.admin_login_username"
 AXES_VERBOSE = False  # no banner on every manage.py run; failures and lockouts are still logged
 
 SIMPLE_JWT = {
@@ -254,7 +254,7 @@ SIMPLE_JWT = {
 # Validated access tokens each process remembers (by the raw token, until its exp): a repeat
 # request skips the JWT decode. 0 turns it off. Revocation is checked on every request regardless.
 JWT_VALIDATED_CACHE_SIZE = env.int("JWT_VALIDATED_CACHE_SIZE", default=4096)
-# Warm cached GETs skip DRF's dispatch (core.lane); off, every request takes the full path.
+# Warm cached GETs skip DRF's dispatch (core.http.lane); off, every request takes the full path.
 CACHED_READ_LANE = env.bool("CACHED_READ_LANE", default=True)
 
 SPECTACULAR_SETTINGS = {
@@ -268,7 +268,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # /api/schema and /api/docs: public, or (API_DOCS_PUBLIC=false) staff only, by a staff user's token.
-    "SERVE_PERMISSIONS": ["core.permissions.ApiDocsAccess"],
+    "SERVE_PERMISSIONS": ["core.http.permissions.ApiDocsAccess"],
     "SERVE_AUTHENTICATION": ["accounts.authentication.CachedJWTAuthentication"],
 }
 
@@ -281,7 +281,7 @@ REQUEST_ID_TRUST_INCOMING = env.bool("REQUEST_ID_TRUST_INCOMING", default=True)
 # (e.g. https://app.example.com). Only the API; tokens travel in a header, so no credentials.
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"
-# Spelled out, not left to defaults: core.middleware.CorsMiddleware reads them on every request to
+# Spelled out, not left to defaults: core.http.middleware.CorsMiddleware reads them on every request to
 # decide whether CORS is on, and a missing setting is a slow lookup each time.
 CORS_ALLOWED_ORIGIN_REGEXES: list[str] = []
 CORS_ALLOW_ALL_ORIGINS = False
@@ -321,7 +321,7 @@ if LOG_FORMAT not in ("plain", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "core.request_id.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "core.http.request_id.RequestIdFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         # One JSON object per line, for log shippers.

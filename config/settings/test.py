@@ -1,6 +1,6 @@
 """Test settings: real PostgreSQL (DATABASE_URL, else the local server) and real Redis.
 
-The suite starts a private redis-server per test process (see conftest.py) and points the
+The suite starts a private redis-server per test process (see tests/support/fixtures.py) and points the
 cache at it, so tests may wipe their own Redis without touching anyone else's.
 """
 

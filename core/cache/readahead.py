@@ -22,7 +22,7 @@ def planned_reads(view: Any, request: Any, *, user_id: int, url_kwargs: dict) ->
     """The (family, parts) pairs the view's GET will read, from its ``cache_reads``. A query
     parameter named in ``cache_reads_skipped_by`` sends the page to the database (older chat
     pages), so nothing is read ahead then. ``request`` is DRF's or, on the cached-read lane
-    (core.lane), Django's own: both have ``GET``."""
+    (core.http.lane), Django's own: both have ``GET``."""
     reads = getattr(view, "cache_reads", ())
     skipped_by = getattr(view, "cache_reads_skipped_by", ())
     # Without a query string there is nothing to look up (and no QueryDict to build).

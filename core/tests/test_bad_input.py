@@ -5,7 +5,7 @@ import json
 import pytest
 from django.conf import settings
 
-from conftest import PASSWORD
+from tests.support.fixtures import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -117,7 +117,7 @@ def test_django_default_cache_works_on_the_cluster(cluster_cache):
 def test_every_client_error_degrades_to_the_database(world, settings, cluster_cache):
     """No node of the configured list answers (RedisClusterException, not a RedisError): 200s."""
     from core.cache.cluster import reset_node_healths
-    from core.testing import free_port
+    from tests.support.harness import free_port
 
     settings.REDIS_CLUSTER_NODES = [f"127.0.0.1:{free_port()}"]
     reset_node_healths()

@@ -14,7 +14,7 @@ import redis
 import yaml
 from django.conf import settings
 
-from core.testing import free_port
+from tests.support.harness import free_port
 
 ROOT = Path(settings.BASE_DIR)
 # The Compose Specification schema as shipped in the docker-compose 1.29.2 package (Apache-2.0),

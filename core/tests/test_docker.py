@@ -89,6 +89,6 @@ def test_the_web_healthcheck_probes_liveness_only():
 
 
 def test_the_web_healthcheck_fails_when_nothing_answers():
-    from core.testing import free_port
+    from tests.support.harness import free_port
 
     assert subprocess.run(web_healthcheck(free_port()), capture_output=True).returncode != 0

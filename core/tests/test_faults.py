@@ -14,7 +14,7 @@ import redis
 
 from core.cache.health import HEALTH
 from core.models import PendingInvalidation
-from core.testing import RedisServer
+from tests.support.harness import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

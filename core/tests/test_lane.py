@@ -1,4 +1,4 @@
-"""The cached-read lane (core.lane) against the real private Redis and PostgreSQL: a warm GET of
+"""The cached-read lane (core.http.lane) against the real private Redis and PostgreSQL: a warm GET of
 every cached endpoint answers exactly what DRF's full path answers (status, body, headers), runs
 no SQL and skips DRF's dispatch; whatever the lane does not serve (no token, a revoked one, a 404,
 a query string, another Accept, HEAD) takes the full path and gets the full path's answer."""
@@ -14,7 +14,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from accounts.apis import CoinsApi, PasswordApi, TokenApi
-from core.lane import lane_eligible
+from core.http.lane import lane_eligible
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -122,7 +122,7 @@ def test_a_cold_get_is_served_by_the_lane_and_fills_the_keys(world, dispatched, 
 
 def test_a_token_revoked_by_a_password_change_is_refused_through_the_full_path(world, client_for, dispatched, settings):
     from accounts.services import user_change_password
-    from conftest import PASSWORD
+    from tests.support.fixtures import PASSWORD
 
     url = "/api/me/coins"
     assert world.client.get(url).status_code == 200  # warm: the lane holds nothing of its own

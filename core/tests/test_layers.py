@@ -57,7 +57,7 @@ def test_the_contracts_cover_every_app_and_ignore_only_tests():
     """An app left out of .importlinter would escape the layers; an ignore would silence them."""
     config = importlinter()
     packages = local_packages()
-    assert set(config["importlinter"]["root_packages"].split()) == packages
+    assert set(config["importlinter"]["root_packages"].split()) == packages | {"tests"}
     layered = config["importlinter:contract:apps-layered"]
     assert layered["type"] == "layers"
     layers = [set(re.split(r"\s*\|\s*", line.strip())) for line in layered["layers"].strip().splitlines()]
@@ -66,7 +66,56 @@ def test_the_contracts_cover_every_app_and_ignore_only_tests():
     assert [line.strip() for line in layered["ignore_imports"].strip().splitlines()] == ["**.tests.** -> **"]
     acyclic = config["importlinter:contract:acyclic"]
     assert acyclic["type"] == "acyclic_siblings"
-    assert packages <= set(acyclic["ancestors"].split())
+    assert packages | {"core.cache", "core.http"} <= set(acyclic["ancestors"].split())
+
+
+def test_a_contract_forbids_test_code_in_every_app():
+    """tests/ is a root package and conftest an external module so that the contract has them in
+    its graph: import-linter passes a forbidden module it cannot find."""
+    config = importlinter()
+    forbidden = config["importlinter:contract:no-test-code-in-product"]
+    assert forbidden["type"] == "forbidden"
+    assert set(forbidden["source_modules"].split()) == local_packages()
+    assert set(forbidden["forbidden_modules"].split()) == {"conftest", "tests", "**.tests"}
+    assert config["importlinter"].getboolean("include_external_packages")
+    assert [line.strip() for line in forbidden["ignore_imports"].strip().splitlines()] == ["**.tests.** -> **"]
+
+
+def product_imports() -> list[tuple[str, str]]:
+    """(file, imported module) for every absolute import of the product code (tests left out)."""
+    found = []
+    for package in local_packages():
+        for path in (ROOT / package).rglob("*.py"):
+            relative = path.relative_to(ROOT)
+            if "tests" in relative.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    found += [(str(relative), alias.name) for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    found.append((str(relative), node.module))
+    return found
+
+
+def test_no_product_module_imports_test_code():
+    """Test support lives in tests/support, beside the tests; product code never reaches into it."""
+    assert [(path, name) for path, name in product_imports()
+            if name.split(".")[0] in ("conftest", "tests") or "tests" in name.split(".")] == []
+    assert sorted(str(path.relative_to(ROOT)) for package in local_packages()
+                  for path in (ROOT / package).rglob("testing.py")) == []
+
+
+def test_core_shows_its_parts():
+    """core is the cache engine (core/cache), the HTTP/API plumbing (core/http) and the Django app
+    around them; test support is not in it."""
+    core = ROOT / "core"
+    assert (core / "cache" / "__init__.py").is_file() and (core / "http" / "__init__.py").is_file()
+    modules = {path.name for path in core.glob("*.py")}
+    assert modules == {"__init__.py", "apps.py", "models.py", "admin.py", "metrics.py", "clock.py"}
+    assert (ROOT / "tests" / "support" / "__init__.py").is_file()
+    parts = importlinter()["importlinter:contract:core-parts"]
+    assert parts["type"] == "layers" and parts["containers"].split() == ["core"]
+    assert parts["layers"].split() == ["http", "cache"]
 
 
 def test_the_rules_of_issue_9_hold_in_the_source():

@@ -19,7 +19,7 @@ from django.db import connection
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.testing import free_port
+from tests.support.harness import free_port
 
 ROOT = Path(settings.BASE_DIR)
 CONF = ROOT / "config" / "gunicorn.conf.py"

@@ -4,7 +4,7 @@ import pytest
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
 
-from core.middleware import AuthenticationMiddleware, MessageMiddleware, SessionMiddleware
+from core.http.middleware import AuthenticationMiddleware, MessageMiddleware, SessionMiddleware
 
 
 @pytest.mark.parametrize(("path", "runs"), [("/api/me", False), ("/admin/", True), ("/metrics", True)])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from core.testing import Gunicorn, free_port, request
+from tests.support.harness import Gunicorn, free_port, request
 
 ROOT = Path(settings.BASE_DIR)
 TEMPLATE = ROOT / "deploy" / "nginx" / "chatart.conf.template"

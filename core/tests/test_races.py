@@ -16,9 +16,9 @@ from characters.cache import CHARACTER, CHARACTERS_LIST
 from chat.cache import CHAT_HISTORY
 from core.cache.health import HEALTH
 from core.cache.registry import FAMILIES
-from core.testing import RedisServer, run_concurrently
 from generation.cache import GENERATION_SETTINGS
 from subscriptions.cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER
+from tests.support.harness import RedisServer, run_concurrently
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -59,7 +59,7 @@ def test_read_ahead_with_redis_down_falls_back_to_the_database(alice, characters
     import copy
 
     from core.cache.health import HEALTH
-    from core.testing import RedisServer
+    from tests.support.harness import RedisServer
 
     dead = RedisServer()  # never started: connection refused
     caches = copy.deepcopy(settings.CACHES)

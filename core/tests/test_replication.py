@@ -11,7 +11,7 @@ import pytest
 
 from core.cache.health import HEALTH
 from core.models import PendingInvalidation
-from core.testing import RedisServer
+from tests.support.harness import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

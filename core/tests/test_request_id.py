@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from core.request_id import RequestIdFilter
+from core.http.request_id import RequestIdFilter
 
 pytestmark = pytest.mark.django_db
 

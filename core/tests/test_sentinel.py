@@ -22,13 +22,13 @@ import redis
 from django.conf import settings
 from django_redis.pool import ConnectionFactory
 
-from accounts.testing import REVOCATIONS, RevokedTokens
 from core.cache.health import HEALTH
 from core.cache.ops.verify import verify
 from core.cache.sentinel import use_sentinels
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
-from core.testing import Gunicorn, SentinelSetup
+from tests.support.harness import Gunicorn, SentinelSetup
+from tests.support.revoked_tokens import REVOCATIONS, RevokedTokens
 
 ROOT = Path(settings.BASE_DIR)
 

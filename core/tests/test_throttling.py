@@ -13,7 +13,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from accounts.apis import tokens_for
-from conftest import PASSWORD
+from tests.support.fixtures import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -118,7 +118,7 @@ def test_an_ipv6_client_is_counted_as_its_64_prefix(api, make_user, throttle_rat
 def test_client_ident():
     from django.test import RequestFactory
 
-    from core.throttling import client_ident
+    from core.http.throttling import client_ident
 
     def ident(address):
         return client_ident(RequestFactory().get("/", REMOTE_ADDR=address))

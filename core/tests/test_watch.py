@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from accounts.testing import REVOCATIONS
 from core.cache import pending
 from core.cache.health import HEALTH
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
-from core.testing import RedisServer
+from tests.support.harness import RedisServer
+from tests.support.revoked_tokens import REVOCATIONS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -126,7 +126,7 @@ def test_a_warm_read_runs_no_sql_while_nothing_is_pending(own_redis, alice, user
 def other_host(shared_redis, django_db_setup):
     from django.db import connection
 
-    from core.testing import Gunicorn
+    from tests.support.harness import Gunicorn
 
     server = Gunicorn(connection.settings_dict["NAME"], shared_redis.url, CACHE_PENDING_WATCH="1",
                       CACHE_PENDING_RETRY="0.2", CACHE_BREAKER_COOLDOWN="0.3")
@@ -139,8 +139,8 @@ def other_host(shared_redis, django_db_setup):
 def test_a_revoked_token_is_refused_by_every_worker_of_another_host_within_2s(
     own_redis, other_host, make_user, settings, revocation, fault
 ):
-    from accounts.testing import RevokedTokens
-    from core.testing import free_port
+    from tests.support.harness import free_port
+    from tests.support.revoked_tokens import RevokedTokens
 
     user = make_user("revoked@example.com")
     tokens = RevokedTokens({revocation: user}, [other_host])

@@ -16,9 +16,9 @@ from django.db.models import F
 
 from accounts.models import CoinLedgerEntry, User
 from core.clock import day_start
-from core.testing import run_concurrently
 from generation.models import Generation
 from subscriptions.models import DailyUsage
+from tests.support.harness import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

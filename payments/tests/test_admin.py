@@ -4,7 +4,7 @@ import pytest
 
 from accounts.models import User
 from payments.models import Payment, PaymentEvent, PlanGrant
-from payments.testing import plan_pay
+from tests.support.payments import plan_pay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,8 +6,8 @@ import pytest
 from accounts.models import CoinLedgerEntry, User
 from accounts.services import coins_apply
 from payments.providers.offline import OfflineProvider
-from payments.testing import plan_pay
 from subscriptions.models import Subscription
+from tests.support.payments import plan_pay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,13 +8,13 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import CoinLedgerEntry, User
-from core.testing import run_concurrently
 from payments.models import Payment
 from payments.providers import ProviderError
 from payments.providers.offline import CARD_OK, OfflineProvider
 from payments.services import plan_grant, renewals_run
-from payments.testing import plan_pay
 from subscriptions.models import Plan, Subscription
+from tests.support.harness import run_concurrently
+from tests.support.payments import plan_pay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

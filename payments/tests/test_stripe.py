@@ -13,12 +13,12 @@ from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import CoinLedgerEntry, User
-from core.testing import run_concurrently
 from payments import services
 from payments.models import Payment, PaymentEvent
 from payments.providers import signature_header, stripe_provider
 from payments.services import checkout_create, events_sweep, renewal_charge
 from subscriptions.models import Subscription
+from tests.support.harness import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,12 +8,12 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
-from core.testing import run_concurrently
 from payments.models import Payment, PaymentEvent
 from payments.providers import signature_header
 from payments.providers.offline import CARD_OK, OfflineProvider
 from payments.services import checkout_create
 from subscriptions.models import Plan, Subscription
+from tests.support.harness import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,9 +7,9 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import CoinLedgerEntry, User
-from payments.testing import plan_pay
 from subscriptions.models import Subscription
 from subscriptions.services import invalidate_subscriptions
+from tests.support.payments import plan_pay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,7 +138,7 @@ def test_cached_subscription_past_its_end_still_forbids(alice, user, characters,
     from django.test.utils import CaptureQueriesContext
 
     from core.cache.store import Payload
-    from core.formatting import iso_utc
+    from core.http.formatting import iso_utc
 
     key = f"subscription:user:{user.id}"
     alice.get("/api/subscription")  # cached while valid

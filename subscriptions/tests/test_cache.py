@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from core.clock import day_start
-from core.testing import loaded_both_ways
 from subscriptions.cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER
+from tests.support.harness import loaded_both_ways
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

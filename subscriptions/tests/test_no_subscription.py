@@ -7,8 +7,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from conftest import PASSWORD
 from subscriptions.models import Subscription
+from tests.support.fixtures import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.formatting import iso_utc
+from core.http.formatting import iso_utc
 from subscriptions.models import Subscription
 from subscriptions.selectors import subscription_access_q, subscription_grants_access
 

@@ -20,7 +20,7 @@ from core.cache.store import Payload
 from . import cache_tests as django_tests  # the module: its TestCase classes are not collected here
 from .cache_tests import BaseCacheTests, caches_setting_for_tests
 
-# config/settings/base.py's default cache, on this test process's private redis-server (conftest.py).
+# config/settings/base.py's default cache, on this test process's private redis-server (tests/support/fixtures.py).
 PROJECT_DEFAULT = copy.deepcopy(settings.CACHES["default"])
 
 

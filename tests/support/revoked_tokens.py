@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from core.testing import Gunicorn, request
+from tests.support.harness import Gunicorn, request
 
 REFUSE_WITHIN = 2.0  # the bound of issue 10: every worker on every host refuses a revoked token within it
 
@@ -19,7 +19,7 @@ def _deactivate(user) -> None:
 
 def _change_password(user) -> None:
     from accounts.services import user_change_password
-    from conftest import PASSWORD
+    from tests.support.fixtures import PASSWORD
 
     user_change_password(user_id=user.id, current_password=PASSWORD, new_password="a-brand-new-pass-42")
 
@@ -28,7 +28,7 @@ def _delete(user) -> None:
     user.delete()
 
 
-# The three ways a token stops being valid (users made by conftest's make_user).
+# The three ways a token stops being valid (users made by the make_user fixture).
 REVOCATIONS = {"deactivate": _deactivate, "password": _change_password, "delete": _delete}
 
 

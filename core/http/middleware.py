@@ -7,7 +7,8 @@ from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 
-from core import metrics, request_id
+from core import metrics
+from core.http import request_id
 
 
 class MetricsMiddleware:

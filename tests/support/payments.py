@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .models import Payment
-from .providers.offline import CARD_DECLINES, CARD_OK, OfflineProvider
-from .services import subscription_request, webhook_receive
+from payments.models import Payment
+from payments.providers.offline import CARD_DECLINES, CARD_OK, OfflineProvider
+from payments.services import subscription_request, webhook_receive
 
 
 def plan_pay(*, user_id: int, plan_code: str, card: str = "ok") -> Payment:

@@ -7,11 +7,11 @@ from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
-from core.serializers import StrictInputMixin
+from core.http.serializers import StrictInputMixin
 
 
 class ErrorOutput(serializers.Serializer):
-    """The body of every 4xx/5xx (core.exceptions)."""
+    """The body of every 4xx/5xx (core.http.exceptions)."""
 
     detail = serializers.CharField()
     code = serializers.CharField()
@@ -29,7 +29,7 @@ def errors(*codes: int) -> dict:
 class AutoSchema(SpectacularAutoSchema):
     """Adds the error responses implied by the view: 401 when authenticated, 400/413/415 when it
     takes a body, 404 when it has path parameters, 400/404 when it has pages, 429 when throttled.
-    A strict input (core.serializers) says ``additionalProperties: false``."""
+    A strict input (core.http.serializers) says ``additionalProperties: false``."""
 
     def _error_codes(self) -> set[int]:
         view = self.view
