@@ -83,7 +83,7 @@ def test_with_debug_a_django_request_line_is_written_once():
 def test_json_log_format_writes_one_object_per_line_with_the_request_id():
     env = {**os.environ, "LOG_FORMAT": "json", "DJANGO_SETTINGS_MODULE": "config.settings.test"}
     code = ("import django, logging\ndjango.setup()\n"
-            "from core import request_id\nrequest_id.current.set('abc-1')\n"
+            "from core.http import request_id\nrequest_id.current.set('abc-1')\n"
             "logging.getLogger('core.cache').warning('cache %s', 'down')\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, check=True,
                          capture_output=True, text=True).stderr
