@@ -5,6 +5,7 @@ from __future__ import annotations
 from core.cache.store import Payload, fetch
 
 from .cache import CHARACTER, CHARACTERS_LIST
+from .models import Character
 
 
 def character_list_cached(*, readahead: dict | None = None) -> Payload:
@@ -18,3 +19,18 @@ def character_cached(*, name: str, readahead: dict | None = None) -> Payload:
 def character_get_active(*, name: str) -> dict:
     """A character for a write path (chat, generation), from the cache."""
     return character_cached(name=name).data()
+
+
+PERSONA_FIELDS = ("name", "display_name", "greeting", "persona_prompt")
+
+
+def character_id_if_active(*, name: str) -> int | None:
+    """The character's id if it is still active, from the row: a write must not trust a cached
+    ``character:{name}`` that outlived a deactivation."""
+    return Character.objects.filter(name=name, is_active=True).values_list("id", flat=True).first()
+
+
+def character_persona(*, name: str) -> dict | None:
+    """The character's id and persona (``PERSONA_FIELDS``) if it is still active, from the row:
+    the persona prompt is never cached."""
+    return Character.objects.filter(name=name, is_active=True).values("id", *PERSONA_FIELDS).first()
