@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_save
 from rest_framework import exceptions
 
 from core.cache.keys import normalize_email
@@ -100,14 +100,48 @@ def coins_apply(
             existing = CoinLedgerEntry.objects.filter(user_id=user_id, idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing
-        user = User.objects.filter(pk=user_id)
-        if not user.filter(coin_balance__gte=-amount).update(coin_balance=F("coin_balance") + amount):
+        balance_after = _balance_move(user_id=user_id, amount=amount)
+        if balance_after is None:
             raise PaymentRequired()
-        # The row is ours until commit: the balance read back is the one this update left.
-        balance_after = user.values_list("coin_balance", flat=True).get()
-        return CoinLedgerEntry.objects.create(user_id=user_id, amount=amount, reason=str(reason),
+        return _ledger_record(CoinLedgerEntry(user_id=user_id, amount=amount, reason=str(reason),
                                               reference=reference[:200], idempotency_key=idempotency_key,
-                                              balance_after=balance_after)
+                                              balance_after=balance_after))
+
+
+# The balance's two statements are written out (PostgreSQL, SQLite 3.35+): the ORM's update()
+# cannot return the new balance, and on this path (every charge) the ORM's query building costs
+# several times the statement's round trip.
+
+def _balance_move(*, user_id: int, amount: int) -> int | None:
+    """Move the balance by ``amount`` unless it would go below zero: the new balance, or None when
+    nothing changed. One conditional ``UPDATE ... RETURNING``, which the database serialises on
+    the row."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {connection.ops.quote_name(User._meta.db_table)} SET coin_balance = coin_balance + %s"
+            " WHERE id = %s AND coin_balance + %s >= 0 RETURNING coin_balance",
+            [amount, user_id, amount],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def _ledger_record(entry: CoinLedgerEntry) -> CoinLedgerEntry:
+    """Insert the ledger row and send its post_save as the ORM's save() would (its receivers
+    invalidate, or amend, ``user:coins`` and ``subscription:stats``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {connection.ops.quote_name(CoinLedgerEntry._meta.db_table)}"
+            " (user_id, amount, reason, reference, idempotency_key, balance_after, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            [entry.user_id, entry.amount, entry.reason, entry.reference, entry.idempotency_key, entry.balance_after,
+             connection.ops.adapt_datetimefield_value(entry.created_at)],
+        )
+        (entry.pk,) = cursor.fetchone()
+    entry._state.adding, entry._state.db = False, connection.alias
+    post_save.send(sender=CoinLedgerEntry, instance=entry, created=True, update_fields=None, raw=False,
+                   using=connection.alias)
+    return entry
 
 
 ADMIN_COIN_KINDS = {

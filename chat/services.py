@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
@@ -18,7 +18,7 @@ from core.clock import day_start
 from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_count
 
-from .cache import history_target, history_with, invalidate_chat_history, message_payload
+from .cache import history_target, history_with, invalidate_chat_history, message_payload, message_payload_of
 from .models import ChatMessage, ChatSession
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,8 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
             invalidate_chat_history(user_id=user_id, character=character, session=session)
         history_key.change(history_with([message_payload(mine)]))
         stats_key.change(stats_after_use(kind="messages", day=day_start(mine.created_at).date()))
-    history = [message_payload(m) for m in context]
     try:
-        reply = _responder().reply(character=persona, history=history, message=content)
+        reply = _responder().reply(character=persona, history=context, message=content)
     except Exception:  # the user's message is stored: answer it with a placeholder, keep the order
         logger.warning("chat responder failed for session %s", mine.session_id, exc_info=True)
         reply = NO_REPLY
@@ -76,27 +75,54 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
     return {"session": session, "message": message_payload(mine), "reply": message_payload(theirs)}
 
 
+# The message's three statements are written out (PostgreSQL, SQLite 3.35+): the ORM has no upsert
+# that moves a counter and returns it, and its query building costs several times a statement's
+# round trip on this path.
+
 def _message_store(mine: ChatMessage, *, character_id: int, session: str) -> int:
     """Create the session or move its counter on by two (the message's seq and the reply's), then
-    insert the message; returns the reply's seq. The update holds the session row's lock until
+    insert the message; returns the reply's seq. The upsert holds the session row's lock until
     the message commits, so concurrent posts keep a strict order. ``mine`` gets its id, session
     and seq."""
-    now = mine.created_at
-    sessions = ChatSession.objects.filter(user_id=mine.user_id, character_id=character_id, session_id=session)
-    if not sessions.update(last_seq=F("last_seq") + 2, updated_at=now):
-        # The session's first message (a concurrent first post may create the row too).
-        ChatSession.objects.bulk_create([ChatSession(user_id=mine.user_id, character_id=character_id,
-                                                     session_id=session, created_at=now, updated_at=now)],
-                                        ignore_conflicts=True)
-        sessions.update(last_seq=F("last_seq") + 2, updated_at=now)
-    mine.session_id, last_seq = sessions.values_list("id", "last_seq").get()
-    mine.seq = last_seq - 1
-    ChatMessage.objects.bulk_create([mine])  # no post_save: the caller amends the history key
+    quote = connection.ops.quote_name
+    sessions, messages = quote(ChatSession._meta.db_table), quote(ChatMessage._meta.db_table)
+    created = connection.ops.adapt_datetimefield_value(mine.created_at)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {sessions} (user_id, character_id, session_id, last_seq, created_at, updated_at)"
+            " VALUES (%s, %s, %s, 2, %s, %s) ON CONFLICT (user_id, character_id, session_id)"
+            f" DO UPDATE SET last_seq = {sessions}.last_seq + 2, updated_at = excluded.updated_at"
+            " RETURNING id, last_seq",
+            [mine.user_id, character_id, session, created, created],
+        )
+        mine.session_id, last_seq = cursor.fetchone()
+        mine.seq = last_seq - 1
+        # No post_save (as bulk_create): the caller amends the history key itself.
+        cursor.execute(
+            f"INSERT INTO {messages} (session_id, user_id, seq, role, content, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            [mine.session_id, mine.user_id, mine.seq, str(mine.role), mine.content, created],
+        )
+        (mine.pk,) = cursor.fetchone()
+    mine._state.adding, mine._state.db = False, connection.alias
     return last_seq
 
 
-def _context_before(mine: ChatMessage) -> list[ChatMessage]:
-    """The responder's context: the session's messages before ``mine``, oldest first."""
-    before = (ChatMessage.objects.filter(session_id=mine.session_id, seq__lt=mine.seq).order_by("-seq")
-              .only("seq", "role", "content", "created_at")[:_CONTEXT_MESSAGES])
-    return list(before)[::-1]
+def _context_before(mine: ChatMessage) -> list[dict]:
+    """The responder's context: the session's messages before ``mine`` (message_payload), oldest
+    first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT seq, role, content, created_at FROM {connection.ops.quote_name(ChatMessage._meta.db_table)}"
+            " WHERE session_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s",
+            [mine.session_id, mine.seq, _CONTEXT_MESSAGES],
+        )
+        rows = cursor.fetchall()
+    return [message_payload_of(seq, role, content, _aware(at)) for seq, role, content, at in reversed(rows)]
+
+
+def _aware(at: datetime | str) -> datetime:
+    """A timestamp as the ORM would load it: SQLite hands back naive UTC (or text)."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

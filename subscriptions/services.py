@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Literal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from rest_framework import exceptions
@@ -206,19 +206,25 @@ def usage_count(*, user_id: int, kind: UsageKind, premium: bool = False) -> None
     the daily limit) when the use is refused, and nothing is counted. Runs in the caller's
     transaction: the count is taken back if the write that goes with it fails.
 
-    The count is one conditional UPDATE (below the limit), atomic under concurrency without a
-    lock; the day's first use creates the day's row first. A release finds the day from the
-    written row's own time, ``day_start(created_at)``."""
+    The count is one conditional upsert, atomic under concurrency without a lock. A release
+    finds the day from the written row's own time, ``day_start(created_at)``."""
     limit = _daily_limit(user_id=user_id, kind=kind, premium=premium)
-    day = day_start().date()
-    below_limit = DailyUsage.objects.filter(user_id=user_id, day=day, **{f"{kind}__lt": limit})
-    with transaction.atomic(savepoint=False):
-        if not below_limit.update(**{kind: F(kind) + 1}):
-            # No row for today yet, or the limit is reached: make sure the row exists (a concurrent
-            # first use may create it too), then count once more.
-            DailyUsage.objects.bulk_create([DailyUsage(user_id=user_id, day=day)], ignore_conflicts=True)
-            if not below_limit.update(**{kind: F(kind) + 1}):
-                raise _limit_reached(kind)
+    day = connection.ops.adapt_datefield_value(day_start().date())
+    table = connection.ops.quote_name(DailyUsage._meta.db_table)
+    other = "messages" if kind == "generations" else "generations"
+    # One conditional upsert (PostgreSQL, SQLite 3.35+): the day's first use creates the row, a
+    # later one counts only below the limit; no row comes back when the limit is reached. The
+    # ORM has no conditional upsert.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (user_id, day, {kind}, {other}) VALUES (%s, %s, 1, 0)"
+            f" ON CONFLICT (user_id, day) DO UPDATE SET {kind} = {table}.{kind} + 1"
+            f" WHERE {table}.{kind} < %s RETURNING {kind}",
+            [user_id, day, limit],
+        )
+        counted = cursor.fetchone() is not None
+    if not counted:
+        raise _limit_reached(kind)
     invalidate_usage(user_id=user_id)  # after commit: a rollback keeps the stats
 
 
