@@ -67,6 +67,8 @@ def main(db_path: str) -> dict:
     url = "/api/chat/luna/sessions/first/messages"
     posts = [api.post(url, {"content": text}, format="json") for text in ("hello", "again")]
     seen["chat"] = [(p.status_code, p.json()["message"]["seq"], p.json()["reply"]["seq"]) for p in posts]
+    # The persona's greeting opens a reply only when the responder was given no earlier messages.
+    seen["greeted"] = ["Good evening, traveller" in p.json()["reply"]["content"] for p in posts]
     seen["chat_history"] = [(m["seq"], m["role"]) for m in api.get(url).json()["messages"]]
     stats = api.get("/api/subscription/stats").json()
     seen["stats"] = {"generations": stats["generations"]["used_today"], "messages": stats["messages"]["used_today"],

@@ -54,6 +54,7 @@ def test_a_generation_spends_its_coins_once(seen):
 
 def test_chat_posts_keep_their_order_and_count_their_use(seen):
     assert seen["chat"] == [[201, 1, 2], [201, 3, 4]]
+    assert seen["greeted"] == [True, False]  # the second post's responder saw the first exchange
     assert seen["chat_history"] == [[1, "user"], [2, "assistant"], [3, "user"], [4, "assistant"]]
     assert seen["stats"] == {"generations": 1, "messages": 2, "coins_spent": seen["generation"][2]}
 
