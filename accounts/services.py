@@ -1,4 +1,4 @@
-"""Writes of users and coins. Every balance change is one locked row update plus a ledger row."""
+"""Writes of users and coins. Every balance change is one conditional row update plus a ledger row."""
 
 from __future__ import annotations
 
@@ -82,13 +82,13 @@ def coins_apply(
     reference: str = "",
     idempotency_key: str | None = None,
 ) -> CoinLedgerEntry:
-    """Add (amount > 0) or spend (amount < 0) coins: one ledger row, one balance update.
+    """Add (amount > 0) or spend (amount < 0) coins: one balance update, one ledger row.
 
-    Decided by the database row, never by the cached balance: one conditional
-    ``UPDATE ... RETURNING`` that PostgreSQL serialises on the row, so concurrent spends can never
-    overdraw (the CHECK constraint is only a safety net). Raises PaymentRequired when the balance
-    is short. With an idempotency key the user row is locked first and a retry returns the first
-    entry without charging again. Runs in the caller's transaction when there is one (no
+    Decided by the database row, never by the cached balance: a conditional UPDATE (the balance
+    moves only if it stays >= 0) that the database serialises on the row, so concurrent spends
+    never overdraw (the CHECK constraint is only a safety net). Raises PaymentRequired when the
+    balance is short. With an idempotency key the user row is locked first and a retry returns the
+    first entry without charging again. Runs in the caller's transaction when there is one (no
     savepoint: an error here fails the caller's whole write). The ledger row's post_save
     invalidates ``user:coins`` and ``subscription:stats``.
     """
@@ -100,11 +100,48 @@ def coins_apply(
             existing = CoinLedgerEntry.objects.filter(user_id=user_id, idempotency_key=idempotency_key).first()
             if existing is not None:
                 return existing
-        entry = CoinLedgerEntry(user_id=user_id, amount=amount, reason=str(reason), reference=reference[:200],
-                                idempotency_key=idempotency_key, balance_after=0)
-        if not _balance_add_and_record(entry):
+        balance_after = _balance_move(user_id=user_id, amount=amount)
+        if balance_after is None:
             raise PaymentRequired()
-        return entry
+        return _ledger_record(CoinLedgerEntry(user_id=user_id, amount=amount, reason=str(reason),
+                                              reference=reference[:200], idempotency_key=idempotency_key,
+                                              balance_after=balance_after))
+
+
+# The balance's two statements are written out (PostgreSQL, SQLite 3.35+): the ORM's update()
+# cannot return the new balance, and on this path (every charge) the ORM's query building costs
+# several times the statement's round trip.
+
+def _balance_move(*, user_id: int, amount: int) -> int | None:
+    """Move the balance by ``amount`` unless it would go below zero: the new balance, or None when
+    nothing changed. One conditional ``UPDATE ... RETURNING``, which the database serialises on
+    the row."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {connection.ops.quote_name(User._meta.db_table)} SET coin_balance = coin_balance + %s"
+            " WHERE id = %s AND coin_balance + %s >= 0 RETURNING coin_balance",
+            [amount, user_id, amount],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def _ledger_record(entry: CoinLedgerEntry) -> CoinLedgerEntry:
+    """Insert the ledger row and send its post_save as the ORM's save() would (its receivers
+    invalidate, or amend, ``user:coins`` and ``subscription:stats``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {connection.ops.quote_name(CoinLedgerEntry._meta.db_table)}"
+            " (user_id, amount, reason, reference, idempotency_key, balance_after, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            [entry.user_id, entry.amount, entry.reason, entry.reference, entry.idempotency_key, entry.balance_after,
+             connection.ops.adapt_datetimefield_value(entry.created_at)],
+        )
+        (entry.pk,) = cursor.fetchone()
+    entry._state.adding, entry._state.db = False, connection.alias
+    post_save.send(sender=CoinLedgerEntry, instance=entry, created=True, update_fields=None, raw=False,
+                   using=connection.alias)
+    return entry
 
 
 ADMIN_COIN_KINDS = {
@@ -128,47 +165,6 @@ def coins_admin_adjust(*, user_id: int, kind: str, amount: int, note: str, staff
     return coins_apply(user_id=user_id, amount=sign * amount, reason=reason, reference=f"admin {staff_email}: {note}")
 
 
-def coins_move_ctes(entry: CoinLedgerEntry, *, after: str = "", reference: str = "") -> tuple[str, list]:
-    """The balance change and its ledger row as two CTEs of one statement, and their parameters:
-    ``moved`` (the conditional UPDATE: the new balance, no row if it would go below zero) and
-    ``entered`` (the ledger row with the balance after: id, balance_after; no row if the balance
-    did not move). With ``after`` (an earlier CTE of the statement), the balance moves only if
-    that CTE has a row, and ``reference`` (an SQL expression over its columns) is the ledger row's
-    reference instead of ``entry.reference``. Whoever runs the statement calls coins_entered."""
-    quote = connection.ops.quote_name
-    gate = f" AND EXISTS (SELECT 1 FROM {after})" if after else ""
-    reference_sql, reference_params = (reference, []) if reference else ("%s", [entry.reference])
-    ctes = (
-        f"moved AS (UPDATE {quote(User._meta.db_table)} SET coin_balance = coin_balance + %s"
-        f" WHERE id = %s AND coin_balance + %s >= 0{gate} RETURNING coin_balance),"
-        f" entered AS (INSERT INTO {quote(CoinLedgerEntry._meta.db_table)}"
-        " (user_id, amount, reason, reference, idempotency_key, balance_after, created_at)"
-        f" SELECT %s, %s, %s, {reference_sql}, %s, moved.coin_balance, %s FROM moved{', ' + after if after else ''}"
-        " RETURNING id, balance_after)"
-    )
-    params = [entry.amount, entry.user_id, entry.amount, entry.user_id, entry.amount, entry.reason,
-              *reference_params, entry.idempotency_key, connection.ops.adapt_datetimefield_value(entry.created_at)]
-    return ctes, params
-
-
-def coins_entered(entry: CoinLedgerEntry, *, pk: int, balance_after: int) -> None:
-    """The ledger row of coins_move_ctes was written: ``entry`` gets its id and balance, and its
-    post_save is sent as the ORM would (its receivers invalidate the cached coins and stats)."""
-    entry.pk, entry.balance_after = pk, balance_after
-    entry._state.adding, entry._state.db = False, connection.alias
-    post_save.send(sender=CoinLedgerEntry, instance=entry, created=True, update_fields=None, raw=False,
-                   using=connection.alias)
-
-
-def _balance_add_and_record(entry: CoinLedgerEntry) -> bool:
-    """Move the balance by ``entry.amount`` and insert the ledger row with the balance after, in
-    one statement: the INSERT reads the conditional UPDATE's RETURNING, so the row exists only
-    if the balance stayed >= 0. False (and nothing changed) if it would have gone negative."""
-    ctes, params = coins_move_ctes(entry)
-    with connection.cursor() as cursor:
-        cursor.execute(f"WITH {ctes} SELECT id, balance_after FROM entered", params)
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    coins_entered(entry, pk=row[0], balance_after=row[1])
-    return True
+def coins_spend(*, user_id: int, cost: int, reference: str) -> CoinLedgerEntry:
+    """Spend ``cost`` coins on something (``reference`` names it); PaymentRequired when short."""
+    return coins_apply(user_id=user_id, amount=-cost, reason=CoinLedgerEntry.Reason.SPEND, reference=reference)

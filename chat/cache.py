@@ -21,10 +21,11 @@ from .models import ChatMessage, ChatSession
 
 
 def message_payload(message: ChatMessage) -> dict:
-    return _message_of(message.seq, message.role, message.content, message.created_at)
+    return message_payload_of(message.seq, message.role, message.content, message.created_at)
 
 
-def _message_of(seq: int, role: str, content: str, created_at: datetime) -> dict:
+def message_payload_of(seq: int, role: str, content: str, created_at: datetime) -> dict:
+    """message_payload from a message's columns (no model instance built)."""
     return {
         "seq": seq,
         "role": role,
@@ -87,7 +88,7 @@ def chat_history_payloads(parts_list: list[Parts]) -> dict[int, dict]:
                 .annotate(created=Cast("created_at", TextField()))
                 .values_list("session_id", "seq", "role", "content", "created"))
     for pk, seq, role, content, created in messages:
-        newest_first[pk].append(_message_of(seq, role, content, datetime.fromisoformat(created).astimezone(UTC)))
+        newest_first[pk].append(message_payload_of(seq, role, content, datetime.fromisoformat(created).astimezone(UTC)))
     found = {at: sessions.get((parts["user_id"], parts["character"], parts["session"]))
              for at, parts in enumerate(parts_list)}
     return {at: _page_of(parts_list[at]["session"], newest_first[pk], limit=limit)

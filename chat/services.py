@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -11,13 +12,13 @@ from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from characters.models import Character
-from characters.selectors import character_get_active
+from characters.selectors import character_get_active, character_persona
 from core.cache.store import amending
 from core.clock import day_start
 from subscriptions.cache import stats_after_use, stats_target
-from subscriptions.services import usage_consume
+from subscriptions.services import usage_count
 
-from .cache import history_target, history_with, invalidate_chat_history, message_payload
+from .cache import history_target, history_with, invalidate_chat_history, message_payload, message_payload_of
 from .models import ChatMessage, ChatSession
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,7 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
 
     The user's message commits first with two sequence numbers reserved (its own and the
     reply's), so concurrent posts keep a strict order; the responder runs after, outside any
-    transaction, and its reply takes the reserved number. Two statements when the character's
-    key is cached: the message (with the plan, the daily use and the responder's context), then
-    the reply.
+    transaction, and its reply takes the reserved number.
     """
     try:
         premium = character_get_active(name=character)["is_premium"]  # cached (character:{name})
@@ -52,21 +51,22 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
     # the next read of either still hits (store.amending).
     with amending(chat, stats_target(user_id=user_id)) as (history_key, stats_key):
         with transaction.atomic():
-            sent = _send(mine, character=character, premium=premium, session=session)
-            if sent is None:  # deactivated since it was cached: nothing is written
+            usage_count(user_id=user_id, kind="messages", premium=premium)
+            persona = character_persona(name=character)  # from the row: the persona prompt is never cached
+            if persona is None:  # deactivated since it was cached: nothing is written
                 raise exceptions.NotFound("No such character.")
+            reply_seq = _message_store(mine, character_id=persona.pop("id"), session=session)
+            context = _context_before(mine)
             # No save signal was sent: the history key is invalidated here, with the names at hand.
             invalidate_chat_history(user_id=user_id, character=character, session=session)
         history_key.change(history_with([message_payload(mine)]))
         stats_key.change(stats_after_use(kind="messages", day=day_start(mine.created_at).date()))
-    session_pk, reply_seq, persona, history = sent
-    history = [message_payload(m) for m in history]
     try:
-        reply = _responder().reply(character=persona, history=history, message=content)
+        reply = _responder().reply(character=persona, history=context, message=content)
     except Exception:  # the user's message is stored: answer it with a placeholder, keep the order
-        logger.warning("chat responder failed for session %s", session_pk, exc_info=True)
+        logger.warning("chat responder failed for session %s", mine.session_id, exc_info=True)
         reply = NO_REPLY
-    theirs = ChatMessage(session_id=session_pk, user_id=user_id, seq=reply_seq, role=ChatMessage.Role.ASSISTANT,
+    theirs = ChatMessage(session_id=mine.session_id, user_id=user_id, seq=reply_seq, role=ChatMessage.Role.ASSISTANT,
                          content=reply, created_at=timezone.now())
     with amending(chat) as (history_key,), transaction.atomic():
         ChatMessage.objects.bulk_create([theirs])
@@ -75,46 +75,54 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
     return {"session": session, "message": message_payload(mine), "reply": message_payload(theirs)}
 
 
-_PERSONA = ("name", "display_name", "greeting", "persona_prompt")
+# The message's three statements are written out (PostgreSQL, SQLite 3.35+): the ORM has no upsert
+# that moves a counter and returns it, and its query building costs several times a statement's
+# round trip on this path.
 
-
-def _send(mine: ChatMessage, *, character: str, premium: bool, session: str):
-    """One statement (usage_consume): check the plan, count the daily use, read the character's
-    row (by name, still active: the persona prompt is never cached), create the session or move
-    its counter on by two (the message's seq and the reply's), insert the message, and read the
-    messages before it for the responder's context. The session row's lock lasts until the
-    message commits, so concurrent posts keep a strict order. Returns (session id, the reply's
-    seq, the persona, the context oldest first), or None if the character is not active (nothing
-    written once the caller's transaction rolls back); ``mine`` gets its id, session and seq."""
+def _message_store(mine: ChatMessage, *, character_id: int, session: str) -> int:
+    """Create the session or move its counter on by two (the message's seq and the reply's), then
+    insert the message; returns the reply's seq. The upsert holds the session row's lock until
+    the message commits, so concurrent posts keep a strict order. ``mine`` gets its id, session
+    and seq."""
     quote = connection.ops.quote_name
-    characters = quote(Character._meta.db_table)
     sessions, messages = quote(ChatSession._meta.db_table), quote(ChatMessage._meta.db_table)
     created = connection.ops.adapt_datetimefield_value(mine.created_at)
-    row = usage_consume(
-        user_id=mine.user_id, kind="messages", premium=premium,
-        ctes=(
-            f"persona AS (SELECT id, {', '.join(_PERSONA)} FROM {characters} WHERE name = %s AND is_active),"
-            f" sess AS (INSERT INTO {sessions} (user_id, character_id, session_id, last_seq, created_at, updated_at)"
-            " SELECT %s, persona.id, %s, 2, %s, %s FROM counted, persona"
-            f" ON CONFLICT (user_id, character_id, session_id) DO UPDATE"
-            f" SET last_seq = {sessions}.last_seq + 2, updated_at = EXCLUDED.updated_at RETURNING id, last_seq),"
-            f" mine AS (INSERT INTO {messages} (session_id, user_id, seq, role, content, created_at)"
-            " SELECT id, %s, last_seq - 1, %s, %s, %s FROM sess RETURNING id, session_id, seq),"
-            f" context AS (SELECT m.seq, m.role, m.content, m.created_at FROM {messages} m, sess"
-            " WHERE m.session_id = sess.id AND m.seq < sess.last_seq - 1 ORDER BY m.seq DESC LIMIT %s)"
-        ),
-        sql=("SELECT mine.id, mine.session_id, mine.seq,"
-             " ARRAY(SELECT seq FROM context ORDER BY seq), ARRAY(SELECT role FROM context ORDER BY seq),"
-             " ARRAY(SELECT content FROM context ORDER BY seq), ARRAY(SELECT created_at FROM context ORDER BY seq),"
-             f" {', '.join(f'persona.{field}' for field in _PERSONA)}"
-             " FROM mine, persona"),
-        params=[character, mine.user_id, session, created, created,
-                mine.user_id, str(mine.role), mine.content, created, _CONTEXT_MESSAGES],
-    )
-    if row is None:
-        return None
-    mine.pk, mine.session_id, mine.seq, seqs, roles, contents, times, *persona = row
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {sessions} (user_id, character_id, session_id, last_seq, created_at, updated_at)"
+            " VALUES (%s, %s, %s, 2, %s, %s) ON CONFLICT (user_id, character_id, session_id)"
+            f" DO UPDATE SET last_seq = {sessions}.last_seq + 2, updated_at = excluded.updated_at"
+            " RETURNING id, last_seq",
+            [mine.user_id, character_id, session, created, created],
+        )
+        mine.session_id, last_seq = cursor.fetchone()
+        mine.seq = last_seq - 1
+        # No post_save (as bulk_create): the caller amends the history key itself.
+        cursor.execute(
+            f"INSERT INTO {messages} (session_id, user_id, seq, role, content, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            [mine.session_id, mine.user_id, mine.seq, str(mine.role), mine.content, created],
+        )
+        (mine.pk,) = cursor.fetchone()
     mine._state.adding, mine._state.db = False, connection.alias
-    context = [ChatMessage(session_id=mine.session_id, seq=seq, role=role, content=text, created_at=at)
-               for seq, role, text, at in zip(seqs, roles, contents, times, strict=True)]
-    return mine.session_id, mine.seq + 1, dict(zip(_PERSONA, persona, strict=True)), context
+    return last_seq
+
+
+def _context_before(mine: ChatMessage) -> list[dict]:
+    """The responder's context: the session's messages before ``mine`` (message_payload), oldest
+    first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT seq, role, content, created_at FROM {connection.ops.quote_name(ChatMessage._meta.db_table)}"
+            " WHERE session_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s",
+            [mine.session_id, mine.seq, _CONTEXT_MESSAGES],
+        )
+        rows = cursor.fetchall()
+    return [message_payload_of(seq, role, content, _aware(at)) for seq, role, content, at in reversed(rows)]
+
+
+def _aware(at: datetime | str) -> datetime:
+    """A timestamp as the ORM would load it: SQLite hands back naive UTC (or text)."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

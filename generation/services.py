@@ -15,15 +15,15 @@ from rest_framework import exceptions
 
 from accounts.cache import coins_now, coins_target
 from accounts.models import CoinLedgerEntry
-from accounts.services import coins_apply, coins_entered, coins_move_ctes
+from accounts.services import coins_apply, coins_spend
 from characters.models import Character
-from characters.selectors import character_get_active
+from characters.selectors import character_get_active, character_id_if_active
 from core.cache.store import amending
 from core.clock import day_start
-from core.http.exceptions import Conflict, PaymentRequired, PlanForbids
+from core.http.exceptions import Conflict, PlanForbids
 from core.http.formatting import iso_utc
 from subscriptions.cache import stats_after_use, stats_target
-from subscriptions.services import usage_consume, usage_release
+from subscriptions.services import usage_count, usage_release
 
 from .models import Generation, GenerationSettings
 from .selectors import generation_settings_data
@@ -123,57 +123,46 @@ def generation_create(
 
 def _generation_charge(*, user_id: int, character: str | None, premium: bool, prompt: str, parameters: dict,
                        cost: int, idempotency_key: str | None, fingerprint: str) -> Generation:
-    """One statement, in its own transaction: check the plan, count the daily use, record a
-    pending generation, spend its coins and write their ledger row (usage_consume, with the
-    generation and the coins as CTEs). The daily limit and the balance are each one conditional
-    write, so no lock is taken first; a refusal (the plan, the limit, the balance, a character
-    gone since it was cached) writes nothing."""
-    gen = Generation(user_id=user_id, prompt=prompt, parameters=parameters, cost=cost,
-                     idempotency_key=idempotency_key, request_fingerprint=fingerprint)
-    quote = connection.ops.quote_name
-    fields = [f for f in Generation._meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(gen, True), connection) for f in fields]
-    columns = ["%s"] * len(fields)
-    ctes, params, source = [], [], "counted"
-    if character is not None:  # by name: the row decides whether it is still active
-        ctes.append(f"chosen AS (SELECT id FROM {quote(Character._meta.db_table)} WHERE name = %s AND is_active)")
-        params.append(character)
-        columns[fields.index(Generation._meta.get_field("character"))] = "chosen.id"
-        del values[fields.index(Generation._meta.get_field("character"))]
-        source = "counted, chosen"
-    # (Generation has no save receivers; the ORM's create would add a statement.)
-    ctes.append(f"gen AS (INSERT INTO {quote(Generation._meta.db_table)}"
-                f" ({', '.join(quote(f.column) for f in fields)})"
-                f" SELECT {', '.join(columns)} FROM {source} RETURNING id, character_id)")
-    params.extend(values)
-    spend = None
-    if cost:
-        spend = CoinLedgerEntry(user_id=user_id, amount=-cost, reason=CoinLedgerEntry.Reason.SPEND,
-                                balance_after=0)
-        coins, coins_params = coins_move_ctes(spend, after="gen", reference="'generation:' || gen.id")
-        ctes.append(coins)
-        params.extend(coins_params)
-    entered = "(SELECT id FROM entered), (SELECT balance_after FROM entered)" if cost else "NULL, NULL"
+    """One transaction: use one of today's generations (the plan's check and its daily limit),
+    record a pending generation, spend its coins. The daily limit and the balance are each one
+    conditional update, so no lock is taken first; a refusal (the plan, the limit, the balance, a
+    character gone since it was cached) rolls the whole write back."""
     # The cached stats and balance take the new count, spend and balance rather than being
     # deleted, so the next read of either still hits (store.amending).
     targets = (stats_target(user_id=user_id), *((coins_target(user_id=user_id),) if cost else ()))
     with amending(*targets) as (stats_key, *coins_key), transaction.atomic():
-        gen_id, character_id, entry_id, balance_after = usage_consume(
-            user_id=user_id, kind="generations", premium=premium, ctes=", ".join(ctes),
-            sql=f"SELECT (SELECT id FROM gen), (SELECT character_id FROM gen), {entered}", params=params)
-        if gen_id is None:
-            raise exceptions.ValidationError({"character": [f"Unknown character {character!r}."]})
-        if spend is not None:
-            if entry_id is None:
-                raise PaymentRequired()
-            spend.reference = f"generation:{gen_id}"
-            coins_entered(spend, pk=entry_id, balance_after=balance_after)
-            coins_key[0].change(coins_now(balance_after))
+        usage_count(user_id=user_id, kind="generations", premium=premium)
+        character_id = None
+        if character is not None:
+            character_id = character_id_if_active(name=character)
+            if character_id is None:  # deactivated since it was cached
+                raise exceptions.ValidationError({"character": [f"Unknown character {character!r}."]})
+        gen = _generation_insert(Generation(user_id=user_id, character_id=character_id, prompt=prompt,
+                                            parameters=parameters, cost=cost, idempotency_key=idempotency_key,
+                                            request_fingerprint=fingerprint))
+        if cost:
+            spent = coins_spend(user_id=user_id, cost=cost, reference=f"generation:{gen.id}")
+            coins_key[0].change(coins_now(spent.balance_after))
         stats_key.change(stats_after_use(kind="generations", day=day_start(gen.created_at).date(), coins=cost))
-    gen.pk = gen_id
-    gen._state.adding, gen._state.db = False, connection.alias
     if character_id is not None:  # as .only("id", "name") would load it: the payload names it
-        gen.character = Character.from_db(connection.alias, ["id", "name"], [character_id, character])
+        gen.character = Character.from_db(gen._state.db, ["id", "name"], [character_id, character])
+    return gen
+
+
+def _generation_insert(gen: Generation) -> Generation:
+    """Insert the pending generation (no save receivers listen to it). Written out, as the ORM's
+    save() would write it: on this path (every charge) the ORM's query building costs several
+    times the statement's round trip."""
+    fields = [field for field in Generation._meta.concrete_fields if not field.primary_key]
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(Generation._meta.db_table)} ({', '.join(quote(field.column) for field in fields)})"
+            f" VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id",
+            [field.get_db_prep_save(field.pre_save(gen, True), connection) for field in fields],
+        )
+        (gen.pk,) = cursor.fetchone()
+    gen._state.adding, gen._state.db = False, connection.alias
     return gen
 
 
@@ -200,11 +189,12 @@ def generation_fail(*, generation: Generation, reason: str) -> None:
     with transaction.atomic():
         failed = Generation.objects.filter(pk=generation.pk, status=Generation.Status.PENDING).update(
             status=Generation.Status.FAILED, result={"error": reason})
+        # The daily use first, then the coins: the order a charge takes their rows in.
+        if failed:
+            usage_release(user_id=generation.user_id, kind="generations", day=day_start(generation.created_at).date())
         if failed and generation.cost:
             coins_apply(user_id=generation.user_id, amount=generation.cost, reason=CoinLedgerEntry.Reason.REFUND,
                         reference=f"generation:{generation.pk}")
-        if failed:
-            usage_release(user_id=generation.user_id, kind="generations", day=day_start(generation.created_at).date())
     generation.status, generation.result = Generation.Status.FAILED, {"error": reason}
 
 

@@ -47,7 +47,7 @@ class Subscription(models.Model):
 
 class DailyUsage(models.Model):
     """What a user used on one UTC day: the one count that both the daily limits and the usage
-    stats read. Changed only by ``subscriptions.services.usage_consume``/``usage_release``."""
+    stats read. Changed only by ``subscriptions.services.usage_count``/``usage_release``."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()

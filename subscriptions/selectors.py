@@ -48,7 +48,7 @@ def subscription_grants_access(data: dict, now: datetime | None = None) -> bool:
 def subscription_plan_cached(*, user_id: int, premium: bool = False) -> dict | None:
     """The plan of the user's subscription if ``subscription:user`` is cached (PlanForbids if it
     allows no use, or no premium use), None when it is not: never loads, the write's statement
-    checks the row itself then (usage_consume)."""
+    reads the row itself then (usage_count)."""
     payload = peek(SUBSCRIPTION_USER, user_id=user_id)
     if payload is None:
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import Literal
@@ -201,63 +200,55 @@ def subscriptions_expire(*, now=None) -> int:
 
 # --- usage: the one count behind daily limits and stats ----------------------------------------
 
-def usage_consume(*, user_id: int, kind: UsageKind, premium: bool = False, sql: str = "SELECT 1 FROM counted",
-                  ctes: str = "", params: Sequence = ()) -> tuple | None:
+def usage_count(*, user_id: int, kind: UsageKind, premium: bool = False) -> None:
     """Count one use of ``kind`` today if the user's plan allows it (a premium use if ``premium``)
-    and its daily limit is not reached, and run the write that goes with the use in the same
-    statement, one round trip; PlanForbids (no_active_subscription, premium_required, the daily
-    limit) when the use is refused.
+    and its daily limit is not reached; PlanForbids (no_active_subscription, premium_required,
+    the daily limit) when the use is refused, and nothing is counted. Runs in the caller's
+    transaction: the count is taken back if the write that goes with it fails.
 
-    The plan comes from ``subscription:user`` when it is cached (a refusal then costs no SQL);
-    when it is not, the statement reads it from the subscription row under the same access rule
-    (subscription_access_q), rather than load the key first. The count is one conditional upsert,
-    atomic under concurrency without a lock. ``sql`` (and the further ``ctes`` it may use, each
-    seeing the earlier ones) reads the CTE ``counted``, which has one row when the use was counted
-    and none otherwise, e.g. ``INSERT ... SELECT ... FROM counted RETURNING id`` as a CTE and
-    ``SELECT id FROM it``; data-modifying statements go in ``ctes``, ``sql`` is a SELECT.
-    ``params`` fill their placeholders in order. Returns ``sql``'s first row, or None when it has
-    none though the use was counted: the caller then raises, and its transaction takes back
-    anything ``counted`` did. (A release finds the day from the written row's own time,
-    ``day_start(created_at)``.)"""
+    The count is one conditional upsert, atomic under concurrency without a lock. A release
+    finds the day from the written row's own time, ``day_start(created_at)``."""
+    limit = _daily_limit(user_id=user_id, kind=kind, premium=premium)
+    day = connection.ops.adapt_datefield_value(day_start().date())
+    table = connection.ops.quote_name(DailyUsage._meta.db_table)
+    other = "messages" if kind == "generations" else "generations"
+    # One conditional upsert (PostgreSQL, SQLite 3.35+): the day's first use creates the row, a
+    # later one counts only below the limit; no row comes back when the limit is reached. The
+    # ORM has no conditional upsert.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (user_id, day, {kind}, {other}) VALUES (%s, %s, 1, 0)"
+            f" ON CONFLICT (user_id, day) DO UPDATE SET {kind} = {table}.{kind} + 1"
+            f" WHERE {table}.{kind} < %s RETURNING {kind}",
+            [user_id, day, limit],
+        )
+        counted = cursor.fetchone() is not None
+    if not counted:
+        raise _limit_reached(kind)
+    invalidate_usage(user_id=user_id)  # after commit: a rollback keeps the stats
+
+
+def _daily_limit(*, user_id: int, kind: UsageKind, premium: bool) -> int:
+    """The plan's daily limit of ``kind`` (PlanForbids when the plan allows no use of it): from
+    ``subscription:user`` when it is cached (then no SQL), else from the subscription row under
+    the same access rule (subscription_access_q), without loading the key for a write."""
     if kind not in ("generations", "messages"):
         raise ValueError(f"unknown usage kind {kind!r}")
     limit_field = f"daily_{kind[:-1]}_limit"
     cached = subscription_plan_cached(user_id=user_id, premium=premium)
-    if cached is not None:  # checked already: the statement counts against the cached limit
-        if cached[limit_field] <= 0:
-            raise _limit_reached(kind)
-        plan_sql, plan_params = "SELECT %s AS daily_limit, true AS includes_premium", [cached[limit_field]]
+    if cached is not None:
+        limit = cached[limit_field]
     else:
-        plan_sql, plan_params = (
-            Subscription.objects.filter(subscription_access_q(), user_id=user_id).order_by()
-            .values(daily_limit=F(f"plan__{limit_field}"), includes_premium=F("plan__includes_premium"))
-            .query.sql_with_params())
-    day = day_start().date()
-    table = connection.ops.quote_name(DailyUsage._meta.db_table)
-    other = "messages" if kind == "generations" else "generations"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH plan AS ({plan_sql}),"
-            " allowed AS (SELECT daily_limit FROM plan WHERE includes_premium OR NOT %s),"
-            f" counted AS (INSERT INTO {table} (user_id, day, {kind}, {other})"
-            " SELECT %s, %s, 1, 0 FROM allowed WHERE daily_limit > 0"
-            f" ON CONFLICT (user_id, day) DO UPDATE SET {kind} = {table}.{kind} + 1"
-            f" WHERE {table}.{kind} < (SELECT daily_limit FROM allowed) RETURNING {kind})"
-            f"{', ' + ctes if ctes else ''}"
-            # One row whatever happened: why the use was refused, or the caller's row.
-            " SELECT EXISTS (SELECT FROM plan), EXISTS (SELECT FROM allowed), EXISTS (SELECT FROM counted),"
-            f" written.* FROM (VALUES (1)) AS one LEFT JOIN (SELECT true, * FROM ({sql}) AS s) AS written ON true",
-            [*plan_params, premium, user_id, connection.ops.adapt_datefield_value(day), *params],
-        )
-        has_plan, allowed, counted, found, *row = cursor.fetchone()
-    if not has_plan:
-        raise forbidden_no_subscription()
-    if not allowed:
-        raise forbidden_premium()
-    if not counted:
+        plan = (Subscription.objects.filter(subscription_access_q(), user_id=user_id)
+                .values_list(f"plan__{limit_field}", "plan__includes_premium").first())
+        if plan is None:
+            raise forbidden_no_subscription()
+        limit, includes_premium = plan
+        if premium and not includes_premium:
+            raise forbidden_premium()
+    if limit <= 0:
         raise _limit_reached(kind)
-    invalidate_usage(user_id=user_id)  # after commit: a rollback keeps the stats
-    return tuple(row) if found else None
+    return limit
 
 
 def _limit_reached(kind: UsageKind) -> PlanForbids:

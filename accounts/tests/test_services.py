@@ -10,6 +10,7 @@ from accounts.models import CoinLedgerEntry, User
 from accounts.services import coins_apply
 from core.http.exceptions import PaymentRequired
 from tests.support.harness import run_concurrently
+from subscriptions.models import DailyUsage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,8 +105,9 @@ def test_fifty_concurrent_spends_against_thirty_coins(rich_plan_user, client_for
     assert balance(user.id) == 0
     assert ledger_sum(user.id) == 0
     assert CoinLedgerEntry.objects.filter(user=user, reason="spend").count() == 30
-    # A 402 leaves no generation behind.
+    # A 402 leaves no generation behind, and its daily use is taken back with it.
     assert Generation.objects.filter(user=user).count() == 30
+    assert DailyUsage.objects.get(user=user).generations == 30
 
 
 @pytest.mark.slow

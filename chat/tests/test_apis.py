@@ -173,6 +173,26 @@ def test_chat_needs_auth(api, characters):
 
 
 @pytest.mark.slow
+def test_fifty_concurrent_messages_stop_exactly_at_the_daily_limit_in_strict_order(make_user, client_for,
+                                                                                     characters, plans):
+    from tests.support.harness import run_concurrently
+    from subscriptions.models import DailyUsage
+
+    plans["free"].daily_message_limit = 20
+    plans["free"].save()
+    user = make_user("racer@example.com")
+    clients = [client_for(user) for _ in range(50)]
+    statuses = run_concurrently(50, lambda i: send(clients[i], f"message {i}").status_code)
+    assert sorted(statuses) == [201] * 20 + [403] * 30, statuses
+    assert DailyUsage.objects.get(user=user).messages == 20
+    seqs = list(ChatMessage.objects.filter(session__user=user).order_by("seq").values_list("seq", "role"))
+    assert seqs == [(n, "user" if n % 2 else "assistant") for n in range(1, 41)]
+    assert ChatSession.objects.get(user=user).last_seq == 40
+    stats = clients[0].get("/api/subscription/stats").json()
+    assert stats["messages"] == {"used_today": 20, "daily_limit": 20, "remaining": 0}
+
+
+@pytest.mark.slow
 def test_concurrent_messages_keep_a_strict_order(make_user, client_for, characters):
     from tests.support.harness import run_concurrently
 

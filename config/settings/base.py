@@ -85,6 +85,13 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'd
 # Persistent connections: a new PostgreSQL connection per request costs more than half the throughput.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite has one writer at a time. A write transaction takes the lock when it begins, waiting
+    # for it, rather than failing ("database is locked") at its first write because another
+    # worker wrote first; WAL lets reads go on while a write is open.
+    for option, value in {"transaction_mode": "IMMEDIATE", "timeout": 20,
+                          "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}.items():
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(option, value)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
