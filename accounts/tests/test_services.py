@@ -9,8 +9,8 @@ from django.db.models import Sum
 from accounts.models import CoinLedgerEntry, User
 from accounts.services import coins_apply
 from core.http.exceptions import PaymentRequired
-from tests.support.harness import run_concurrently
 from subscriptions.models import DailyUsage
+from tests.support.harness import run_concurrently
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -175,8 +175,8 @@ def test_chat_needs_auth(api, characters):
 @pytest.mark.slow
 def test_fifty_concurrent_messages_stop_exactly_at_the_daily_limit_in_strict_order(make_user, client_for,
                                                                                      characters, plans):
-    from tests.support.harness import run_concurrently
     from subscriptions.models import DailyUsage
+    from tests.support.harness import run_concurrently
 
     plans["free"].daily_message_limit = 20
     plans["free"].save()
