@@ -39,6 +39,12 @@ cache_errors = Counter("cache_errors_total", "Redis failures that the app ignore
 # all), host:port of the primary in cluster mode, where each node has its own breaker.
 breaker_open = Gauge("cache_breaker_open", "1 while some process skips Redis (or that cluster node).", ["node"],
                      multiprocess_mode="livemax")
+# Per process, the validated-token memory of accounts.authentication: its hit rate says whether
+# JWT_VALIDATED_CACHE_SIZE holds the tokens in use (a miss decodes and checks the signature again).
+jwt_validation_cache = Counter(
+    "jwt_validation_cache_total", "Access tokens found in the validated-token memory (hit) or decoded again (miss).",
+    ["result"],
+)
 request_latency = Histogram(
     "http_request_duration_seconds", "Request latency by method and status class.",
     ["method", "status"],
