@@ -246,9 +246,10 @@ def run_workload(stack: Stack | BareStack, name: str, args, users_file: Path, n_
                             population=args.population, **common_args)
     if name in MIXES:  # warm-up with the same mix, then measure
         if name == "mix_warmed" and stack.mode == "ours":
-            # As an operator runs it after a deploy or a flush (docs/operations): every active
-            # user's keys filled before traffic. The other modes have nothing to warm.
-            stack.warm_seconds.append(_timed(lambda: stack.app.manage("cache_warm", "--users-active-since", "30")))
+            # As an operator runs it after a deploy or a flush (docs/operations): the shared keys and
+            # the keys of users active within each family's TTL (here: the writers of the cold mix
+            # just before), at its default rate. The other modes have nothing to warm.
+            stack.warm_seconds.append(_timed(lambda: stack.app.manage("cache_warm")))
         wrk(stack.app, "zipf", "mix", args.mix_warm, population=n_users, **common_args)
         return measure(stack.app, None, order="zipf", endpoint="mix", seconds=args.mix_seconds,
                        population=n_users, **common_args)
@@ -676,7 +677,7 @@ def markdown(result: dict) -> str:
               f" from a Zipf(1.1) over all {result['config']['data']['users']} users. It runs twice: from a cold start,"
               f" where every user's first request misses ({_first_requests(result)} of the requests were a user's"
               f" first in the run; hit ratio of our layer {result['median']['ours']['mix']['hit_ratio']}), and after `manage.py cache_warm"
-              " --users-active-since 30` as an operator runs it after a deploy or a flush (our layer only; it took"
+              "` (its defaults: shared keys, users active within each family's TTL) as an operator runs it after a deploy or a flush (our layer only; it took"
               f" {', '.join(f'{x:.0f}' for x in result['config'].get('cache_warm_seconds') or []) or 'n/a'} s per round;"
               f" hit ratio {result['median']['ours'].get('mix_warmed', {}).get('hit_ratio')})."
               " The bare floor (bench/bare.py) is Django with Security+Common middleware returning constant bytes,"
