@@ -8,7 +8,10 @@ class CoreConfig(AppConfig):
 
     def ready(self) -> None:
         from core.cache import readahead, sentinel  # noqa: F401  (register their system checks)
+        from core.cache.ops.stats import REDIS_MEMORY
 
-        from . import request_id
+        from . import metrics, request_id
+
+        metrics.collect_at_scrape(REDIS_MEMORY)  # Redis memory and evictions in /metrics
 
         request_finished.connect(request_id.clear, dispatch_uid="core_request_id_clear")

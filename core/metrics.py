@@ -70,6 +70,18 @@ def workers_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("METRICS_WORKERS_DIR") or None
 
 
+_AT_SCRAPE: list = []  # collectors that read their figures when scraped (Redis memory, from the engine)
+
+
+def collect_at_scrape(collector) -> None:
+    """Add a collector whose ``collect()`` runs at each scrape, in the scraping process only (it
+    asks a server, such as Redis INFO, rather than counting in the workers)."""
+    if collector in _AT_SCRAPE:
+        return
+    _AT_SCRAPE.append(collector)
+    REGISTRY.register(collector)
+
+
 def registry():
     """What a scrape or cache_stats reads: every worker's metrics summed, or this process's own."""
     path = workers_dir()
@@ -77,4 +89,6 @@ def registry():
         return REGISTRY
     summed = CollectorRegistry()
     multiprocess.MultiProcessCollector(summed, path=path)
+    for collector in _AT_SCRAPE:
+        summed.register(collector)
     return summed
