@@ -266,6 +266,7 @@ WRITES = {
 }
 WRITE_BESIDE = "coins"  # the cached read each write batch is measured right after
 WRITE_USERS = 50  # writes cycle through this many users, as the mix spreads them
+WRITE_SLOWER = 0.10  # a write slower than the baseline by more than this (both measures) is flagged
 
 
 class InprocServer:
@@ -613,6 +614,20 @@ def inproc_markdown(inproc: dict) -> list[str]:
     for w, row in inproc["writes"].items():
         lines.append(f"| {w} | {row['cpu_us']:.0f} | {row['wall_us']:.0f} | {row['read_cpu_us']:.0f}"
                      f" | {row['read_wall_us']:.0f} | {row['cpu_vs_read']:.1f}x | {row['wall_vs_read']:.1f}x |")
+    baseline = inproc.get("baseline")
+    if baseline:
+        lines += ["", f"Writes against the baseline ({baseline['source']}, {baseline['date']}): the change of each median,"
+                  " and of the write / cached read ratio, which a busier or quieter machine moves less. A write more"
+                  f" than {WRITE_SLOWER:.0%} slower is flagged.", "",
+                  "| write | CPU us then / now | change | write / read CPU then / now | change |", "|---|---:|---:|---:|---:|"]
+        for w, row in inproc["writes"].items():
+            then = baseline["writes"].get(w)
+            if not then:
+                continue
+            cpu, ratio = row["cpu_us"] / then["cpu_us"] - 1, row["cpu_vs_read"] / then["cpu_vs_read"] - 1
+            flag = " **SLOWER**" if min(cpu, ratio) > WRITE_SLOWER else ""
+            lines.append(f"| {w} | {then['cpu_us']:.0f} / {row['cpu_us']:.0f} | {cpu:+.0%} | {then['cpu_vs_read']:.1f}x /"
+                         f" {row['cpu_vs_read']:.1f}x | {ratio:+.0%}{flag} |")
     return lines
 
 
@@ -713,10 +728,13 @@ def chart(result: dict, path: Path) -> None:
     bare = med.get(BARE, {}).get("floor", {}).get("rps")
     if bare:
         ax1.axhline(bare, color="black", linestyle=":", linewidth=0.8, label="bare floor: constant bytes, no auth")
+    plain = med.get(PLAIN, {}).get("floor", {}).get("rps")
+    if plain:
+        ax1.axhline(plain, color="#2ca02c", linestyle="-.", linewidth=0.8, label="plain django-redis view")
     ax1.set_xticks(list(xs), [WORKLOAD_LABELS.get(w, w) for w in workloads], rotation=25, ha="right")
     ax1.set_ylabel("requests/s (higher is better)")
     ax1.set_title("Throughput; label = ours vs no cache")
-    ax1.set_ylim(0, 1.35 * max([bare or 0] + [med[m][w]["rps"] or 0 for m in MODES for w in workloads]))  # room for the legend
+    ax1.set_ylim(0, 1.35 * max([bare or 0, plain or 0] + [med[m][w]["rps"] or 0 for m in MODES for w in workloads]))  # room for the legend
     ax1.legend(loc="upper left", fontsize=8, ncol=2)
     reads = [w for w in workloads if w != "floor"]
     for k, mode in enumerate(MODES):
@@ -763,6 +781,18 @@ def update_readme(result: dict, table: str) -> None:
     readme.write_text(head + block + tail)
 
 
+def _add_baseline(inproc: dict, path: Path | None) -> None:
+    """The writes of an earlier run beside this one's (--baseline)."""
+    if path is None:
+        return
+    earlier = json.loads(path.read_text())
+    writes = (earlier.get("inproc") or {}).get("writes")
+    if not writes:
+        print(f"{path} has no in-process writes; no baseline", file=sys.stderr)
+        return
+    inproc["baseline"] = {"source": str(path), "date": earlier.get("date", "?"), "writes": writes}
+
+
 def _report_inproc(args, inproc: dict, started: float) -> int:
     """--inproc-only: the in-process figures alone, in bench/results/inproc.json and .md."""
     m = common.machine()
@@ -796,6 +826,8 @@ def main() -> int:
     parser.add_argument("--inproc-rounds", type=int, help="alternated in-process rounds (default 7, quick 2)")
     parser.add_argument("--inproc-only", action="store_true",
                         help="only the in-process part (floors, cached reads, writes): bench/results/inproc.*")
+    parser.add_argument("--baseline", type=Path, metavar="JSON",
+                        help="an earlier inproc.json or latest.json: report each write's change against it")
     parser.add_argument("--render", action="store_true", help="only redraw table, chart and README from latest.json")
     args = parser.parse_args()
     if args.render:
@@ -851,6 +883,7 @@ def main() -> int:
             stacks[mode] = Stack(mode, args, args.database, tokens, log)
         if args.inproc_only:
             inproc = inproc_compare(stacks["ours"], args, tokens)
+            _add_baseline(inproc, args.baseline)
             return _report_inproc(args, inproc, started)
         for floor in FLOORS:
             stacks[floor] = BareStack(args, log, floor)
@@ -868,6 +901,7 @@ def main() -> int:
                     f"{m} {rounds[-1][m][name]['rps']:.0f}" for m in runs) + " req/s", flush=True)
         if "ours" in stacks and args.inproc_rounds:
             inproc = inproc_compare(stacks["ours"], args, tokens)
+            _add_baseline(inproc, args.baseline)
     finally:
         for stack in stacks.values():
             stack.close()
