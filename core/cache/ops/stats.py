@@ -242,6 +242,8 @@ class RedisMemoryCollector:
                                   labels=["node"])
         evicted = CounterMetricFamily("cache_redis_evicted_keys", "Keys Redis evicted at maxmemory since it started.",
                                       labels=["node"])
+        if HEALTH.blocking():  # Redis just failed: a scrape must not wait on it too
+            return
         try:
             client = redis_client()
             nodes = primaries(client) or {"": client}
