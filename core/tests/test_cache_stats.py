@@ -159,6 +159,12 @@ def test_daily_users_projects_memory_from_the_per_user_figures(redis_raw):
     assert "sizing for 1000000 daily users" in out.getvalue() and "set maxmemory" in out.getvalue()
 
 
+def test_sizing_on_an_empty_cache_says_it_has_nothing_to_measure(redis_raw):
+    out = StringIO()
+    call_command("cache_stats", "--daily-users", "1000", stdout=out)
+    assert "no per-user key is cached now" in out.getvalue()
+
+
 def test_bad_sizing_options_are_refused(redis_raw):
     with pytest.raises(CommandError, match="--daily-users"):
         stats_json("--daily-users", "0")

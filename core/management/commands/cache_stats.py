@@ -98,6 +98,9 @@ class Command(BaseCommand):
         w("")
         w(f"sizing for {sizing['daily_users']} daily users, {sizing['cached_share']:.0%} of them cached at once "
           f"(measured on {sizing['cached_users_now']} users with keys cached now)")
+        if not sizing["cached_users_now"]:
+            w(self.style.WARNING("WARNING     no per-user key is cached now: the projection has nothing to measure; "
+                                 "run it on a warm cache (after traffic, or cache_warm --users-active-since 7)"))
         w(f"{'family':<20} {'bytes/key':>10} {'keys/user':>10} {'bytes/user':>11} {'projected':>12}")
         for name, row in sizing["families"].items():
             w(f"{name:<20} {row['bytes_per_key']:>10.0f} {row['keys_per_cached_user']:>10.2f} "
