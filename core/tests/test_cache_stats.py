@@ -195,3 +195,13 @@ def test_stats_warn_before_evictions_and_metrics_show_memory_pressure(redis_raw,
     assert figures["cache_redis_memory_used_ratio"] >= stats_ops.MEMORY_WARNING_RATIO
     assert figures["cache_redis_maxmemory_bytes"] == int(used / 0.95)
     assert figures["cache_redis_evicted_keys_total"] == 0
+
+
+def test_metrics_answer_without_redis_figures_when_the_default_cache_is_not_redis(client, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    settings.CACHE_LAYER_ENABLED = False
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 200
+    assert b"cache_redis_used_memory_bytes{" not in response.content
+    settings.CACHE_LAYER_ENABLED = True  # a layer that is on but has no django-redis client: still no error
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200

@@ -7,6 +7,7 @@ import statistics
 import time
 
 import redis
+from django.conf import settings
 
 from core import metrics
 
@@ -242,13 +243,13 @@ class RedisMemoryCollector:
                                   labels=["node"])
         evicted = CounterMetricFamily("cache_redis_evicted_keys", "Keys Redis evicted at maxmemory since it started.",
                                       labels=["node"])
-        if HEALTH.blocking():  # Redis just failed: a scrape must not wait on it too
+        if not settings.CACHE_LAYER_ENABLED or HEALTH.blocking():  # no cache, or Redis just failed
             return
         try:
             client = redis_client()
             nodes = primaries(client) or {"": client}
             infos = {name: node.info("memory") | node.info("stats") for name, node in nodes.items()}
-        except CACHE_ERRORS:
+        except (*CACHE_ERRORS, NotImplementedError):  # NotImplementedError: the default cache is not django-redis
             return
         for name, info in infos.items():
             used_memory, maxmemory = info.get("used_memory", 0), info.get("maxmemory", 0)
