@@ -14,6 +14,7 @@ from rest_framework import exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings
 
+from core import metrics
 from core.cache.keys import normalize_email
 from core.cache.readahead import planned_reads
 from core.cache.store import Payload, read_ahead
@@ -80,6 +81,8 @@ class ValidatedTokens:
 
 
 VALIDATED_TOKENS = ValidatedTokens(settings.JWT_VALIDATED_CACHE_SIZE)
+_TOKEN_HIT = metrics.jwt_validation_cache.labels(result="hit")
+_TOKEN_MISS = metrics.jwt_validation_cache.labels(result="miss")
 
 
 def _forget_tokens(*, setting: str, **kwargs) -> None:
@@ -107,8 +110,11 @@ class CachedJWTAuthentication(JWTAuthentication):
             return None
         validated_token = VALIDATED_TOKENS.get(raw_token)
         if validated_token is None:
+            _TOKEN_MISS.inc()
             validated_token = self.get_validated_token(raw_token)
             VALIDATED_TOKENS.put(raw_token, validated_token)
+        else:
+            _TOKEN_HIT.inc()
         return self.get_user(validated_token, request), validated_token
 
     def get_user(self, validated_token, request=None) -> CachedUser:

@@ -1,12 +1,24 @@
-"""CPU per request inside one process, no HTTP: the WSGI handler called in a loop.
+"""CPU and wall time per request inside one process, no HTTP: the WSGI handler called in a loop.
 
-bench/run.py starts this script once per settings module (the bare floor, bench/bare.py, and the
-real app against the running bench stack) and alternates them; each run prints the median CPU
-time (``time.process_time``, so another process on the core does not count) per request of every
-path, over batches that cycle through the paths, and the Python function calls one request makes
-(builtins included, counted with ``sys.setprofile``): a figure the machine's noise cannot move.
+bench/run.py starts this script once per Django (the bare floor, bench/bare.py; the plain
+django-redis view, bench/plain.py; the real app against the running bench stack), keeps the three
+up and drives them over stdin, one batch at a time, so the bare floor is measured right beside
+every endpoint: a batch of the bare floor, one of the plain view, one of the endpoint, round after
+round. Each batch reports CPU per request (``time.process_time``: another process on the core
+does not count) and wall time per request (``time.perf_counter``: for a write, PostgreSQL's and
+Redis' share as well). ``calls`` counts the Python function calls one request makes (builtins
+included, with ``sys.setprofile``): a figure the machine's noise cannot move.
 
-    python bench/inproc.py --token T --batches 7 --per-batch 300 /api/bench/floor /api/me/coins ...
+One JSON command per line on stdin, one JSON reply per line on stdout:
+
+    {"op": "run", "requests": [["GET", "/api/me/coins", null, 0]], "n": 300}
+      -> INPROC {"cpu_us": 231.4, "wall_us": 240.2, "statuses": {"200": 300}}
+    {"op": "calls", "requests": [["GET", "/api/me/coins", null, 0]]}  -> INPROC {"calls": 783}
+
+A request is [method, path, JSON body or null, index into --tokens-file]; a batch of ``n`` cycles
+through its requests, and ``{n}`` in a body becomes a counter (each write its own content).
+
+    python bench/inproc.py --tokens-file tokens.txt
 """
 
 from __future__ import annotations
@@ -14,7 +26,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
 import sys
 import time
@@ -23,15 +34,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def environ(path: str, token: str) -> dict:
-    return {
-        "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SCRIPT_NAME": "",
+def environ(method: str, path: str, body: bytes, token: str) -> dict:
+    env = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SCRIPT_NAME": "",
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1", "HTTP_AUTHORIZATION": f"Bearer {token}",
         "HTTP_ACCEPT": "*/*", "HTTP_USER_AGENT": "bench-inproc",
-        "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http",
         "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
     }
+    if body:
+        env["CONTENT_TYPE"] = "application/json"
+        env["CONTENT_LENGTH"] = str(len(body))
+    return env
 
 
 def count_calls(request, repeat: int = 20) -> int:
@@ -54,41 +69,53 @@ def count_calls(request, repeat: int = 20) -> int:
     return int(statistics.median(counts))
 
 
+class Driver:
+    def __init__(self, tokens: list[str]) -> None:
+        from django.core.wsgi import get_wsgi_application
+
+        self.application = get_wsgi_application()
+        self.tokens = tokens or [""]
+        self.counter = 0
+        self.status = ""
+
+    def _start_response(self, status, headers, exc_info=None):
+        self.status = status
+
+    def call(self, method: str, path: str, body: str | None, token: int) -> str:
+        self.counter += 1
+        raw = b"" if body is None else body.replace("{n}", str(self.counter)).encode()
+        response = self.application(environ(method, path, raw, self.tokens[token % len(self.tokens)]),
+                                     self._start_response)
+        b"".join(response)
+        response.close()  # request_finished, as under gunicorn
+        return self.status.partition(" ")[0]
+
+    def run(self, requests: list, n: int) -> dict:
+        statuses: dict[str, int] = {}
+        cpu, wall = time.process_time(), time.perf_counter()
+        for i in range(n):
+            status = self.call(*requests[i % len(requests)])
+            statuses[status] = statuses.get(status, 0) + 1
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        return {"cpu_us": round(cpu / n * 1e6, 1), "wall_us": round(wall / n * 1e6, 1), "statuses": statuses}
+
+    def calls(self, requests: list) -> dict:
+        return {"calls": count_calls(lambda: self.call(*requests[0]))}
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--batches", type=int, default=7)
-    parser.add_argument("--per-batch", type=int, default=300)
-    parser.add_argument("paths", nargs="+")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens-file", help="one access token per line")
     args = parser.parse_args()
-    from django.core.wsgi import get_wsgi_application
-
-    application = get_wsgi_application()
-    statuses: list[str] = []
-
-    def start_response(status, headers, exc_info=None):
-        statuses.append(status)
-
-    def call(path: str) -> None:
-        body = application(environ(path, args.token), start_response)
-        b"".join(body)
-        body.close()  # request_finished, as under gunicorn
-
-    for path in args.paths:  # warm: connections, caches, the first-request imports
-        for _ in range(20):
-            call(path)
-        if not statuses[-1].startswith("200"):
-            raise SystemExit(f"{path} answered {statuses[-1]} under {os.environ['DJANGO_SETTINGS_MODULE']}")
-    samples: dict[str, list[float]] = {path: [] for path in args.paths}
-    for _ in range(args.batches):
-        for path in args.paths:
-            started = time.process_time()
-            for _ in range(args.per_batch):
-                call(path)
-            samples[path].append((time.process_time() - started) / args.per_batch * 1e6)
-    calls = {path: count_calls(lambda path=path: call(path)) for path in args.paths}
-    print("INPROC_JSON " + json.dumps({path: round(statistics.median(v), 1) for path, v in samples.items()}))
-    print("INPROC_CALLS " + json.dumps(calls))
+    tokens = Path(args.tokens_file).read_text().split() if args.tokens_file else []
+    driver = Driver(tokens)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "quit":
+            break
+        reply = driver.calls(command["requests"]) if command["op"] == "calls" else driver.run(command["requests"], command["n"])
+        sys.stdout.write("INPROC " + json.dumps(reply) + "\n")  # the prefix: nothing else printed is a reply
+        sys.stdout.flush()
     return 0
 
 

@@ -5,17 +5,20 @@ cores the load generator competes with gunicorn, PostgreSQL and Redis; wrk costs
 a Python load generator (locust) would, so it disturbs the figures least.
 
 Each mode gets its own copy of the loaded database, its own redis-server and its own gunicorn, all
-three up at once, plus the bare floor (bench/bare.py: Django returning constant bytes, no auth,
-Security+Common middleware only) on the same gunicorn config. A round runs every workload (the mix
-twice, from a cold start and after `manage.py cache_warm` as after a deploy, each a warm-up with the
-mix then measured; each cached endpoint alone: a warm pass over the users then measured; the
-authenticated floor) on the three modes and the bare floor back to back, the order rotating. SQL is
-counted in the app (bench/app.py); figures are medians over rounds, ratios are taken within a
-round first. Then bench/inproc.py measures CPU per request in-process, bare floor and our cached
-endpoints alternated. The load average is recorded before every round; a run on a busy machine is
+three up at once, plus two floors on the same gunicorn config: the bare floor (bench/bare.py:
+Django returning constant bytes, no auth, Security+Common middleware only) and the plain
+django-redis view (bench/plain.py: the same Django plus one django-redis GET of 400 bytes). A
+round runs every workload (the mix twice, from a cold start and after `manage.py cache_warm` as
+after a deploy, each a warm-up with the mix then measured; each cached endpoint alone: a warm pass
+over the users then measured; the authenticated floor) on the three modes and both floors back to
+back, the order rotating; 7 rounds by default. SQL is counted in the app (bench/app.py); figures
+are medians over rounds, ratios are taken within a round first. Then bench/inproc.py measures CPU
+and wall time per request in-process: the bare floor, the plain view and each endpoint batch by
+batch, and each write route beside a cached read. The load average is recorded before every
+round; a run on a busy machine, or one whose bare floor moved more than 15% between rounds, is
 marked noisy.
 
-    python bench/run.py [--quick] [--rounds N] [--workers N] [--connections N]
+    python bench/run.py [--quick] [--rounds N] [--inproc-rounds N] [--inproc-only] [--workers N] [--connections N]
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from bench import common, data  # noqa: E402
 
 MODES = ("none", "ours", "cachalot")
 BARE = "bare"  # the bare floor's results, measured beside every single-endpoint workload
+PLAIN = "plain"  # the plain django-redis view (bench/plain.py), measured beside the bare floor
+FLOORS = (BARE, PLAIN)
 # Cached reads measured alone, with the route label bench/app.py counts them under.
 MIXES = ("mix", "mix_warmed")  # the same mix; the second after cache_warm (ours only)
 WORKLOAD_LABELS = {"mix": "mix, cold start", "mix_warmed": "mix after cache_warm"}
@@ -175,17 +180,30 @@ class Stack:
 
 
 class BareStack:
-    """The bare floor's gunicorn (bench/bare.py): no database, no Redis."""
+    """The bare floor's gunicorn (bench/bare.py: no database, no Redis), or with ``plain`` the plain
+    django-redis view's (bench/plain.py, on its own redis-server)."""
 
-    mode = BARE
+    def __init__(self, args, log: Path, mode: str = BARE) -> None:
+        from tests.support.harness import RedisServer
 
-    def __init__(self, args, log: Path) -> None:
-        self.app = common.App(mode=BARE, database_url="", redis_url="", workers=args.workers, log=log,
-                              extra_env={"DJANGO_SETTINGS_MODULE": "bench.bare"})
-        self.app.wait_ready("")
+        self.mode = mode
+        self.redis = RedisServer().start() if mode == PLAIN else None
+        try:
+            self.app = common.App(mode=mode, database_url="", redis_url=self.redis.url if self.redis else "",
+                                  workers=args.workers, log=log,
+                                  extra_env={"DJANGO_SETTINGS_MODULE": f"bench.{mode}"})
+            self.app.wait_ready("")
+        except BaseException:
+            if hasattr(self, "app"):
+                self.app.stop()
+            if self.redis:
+                self.redis.close()
+            raise
 
     def close(self) -> None:
         self.app.stop()
+        if self.redis:
+            self.redis.close()
 
 
 def _path(name: str, i: int, scale: data.Scale) -> str:
@@ -223,14 +241,15 @@ def _timed(action) -> float:
 
 def run_workload(stack: Stack | BareStack, name: str, args, users_file: Path, n_users: int) -> dict:
     common_args = {"users_file": users_file, "connections": args.connections}
-    if stack.mode == BARE:  # beside each single-endpoint workload: the same user draw, constant bytes
+    if stack.mode in FLOORS:  # beside each single-endpoint workload: the same user draw, constant bytes
         return measure_bare(stack.app, order="zipf", endpoint="floor", seconds=args.seconds,
                             population=args.population, **common_args)
     if name in MIXES:  # warm-up with the same mix, then measure
         if name == "mix_warmed" and stack.mode == "ours":
-            # As an operator runs it after a deploy or a flush (docs/operations): every active
-            # user's keys filled before traffic. The other modes have nothing to warm.
-            stack.warm_seconds.append(_timed(lambda: stack.app.manage("cache_warm", "--users-active-since", "30")))
+            # As an operator runs it after a deploy or a flush (docs/operations): the shared keys and
+            # the keys of users active within each family's TTL (here: the writers of the cold mix
+            # just before), at its default rate. The other modes have nothing to warm.
+            stack.warm_seconds.append(_timed(lambda: stack.app.manage("cache_warm")))
         wrk(stack.app, "zipf", "mix", args.mix_warm, population=n_users, **common_args)
         return measure(stack.app, None, order="zipf", endpoint="mix", seconds=args.mix_seconds,
                        population=n_users, **common_args)
@@ -240,39 +259,144 @@ def run_workload(stack: Stack | BareStack, name: str, args, users_file: Path, n_
                    seconds=args.seconds, population=args.population, **common_args)
 
 
-def inproc_compare(stack: Stack, args, token: str) -> dict:
-    """CPU per request in-process (bench/inproc.py), the bare floor and our app alternated, run by run."""
-    paths = {"floor": "/api/bench/floor", **{w: _path(w, 1, args.scale) for w in ENDPOINTS}}
-    batches, per_batch = (3, 50) if args.quick else (7, 300)
-    ours_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.bench", "BENCH_CACHE_MODE": "ours",
-                "BENCH_COUNT_SQL": "0", "DATABASE_URL": data.database_url(stack.database),
-                "REDIS_URL": stack.redis.url}
-    bare_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.bare"}
-    runs = []
-    calls: dict[str, dict] = {}  # function calls per request: the same in every run
-    for _ in range(args.inproc_rounds):
-        run = {}
-        for name, env, targets in ((BARE, bare_env, ["/api/bench/floor"]), ("ours", ours_env, list(paths.values()))):
-            with tempfile.TemporaryDirectory(prefix="bench-prom-") as prom:
-                out = subprocess.run(
-                    [sys.executable, str(common.ROOT / "bench" / "inproc.py"), "--token", token,
-                     "--batches", str(batches), "--per-batch", str(per_batch), *targets],
-                    capture_output=True, text=True, timeout=600, env={**env, "PROMETHEUS_MULTIPROC_DIR": prom},
-                    cwd=common.ROOT)
-            lines = {x.partition(" ")[0]: x.partition(" ")[2] for x in out.stdout.splitlines() if x.startswith("INPROC_")}
-            if "INPROC_JSON" not in lines or "INPROC_CALLS" not in lines:
-                raise RuntimeError(f"bench/inproc.py failed: {out.stdout}\n{out.stderr}")
-            run[name] = json.loads(lines["INPROC_JSON"])
-            calls[name] = json.loads(lines["INPROC_CALLS"])
-        runs.append({"bare": run[BARE]["/api/bench/floor"], "ours": {w: run["ours"][p] for w, p in paths.items()}})
-        print("in-process CPU us: bare " + f"{runs[-1]['bare']:.0f}, "
-              + ", ".join(f"{w} {v:.0f}" for w, v in runs[-1]["ours"].items()), flush=True)
+# Write routes measured in-process beside a cached read, with their request bodies ({n}: a counter).
+WRITES = {
+    "chat_post": ("POST", "chat", '{"content":"Tell me more about the sea, please {n}"}'),
+    "generation": ("POST", "/api/generations", '{"prompt":"a lighthouse at dusk, number {n}"}'),
+}
+WRITE_BESIDE = "coins"  # the cached read each write batch is measured right after
+WRITE_USERS = 50  # writes cycle through this many users, as the mix spreads them
+WRITE_SLOWER = 0.10  # a write slower than the baseline by more than this (both measures) is flagged
+
+
+class InprocServer:
+    """bench/inproc.py kept running under one Django, driven a batch at a time over stdin."""
+
+    def __init__(self, env: dict, tokens_file: Path, log) -> None:
+        self.prom = tempfile.mkdtemp(prefix="bench-prom-")
+        self.process = subprocess.Popen(
+            [sys.executable, str(common.ROOT / "bench" / "inproc.py"), "--tokens-file", str(tokens_file)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=common.ROOT,
+            env={**env, "PROMETHEUS_MULTIPROC_DIR": self.prom})
+
+    def ask(self, command: dict) -> dict:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith("INPROC "):
+                return json.loads(line.removeprefix("INPROC "))
+        raise RuntimeError(f"bench/inproc.py exited with {self.process.wait()}; see bench/results/inproc.log")
+
+    def run(self, requests: list, n: int) -> dict:
+        reply = self.ask({"op": "run", "requests": requests, "n": n})
+        bad = {status: k for status, k in reply["statuses"].items() if not status.startswith("2")}
+        if bad:
+            raise RuntimeError(f"{requests[0][0]} {requests[0][1]} answered {bad} in-process")
+        return reply
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.close()  # type: ignore[union-attr]  # end of input: it exits
+                self.process.wait(timeout=30)
+            except (subprocess.TimeoutExpired, OSError):
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.prom, ignore_errors=True)
+
+
+def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
+    """CPU (and wall) time per request in-process (bench/inproc.py). Three Djangos stay up (the bare
+    floor, the plain django-redis view, our app) and take turns a batch at a time: for every
+    endpoint, a bare floor batch, a plain view batch, then the endpoint's batch; each write's
+    batch right after a cached read's. Ratios are taken batch by batch against the bare floor and
+    plain batches beside it, then their median over the rounds; the order rotates every round."""
+    reads = {"floor": "/api/bench/floor", **{w: _path(w, 1, args.scale) for w in ENDPOINTS}}
+    per_batch, write_batch = (50, 5) if args.quick else (300, 30)
+    writers = min(WRITE_USERS, len(tokens))
+    writes = {
+        name: [[method, f"/api/chat/{data.user_character(i + 1, args.scale)}/sessions/main/messages"
+                if path == "chat" else path, body, i] for i in range(writers)]
+        for name, (method, path, body) in WRITES.items()
+    }
+    work = Path(tempfile.mkdtemp(prefix="bench-inproc-"))
+    tokens_file = work / "tokens.txt"
+    tokens_file.write_text("\n".join(tokens[:writers]) + "\n")
+    base_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    envs = {
+        BARE: {**base_env, "DJANGO_SETTINGS_MODULE": "bench.bare"},
+        PLAIN: {**base_env, "DJANGO_SETTINGS_MODULE": "bench.plain", "REDIS_URL": stack.redis.url},
+        "ours": {**base_env, "DJANGO_SETTINGS_MODULE": "config.settings.bench", "BENCH_CACHE_MODE": "ours",
+                 "BENCH_COUNT_SQL": "0", "DATABASE_URL": data.database_url(stack.database),
+                 "REDIS_URL": stack.redis.url},
+    }
+    floor = [["GET", "/api/bench/floor", None, 0]]
+    log = open(common.RESULTS / "inproc.log", "a")
+    servers: dict[str, InprocServer] = {}
+    try:
+        servers = {name: InprocServer(env, tokens_file, log) for name, env in envs.items()}
+        for name in (BARE, PLAIN):  # warm: connections, caches, the first-request imports
+            servers[name].run(floor, 20)
+        for path in reads.values():
+            servers["ours"].run([["GET", path, None, 0]], 20)
+        for requests in writes.values():
+            servers["ours"].run(requests, max(writers, 5))
+        calls = {name: servers[name].ask({"op": "calls", "requests": floor})["calls"] for name in (BARE, PLAIN)}
+        calls["ours"] = {w: servers["ours"].ask({"op": "calls", "requests": [["GET", p, None, 0]]})["calls"]
+                         for w, p in reads.items()}
+        targets = [*reads, *writes]
+        runs = []
+        for r in range(args.inproc_rounds):
+            run: dict = {BARE: [], PLAIN: [], "ours": {}, "beside": {}}
+            shift = r % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                bare = servers[BARE].run(floor, per_batch)
+                plain = servers[PLAIN].run(floor, per_batch)
+                run[BARE].append(bare["cpu_us"])
+                run[PLAIN].append(plain["cpu_us"])
+                if target in writes:
+                    run["beside"][target] = servers["ours"].run([["GET", reads[WRITE_BESIDE], None, 0]], per_batch)
+                    ours = servers["ours"].run(writes[target], write_batch)
+                else:
+                    ours = servers["ours"].run([["GET", reads[target], None, 0]], per_batch)
+                run["ours"][target] = {**ours, "bare": bare["cpu_us"], "plain": plain["cpu_us"]}
+            runs.append(run)
+            print(f"in-process round {r + 1}/{args.inproc_rounds}, CPU us: bare {statistics.median(run[BARE]):.0f},"
+                  f" plain {statistics.median(run[PLAIN]):.0f}, "
+                  + ", ".join(f"{t} {v['cpu_us']:.0f}" for t, v in run["ours"].items()), flush=True)
+    finally:
+        for server in servers.values():
+            server.close()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+    bare_rounds = [statistics.median(run[BARE]) for run in runs]
+    plain_rounds = [statistics.median(run[PLAIN]) for run in runs]
     return {
         "rounds": len(runs),
-        "bare": median([r["bare"] for r in runs]),
-        "ours": {w: median([r["ours"][w] for r in runs]) for w in paths},
-        "ratio": {w: median([r["ours"][w] / r["bare"] for r in runs]) for w in paths},
-        "calls": {"bare": calls[BARE]["/api/bench/floor"], "ours": {w: calls["ours"][p] for w, p in paths.items()}},
+        "per_batch": per_batch,
+        "write_batch": write_batch,
+        "bare": median(bare_rounds),
+        "bare_rounds": [round(x, 1) for x in bare_rounds],
+        "bare_spread": round(max(bare_rounds) / min(bare_rounds) - 1, 4),
+        "plain": median(plain_rounds),
+        "plain_rounds": [round(x, 1) for x in plain_rounds],
+        "ours": {w: median([run["ours"][w]["cpu_us"] for run in runs]) for w in reads},
+        "ours_wall": {w: median([run["ours"][w]["wall_us"] for run in runs]) for w in reads},
+        "ratio": {w: median([run["ours"][w]["cpu_us"] / run["ours"][w]["bare"] for run in runs]) for w in reads},
+        "ratio_plain": {w: median([run["ours"][w]["cpu_us"] / run["ours"][w]["plain"] for run in runs]) for w in reads},
+        "plain_ratio": median([p / b for p, b in zip(plain_rounds, bare_rounds, strict=True)]),
+        "writes": {w: {
+            "cpu_us": median([run["ours"][w]["cpu_us"] for run in runs]),
+            "wall_us": median([run["ours"][w]["wall_us"] for run in runs]),
+            "read_cpu_us": median([run["beside"][w]["cpu_us"] for run in runs]),
+            "read_wall_us": median([run["beside"][w]["wall_us"] for run in runs]),
+            "cpu_vs_read": median([run["ours"][w]["cpu_us"] / run["beside"][w]["cpu_us"] for run in runs]),
+            "wall_vs_read": median([run["ours"][w]["wall_us"] / run["beside"][w]["wall_us"] for run in runs]),
+        } for w in writes},
+        "write_beside": WRITE_BESIDE,
+        "noisy": max(bare_rounds) / min(bare_rounds) - 1 > NOISY_SPREAD,
+        "calls": {"bare": calls[BARE], "plain": calls[PLAIN], "ours": calls["ours"]},
         "runs": runs,
     }
 
@@ -315,6 +439,9 @@ def summarise(rounds: list[dict]) -> tuple[dict, dict]:
             derived[w]["share_of_bare_floor"] = median([r["ours"][w]["rps"] / r[BARE][w]["rps"] for r in rounds])
             derived[w]["cachalot_share_of_bare_floor"] = median(
                 [r["cachalot"][w]["rps"] / r[BARE][w]["rps"] for r in rounds])
+        if w not in MIXES and PLAIN in rounds[0]:
+            derived[w]["share_of_plain"] = median([r["ours"][w]["rps"] / r[PLAIN][w]["rps"] for r in rounds])
+            derived[w]["plain_share_of_bare_floor"] = median([r[PLAIN][w]["rps"] / r[BARE][w]["rps"] for r in rounds])
     for w in (w for w in MIXES if w in workloads):
         for mode in MODES:
             mixes = [r[mode][w] for r in rounds]
@@ -327,8 +454,9 @@ def summarise(rounds: list[dict]) -> tuple[dict, dict]:
                     for family, v in m.get(k, {}).items():
                         total[family] = total.get(family, 0) + v
                 med[mode][w][k] = total
-    if BARE in rounds[0]:
-        med[BARE] = {w: {"rps": median([r[BARE][w]["rps"] for r in rounds])} for w in rounds[0][BARE]}
+    for floor in FLOORS:
+        if floor in rounds[0]:
+            med[floor] = {w: {"rps": median([r[floor][w]["rps"] for r in rounds])} for w in rounds[0][floor]}
     return med, derived
 
 
@@ -451,6 +579,58 @@ def fmt(v, spec="{:.0f}"):
     return "n/a" if v is None else spec.format(v)
 
 
+def inproc_markdown(inproc: dict) -> list[str]:
+    """The in-process section: floors, cached reads against both, writes beside a cached read."""
+    if "plain" not in inproc:  # a result from before the plain view and the writes
+        return [f"CPU per request in-process: bare floor {inproc['bare']:.0f} us; "
+                + ", ".join(f"{w} {inproc['ours'][w]:.0f} us ({inproc['ratio'][w]:.2f}x)" for w in inproc["ours"]) + "."]
+    spread = inproc["bare_spread"]
+    lines = [
+        f"CPU per request in-process (bench/inproc.py: the WSGI handler in a loop, no HTTP, no SQL counting;"
+        f" {inproc['rounds']} rounds, each endpoint's batch of {inproc['per_batch']} right after a batch of the bare"
+        f" floor and one of the plain django-redis view, ratios taken batch by batch, medians over the rounds):"
+        f" bare floor {inproc['bare']:.0f} us (per round {', '.join(f'{x:.0f}' for x in inproc['bare_rounds'])};"
+        f" spread {spread:.0%})"
+        + (f" **NOISY: the bare floor varied {spread:.0%} between rounds (over {NOISY_SPREAD:.0%}); read the ratios,"
+           " not the microseconds**" if spread > NOISY_SPREAD else "")
+        + f"; plain django-redis view {inproc['plain']:.0f} us ({inproc['plain_ratio']:.2f}x the bare floor).",
+        "",
+        "| endpoint | CPU us | wall us | x bare floor | x plain django-redis | function calls |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    calls = inproc.get("calls", {})
+    lines.append(f"| bare floor | {inproc['bare']:.0f} | | 1.00x | | {calls.get('bare', '')} |")
+    lines.append(f"| plain django-redis view | {inproc['plain']:.0f} | | {inproc['plain_ratio']:.2f}x | 1.00x"
+                 f" | {calls.get('plain', '')} |")
+    for w, cpu in inproc["ours"].items():
+        lines.append(f"| {'authenticated floor' if w == 'floor' else w} | {cpu:.0f} | {inproc['ours_wall'][w]:.0f}"
+                     f" | {inproc['ratio'][w]:.2f}x | {inproc['ratio_plain'][w]:.2f}x"
+                     f" | {calls.get('ours', {}).get(w, '')} |")
+    beside = inproc["write_beside"]
+    lines += ["", f"Writes in-process, each batch of {inproc['write_batch']} (cycling over the bench users) right after a"
+              f" batch of the cached read `{beside}`; wall time includes PostgreSQL and Redis:", "",
+              "| write | CPU us | wall us | cached read beside: CPU us | wall us | write / read CPU | write / read wall |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for w, row in inproc["writes"].items():
+        lines.append(f"| {w} | {row['cpu_us']:.0f} | {row['wall_us']:.0f} | {row['read_cpu_us']:.0f}"
+                     f" | {row['read_wall_us']:.0f} | {row['cpu_vs_read']:.1f}x | {row['wall_vs_read']:.1f}x |")
+    baseline = inproc.get("baseline")
+    if baseline:
+        lines += ["", f"Writes against the baseline ({baseline['source']}, {baseline['date']}): the change of each median,"
+                  " and of the write / cached read ratio, which a busier or quieter machine moves less. A write more"
+                  f" than {WRITE_SLOWER:.0%} slower is flagged.", "",
+                  "| write | CPU us then / now | change | write / read CPU then / now | change |", "|---|---:|---:|---:|---:|"]
+        for w, row in inproc["writes"].items():
+            then = baseline["writes"].get(w)
+            if not then:
+                continue
+            cpu, ratio = row["cpu_us"] / then["cpu_us"] - 1, row["cpu_vs_read"] / then["cpu_vs_read"] - 1
+            flag = " **SLOWER**" if min(cpu, ratio) > WRITE_SLOWER else ""
+            lines.append(f"| {w} | {then['cpu_us']:.0f} / {row['cpu_us']:.0f} | {cpu:+.0%} | {then['cpu_vs_read']:.1f}x /"
+                         f" {row['cpu_vs_read']:.1f}x | {ratio:+.0%}{flag} |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     med, der = result["median"], result["derived"]
     m = result["machine"]
@@ -469,16 +649,16 @@ def markdown(result: dict) -> str:
                         if load["noisy"] else ""))
     lines += [
         "",
-        "| workload | req/s none | req/s ours | req/s cachalot | req/s bare floor | p50 / p99 ms ours | p50 / p99 ms none | SQL/req none | SQL/req ours | SQL/req cachalot | DB load vs none | speedup vs none | ours / cachalot | share of floor | share of bare floor |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | req/s none | req/s ours | req/s cachalot | req/s bare floor | req/s plain django-redis | p50 / p99 ms ours | p50 / p99 ms none | SQL/req none | SQL/req ours | SQL/req cachalot | DB load vs none | speedup vs none | ours / cachalot | share of floor | share of bare floor | share of plain django-redis |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    bare = med.get(BARE, {})
+    bare, plain = med.get(BARE, {}), med.get(PLAIN, {})
     for w in med["ours"]:
         d = der[w]
         red = d["db_load_reduction"]
         lines.append(
             f"| {WORKLOAD_LABELS.get(w, w)} | {fmt(med['none'][w]['rps'])} | {fmt(med['ours'][w]['rps'])} | {fmt(med['cachalot'][w]['rps'])}"
-            f" | {fmt(bare.get(w, {}).get('rps'))}"
+            f" | {fmt(bare.get(w, {}).get('rps'))} | {fmt(plain.get(w, {}).get('rps'))}"
             f" | {fmt(med['ours'][w]['p50_ms'], '{:.1f}')} / {fmt(med['ours'][w]['p99_ms'], '{:.1f}')}"
             f" | {fmt(med['none'][w]['p50_ms'], '{:.1f}')} / {fmt(med['none'][w]['p99_ms'], '{:.1f}')}"
             f" | {fmt(med['none'][w]['sql_per_request'], '{:.2f}')} | {fmt(med['ours'][w]['sql_per_request'], '{:.3f}')}"
@@ -486,7 +666,7 @@ def markdown(result: dict) -> str:
             f" | {'-' + format(red, '.1%') if red is not None else 'n/a'}"
             f" | {fmt(d['speedup_vs_none'], '{:.2f}x')} | {fmt(d['ratio_vs_cachalot'], '{:.2f}x')}"
             f" | {fmt(d['share_of_floor'], '{:.0%}') if w != 'floor' else '100%'}"
-            f" | {fmt(d.get('share_of_bare_floor'), '{:.0%}')} |"
+            f" | {fmt(d.get('share_of_bare_floor'), '{:.0%}')} | {fmt(d.get('share_of_plain'), '{:.0%}')} |"
         )
     mix = {mode: med[mode]["mix"] for mode in MODES}
     if mix["ours"].get("read_server_ms") is not None:
@@ -496,18 +676,8 @@ def markdown(result: dict) -> str:
                   + f". Writes are 10% of the requests but {mix['ours']['write_share_of_server_time']:.0%} of the"
                   " server time with our cache: they bound the mix's speedup (Amdahl) and its SQL reduction, since"
                   " every mode runs them against PostgreSQL."]
-    inproc = result.get("inproc")
-    if inproc:
-        lines += ["", f"CPU per request in-process (bench/inproc.py: the WSGI handler in a loop, no HTTP, no SQL"
-                  f" counting; medians of {inproc['rounds']} alternated runs, ratio to the bare floor taken per run):"
-                  f" bare floor {inproc['bare']:.0f} us; "
-                  + ", ".join(f"{w} {inproc['ours'][w]:.0f} us ({inproc['ratio'][w]:.2f}x)" for w in inproc["ours"])
-                  + "."]
-        calls = inproc.get("calls")
-        if calls:
-            lines += ["", "Function calls per request (Python and builtin, counted with sys.setprofile; the machine's"
-                      f" noise cannot move them): bare floor {calls['bare']}; "
-                      + ", ".join(f"{w} {n} ({n / calls['bare']:.2f}x)" for w, n in calls["ours"].items()) + "."]
+    if result.get("inproc"):
+        lines += ["", *inproc_markdown(result["inproc"])]
     lines += ["", "Targets:", ""]
     for t in result["targets"]:
         why = f". Why: {t['why']}." if not t["met"] and t.get("why") else ""
@@ -522,7 +692,7 @@ def markdown(result: dict) -> str:
               f" from a Zipf(1.1) over all {result['config']['data']['users']} users. It runs twice: from a cold start,"
               f" where every user's first request misses ({_first_requests(result)} of the requests were a user's"
               f" first in the run; hit ratio of our layer {result['median']['ours']['mix']['hit_ratio']}), and after `manage.py cache_warm"
-              " --users-active-since 30` as an operator runs it after a deploy or a flush (our layer only; it took"
+              "` (its defaults: shared keys, users active within each family's TTL) as an operator runs it after a deploy or a flush (our layer only; it took"
               f" {', '.join(f'{x:.0f}' for x in result['config'].get('cache_warm_seconds') or []) or 'n/a'} s per round;"
               f" hit ratio {result['median']['ours'].get('mix_warmed', {}).get('hit_ratio')})."
               " The bare floor (bench/bare.py) is Django with Security+Common middleware returning constant bytes,"
@@ -558,10 +728,13 @@ def chart(result: dict, path: Path) -> None:
     bare = med.get(BARE, {}).get("floor", {}).get("rps")
     if bare:
         ax1.axhline(bare, color="black", linestyle=":", linewidth=0.8, label="bare floor: constant bytes, no auth")
+    plain = med.get(PLAIN, {}).get("floor", {}).get("rps")
+    if plain:
+        ax1.axhline(plain, color="#2ca02c", linestyle="-.", linewidth=0.8, label="plain django-redis view")
     ax1.set_xticks(list(xs), [WORKLOAD_LABELS.get(w, w) for w in workloads], rotation=25, ha="right")
     ax1.set_ylabel("requests/s (higher is better)")
     ax1.set_title("Throughput; label = ours vs no cache")
-    ax1.set_ylim(0, 1.35 * max([bare or 0] + [med[m][w]["rps"] or 0 for m in MODES for w in workloads]))  # room for the legend
+    ax1.set_ylim(0, 1.35 * max([bare or 0, plain or 0] + [med[m][w]["rps"] or 0 for m in MODES for w in workloads]))  # room for the legend
     ax1.legend(loc="upper left", fontsize=8, ncol=2)
     reads = [w for w in workloads if w != "floor"]
     for k, mode in enumerate(MODES):
@@ -608,9 +781,38 @@ def update_readme(result: dict, table: str) -> None:
     readme.write_text(head + block + tail)
 
 
+def _add_baseline(inproc: dict, path: Path | None) -> None:
+    """The writes of an earlier run beside this one's (--baseline)."""
+    if path is None:
+        return
+    earlier = json.loads(path.read_text())
+    writes = (earlier.get("inproc") or {}).get("writes")
+    if not writes:
+        print(f"{path} has no in-process writes; no baseline", file=sys.stderr)
+        return
+    inproc["baseline"] = {"source": str(path), "date": earlier.get("date", "?"), "writes": writes}
+
+
+def _report_inproc(args, inproc: dict, started: float) -> int:
+    """--inproc-only: the in-process figures alone, in bench/results/inproc.json and .md."""
+    m = common.machine()
+    result = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": m, "quick": args.quick,
+              "inproc": inproc, "elapsed_s": round(time.monotonic() - started, 1)}
+    text = "\n".join([
+        f"In-process run {result['date']} on {m['cpu']}, {m['cores']} cores; Python {m['python']}, Redis {m['redis']};"
+        f" load average (1 min) at the start {m['load_average_at_start'][0]:.2f}"
+        f"{' (QUICK: tiny data; not a measurement)' if args.quick else ''}.", "", *inproc_markdown(inproc)]) + "\n"
+    name = "inproc-quick" if args.quick else "inproc"
+    (common.RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (common.RESULTS / f"{name}.md").write_text(text)
+    print(text)
+    print(f"wrote bench/results/{name}.json, .md in {result['elapsed_s']} s")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny data, ~1 s per run, one round (CI)")
+    parser.add_argument("--quick", action="store_true", help="tiny data, ~1 s per run, two rounds (CI)")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
     parser.add_argument("--connections", type=int, default=4, help="wrk connections (default 4)")
@@ -621,7 +823,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, help="development: seconds per measured single-endpoint run")
     parser.add_argument("--workloads", default=",".join((*ENDPOINTS, "floor", *MIXES)),
                         help="development: a subset, e.g. mix (prints the raw rounds, writes no results)")
-    parser.add_argument("--inproc-rounds", type=int, help="alternated in-process CPU runs (default 3, quick 1)")
+    parser.add_argument("--inproc-rounds", type=int, help="alternated in-process rounds (default 7, quick 2)")
+    parser.add_argument("--inproc-only", action="store_true",
+                        help="only the in-process part (floors, cached reads, writes): bench/results/inproc.*")
+    parser.add_argument("--baseline", type=Path, metavar="JSON",
+                        help="an earlier inproc.json or latest.json: report each write's change against it")
     parser.add_argument("--render", action="store_true", help="only redraw table, chart and README from latest.json")
     args = parser.parse_args()
     if args.render:
@@ -634,10 +840,11 @@ def main() -> int:
         update_readme(result, table)
         return 0
     scale = data.QUICK if args.quick else data.FULL
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    # At least two rounds even when quick: a spread needs two; seven for a measurement.
+    args.rounds = args.rounds or (2 if args.quick else 7)
     args.seconds = args.seconds or (1 if args.quick else 3)
     if args.inproc_rounds is None:
-        args.inproc_rounds = 1 if args.quick else 3
+        args.inproc_rounds = 2 if args.quick else 7
     # The mix warms up with itself long enough for the popular users to be warm in every mode.
     args.mix_seconds, args.mix_warm = (2, 1) if args.quick else (8, 10)
     args.population = 50 if args.quick else 200
@@ -666,7 +873,7 @@ def main() -> int:
     log = common.RESULTS / "gunicorn-bench.log"
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")
-    modes = [m for m in MODES if m in args.modes.split(",")]
+    modes = ["ours"] if args.inproc_only else [m for m in MODES if m in args.modes.split(",")]
     stacks: dict[str, Stack | BareStack] = {}
     rounds = []
     load = {"before": os.getloadavg()[0], "rounds": []}
@@ -674,21 +881,27 @@ def main() -> int:
     try:
         for mode in modes:
             stacks[mode] = Stack(mode, args, args.database, tokens, log)
-        stacks[BARE] = BareStack(args, log)
+        if args.inproc_only:
+            inproc = inproc_compare(stacks["ours"], args, tokens)
+            _add_baseline(inproc, args.baseline)
+            return _report_inproc(args, inproc, started)
+        for floor in FLOORS:
+            stacks[floor] = BareStack(args, log, floor)
         # Workload by workload, the modes (and the bare floor) back to back, order rotating: ratios
         # come from runs seconds apart, so the noise of a shared machine hits them all alike.
         for r in range(args.rounds):
             load["rounds"].append(os.getloadavg()[0])
-            rounds.append({mode: {} for mode in (*modes, BARE)})
+            rounds.append({mode: {} for mode in (*modes, *FLOORS)})
             for k, name in enumerate(w for w in (*ENDPOINTS, "floor", *MIXES) if w in args.workloads.split(",")):
-                runs = modes if name in MIXES else [*modes, BARE]
+                runs = modes if name in MIXES else [*modes, *FLOORS]
                 shift = (r + k) % len(runs)
                 for mode in runs[shift:] + runs[:shift]:
                     rounds[-1][mode][name] = run_workload(stacks[mode], name, args, users_file, len(tokens))
                 print(f"round {r + 1}/{args.rounds} {name:13s} " + ", ".join(
                     f"{m} {rounds[-1][m][name]['rps']:.0f}" for m in runs) + " req/s", flush=True)
         if "ours" in stacks and args.inproc_rounds:
-            inproc = inproc_compare(stacks["ours"], args, tokens[0])
+            inproc = inproc_compare(stacks["ours"], args, tokens)
+            _add_baseline(inproc, args.baseline)
     finally:
         for stack in stacks.values():
             stack.close()
@@ -701,17 +914,21 @@ def main() -> int:
                 data.drop_database(stack.database)
         if not args.keep_database:
             data.drop_database(args.database)
-    if set(rounds[0]) != {*MODES, BARE} or any(set(rounds[0][mode]) != {*ENDPOINTS, "floor", *MIXES} for mode in MODES):
+    if set(rounds[0]) != {*MODES, *FLOORS} or any(set(rounds[0][mode]) != {*ENDPOINTS, "floor", *MIXES} for mode in MODES):
         print(json.dumps(rounds, indent=1))
         return 0
     med, derived = summarise(rounds)
     errors = sum(run["errors"] for rnd in rounds for mode in rnd.values() for run in mode.values())
-    bare_rps = [r[BARE]["floor"]["rps"] for r in rounds]
+    # Each round's bare floor: the median of its runs beside every endpoint of the round.
+    bare_rps = [statistics.median(run["rps"] for run in r[BARE].values()) for r in rounds]
+    load["bare_rounds"] = [round(x, 1) for x in bare_rps]
     load["bare_spread"] = max(bare_rps) / min(bare_rps) - 1
     load["noisy"] = "; ".join(x for x in (
         f"load average {load['before']:.1f} on {os.cpu_count()} cores before the run (other work on the machine)"
         if load["before"] > NOISY_LOAD * (os.cpu_count() or 1) else "",
         f"the bare floor varied {load['bare_spread']:.0%} between rounds" if load["bare_spread"] > NOISY_SPREAD else "",
+        f"the in-process bare floor varied {inproc['bare_spread']:.0%} between rounds"
+        if inproc and inproc.get("bare_spread", 0) > NOISY_SPREAD else "",
     ) if x)
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -39,6 +39,12 @@ cache_errors = Counter("cache_errors_total", "Redis failures that the app ignore
 # all), host:port of the primary in cluster mode, where each node has its own breaker.
 breaker_open = Gauge("cache_breaker_open", "1 while some process skips Redis (or that cluster node).", ["node"],
                      multiprocess_mode="livemax")
+# Per process, the validated-token memory of accounts.authentication: its hit rate says whether
+# JWT_VALIDATED_CACHE_SIZE holds the tokens in use (a miss decodes and checks the signature again).
+jwt_validation_cache = Counter(
+    "jwt_validation_cache_total", "Access tokens found in the validated-token memory (hit) or decoded again (miss).",
+    ["result"],
+)
 request_latency = Histogram(
     "http_request_duration_seconds", "Request latency by method and status class.",
     ["method", "status"],
@@ -64,6 +70,18 @@ def workers_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("METRICS_WORKERS_DIR") or None
 
 
+_AT_SCRAPE: list = []  # collectors that read their figures when scraped (Redis memory, from the engine)
+
+
+def collect_at_scrape(collector) -> None:
+    """Add a collector whose ``collect()`` runs at each scrape, in the scraping process only (it
+    asks a server, such as Redis INFO, rather than counting in the workers)."""
+    if collector in _AT_SCRAPE:
+        return
+    _AT_SCRAPE.append(collector)
+    REGISTRY.register(collector)
+
+
 def registry():
     """What a scrape or cache_stats reads: every worker's metrics summed, or this process's own."""
     path = workers_dir()
@@ -71,4 +89,6 @@ def registry():
         return REGISTRY
     summed = CollectorRegistry()
     multiprocess.MultiProcessCollector(summed, path=path)
+    for collector in _AT_SCRAPE:
+        summed.register(collector)
     return summed

@@ -98,3 +98,23 @@ def test_size_zero_turns_the_memory_off(alice, decodes, settings):
     assert alice.get("/api/me").status_code == 200
     assert alice.get("/api/me").status_code == 200
     assert len(decodes) == 3
+
+
+def _token_memory_counts(client) -> dict[str, float]:
+    """jwt_validation_cache_total by result, as a Prometheus scrape sees it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 200
+    return {sample.labels["result"]: sample.value
+            for family in text_string_to_metric_families(response.content.decode())
+            for sample in family.samples if sample.name == "jwt_validation_cache_total"}
+
+
+def test_metrics_count_remembered_and_decoded_tokens(alice, decodes, client):
+    before = _token_memory_counts(client)
+    for _ in range(3):
+        assert alice.get("/api/me").status_code == 200
+    after = _token_memory_counts(client)
+    assert after.get("miss", 0) - before.get("miss", 0) == 1
+    assert after.get("hit", 0) - before.get("hit", 0) == 2

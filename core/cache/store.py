@@ -264,14 +264,15 @@ def fill_many(family: KeyFamily, parts_list: list[Parts], *, client: redis.Redis
     protocol, in one bulk load and three round trips (and a SCRIPT LOAD): lease every key (SET NX
     PX), load the keys whose lease we got, then store each value only if our lease is still there
     (the populate script), so a write that commits and invalidates meanwhile still wins. The
-    caller has checked the keys are missing. A key leased by someone else, and every key whenever
-    fetch would not store (layer off, cluster mode, inside a transaction, Redis not trusted), is
-    left in ``rest`` for fetch. Redis errors raise: ops commands fail loudly."""
+    caller has checked the keys are missing. In cluster mode ``client`` is the one primary that
+    holds every key of the batch (each key and its lease share a slot; ops.warm groups by node).
+    A key leased by someone else, and every key whenever fetch would not store (layer off, a
+    cluster client rather than a node's, inside a transaction, Redis not trusted), is left in
+    ``rest`` for fetch. Redis errors raise: ops commands fail loudly."""
     result = BulkFill()
-    if (family.bulk_loader is None or not settings.CACHE_LAYER_ENABLED or settings.REDIS_CLUSTER_NODES
+    if (family.bulk_loader is None or not settings.CACHE_LAYER_ENABLED
+            or (settings.REDIS_CLUSTER_NODES and type(client) is not redis.Redis)
             or transaction.get_connection().in_atomic_block or not HEALTH.ready()):
-        # Cluster mode: each key and its lease share a slot, but the batch spans all of them; the
-        # per-key path already routes every command to its node.
         result.rest.extend(range(len(parts_list)))
         return result
     keys = [family.key(**parts) for parts in parts_list]

@@ -125,3 +125,83 @@ def test_stats_warn_about_noeviction_and_say_whose_hit_ratio_it_is(redis_raw):
     text = out.getvalue()
     assert "policy noeviction: at the memory limit Redis refuses writes" in text
     assert "(the whole server, all clients; the app's own per family below)" in text
+
+
+# --- sizing ---------------------------------------------------------------------------------------
+
+
+def test_daily_users_projects_memory_from_the_per_user_figures(redis_raw):
+    """Two users cached now, one with a chat history: bytes per cached user are the per-user
+    families' bytes over those two users, and maxmemory follows the documented formula."""
+    body = b'{"etag":"0000000000000000","data":{"balance":1}}'
+    for user_id in (1, 2):
+        redis_raw.set(f"user:coins:{user_id}", body, ex=60)
+        redis_raw.set(f"subscription:user:{user_id}", body + b" " * 300, ex=300)
+    redis_raw.set("chat:history:1:luna:main", b"m" * 4000, ex=600)
+    redis_raw.set("characters:list", b"c" * 20000, ex=1800)
+
+    data = stats_json("--daily-users", "1000000", "--cached-share", "0.1")
+    sizing, families = data["sizing"], data["families"]
+    assert sizing["cached_users_now"] == 2
+    chat = sizing["families"]["chat:history"]
+    assert chat["keys_per_cached_user"] == 0.5
+    assert chat["bytes_per_cached_user"] == pytest.approx(families["chat:history"]["memory_estimate_bytes"] / 2)
+    assert chat["bytes_per_cached_user"] > 2000  # a 4 KB value over two users
+    per_user = sum(row["bytes_per_cached_user"] for row in sizing["families"].values())
+    assert sizing["bytes_per_cached_user"] == pytest.approx(per_user, abs=0.5)
+    assert sizing["shared_bytes"] >= 20000
+    expected = sizing["headroom"] * (sizing["shared_bytes"] + 1_000_000 * 0.1 * sizing["bytes_per_cached_user"])
+    assert sizing["maxmemory_bytes"] == pytest.approx(expected, rel=1e-6)
+    assert "maxmemory = 1.25 x" in sizing["formula"]
+
+    out = StringIO()
+    call_command("cache_stats", "--daily-users", "1000000", stdout=out)
+    assert "sizing for 1000000 daily users" in out.getvalue() and "set maxmemory" in out.getvalue()
+
+
+def test_sizing_on_an_empty_cache_says_it_has_nothing_to_measure(redis_raw):
+    out = StringIO()
+    call_command("cache_stats", "--daily-users", "1000", stdout=out)
+    assert "no per-user key is cached now" in out.getvalue()
+
+
+def test_bad_sizing_options_are_refused(redis_raw):
+    with pytest.raises(CommandError, match="--daily-users"):
+        stats_json("--daily-users", "0")
+    with pytest.raises(CommandError, match="--cached-share"):
+        stats_json("--daily-users", "10", "--cached-share", "1.5")
+
+
+def test_stats_warn_before_evictions_and_metrics_show_memory_pressure(redis_raw, client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict:
+        response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+        return {sample.name: sample.value for family in text_string_to_metric_families(response.content.decode())
+                for sample in family.samples if sample.name.startswith("cache_redis_")}
+
+    assert "cache_redis_memory_used_ratio" not in scrape()  # no maxmemory: no ratio to alert on
+    redis_raw.set("filler", b"x" * 200_000)
+    used = redis_raw.info("memory")["used_memory"]
+    before = redis_raw.config_get("maxmemory")
+    redis_raw.config_set("maxmemory", str(int(used / 0.95)))
+    try:
+        out = StringIO()
+        call_command("cache_stats", stdout=out)
+        figures = scrape()
+    finally:
+        redis_raw.config_set("maxmemory", before["maxmemory"])
+    assert "of maxmemory (warning at 90%)" in out.getvalue() and "raise maxmemory before evictions reach the hot keys" in out.getvalue()
+    assert figures["cache_redis_memory_used_ratio"] >= stats_ops.MEMORY_WARNING_RATIO
+    assert figures["cache_redis_maxmemory_bytes"] == int(used / 0.95)
+    assert figures["cache_redis_evicted_keys_total"] == 0
+
+
+def test_metrics_answer_without_redis_figures_when_the_default_cache_is_not_redis(client, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    settings.CACHE_LAYER_ENABLED = False
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 200
+    assert b"cache_redis_used_memory_bytes{" not in response.content
+    settings.CACHE_LAYER_ENABLED = True  # a layer that is on but has no django-redis client: still no error
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200

@@ -69,9 +69,57 @@ def test_warm_per_user_families_only_for_recently_active_users(make_user, charac
     assert "user:coins" in out
 
 
-def test_per_user_family_needs_the_activity_window(characters, redis_raw):
-    with pytest.raises(CommandError, match="--users-active-since"):
-        warm("user:coins")
+def test_by_default_per_user_keys_of_users_active_within_each_familys_ttl(make_user, characters, redis_raw):
+    """A user last seen between the coins TTL and the subscription TTL ago gets the subscription
+    key back (their cached one would still be there) but not the coins key (it would have expired
+    unread); a user last seen days ago gets nothing."""
+    from accounts.models import CoinLedgerEntry
+    from core.cache.registry import FAMILIES
+
+    coins_ttl, subscription_ttl = FAMILIES["user:coins"].ttl, FAMILIES["subscription:user"].ttl
+    assert coins_ttl < subscription_ttl
+    now = make_user("now@example.com", coins=5)
+    earlier = make_user("earlier@example.com", coins=5)
+    gone = make_user("gone@example.com", coins=5)
+    CoinLedgerEntry.objects.filter(user=earlier).update(
+        created_at=timezone.now() - timedelta(seconds=(coins_ttl + subscription_ttl) / 2))
+    CoinLedgerEntry.objects.filter(user=gone).update(created_at=timezone.now() - timedelta(days=2))
+
+    warm()
+    assert redis_raw.exists("characters:list", f"user:coins:{now.id}", f"subscription:user:{now.id}") == 3
+    assert redis_raw.exists(f"subscription:user:{earlier.id}")
+    assert not redis_raw.exists(f"user:coins:{earlier.id}")
+    assert not any(redis_raw.scan_iter(match=f"*:{gone.id}"))
+
+
+def test_shared_only_leaves_the_per_user_families_alone(make_user, characters, redis_raw):
+    user = make_user("now@example.com", coins=5)
+    out = warm("--shared-only")
+    assert "5 key(s) written" in out
+    assert not redis_raw.exists(f"user:coins:{user.id}")
+    with pytest.raises(CommandError, match="per user"):
+        warm("--shared-only", "user:coins")
+
+
+def test_rate_paces_the_warm_up(make_user, characters, redis_raw):
+    for n in range(4):
+        make_user(f"u{n}@example.com", coins=5)
+    from core.cache.ops.warm import warm as warm_keys
+    from core.cache.ops.warm import warm_targets
+    from core.cache.registry import FAMILIES
+
+    targets = warm_targets(FAMILIES.values())
+    assert len(targets) >= 12
+    paced = warm_keys(targets, rate=len(targets) / 1.5)  # a second and a half's worth of keys
+    assert paced.seconds >= 1.4
+    assert paced.total_written == len(targets) - sum(paced.skipped.values())
+    redis_raw.flushdb()
+    assert warm_keys(targets, rate=0).seconds < 1.4
+
+
+def test_bad_rate_is_refused(characters, redis_raw):
+    with pytest.raises(CommandError, match="--rate"):
+        warm("--rate", "-1")
     assert redis_raw.dbsize() == 0
 
 

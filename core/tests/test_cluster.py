@@ -135,6 +135,35 @@ def test_a_bad_node_list_degrades_to_the_database(world, settings, cluster_cache
 # --- ops -----------------------------------------------------------------------------------------
 
 
+def test_warm_fills_per_user_keys_in_batches_per_primary(world, user, cluster_cache, make_user, monkeypatch):
+    """In cluster mode too the per-user families go through their bulk loaders, a batch per
+    primary, not fetch key by key; the values are the ones a read would store."""
+    from core.cache.ops import warm as warm_ops
+    from core.cache.registry import FAMILIES
+
+    others = [make_user(f"w{i}@example.com", coins=3) for i in range(12)]
+    cluster_cache.wipe()
+    fetched: list[str] = []
+    real_fetch = warm_ops.fetch
+
+    def fetch(family, **parts):
+        fetched.append(family.name)
+        return real_fetch(family, **parts)
+
+    monkeypatch.setattr(warm_ops, "fetch", fetch)
+    result = warm_ops.warm(warm_ops.warm_targets(FAMILIES.values()))
+    bulk = {name for name, family in FAMILIES.items() if family.bulk_loader is not None}
+    assert bulk and not bulk & set(fetched)
+    for other in others:
+        assert json.loads(cluster_cache.get(f"user:coins:{{{other.id}}}"))["data"] == {"balance": 3}
+        assert cluster_cache.get(f"subscription:user:{{{other.id}}}") is not None
+    assert result.written["user:coins"] == len(others) + 1
+    holders = [s for s in cluster_cache.primaries() if any(k.startswith(b"user:coins:") for k in s.client().scan_iter())]
+    assert len(holders) > 1  # the batches really went to more than one primary
+    assert not [k for k in cluster_cache.keys() if k.startswith("lease:")]
+    assert warm_ops.warm(warm_ops.warm_targets(FAMILIES.values())).total_written == 0
+
+
 def test_ops_commands_cover_every_primary(world, user, cluster_cache, make_user):
     from django.core.management import call_command
 

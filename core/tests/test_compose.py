@@ -163,7 +163,7 @@ def test_the_exact_redis_command_runs_and_reports_every_option(compose):
         server.close()
     assert config == {
         "appendonly": "yes",
-        "maxmemory": "268435456",
+        "maxmemory": str(1512 * 1024 * 1024),
         "maxmemory-policy": "allkeys-lru",
         "save": "900 1 300 10 60 10000",
         "stop-writes-on-bgsave-error": "no",

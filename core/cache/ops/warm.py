@@ -5,18 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import cast
 
 import redis
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
+from redis.cluster import RedisCluster
 
 from ..client import full_key, pipelined, redis_client
 from ..family import KeyFamily, Parts, WarmScope
 from ..registry import activity_sources
 from ..store import fetch, fill_many
-from .common import Progress, batches, no_progress, ping
+from .common import Progress, batches, no_progress, ping, primaries
 
 
 @dataclass
@@ -31,63 +33,107 @@ class WarmResult:
         return sum(self.written.values())
 
 
-def active_user_ids(since_days: int) -> list[int]:
-    """Active users who did anything in the last ``since_days`` days, by every activity source
-    the apps registered (a login, a coin movement, a chat message, a generation...)."""
-    since = timezone.now() - timedelta(days=since_days)
+BATCH = 500
+DEFAULT_RATE = 2000  # keys per second: a few percent of what Redis and PostgreSQL serve beside traffic
+
+
+def active_user_ids(since_days: int | None = None, *, since: datetime | None = None) -> list[int]:
+    """Active users who did anything since then (``since_days`` days ago, or ``since``), by every
+    activity source the apps registered (a login, a coin movement, a chat message, a generation...)."""
+    if since is None:
+        since = timezone.now() - timedelta(days=since_days or 0)
     ids: set[int] = set()
     for source in activity_sources().values():
         ids.update(source(since))
     return sorted(get_user_model().objects.filter(id__in=ids, is_active=True).values_list("id", flat=True))
 
 
-def warm_targets(families: Iterable[KeyFamily], *, users_active_since: int | None = None) -> list[tuple[KeyFamily, Parts]]:
-    """The (family, parts) pairs a warm-up fills: the shared families in full, and the per-user
-    families of recently active users (each family enumerates its own keys)."""
-    families = list(families)
-    scope = WarmScope()
-    if users_active_since is not None and any(not family.shared for family in families):
-        scope = WarmScope(user_ids=tuple(active_user_ids(users_active_since)),
-                          since=timezone.now() - timedelta(days=users_active_since))
+def warm_targets(families: Iterable[KeyFamily], *, users_active_since: int | None = None,
+                 per_user: bool = True) -> list[tuple[KeyFamily, Parts]]:
+    """The (family, parts) pairs a warm-up fills: the shared families in full, and for each
+    per-user family the users active within that family's TTL (their keys are the ones a flush
+    or a restart took away and their next requests will read; a key of a user who was last seen
+    before that would have expired unread). ``users_active_since`` (days) widens the window to
+    every user active since then, the same for all families; ``per_user=False`` leaves them out."""
     targets: list[tuple[KeyFamily, Parts]] = []
+    scopes: dict[datetime, WarmScope] = {}  # families with the same window share its queries
+    now = timezone.now()
     for family in families:
-        if not family.shared and users_active_since is None:
+        if family.shared:
+            targets.extend((family, parts) for parts in family.warm_parts(WarmScope()))
             continue
-        targets.extend((family, parts) for parts in family.warm_parts(scope))
+        if not per_user:
+            continue
+        since = now - (timedelta(days=users_active_since) if users_active_since is not None
+                       else timedelta(seconds=family.ttl))
+        if since not in scopes:
+            scopes[since] = WarmScope(user_ids=tuple(active_user_ids(since=since)), since=since)
+        targets.extend((family, parts) for parts in family.warm_parts(scopes[since]))
     return targets
 
 
-def warm(targets: list[tuple[KeyFamily, Parts]], *, progress: Progress = no_progress,
+def warm(targets: list[tuple[KeyFamily, Parts]], *, rate: float = 0, progress: Progress = no_progress,
          client: redis.Redis | None = None) -> WarmResult:
     """Fill these keys the way a read does. A family with a bulk loader goes a batch at a time
     (``store.fill_many``: leases, one bulk load, the same compare-and-set as a read); any other
     key, and one fill_many leaves, goes through ``store.fetch`` (leases, TTL caps, metrics). A
-    key already cached is left alone, so a second run writes nothing."""
+    key already cached is left alone, so a second run writes nothing. ``rate`` (keys per second,
+    0: as fast as it goes) paces the batches so a warm-up beside live traffic stays a small load.
+    In cluster mode each batch holds the keys of one primary, sorted by slot, and goes to that
+    node's own connection: a few round trips per batch there too."""
     client = client or redis_client()
     ping(client)
     started = time.perf_counter()
     result = WarmResult()
-    for batch in batches(targets, 500):
-        keys = [full_key(family.key(**parts)) for family, parts in batch]
-        before = pipelined(client, [("EXISTS", key) for key in keys])
-        missing: dict[str, list[int]] = {}  # per family, the batch positions to fill
-        for at, ((family, _), existed) in enumerate(zip(batch, before, strict=True)):
-            if existed:
-                _count(result.already, family)
-                progress(1)
-            else:
-                missing.setdefault(family.name, []).append(at)
-        fetched: list[int] = []
-        for positions in missing.values():
-            fetched += _fill(result, batch, positions, progress=progress, client=client)
-        if not fetched:
-            continue
-        # fetch does not say whether it stored: the keys that exist now were written.
-        for at, exists in zip(fetched, pipelined(client, [("EXISTS", keys[at]) for at in fetched]), strict=True):
-            if exists:
-                _count(result.written, batch[at][0])
+    size = BATCH if not rate else max(1, min(BATCH, int(rate)))  # a batch is at most a second's budget
+    done = 0
+    for node_client, node_targets in _by_node(client, targets):
+        for batch in batches(node_targets, size):
+            _warm_batch(result, batch, progress=progress, client=node_client)
+            done += len(batch)
+            if rate:
+                ahead = done / rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _by_node(client: redis.Redis, targets: list[tuple[KeyFamily, Parts]]) -> list[tuple[redis.Redis, list]]:
+    """The targets per Redis that holds them: all on ``client`` for one Redis; per primary (its own
+    client, keys sorted by slot) in cluster mode."""
+    nodes = primaries(client)
+    if not nodes:
+        return [(client, targets)]
+    cluster = cast(RedisCluster, client)
+    grouped: dict[str, list[tuple[int, tuple[KeyFamily, Parts]]]] = {}
+    for family, parts in targets:
+        key = full_key(family.key(**parts))
+        grouped.setdefault(cluster.get_node_from_key(key).name, []).append((cluster.keyslot(key), (family, parts)))
+    return [(nodes[name], [target for _, target in sorted(keyed, key=lambda pair: pair[0])])
+            for name, keyed in grouped.items()]
+
+
+def _warm_batch(result: WarmResult, batch: list[tuple[KeyFamily, Parts]], *, progress: Progress,
+                client: redis.Redis) -> None:
+    keys = [full_key(family.key(**parts)) for family, parts in batch]
+    before = pipelined(client, [("EXISTS", key) for key in keys])
+    missing: dict[str, list[int]] = {}  # per family, the batch positions to fill
+    for at, ((family, _), existed) in enumerate(zip(batch, before, strict=True)):
+        if existed:
+            _count(result.already, family)
+            progress(1)
+        else:
+            missing.setdefault(family.name, []).append(at)
+    fetched: list[int] = []
+    for positions in missing.values():
+        fetched += _fill(result, batch, positions, progress=progress, client=client)
+    if not fetched:
+        return
+    # fetch does not say whether it stored: the keys that exist now were written.
+    for at, exists in zip(fetched, pipelined(client, [("EXISTS", keys[at]) for at in fetched]), strict=True):
+        if exists:
+            _count(result.written, batch[at][0])
 
 
 def _fill(result: WarmResult, batch: list[tuple[KeyFamily, Parts]], positions: list[int], *,
