@@ -39,6 +39,10 @@ cache_errors = Counter("cache_errors_total", "Redis failures that the app ignore
 # all), host:port of the primary in cluster mode, where each node has its own breaker.
 breaker_open = Gauge("cache_breaker_open", "1 while some process skips Redis (or that cluster node).", ["node"],
                      multiprocess_mode="livemax")
+# Rows in the pending-invalidation table, as each worker's watcher last counted them (its periodic
+# look, never a request): one table for the whole deployment, so the freshest count is the answer.
+pending_keys = Gauge("cache_pending_keys", "Keys whose delete is pending (recorded, not yet applied to Redis).",
+                     multiprocess_mode="livemostrecent")
 request_latency = Histogram(
     "http_request_duration_seconds", "Request latency by method and status class.",
     ["method", "status"],

@@ -36,10 +36,11 @@ def record_pending_invalidations(keys: Iterable[str]) -> None:
                 cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])  # delivered at commit
 
 
-def pending_exist() -> bool:
+def pending_count() -> int:
+    """Keys waiting for their delete (one row each): the watcher's periodic look."""
     from core.models import PendingInvalidation
 
-    return PendingInvalidation.objects.exists()
+    return PendingInvalidation.objects.count()
 
 
 def drain_pending_invalidations(client: redis.Redis, batch: int = 500, unlink=unlink_keys) -> int:
