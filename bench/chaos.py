@@ -4,8 +4,9 @@ chaos runs all three, make chaos-quick the first, compressed).
 Timelines (seconds; --quick compresses them by 0.3):
   redis      0 steady - 10 SIGKILL Redis - 20 restart it from its AOF - 30 SIGSTOP it - 40 SIGCONT
   sentinel   a primary, a replica and 3 sentinels; the app set up by REDIS_SENTINELS alone, with
-             CACHE_INVALIDATION_REPLICAS=1: 0 steady - 10 SENTINEL FAILOVER - 22 SIGKILL of the new
-             primary (the sentinels fail over back) - 32 it restarts and rejoins as a replica
+             CACHE_INVALIDATION_REPLICAS=1: 0 steady - 10 SENTINEL FAILOVER - 32 SIGKILL of the new
+             primary (the sentinels fail over back) - 42 it restarts and rejoins as a replica -
+             55 the replica frozen (SIGSTOP) - 58 resumed; writers stop at 68, readers at 78
   two-hosts  two gunicorn "hosts" on one PostgreSQL and one Redis, requests spread over both; host A
              reaches Redis through a proxy: 0 steady - 10 A cut off from Redis - 30 reconnected
 then 45 writers stop - 55 readers stop - quiescence: every object read through the API (each host)
@@ -16,8 +17,11 @@ readers draw users from a Zipf over a small population, writers post chat messag
 images and rename users for the hottest of them, and an admin thread in this process edits
 characters and the generation settings through the services, so the objects readers see keep
 changing, shared ones included.
-Reports 5xx, client timeouts, p50/p99 per phase, hit-ratio recovery time from /metrics, stale reads,
-and the time every app takes to refuse a token revoked during the run (one every few seconds).
+Reports 5xx, client timeouts, p50/p99 per phase, stale reads, the time every app takes to refuse a
+token revoked during the run (one every few seconds), and the cache's availability: the hit ratio of
+every 0.5 s (cache_requests_total of every app host's /metrics: hit over hit, miss, bypass and
+error), its steady value (median before the first fault), the seconds it stayed below half of that
+after each event and in all, and the seconds until it was back to 90% of it.
 
     python bench/chaos.py [--quick] [--workers N] [--scenario redis|sentinel|two-hosts|cluster|all]
 
@@ -93,10 +97,10 @@ class Timeline:
     """Named fault events, then writers stop, then readers stop. An event is (at, id, phase that
     starts with it, action, whether to time the hit ratio's recovery after it)."""
 
-    def __init__(self, factor: float, events: list[tuple]) -> None:
+    def __init__(self, factor: float, events: list[tuple], ends: tuple[float, float] = (45, 55)) -> None:
         self.factor = factor
         self.events = [(at * factor, *rest) for at, *rest in events]
-        self.writers_stop, self.readers_stop = 45 * factor, 55 * factor
+        self.writers_stop, self.readers_stop = ends[0] * factor, ends[1] * factor
 
     @property
     def first_fault(self) -> float:
@@ -107,6 +111,11 @@ class Timeline:
             [(self.writers_stop, "readers only")]
         ends = [at for at, _ in starts[1:]] + [self.readers_stop]
         return [(name, start, end) for (start, name), end in zip(starts, ends, strict=True)]
+
+    def windows(self) -> list[tuple[str, float, float]]:
+        """(id, from, until the next event) for every event; the last one until the readers stop."""
+        times = [at for at, *_ in self.events] + [self.readers_stop]
+        return [(event_id, at, times[i + 1]) for i, (at, event_id, *_rest) in enumerate(self.events)]
 
     def recoveries(self) -> list[tuple[str, float, float]]:
         """(id, from, until the next event) for the events whose recovery is timed."""
@@ -349,6 +358,7 @@ class RedisScenario:
 
     description = "one Redis, one gunicorn"
     settle = 0.0
+    ends = (45, 55)  # writers stop, readers stop
 
     def __init__(self, args) -> None:
         from tests.support.harness import RedisServer
@@ -397,6 +407,7 @@ class SentinelScenario(RedisScenario):
 
     description = "Redis Sentinel (1 primary, 1 replica, 3 sentinels), CACHE_INVALIDATION_REPLICAS=1, one gunicorn"
     settle = 3.0
+    ends = (68, 78)
 
     def start(self) -> None:
         from tests.support.harness import SentinelSetup
@@ -408,9 +419,12 @@ class SentinelScenario(RedisScenario):
         self.redis_url = "redis://sentinel-managed/0"  # the host is the sentinels' business
 
     def events(self) -> list[tuple]:
+        # 22 s after the failover: today the cache stays off for 15-18 s after it.
         return [(10, "failover", "SENTINEL FAILOVER", self.failover, True),
-                (22, "kill", "new primary SIGKILL", self.kill, True),
-                (32, "rejoin", "killed primary back as a replica", self.rejoin, True)]
+                (32, "kill", "new primary SIGKILL", self.kill, True),
+                (42, "rejoin", "killed primary back as a replica", self.rejoin, True),
+                (55, "replica_stall", "replica frozen (SIGSTOP)", self.stall, False),
+                (58, "replica_resume", "replica resumed", self.unstall, True)]
 
     def failover(self) -> str:
         old = self.setup.primary_port()
@@ -424,6 +438,15 @@ class SentinelScenario(RedisScenario):
     def rejoin(self) -> str:
         self.killed.start()
         return f"{self.killed.port} restarted; the sentinels make it a replica"
+
+    def stall(self) -> str:
+        self.stalled = self.setup.replica
+        self.stalled.pause()
+        return f"replica {self.stalled.port} SIGSTOP"
+
+    def unstall(self) -> str:
+        self.stalled.resume()
+        return f"replica {self.stalled.port} SIGCONT"
 
     def close(self) -> None:
         for app in self.apps:
@@ -549,23 +572,54 @@ SCENARIOS = {"redis": RedisScenario, "sentinel": SentinelScenario, "two-hosts": 
 ALL = ("redis", "sentinel", "two-hosts")  # make chaos; the cluster has make chaos-cluster
 
 
+SCRAPE_EVERY = 0.5  # seconds between two scrapes of every app's /metrics: the hit ratio's resolution
+
+
 def scrape_loop(apps: list[common.App], t0: float, stop: threading.Event, out: list) -> None:
+    """Every SCRAPE_EVERY s on a fixed grid (a slow scrape does not shift the next ones): the cached
+    reads of every app host (hits, all) and the pending keys (cache_pending_keys, the largest)."""
+    tick = time.monotonic()
     while not stop.is_set():
         try:
             ms = [app.metrics() for app in apps]
             out.append((time.monotonic() - t0,
                         sum(common.metric_sum(m, "cache_requests_total", result="hit") for m in ms),
-                        sum(common.metric_sum(m, "cache_requests_total") for m in ms)))
+                        sum(common.metric_sum(m, "cache_requests_total") for m in ms),
+                        max(common.metric_sum(m, "cache_pending_keys") for m in ms)))
         except Exception:  # a scrape can fail while workers are busy; the next one counts
             pass
-        stop.wait(0.5)
+        tick += SCRAPE_EVERY
+        while tick < time.monotonic():  # more than one interval late: skip to the next grid point
+            tick += SCRAPE_EVERY
+        stop.wait(tick - time.monotonic())
+
+
+def hit_ratio_intervals(samples: list) -> list[tuple[float, float, float | None]]:
+    """(from, to, hit ratio of the cached reads that completed in between; None if none did)."""
+    return [(t0, t1, (h1 - h0) / (n1 - n0) if n1 > n0 else None)
+            for (t0, h0, n0, *_), (t1, h1, n1, *_) in zip(samples, samples[1:], strict=False)]
 
 
 def hit_ratio_series(samples: list) -> list[tuple[float, float | None]]:
-    series = []
-    for (_t0, h0, n0), (t1, h1, n1) in zip(samples, samples[1:], strict=False):
-        series.append((t1, (h1 - h0) / (n1 - n0) if n1 > n0 else None))
-    return series
+    return [(t1, ratio) for _t0, t1, ratio in hit_ratio_intervals(samples)]
+
+
+def still_below_half(intervals, until: float, baseline: float) -> bool:
+    """Was the hit ratio still below half the steady one in the last interval before ``until``?
+    (Then the time below half after an event is cut short by the next one: a lower bound.)"""
+    before = [ratio for start, end, ratio in intervals if end <= until]
+    return bool(before) and (before[-1] is None or before[-1] < 0.5 * baseline)
+
+
+def seconds_below_half(intervals, since: float, until: float, baseline: float) -> float:
+    """Seconds of (since, until] in intervals whose hit ratio was below half the steady one. An
+    interval in which no cached read completed counts as below: nothing was served from the cache."""
+    below = 0.0
+    for start, end, ratio in intervals:
+        overlap = min(end, until) - max(start, since)
+        if overlap > 0 and (ratio is None or ratio < 0.5 * baseline):
+            below += overlap
+    return round(below, 2)
 
 
 def recovery_time(series, since: float, until: float, baseline: float) -> float | None:
@@ -670,7 +724,7 @@ def main() -> int:
         log = common.RESULTS / f"gunicorn-chaos-{args.scenario}.log"
         log.write_bytes(b"")
         scenario.start_apps(database_url=database_url, workers=args.workers, log=log)
-        timeline = Timeline(factor, scenario.events())
+        timeline = Timeline(factor, scenario.events(), scenario.ends)
         for app in scenario.apps:
             app.wait_ready(tokens[0])
         client = Client([app.port for app in scenario.apps], tokens)
@@ -743,11 +797,19 @@ def main() -> int:
     first = timeline.first_fault
     steady = [r for t, r in series if t <= first and r is not None and t > first * 0.3]
     baseline = statistics.median(steady) if steady else None
-    recovery = {}
+    recovery: dict = {}
+    below_half: dict = {}
     if baseline:
         recovery = {"baseline_hit_ratio": round(baseline, 3)}
         for event_id, since, until in timeline.recoveries():
             recovery[f"after_{event_id}_s"] = recovery_time(series, since, until, baseline)
+        intervals = hit_ratio_intervals(samples)
+        below_half = {"threshold": round(0.5 * baseline, 3),
+                      "total_s": seconds_below_half(intervals, first, timeline.readers_stop, baseline),
+                      "by_event_s": {event_id: seconds_below_half(intervals, since, until, baseline)
+                                     for event_id, since, until in timeline.windows()},
+                      "still_below_at_next_event": [event_id for event_id, _since, until in timeline.windows()
+                                                    if still_below_half(intervals, until, baseline)]}
     statuses: dict[str, int] = {}
     for r in records:
         if r[2] != "admin":
@@ -771,7 +833,11 @@ def main() -> int:
         "admin_errors": sum(1 for r in records if r[2] == "admin" and r[4] != 200),
         "phases": phases,
         "hit_ratio_recovery": recovery,
+        # Seconds the hit ratio of a 0.5 s interval stayed below half the steady one, after each event
+        # (until the next one; the last until the readers stop) and from the first fault on.
+        "hit_ratio_below_half": below_half,
         "hit_ratio_series": [(round(t, 2), None if r is None else round(r, 3)) for t, r in series],
+        "pending_keys_series": [(round(t, 2), int(p)) for t, _h, _n, p in samples],
         "stale_check": stale,
         "revoked_tokens": revocation_summary(revoker.results, timeline.phases()),
     }
@@ -790,6 +856,7 @@ def main() -> int:
 
 def chaos_markdown(result: dict) -> str:
     rec = result["hit_ratio_recovery"]
+    below = result.get("hit_ratio_below_half", {})
     st = result["stale_check"]
     rv = result["revoked_tokens"]
     m = result["machine"]
@@ -810,6 +877,11 @@ def chaos_markdown(result: dict) -> str:
         f" compared with the database, {st['failed_reads']} failed)",
         f"- Hit ratio: steady {rec.get('baseline_hit_ratio')}; seconds until back to 90% of it: "
         + ", ".join(f"{k[len('after_'):-len('_s')]} {v}" for k, v in rec.items() if k.startswith("after_")),
+        f"- Hit ratio below half of steady (< {below.get('threshold')}, per 0.5 s): **{below.get('total_s')} s** in all"
+        " after the first fault; after each event (until the next): "
+        + ", ".join(f"{k} {'>= ' if k in below.get('still_below_at_next_event', ()) else ''}{v} s"
+                    for k, v in below.get("by_event_s", {}).items())
+        + " (>=: still below when the next event came)",
         f"- Revoked tokens (deactivation, new password, deletion in turn): {rv['revocations']}; refused by every"
         f" app after p50 {rv['refused_after_p50_s']} s, max **{rv['refused_after_max_s']} s** (bound {REFUSE_WITHIN} s);"
         f" accepted later than {REFUSE_WITHIN} s: **{rv['accepted_after_2s']}**; never refused: {rv['never_refused']};"

@@ -45,6 +45,10 @@ jwt_validation_cache = Counter(
     "jwt_validation_cache_total", "Access tokens found in the validated-token memory (hit) or decoded again (miss).",
     ["result"],
 )
+# Rows in the pending-invalidation table, as each worker's watcher last counted them (its periodic
+# look, never a request): one table for the whole deployment, so the freshest count is the answer.
+pending_keys = Gauge("cache_pending_keys", "Keys whose delete is pending (recorded, not yet applied to Redis).",
+                     multiprocess_mode="livemostrecent")
 request_latency = Histogram(
     "http_request_duration_seconds", "Request latency by method and status class.",
     ["method", "status"],

@@ -200,6 +200,11 @@ CACHE_PENDING_RETRY_MAX = env.float("CACHE_PENDING_RETRY_MAX", default=4.0)
 # CACHE_PENDING_CHECK seconds) from a thread of its own (core/cache/watch.py).
 CACHE_PENDING_WATCH = env.bool("CACHE_PENDING_WATCH", default=True)
 CACHE_PENDING_CHECK = env.float("CACHE_PENDING_CHECK", default=1.0)
+# "listen": each worker's thread holds a PostgreSQL connection of its own for LISTEN (told at once).
+# "poll": no LISTEN, the look every CACHE_PENDING_CHECK seconds alone (PgBouncer transaction pooling).
+CACHE_PENDING_NOTIFY = env.str("CACHE_PENDING_NOTIFY", default="listen")
+if CACHE_PENDING_NOTIFY not in ("listen", "poll"):
+    raise ImproperlyConfigured(f"CACHE_PENDING_NOTIFY must be listen or poll, not {CACHE_PENDING_NOTIFY!r}")
 # An invalidation counts as done once this many replicas have it (WAIT); 0 = the primary's word.
 CACHE_INVALIDATION_REPLICAS = env.int("CACHE_INVALIDATION_REPLICAS", default=0)
 CACHE_INVALIDATION_WAIT_MS = env.int("CACHE_INVALIDATION_WAIT_MS", default=100)

@@ -36,7 +36,7 @@ from redis.retry import Retry
 
 from .client import CACHE_ERRORS, full_key, parse_host_ports, redis_client, unlink_keys
 from .django_cache import Client as DjangoCacheClient
-from .health import HEALTH, CacheHealth, GuardedMixin, register_health_source
+from .health import CLOSED, HEALTH, OPEN, CacheHealth, GuardedMixin, register_health_source
 from .replication import execute_confirmed
 
 
@@ -77,10 +77,25 @@ class NodeHealth(CacheHealth):
     def drain(self, client: redis.Redis) -> int:
         return drain_node(cluster_client(), self.node)
 
+    def serves_slots(self) -> bool:
+        """Does this process's slot map have this node as the primary of some slot?"""
+        try:
+            slots = cluster_client().nodes_manager.slots_cache
+        except CACHE_ERRORS:
+            return True  # cannot tell: sync as usual
+        return any(nodes and nodes[0].name == self.node for nodes in list(slots.values()))
+
     def unlink(self, keys: list[str]) -> None:
         unlink_on_node(self.node, keys)
 
     def sync(self) -> bool:
+        if not self.serves_slots():
+            # Gone from the map (a dead primary its replica replaced): no key is read from it or
+            # deleted on it, so its breaker is not what keeps any key off the cache. Not synced
+            # either: a caller that chose this node from an older map must not read through it.
+            self.state = CLOSED
+            self.breaker_gauge.set(0)
+            return False
         if super().sync():
             return True
         # The node may be gone for good (its replica took over): nothing else would tell the
@@ -129,8 +144,8 @@ def topology_changed(serving: set[str] | None = None) -> None:
     an open breaker: no key is read from it."""
     for name, health in list(_NODES.items()):
         health.connect_epoch += 1
-        if serving is not None and name not in serving and health.state == "open":
-            health.state = "closed"
+        if serving is not None and name not in serving and health.state == OPEN:
+            health.state = CLOSED
             health.breaker_gauge.set(0)
 
 

@@ -36,10 +36,15 @@ def record_pending_invalidations(keys: Iterable[str]) -> None:
                 cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])  # delivered at commit
 
 
-def pending_exist() -> bool:
+PENDING_COUNTED_UP_TO = 10_000  # a look stays cheap however long an outage lasts
+
+
+def pending_count() -> int:
+    """Keys waiting for their delete (one row each, counted up to PENDING_COUNTED_UP_TO): the
+    watcher's periodic look."""
     from core.models import PendingInvalidation
 
-    return PendingInvalidation.objects.exists()
+    return PendingInvalidation.objects.all()[:PENDING_COUNTED_UP_TO].count()
 
 
 def drain_pending_invalidations(client: redis.Redis, batch: int = 500, unlink=unlink_keys) -> int:

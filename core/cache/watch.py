@@ -9,6 +9,12 @@ restarted, or SQLite, which has no LISTEN): rows there mean "untrusted", none me
 them applied them. And it drains them itself, with a backoff capped at ``CACHE_PENDING_RETRY_MAX``,
 so an idle worker does not leave them waiting for a request or a TTL.
 
+With ``CACHE_PENDING_NOTIFY = "poll"`` it sends no LISTEN: the periodic look alone tells it, within
+``CACHE_PENDING_CHECK`` seconds, through the thread's ordinary Django connection, which it gives back
+after each look as a request would (``CONN_MAX_AGE``, or Django's connection pool). No session state
+is left on the connection, so a transaction-pooling PgBouncer can carry it.
+
+Each look also publishes how many keys are pending (``cache_pending_keys``).
 The cached read path itself never runs SQL for this: it reads two integers.
 """
 
@@ -21,6 +27,8 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
+
+from core import metrics
 
 logger = logging.getLogger("core.cache")
 
@@ -94,6 +102,8 @@ class PendingWatcher:
                         next_check = time.monotonic() + settings.CACHE_PENDING_CHECK
                         self._check(_healths())
                     self._retry(_healths())
+                    if polling():
+                        connection.close_if_unusable_or_obsolete()  # back to the pool, as after a request
                 except Exception as exc:  # the database went away: reconnect on the next round
                     _healths()[0].log.warning(f"watch:{type(exc).__name__}", f"cache pending watcher: {type(exc).__name__}: {exc}")
                     self.listening = False
@@ -106,7 +116,7 @@ class PendingWatcher:
     def _listen(self, connection, timeout: float) -> bool:
         """Wait up to ``timeout`` for a NOTIFY (PostgreSQL) or a local wake-up; True if notified."""
         self._wake.clear()
-        if connection.vendor != "postgresql":
+        if connection.vendor != "postgresql" or polling():
             self._wake.wait(timeout)
             return False
         connection.ensure_connection()
@@ -123,10 +133,12 @@ class PendingWatcher:
 
     def _check(self, healths) -> None:
         """The periodic look: rows mean "untrusted", none means everything recorded is applied."""
-        from .pending import pending_exist
+        from .pending import pending_count
 
         generations = [health.pending_generation for health in healths]
-        if pending_exist():
+        pending = pending_count()
+        metrics.pending_keys.set(pending)
+        if pending:
             for health in healths:
                 if health.pending_generation == health.applied_generation:
                     health.pending_signalled()  # a missed notification
@@ -150,6 +162,11 @@ class PendingWatcher:
         cap = max(settings.CACHE_PENDING_RETRY, settings.CACHE_PENDING_RETRY_MAX)
         self._delay = min(max(self._delay * 2, settings.CACHE_PENDING_RETRY), cap)
         self.next_retry = time.monotonic() + self._delay
+
+
+def polling() -> bool:
+    """True when the watcher polls the table instead of LISTENing (CACHE_PENDING_NOTIFY)."""
+    return settings.CACHE_PENDING_NOTIFY == "poll"
 
 
 def _healths() -> list:

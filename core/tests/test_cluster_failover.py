@@ -201,3 +201,35 @@ def test_a_delete_sent_to_a_demoted_primary_refreshes_the_slot_map(replicated, a
     until(lambda: generations_used(alice) == 0 and not PendingInvalidation.objects.exists(),
           "the recorded delete was never replayed on the new primary")
     assert raw_get(replica, key) is not None  # cached again on the new primary, after the replay
+
+
+def test_a_dead_node_replaced_by_its_replica_keeps_no_open_breaker_while_pending_deletes_drain(
+    revived, cluster_cache, api, client, alice, user, settings
+):
+    """The pending watcher syncs every node it knows whenever deletes are pending, the dead one too:
+    that node serves no slot any more, so it has nothing to drain and nothing is read from it; its
+    breaker gauge must not come back to 1 (the documented alert) while /api/health says all is up."""
+    from core.cache import pending
+    from core.cache.watch import watcher
+
+    settings.CACHE_PENDING_WATCH = True
+    settings.CACHE_PENDING_CHECK = 0.2
+    settings.CACHE_PENDING_RETRY = 0.2
+    settings.CACHE_BREAKER_COOLDOWN = 0.2
+    key = f"user:coins:{{{user.id}}}"
+    try:
+        assert balance(alice) == 30  # the watcher runs from here on
+        victim = cluster_cache.primary_for(key)
+        dead = f"127.0.0.1:{victim.port}"
+        victim.stop()
+        assert balance(alice) == 30  # from the database: the dead node's breaker opens
+        cluster_cache.wait_ok()
+        until(lambda: api.get("/api/health").json()["status"] == "ok", "health never came back to ok after the failover")
+
+        pending.record_pending_invalidations([key])  # another host's delete failed: every node syncs
+        until(lambda: not PendingInvalidation.objects.exists(), "the pending delete was never applied")
+        time.sleep(1.0)  # more rounds of the watcher
+        assert api.get("/api/health").json()["status"] == "ok"
+        assert breaker_gauges(client)[dead] == 0
+    finally:
+        watcher().stop()
