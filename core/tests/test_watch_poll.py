@@ -12,10 +12,10 @@ import time
 import pytest
 from django.db import connection
 
-from tests.support.revoked_tokens import RevokedTokens
 from core.cache.health import HEALTH
 from core.models import PendingInvalidation
 from tests.support.harness import Gunicorn, RedisServer, request
+from tests.support.revoked_tokens import RevokedTokens
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
