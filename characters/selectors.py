@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.cache.store import Payload, fetch
+from core.cache.api import Payload, fetch
 
 from .cache import CHARACTER, CHARACTERS_LIST
 

@@ -13,12 +13,12 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
-from accounts.cache import coins_now, coins_target
+from accounts.cache import coins_set_to, coins_target
 from accounts.models import CoinLedgerEntry
 from accounts.services import coins_apply, coins_entered, coins_move_ctes
 from characters.models import Character
 from characters.selectors import character_get_active
-from core.cache.store import amending
+from core.cache.api import amend_after_commit
 from core.clock import day_start
 from core.exceptions import Conflict, PaymentRequired, PlanForbids
 from core.formatting import iso_utc
@@ -155,9 +155,9 @@ def _generation_charge(*, user_id: int, character: str | None, premium: bool, pr
         params.extend(coins_params)
     entered = "(SELECT id FROM entered), (SELECT balance_after FROM entered)" if cost else "NULL, NULL"
     # The cached stats and balance take the new count, spend and balance rather than being
-    # deleted, so the next read of either still hits (store.amending).
+    # deleted, so the next read of either still hits (amend_after_commit).
     targets = (stats_target(user_id=user_id), *((coins_target(user_id=user_id),) if cost else ()))
-    with amending(*targets) as (stats_key, *coins_key), transaction.atomic():
+    with amend_after_commit(*targets) as (stats_key, *coins_key), transaction.atomic():
         gen_id, character_id, entry_id, balance_after = usage_consume(
             user_id=user_id, kind="generations", premium=premium, ctes=", ".join(ctes),
             sql=f"SELECT (SELECT id FROM gen), (SELECT character_id FROM gen), {entered}", params=params)
@@ -168,7 +168,7 @@ def _generation_charge(*, user_id: int, character: str | None, premium: bool, pr
                 raise PaymentRequired()
             spend.reference = f"generation:{gen_id}"
             coins_entered(spend, pk=entry_id, balance_after=balance_after)
-            coins_key[0].change(coins_now(balance_after))
+            coins_key[0].change(coins_set_to(balance_after))
         stats_key.change(stats_after_use(kind="generations", day=day_start(gen.created_at).date(), coins=cost))
     gen.pk = gen_id
     gen._state.adding, gen._state.db = False, connection.alias

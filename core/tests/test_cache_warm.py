@@ -194,8 +194,8 @@ def test_bulk_warm_runs_a_few_queries_per_batch_not_per_key(active_users, redis_
 def test_bulk_warm_counts_written_already_cached_and_skipped(active_users, redis_raw):
     from accounts.cache import USER_COINS
     from chat.cache import CHAT_HISTORY
+    from core.cache.api import fetch
     from core.cache.ops.warm import warm as warm_ops
-    from core.cache.store import fetch
 
     first, second = active_users(2)
     fetch(USER_COINS, user_id=first.id)
@@ -221,8 +221,8 @@ def test_a_write_during_the_bulk_load_leaves_no_stale_value(active_users, redis_
     from accounts.cache import USER_COINS
     from accounts.models import CoinLedgerEntry
     from accounts.services import coins_apply
+    from core.cache.api import fetch_data
     from core.cache.ops.warm import warm as warm_ops
-    from core.cache.store import fetch_data
 
     raced, other = active_users(2)
     real = USER_COINS.bulk_loader

@@ -15,7 +15,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from core.cache.store import Payload
+from core.cache.api import Payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

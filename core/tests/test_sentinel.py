@@ -25,7 +25,7 @@ from django_redis.pool import ConnectionFactory
 from accounts.testing import REVOCATIONS, RevokedTokens
 from core.cache.health import HEALTH
 from core.cache.ops.verify import verify
-from core.cache.sentinel import use_sentinels
+from core.cache.topology import use_sentinels
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
 from core.testing import Gunicorn, SentinelSetup

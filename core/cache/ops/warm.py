@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from ..client import full_key, pipelined, redis_client
 from ..family import KeyFamily, Parts, WarmScope
+from ..read import fetch, fill_many
 from ..registry import activity_sources
-from ..store import fetch, fill_many
 from .common import Progress, batches, no_progress, ping
 
 
@@ -60,8 +60,8 @@ def warm_targets(families: Iterable[KeyFamily], *, users_active_since: int | Non
 def warm(targets: list[tuple[KeyFamily, Parts]], *, progress: Progress = no_progress,
          client: redis.Redis | None = None) -> WarmResult:
     """Fill these keys the way a read does. A family with a bulk loader goes a batch at a time
-    (``store.fill_many``: leases, one bulk load, the same compare-and-set as a read); any other
-    key, and one fill_many leaves, goes through ``store.fetch`` (leases, TTL caps, metrics). A
+    (``fill_many``: leases, one bulk load, the same compare-and-set as a read); any other
+    key, and one fill_many leaves, goes through ``fetch`` (leases, TTL caps, metrics). A
     key already cached is left alone, so a second run writes nothing."""
     client = client or redis_client()
     ping(client)
