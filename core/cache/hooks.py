@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import time
 
+from .lease import LEASE_KEEPER  # tests drive the keeper: beat(), holds()
+
+__all__ = ["HOOKS", "LEASE_KEEPER", "EngineHooks"]
+
 
 class EngineHooks:
     def lease_wait(self, delay: float) -> None:
@@ -22,7 +26,3 @@ class EngineHooks:
 
 HOOKS = EngineHooks()
 
-
-from .lease import LEASE_KEEPER  # noqa: E402  (tests drive the keeper: beat(), holds())
-
-__all__ = ["HOOKS", "LEASE_KEEPER", "EngineHooks"]

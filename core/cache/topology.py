@@ -19,7 +19,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from .client import CACHE_ERRORS, parse_host_ports, redis_client
+from .client import CACHE_ERRORS, parse_host_ports
 from .cluster import cluster_client, node_health, node_of
 from .health import HEALTH, CacheHealth
 
@@ -145,12 +145,9 @@ class Topology:
             HEALTH.failure(exc, "topology")
             return HEALTH
 
-    def client(self):
-        return redis_client()
-
 
 TOPOLOGY = Topology()
-HEALTH.stands_for_cluster = lambda: TOPOLOGY.cluster  # type: ignore[method-assign]
+HEALTH.stands_for_cluster = lambda: TOPOLOGY.cluster
 
 
 def _settings_changed(*, setting: str, **kwargs: object) -> None:
