@@ -106,3 +106,24 @@ def test_a_restarted_redis_gets_the_scripts_again(user, restartable):
         assert script_calls(client)["eval"] == 0
     finally:
         client.close()
+
+
+def test_every_script_file_ships_in_the_image():
+    """The image is ``COPY . .`` minus .dockerignore: no pattern there may drop a .lua file."""
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from core.cache.scripts import BY_SHA
+
+    root = Path(settings.BASE_DIR)
+    ignored = [line.strip() for line in (root / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    files = sorted((root / "core" / "cache" / "lua").glob("*.lua"))
+    assert {f"{script.name}.lua" for script in BY_SHA.values()} == {path.name for path in files}
+    for path in files:
+        relative = path.relative_to(root).as_posix()
+        assert not any(fnmatch(relative, pattern) or relative.startswith(pattern.rstrip("/") + "/")
+                       for pattern in ignored), relative
+    assert "COPY . ." in (root / "Dockerfile").read_text()
