@@ -9,8 +9,7 @@ from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, Toke
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from core.cache.keys import normalize_email
-from core.cache.readahead import readahead_of
+from core.cache.api import normalize_email, readahead_of
 from core.http.responses import json_bytes_response
 from core.http.schema import errors
 from core.http.serializers import StrictInput, StrictInputMixin

@@ -15,9 +15,7 @@ from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.settings import api_settings
 
 from core import metrics
-from core.cache.keys import normalize_email
-from core.cache.readahead import planned_reads
-from core.cache.store import Payload, read_ahead
+from core.cache.api import Payload, normalize_email, planned_reads, read_ahead
 
 from .cache import USER_EMAIL
 from .selectors import user_payload_by_id, user_profile_cached

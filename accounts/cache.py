@@ -12,11 +12,19 @@ from datetime import datetime
 
 from django.db.models import Q
 
-from core.cache import registry
-from core.cache.family import KeyFamily, Parts, WarmScope
-from core.cache.keys import normalize_email
-from core.cache.registry import invalidates, on
-from core.cache.store import Change, invalidate
+from core.cache.api import (
+    Change,
+    KeyFamily,
+    Parts,
+    WarmScope,
+    connect_receivers,
+    invalidate,
+    invalidates,
+    normalize_email,
+    on,
+    register,
+    register_activity,
+)
 from core.http.formatting import iso_utc
 
 from .models import CoinLedgerEntry, User
@@ -86,8 +94,8 @@ def coins_target(*, user_id: int) -> tuple[KeyFamily, Parts]:
     return (USER_COINS, {"user_id": user_id})
 
 
-def coins_now(balance: int) -> Change:
-    """``user:coins`` once a write returned the new balance (store.amending)."""
+def coins_set_to(balance: int) -> Change:
+    """``user:coins`` once a write returned the new balance (amend_after_commit)."""
     return lambda cached: {**cached, "balance": balance}
 
 
@@ -125,7 +133,7 @@ def _active_users(since: datetime) -> Iterable[int]:
 def connect() -> None:
     from django.db.models.signals import post_init
 
-    registry.register(USER_EMAIL, USER_COINS)
-    registry.register_activity("accounts", _active_users)
-    registry.connect_receivers(flush_user, flush_ledger_entry)
+    register(USER_EMAIL, USER_COINS)
+    register_activity("accounts", _active_users)
+    connect_receivers(flush_user, flush_ledger_entry)
     post_init.connect(remember_loaded_email, sender=User, dispatch_uid="accounts.cache.remember_loaded_email")

@@ -3,7 +3,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from core.cache.keys import normalize_email
+from core.cache.api import normalize_email
 
 
 class UserManager(BaseUserManager):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from core.cache.keys import normalize_email
-from core.cache.store import Payload, fetch
+from core.cache.api import Payload, fetch, normalize_email
 
 from .cache import PROFILE_FIELDS, USER_COINS, USER_EMAIL, user_payload
 from .models import CoinLedgerEntry, User

@@ -8,7 +8,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_save
 from rest_framework import exceptions
 
-from core.cache.keys import normalize_email
+from core.cache.api import normalize_email
 from core.http.exceptions import PaymentRequired
 
 from .models import CoinLedgerEntry, User

@@ -2,7 +2,7 @@ import redis
 from django.contrib import admin, messages
 from django.db import models
 
-from core.cache.ops.warm import warm
+from core.cache.api import warm
 
 from . import services
 from .cache import CHARACTER, CHARACTERS_LIST, invalidate_characters

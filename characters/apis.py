@@ -2,7 +2,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.views import APIView
 
-from core.cache.readahead import readahead_of
+from core.cache.api import readahead_of
 from core.http.responses import json_bytes_response
 
 from . import selectors

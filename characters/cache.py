@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from core.cache import registry
-from core.cache.family import KeyFamily, Parts, WarmScope
-from core.cache.registry import invalidates, on
-from core.cache.store import invalidate
+from core.cache.api import KeyFamily, Parts, WarmScope, connect_receivers, invalidate, invalidates, on, register
 
 from .models import Character
 from .signals import character_renamed
@@ -71,6 +68,6 @@ def flush_character(*, instance: Character, **kwargs: object) -> None:
 def connect() -> None:
     from django.db.models.signals import post_init
 
-    registry.register(CHARACTERS_LIST, CHARACTER)
-    registry.connect_receivers(flush_character)
+    register(CHARACTERS_LIST, CHARACTER)
+    connect_receivers(flush_character)
     post_init.connect(remember_loaded_name, sender=Character, dispatch_uid="characters.cache.remember_loaded_name")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import connection
 
-from core.cache.store import Payload, fetch
+from core.cache.api import Payload, fetch
 
 from .cache import CHARACTER, CHARACTERS_LIST
 from .models import Character

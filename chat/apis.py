@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 from characters.cache import CHARACTER
 from characters.models import Character
 from characters.selectors import character_cached
-from core.cache.readahead import readahead_of
+from core.cache.api import readahead_of
 from core.http.responses import json_bytes_response
 from core.http.schema import errors
 from core.http.serializers import StrictInput

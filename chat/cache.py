@@ -11,10 +11,18 @@ from django.db.models import TextField, Window
 from django.db.models.functions import Cast, RowNumber
 
 from characters.signals import character_renamed
-from core.cache import registry
-from core.cache.family import KeyFamily, Parts, WarmScope
-from core.cache.registry import invalidates, on
-from core.cache.store import Change, invalidate
+from core.cache.api import (
+    Change,
+    KeyFamily,
+    Parts,
+    WarmScope,
+    connect_receivers,
+    invalidate,
+    invalidates,
+    on,
+    register,
+    register_activity,
+)
 from core.http.formatting import iso_utc
 
 from .models import ChatMessage, ChatSession
@@ -117,7 +125,7 @@ def history_target(*, user_id: int, character: str, session: str) -> tuple[KeyFa
 
 def history_with(messages: list[dict]) -> Change:
     """The cached history once these new messages (message_payload) are in: what
-    chat_history_payload would load, worked out from the cached page (store.amending)."""
+    chat_history_payload would load, worked out from the cached page (amend_after_commit)."""
 
     def change(history: dict) -> dict:
         by_seq = {message["seq"]: message for message in (*history["messages"], *messages)}
@@ -159,6 +167,6 @@ def _active_users(since: datetime) -> Iterable[int]:
 
 
 def connect() -> None:
-    registry.register(CHAT_HISTORY)
-    registry.register_activity("chat", _active_users)
-    registry.connect_receivers(flush_message, flush_histories_of_renamed_character)
+    register(CHAT_HISTORY)
+    register_activity("chat", _active_users)
+    connect_receivers(flush_message, flush_histories_of_renamed_character)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from core.cache.store import Payload, fetch
+from core.cache.api import Payload, fetch
 
 from .cache import CHAT_HISTORY
 from .models import ChatSession

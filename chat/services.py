@@ -13,7 +13,7 @@ from rest_framework import exceptions
 
 from characters.models import Character
 from characters.selectors import character_get_active, character_persona
-from core.cache.store import amending
+from core.cache.api import amend_after_commit
 from core.clock import day_start
 from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_count
@@ -48,8 +48,8 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
     mine = ChatMessage(user_id=user_id, role=ChatMessage.Role.USER, content=content, created_at=timezone.now())
     chat = history_target(user_id=user_id, character=character, session=session)
     # The cached history and stats take the new message and count rather than being deleted, so
-    # the next read of either still hits (store.amending).
-    with amending(chat, stats_target(user_id=user_id)) as (history_key, stats_key):
+    # the next read of either still hits (amend_after_commit).
+    with amend_after_commit(chat, stats_target(user_id=user_id)) as (history_key, stats_key):
         with transaction.atomic():
             usage_count(user_id=user_id, kind="messages", premium=premium)
             persona = character_persona(name=character)  # from the row: the persona prompt is never cached
@@ -68,7 +68,7 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
         reply = NO_REPLY
     theirs = ChatMessage(session_id=mine.session_id, user_id=user_id, seq=reply_seq, role=ChatMessage.Role.ASSISTANT,
                          content=reply, created_at=timezone.now())
-    with amending(chat) as (history_key,), transaction.atomic():
+    with amend_after_commit(chat) as (history_key,), transaction.atomic():
         ChatMessage.objects.bulk_create([theirs])
         invalidate_chat_history(user_id=user_id, character=character, session=session)
         history_key.change(history_with([message_payload(theirs)]))

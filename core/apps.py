@@ -7,7 +7,7 @@ class CoreConfig(AppConfig):
     verbose_name = "Core"
 
     def ready(self) -> None:
-        from core.cache import readahead, sentinel  # noqa: F401  (register their system checks)
+        from core.cache import readahead, topology  # noqa: F401  (register their system checks)
         from core.cache.ops.stats import REDIS_MEMORY
 
         from . import metrics

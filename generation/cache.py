@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from core.cache import registry
-from core.cache.family import KeyFamily
-from core.cache.registry import invalidates, on
-from core.cache.store import invalidate
+from core.cache.api import KeyFamily, connect_receivers, invalidate, invalidates, on, register, register_activity
 
 from .models import Generation, GenerationSettings
 
@@ -48,6 +45,6 @@ def _active_users(since: datetime) -> Iterable[int]:
 
 
 def connect() -> None:
-    registry.register(GENERATION_SETTINGS)
-    registry.register_activity("generation", _active_users)
-    registry.connect_receivers(flush_generation_settings)
+    register(GENERATION_SETTINGS)
+    register_activity("generation", _active_users)
+    connect_receivers(flush_generation_settings)

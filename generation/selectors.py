@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from core.cache.store import Payload, fetch, fetch_data
+from core.cache.api import Payload, fetch, fetch_data
 
 from .cache import GENERATION_SETTINGS
 from .models import Generation, GenerationSettings

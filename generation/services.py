@@ -13,12 +13,12 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
-from accounts.cache import coins_now, coins_target
+from accounts.cache import coins_set_to, coins_target
 from accounts.models import CoinLedgerEntry
 from accounts.services import coins_apply, coins_spend
 from characters.models import Character
 from characters.selectors import character_get_active, character_id_if_active
-from core.cache.store import amending
+from core.cache.api import amend_after_commit
 from core.clock import day_start
 from core.http.exceptions import Conflict, PlanForbids
 from core.http.formatting import iso_utc
@@ -128,9 +128,9 @@ def _generation_charge(*, user_id: int, character: str | None, premium: bool, pr
     conditional update, so no lock is taken first; a refusal (the plan, the limit, the balance, a
     character gone since it was cached) rolls the whole write back."""
     # The cached stats and balance take the new count, spend and balance rather than being
-    # deleted, so the next read of either still hits (store.amending).
+    # deleted, so the next read of either still hits (amend_after_commit).
     targets = (stats_target(user_id=user_id), *((coins_target(user_id=user_id),) if cost else ()))
-    with amending(*targets) as (stats_key, *coins_key), transaction.atomic():
+    with amend_after_commit(*targets) as (stats_key, *coins_key), transaction.atomic():
         usage_count(user_id=user_id, kind="generations", premium=premium)
         character_id = None
         if character is not None:
@@ -142,7 +142,7 @@ def _generation_charge(*, user_id: int, character: str | None, premium: bool, pr
                                             request_fingerprint=fingerprint))
         if cost:
             spent = coins_spend(user_id=user_id, cost=cost, reference=f"generation:{gen.id}")
-            coins_key[0].change(coins_now(spent.balance_after))
+            coins_key[0].change(coins_set_to(spent.balance_after))
         stats_key.change(stats_after_use(kind="generations", day=day_start(gen.created_at).date(), coins=cost))
     if character_id is not None:  # as .only("id", "name") would load it: the payload names it
         gen.character = Character.from_db(gen._state.db, ["id", "name"], [character_id, character])

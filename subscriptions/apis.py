@@ -4,7 +4,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.cache.readahead import readahead_of
+from core.cache.api import readahead_of
 from core.http.responses import json_bytes_response
 from core.http.serializers import StrictInput
 

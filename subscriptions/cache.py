@@ -15,10 +15,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import CoinLedgerEntry
-from core.cache import registry
-from core.cache.family import KeyFamily, Parts, WarmScope
-from core.cache.registry import invalidates, on
-from core.cache.store import Change, invalidate
+from core.cache.api import Change, KeyFamily, Parts, WarmScope, connect_receivers, invalidate, invalidates, on, register
 from core.clock import day_start
 from core.http.formatting import iso_utc
 
@@ -167,7 +164,7 @@ def stats_target(*, user_id: int) -> tuple[KeyFamily, Parts]:
 def stats_after_use(*, kind: str, day: date, coins: int = 0) -> Change:
     """``subscription:stats`` once one use of ``kind`` was counted on ``day`` (and ``coins`` spent
     with it): what subscription_stats_payload would load, worked out from the cached value
-    (store.amending). None, so the key is deleted instead, when the cached value is of another
+    (amend_after_commit). None, so the key is deleted instead, when the cached value is of another
     day or its period has ended: the loader decides those."""
 
     def change(stats: dict) -> dict | None:
@@ -238,5 +235,5 @@ def flush_stats_on_ledger_entry(*, instance: CoinLedgerEntry, **kwargs: object) 
 
 
 def connect() -> None:
-    registry.register(SUBSCRIPTION_USER, SUBSCRIPTION_STATS)
-    registry.connect_receivers(flush_subscription, flush_plan_subscribers, flush_stats_on_ledger_entry)
+    register(SUBSCRIPTION_USER, SUBSCRIPTION_STATS)
+    connect_receivers(flush_subscription, flush_plan_subscribers, flush_stats_on_ledger_entry)

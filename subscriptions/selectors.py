@@ -8,7 +8,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from core.cache.store import Payload, fetch, peek
+from core.cache.api import Payload, fetch, read_if_cached
 from core.http.exceptions import PlanForbids
 
 from .cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER
@@ -49,7 +49,7 @@ def subscription_plan_cached(*, user_id: int, premium: bool = False) -> dict | N
     """The plan of the user's subscription if ``subscription:user`` is cached (PlanForbids if it
     allows no use, or no premium use), None when it is not: never loads, the write's statement
     reads the row itself then (usage_count)."""
-    payload = peek(SUBSCRIPTION_USER, user_id=user_id)
+    payload = read_if_cached(SUBSCRIPTION_USER, user_id=user_id)
     if payload is None:
         return None
     data = payload.data()

@@ -179,7 +179,7 @@ def test_inactive_user_token_is_rejected(alice, user):
     User.objects.filter(pk=user.id).update(is_active=False)
     from accounts.cache import USER_EMAIL
     from accounts.selectors import user_profile_cached  # noqa: F401  (the cache holds the old profile)
-    from core.cache.store import invalidate
+    from core.cache.api import invalidate
 
     invalidate((USER_EMAIL, {"email": "alice@example.com", "user_id": user.id}))
     assert alice.get("/api/me").status_code == 401

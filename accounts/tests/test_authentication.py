@@ -47,7 +47,7 @@ def test_deactivation_refuses_a_remembered_token(alice, user, decodes):
     assert alice.get("/api/me").status_code == 200
     User.objects.filter(pk=user.id).update(is_active=False)
     from accounts.cache import USER_EMAIL
-    from core.cache.store import invalidate
+    from core.cache.api import invalidate
 
     invalidate((USER_EMAIL, {"email": user.email, "user_id": user.id}))
     response = alice.get("/api/me")

@@ -1,5 +1,6 @@
 """Settings shared by every environment. Everything tunable comes from the environment."""
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from core.cache.health import GuardedConnection, GuardedSSLConnection
-from core.cache.sentinel import use_sentinels
+from core.cache.topology import configure_cache
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -150,25 +151,19 @@ CACHES = {
         },
     }
 }
-# Redis Cluster: the seed nodes (host:port,host:port); set, the cache layer and caches["default"]
-# use redis-py's RedisCluster (REDIS_URL is then unused) and keys carry hash tags (README).
+# The topology: one Redis (REDIS_URL), Redis Cluster, or Redis Sentinel, handed to the cache engine
+# once (core/cache/topology.py), which builds caches["default"] for it; nothing else reads these.
+# Cluster: the seed nodes (host:port,host:port); REDIS_URL then gives only the scheme and the
+# credentials, and keys carry hash tags (README). Sentinel: the sentinels (host:port, comma-separated)
+# and the service they monitor; REDIS_URL then gives only the scheme, the primary's credentials and
+# the database.
 REDIS_CLUSTER_NODES = env.list("REDIS_CLUSTER_NODES", default=[])
-if REDIS_CLUSTER_NODES:
-    from core.cache.cluster import cluster_cache_options
-
-    CACHES["default"]["OPTIONS"] = cluster_cache_options(CACHES["default"]["OPTIONS"])
-    if {"{", "}"} & set(CACHE_NAMESPACE):
-        # A brace in the namespace would become every key's hash tag: one slot for everything.
-        raise ImproperlyConfigured("CACHE_NAMESPACE must not contain { or } with REDIS_CLUSTER_NODES")
-# Redis Sentinel: the sentinels (host:port, comma-separated) and the service they monitor; REDIS_URL
-# then gives only the scheme, the primary's credentials and the database (core/cache/sentinel.py).
 REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
 REDIS_SENTINEL_SERVICE = env("REDIS_SENTINEL_SERVICE", default="mymaster")
-if REDIS_SENTINELS:
-    use_sentinels(CACHES["default"], sentinels=REDIS_SENTINELS, service=REDIS_SENTINEL_SERVICE,
-                  username=env("REDIS_SENTINEL_USERNAME", default=""),
-                  password=env("REDIS_SENTINEL_PASSWORD", default=""),
-                  tls=env.bool("REDIS_SENTINEL_TLS", default=False))
+configure_cache(CACHES["default"], cluster_nodes=REDIS_CLUSTER_NODES, sentinels=REDIS_SENTINELS,
+                sentinel_service=REDIS_SENTINEL_SERVICE, sentinel_username=env("REDIS_SENTINEL_USERNAME", default=""),
+                sentinel_password=env("REDIS_SENTINEL_PASSWORD", default=""),
+                sentinel_tls=env.bool("REDIS_SENTINEL_TLS", default=False), namespace=CACHE_NAMESPACE)
 
 DJANGO_REDIS_IGNORE_EXCEPTIONS = True
 # Keep connections between requests (django-redis' default, stated: it reads this on every
@@ -178,15 +173,9 @@ DJANGO_REDIS_CLOSE_CONNECTION = False
 # connection already logs each failure kind at most every 10 s and counts every one.
 DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = False
 
-# TTLs of the key families (seconds); see core/cache/registry.py for the contract.
-CACHE_TTL_SUBSCRIPTION_USER = env.int("CACHE_TTL_SUBSCRIPTION_USER", default=300)
-CACHE_TTL_SUBSCRIPTION_STATS = env.int("CACHE_TTL_SUBSCRIPTION_STATS", default=300)
-CACHE_TTL_USER_EMAIL = env.int("CACHE_TTL_USER_EMAIL", default=120)
-CACHE_TTL_USER_COINS = env.int("CACHE_TTL_USER_COINS", default=60)
-CACHE_TTL_CHARACTERS_LIST = env.int("CACHE_TTL_CHARACTERS_LIST", default=1800)
-CACHE_TTL_CHARACTER = env.int("CACHE_TTL_CHARACTER", default=1800)
-CACHE_TTL_GENERATION_SETTINGS = env.int("CACHE_TTL_GENERATION_SETTINGS", default=3600)
-CACHE_TTL_CHAT_HISTORY = env.int("CACHE_TTL_CHAT_HISTORY", default=600)
+# TTLs of the key families (seconds): each family declares its default in its app's cache.py (the
+# README's key table lists them); CACHE_TTL_<FAMILY> in the environment overrides one.
+globals().update({name: env.int(name) for name in os.environ if name.startswith("CACHE_TTL_")})
 CHAT_HISTORY_CACHED_MESSAGES = env.int("CHAT_HISTORY_CACHED_MESSAGES", default=100)
 # Off only in benchmark baselines (config/settings/bench.py): every read then goes to the database.
 CACHE_LAYER_ENABLED = env.bool("CACHE_LAYER_ENABLED", default=True)

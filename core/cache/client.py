@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
+from typing import cast
 
 import redis
 from django.conf import settings
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
+
+from .scripts import BY_SHA
 
 # Whatever the Redis client raises degrades to the database: RedisError, cluster errors that are
 # not RedisErrors (no reachable node, slot not covered), django-redis's wrapper of them, and
@@ -51,9 +54,14 @@ def lease_key(key: str) -> str:
 def unlink_keys(client: redis.Redis, keys: list[str], batch: int = 500) -> None:
     """Delete keys and their leases, a bounded batch per command (a plan edit may touch
     thousands of subscribers, and one huge DEL would block Redis)."""
-    for start in range(0, len(keys), batch):
-        chunk = keys[start : start + batch]
-        client.delete(*(full_key(k) for k in chunk), *(lease_key(k) for k in chunk))
+    for command in unlink_commands(keys, batch):
+        client.execute_command(*command)
+
+
+def unlink_commands(keys: list[str], batch: int = 500) -> list[tuple[object, ...]]:
+    """``unlink_keys`` as commands of a batch (``pipelined``)."""
+    return [("DEL", *(full_key(k) for k in chunk), *(lease_key(k) for k in chunk))
+            for chunk in (keys[start : start + batch] for start in range(0, len(keys), batch))]
 
 
 class _Pinned:
@@ -128,21 +136,45 @@ def read_command(client: redis.Redis, *args: str):
 def pipelined(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
     """Many commands in one round trip, each reply in its place: ``read_command`` for a batch. The
     ops commands send hundreds of small commands per round trip, where redis-py's pipeline layers
-    cost more than Redis does. Replies come raw (SET gives b"OK" or None); an error reply raises,
-    and the connection, which may still hold later replies, is dropped. Cluster and other clients
-    take a pipeline."""
+    cost more than Redis does. Replies come raw (SET gives b"OK" or None). An ``EVALSHA`` that
+    Redis answers with NOSCRIPT (restarted, failed over, flushed) did not run: its script is loaded
+    and those commands are sent again, once. Any other error reply raises once the batch is read.
+    Cluster and other clients take a pipeline."""
+    replies = _send(client, commands)
+    unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if unknown:
+        for sha in {commands[i][1] for i in unknown}:
+            client.script_load(BY_SHA[cast(str, sha)].text)
+        if commands[-1][0] == "WAIT":  # a batch that ends waiting for replicas waits for these too
+            unknown.append(len(commands) - 1)
+        for i, reply in zip(unknown, _send(client, [commands[i] for i in unknown]), strict=True):
+            replies[i] = reply
+    for reply in replies:
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+    return replies
+
+
+def _send(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
+    """The batch's replies, an error reply in its place as its exception."""
     if type(client) is not redis.Redis:
         pipe = client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
-        return pipe.execute()
+        return pipe.execute(raise_on_error=False)
     if not commands:
         return []
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
         conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-        return [conn.read_response() for _ in commands]
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:  # read whole: the next reply follows
+                replies.append(exc)
+        return replies
     except BaseException:
         conn.disconnect()  # replies may be left on it: never hand it out again
         raise

@@ -1,4 +1,4 @@
-"""Redis Cluster mode (``REDIS_CLUSTER_NODES``): redis-py's ``RedisCluster`` behind django-redis,
+"""Redis Cluster mode (``REDIS_CLUSTER_NODES``, see topology.py): redis-py's ``RedisCluster`` behind django-redis,
 and the cache's health kept per node.
 
 * The client: one ``RedisCluster`` per process, built from the seed nodes by
@@ -36,12 +36,8 @@ from redis.retry import Retry
 
 from .client import CACHE_ERRORS, full_key, parse_host_ports, redis_client, unlink_keys
 from .django_cache import Client as DjangoCacheClient
-from .health import CLOSED, HEALTH, OPEN, CacheHealth, GuardedMixin, register_health_source
+from .health import CLOSED, OPEN, CacheHealth, GuardedMixin, register_health_source
 from .replication import execute_confirmed
-
-
-def cluster_mode() -> bool:
-    return bool(settings.REDIS_CLUSTER_NODES)
 
 
 def parse_nodes(nodes: list[str] | str) -> list[tuple[str, int]]:
@@ -154,21 +150,6 @@ def node_of(cluster: RedisCluster, key: str) -> str:
     return cluster.nodes_manager.get_node_from_slot(key_slot(key.encode("utf-8", "surrogateescape"))).name
 
 
-def health_for(key: str) -> CacheHealth:
-    """The health that decides whether this full key may be read or written now: the process's
-    in single-instance mode, the key's node's in cluster mode. When the cluster cannot be reached
-    at all, the process-wide HEALTH stands for it."""
-    if not settings.REDIS_CLUSTER_NODES:
-        return HEALTH
-    if HEALTH.blocking():
-        return HEALTH
-    try:
-        return node_health(node_of(cluster_client(), key))
-    except CACHE_ERRORS as exc:
-        HEALTH.failure(exc, "topology")
-        return HEALTH
-
-
 def drain_node(cluster: RedisCluster, node: str, batch: int = 500) -> int:
     """Apply the recorded deletes of keys in the slots ``node`` serves; other nodes' rows stay for
     those nodes (one may be down). Rows go only after Redis confirmed the delete."""
@@ -278,7 +259,7 @@ class ClusterConnectionFactory(ConnectionFactory):
     _lock = threading.Lock()
 
     def connect(self, url: str) -> RedisCluster:
-        nodes = tuple(parse_nodes(settings.REDIS_CLUSTER_NODES))
+        nodes = tuple(parse_nodes(self.options["TOPOLOGY"]["nodes"]))
         cluster = self._clusters.get(nodes)
         if cluster is None:
             with self._lock:
@@ -360,10 +341,3 @@ class ClusterCacheClient(DjangoCacheClient):
             raise ConnectionInterrupted(connection=client) from exc
         return {recovered[k]: self.decode(v) for k, v in zip(recovered, values, strict=True) if v is not None}
 
-
-def cluster_cache_options(options: dict) -> dict:
-    """The django-redis OPTIONS of ``caches["default"]`` in cluster mode."""
-    options = {**options, "CLIENT_CLASS": "core.cache.cluster.ClusterCacheClient",
-               "CONNECTION_FACTORY": "core.cache.cluster.ClusterConnectionFactory"}
-    options.pop("CONNECTION_POOL_KWARGS", None)  # the cluster builds its own pools per node
-    return options

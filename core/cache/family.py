@@ -21,6 +21,7 @@ from django.conf import settings
 from core import metrics
 
 from .keys import key_part
+from .topology import TOPOLOGY
 
 _FIELD = re.compile(r"\{(\w+)\}")
 _KEYS_REMEMBERED = 10_000  # per family; then the memo starts over
@@ -109,7 +110,7 @@ class KeyFamily:
         return self.cluster_template.format(**{name: "{" + name + "}" for name in self.fields})
 
     def _active_template(self) -> str:
-        return self.cluster_template if settings.REDIS_CLUSTER_NODES else self.template
+        return self.cluster_template if TOPOLOGY.cluster else self.template
 
     def key(self, **parts: object) -> str:
         template = self._active_template()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import redis
@@ -179,8 +180,11 @@ class ProcessHealth(CacheHealth):
     all" (its breaker ends with its cooldown): each node drains its own slots' pending deletes, and
     draining them all here would fail on any one dead node and switch the whole cache off."""
 
+    # Set by the topology (topology.py): true while the cache runs on a Redis Cluster.
+    stands_for_cluster: Callable[[], bool] = staticmethod(lambda: False)
+
     def sync(self) -> bool:
-        if not settings.REDIS_CLUSTER_NODES:
+        if not self.stands_for_cluster():
             return super().sync()
         self.synced_epoch, self.applied_generation = self.connect_epoch, self.pending_generation
         self.state = CLOSED

@@ -41,11 +41,12 @@ def readahead_of(request: Any) -> dict[str, bytes | None] | None:
     return getattr(request, "cache_readahead", None)
 
 
-def _patterns(resolver: URLResolver, prefix_kwargs: frozenset[str] = frozenset()):
+def url_patterns(resolver: URLResolver, prefix_kwargs: frozenset[str] = frozenset()):
+    """Every URL pattern under ``resolver`` with the kwargs its URL captures."""
     for entry in resolver.url_patterns:
         kwargs = prefix_kwargs | frozenset(entry.pattern.converters)
         if isinstance(entry, URLResolver):
-            yield from _patterns(entry, kwargs)
+            yield from url_patterns(entry, kwargs)
         elif isinstance(entry, URLPattern):
             yield entry, kwargs
 
@@ -53,7 +54,7 @@ def _patterns(resolver: URLResolver, prefix_kwargs: frozenset[str] = frozenset()
 @checks.register(checks.Tags.caches)
 def check_cache_reads(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []
-    for pattern, url_kwargs in _patterns(get_resolver()):
+    for pattern, url_kwargs in url_patterns(get_resolver()):
         view = getattr(pattern.callback, "view_class", None) or getattr(pattern.callback, "cls", None)
         if view is None:  # a plain function view declares no cache reads
             continue

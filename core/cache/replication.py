@@ -12,7 +12,7 @@ from __future__ import annotations
 import redis
 from django.conf import settings
 
-from .client import unlink_keys
+from .client import pipelined, unlink_keys
 
 
 class NotReplicated(redis.RedisError):
@@ -37,3 +37,16 @@ def execute_confirmed(pipe: redis.client.Pipeline, *, where: str = "") -> None:
     if replicas > 0 and int(results[-1]) < replicas:
         raise NotReplicated(f"delete reached {results[-1]} of {replicas} replicas{where}"
                             f" within {settings.CACHE_INVALIDATION_WAIT_MS} ms")
+
+
+def pipelined_confirmed(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
+    """``execute_confirmed`` for a raw batch (``client.pipelined``): the commands, then ``WAIT``
+    when replicas are asked for; NotReplicated when fewer confirmed. The commands' replies."""
+    replicas = settings.CACHE_INVALIDATION_REPLICAS
+    if replicas <= 0:
+        return pipelined(client, commands)
+    replies = pipelined(client, [*commands, ("WAIT", replicas, settings.CACHE_INVALIDATION_WAIT_MS)])
+    if int(replies[-1]) < replicas:
+        raise NotReplicated(f"delete reached {replies[-1]} of {replicas} replicas"
+                            f" within {settings.CACHE_INVALIDATION_WAIT_MS} ms")
+    return replies[:-1]

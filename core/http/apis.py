@@ -14,6 +14,7 @@ from core import metrics
 from core.cache.client import redis_client
 from core.cache.cluster import probe_nodes
 from core.cache.health import HEALTH
+from core.cache.topology import TOPOLOGY
 
 
 def _probe(check) -> dict:
@@ -61,7 +62,7 @@ class HealthApi(APIView):
     def get(self, request):
         database = _probe(_db_check)
         ok = database["status"] == "up"
-        if settings.REDIS_CLUSTER_NODES:
+        if TOPOLOGY.cluster:
             # Per primary: one dead node leaves the others serving, which is "degraded", not "down".
             cache = probe_nodes(sync=ok)
             breaker = "open" if any(n["breaker"] == "open" for n in cache["nodes"].values()) else HEALTH.state

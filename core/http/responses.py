@@ -2,7 +2,7 @@
 
 from django.http import HttpResponse, HttpResponseNotModified
 
-from core.cache.store import Payload
+from core.cache.api import Payload
 
 
 def json_bytes_response(payload: Payload, request, *, shared: bool, status: int = 200) -> HttpResponse:

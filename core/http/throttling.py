@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from axes.handlers.database import AxesDatabaseHandler
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle, SimpleRateThrottle
 
-from core.cache.keys import normalize_email
+from core.cache.api import normalize_email
 
 
 def client_ip(request) -> str:

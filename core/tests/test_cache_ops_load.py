@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from core.cache.store import Payload
+from core.cache.api import Payload
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -63,7 +63,7 @@ def test_stats_reports_redis_info(redis_raw, redis_server):
 
 def test_stats_show_the_apps_own_counters(characters):
     from characters.cache import CHARACTER
-    from core.cache.store import fetch
+    from core.cache.api import fetch
 
     before = stats_ops.app_counters()["families"]["character"]
     fetch(CHARACTER, name="luna")  # miss

@@ -5,7 +5,7 @@ from django.core.management import CommandError, call_command
 
 from accounts.cache import USER_EMAIL
 from characters.cache import CHARACTER
-from core.cache.store import Payload, fetch
+from core.cache.api import Payload, fetch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,20 +74,20 @@ def test_a_row_that_is_gone_and_an_unreadable_value_are_drift(warm, redis_raw):
 
 
 def test_a_value_changed_during_the_check_is_not_deleted(warm, redis_raw, monkeypatch):
+    from characters.cache import CHARACTER
     from characters.models import Character
-    from core.cache.ops import verify as verify_ops
 
     Character.objects.filter(name="luna").update(display_name="Luna II")
     fresh = Payload.of({"display_name": "Luna II"}).pack()
-    judge = verify_ops._judge
+    load = CHARACTER.loader
 
-    def judge_then_recache(family, parts, raw):
-        reason = judge(family, parts, raw)
-        if parts == {"name": "luna"}:
-            redis_raw.set("character:luna", fresh, ex=60)  # a reader re-cached in between
-        return reason
+    def load_then_recache(*, name):
+        data = load(name=name)
+        if name == "luna":
+            redis_raw.set("character:luna", fresh, ex=60)  # a reader re-cached while verify loaded
+        return data
 
-    monkeypatch.setattr(verify_ops, "_judge", judge_then_recache)
+    monkeypatch.setitem(CHARACTER.__dict__, "loader", load_then_recache)
     out = verify("character", "--fix")
     assert "0 drifted" in out
     assert redis_raw.get("character:luna") == fresh

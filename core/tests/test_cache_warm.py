@@ -144,21 +144,22 @@ def test_progress_moves_one_key_at_a_time(characters, redis_raw, monkeypatch):
     from core.cache.registry import FAMILIES, shared_families
 
     events: list = []
-    real_fetch = warm_ops.fetch
 
-    def fetch(family, **parts):
-        events.append(("fetch", family.name))
-        return real_fetch(family, **parts)
+    def observed(family):
+        load = family.loader
+        return lambda **parts: events.append(("load", family.name)) or load(**parts)
 
-    monkeypatch.setattr(warm_ops, "fetch", fetch)
+    for name in shared_families():
+        monkeypatch.setitem(FAMILIES[name].__dict__, "loader", observed(FAMILIES[name]))
     redis_raw.set("character:rex", b'{"etag":"0000000000000000","data":{}}', ex=60)  # already cached
     targets = warm_ops.warm_targets([FAMILIES[name] for name in shared_families()])
     warm_ops.warm(targets, progress=lambda n: events.append(("advance", n)))
     steps = [n for kind, n in events if kind == "advance"]
     assert steps == [1] * len(targets) == [1] * 5
-    # Every fetch is followed by its step before the next fetch starts.
+    # Every load is followed by its step before the next load starts.
     kinds = [kind for kind, _ in events]
-    assert all(kinds[i + 1] == "advance" for i, kind in enumerate(kinds) if kind == "fetch")
+    assert kinds.count("load") == 4
+    assert all(kinds[i + 1] == "advance" for i, kind in enumerate(kinds) if kind == "load")
 
 
 # --- bulk loaders: a batch of keys in a few queries ----------------------------------------------
@@ -242,8 +243,8 @@ def test_bulk_warm_runs_a_few_queries_per_batch_not_per_key(active_users, redis_
 def test_bulk_warm_counts_written_already_cached_and_skipped(active_users, redis_raw):
     from accounts.cache import USER_COINS
     from chat.cache import CHAT_HISTORY
+    from core.cache.api import fetch
     from core.cache.ops.warm import warm as warm_ops
-    from core.cache.store import fetch
 
     first, second = active_users(2)
     fetch(USER_COINS, user_id=first.id)
@@ -269,8 +270,8 @@ def test_a_write_during_the_bulk_load_leaves_no_stale_value(active_users, redis_
     from accounts.cache import USER_COINS
     from accounts.models import CoinLedgerEntry
     from accounts.services import coins_apply
+    from core.cache.api import fetch_data
     from core.cache.ops.warm import warm as warm_ops
-    from core.cache.store import fetch_data
 
     raced, other = active_users(2)
     real = USER_COINS.bulk_loader
@@ -297,11 +298,12 @@ def test_a_key_a_reader_is_loading_is_left_to_fetch(active_users, redis_raw, mon
 
     busy, free = active_users(2)
     redis_raw.set(f"lease:user:coins:{busy.id}", "someone-else", px=200)
-    fetched = []
-    real_fetch = warm_ops.fetch
-    monkeypatch.setattr(warm_ops, "fetch", lambda family, **parts: fetched.append(parts) or real_fetch(family, **parts))
+    loaded_one_by_one = []  # fetch's way: the family's loader, one key at a time
+    load = USER_COINS.loader
+    monkeypatch.setitem(USER_COINS.__dict__, "loader",
+                        lambda **parts: loaded_one_by_one.append(parts) or load(**parts))
     result = warm_ops.warm([(USER_COINS, {"user_id": busy.id}), (USER_COINS, {"user_id": free.id})])
-    assert fetched == [{"user_id": busy.id}]
+    assert loaded_one_by_one == [{"user_id": busy.id}]
     assert result.written == {"user:coins": 2}
     assert orjson.loads(redis_raw.get(f"user:coins:{busy.id}"))["data"] == {"balance": 5}
     assert list(redis_raw.scan_iter(match="lease:*")) == []

@@ -10,12 +10,12 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from core.cache.store import Payload
+from core.cache.api import Payload
+from core.cache.registry import FAMILIES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,9 +71,9 @@ def test_endpoint_fills_its_key_and_serves_warm_hits_without_sql(
     assert value["data"] == first.json()
     assert len(value["etag"]) == 16 and int(value["etag"], 16) >= 0
 
-    # 0 < TTL <= the family's setting (subscription families: capped by period end / end of day).
+    # 0 < TTL <= the family's TTL (subscription families: capped by period end / end of day).
     ttl = redis_raw.ttl(key)
-    cap = getattr(django_settings, endpoint.ttl_setting)
+    cap = next(family.ttl for family in FAMILIES.values() if family.ttl_setting == endpoint.ttl_setting)
     if endpoint.key.startswith("subscription:stats"):
         cap = min(cap, _seconds_to_midnight() + 1)
     assert 0 < ttl <= cap

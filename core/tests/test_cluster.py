@@ -114,12 +114,20 @@ def test_django_default_cache_works_on_the_cluster(cluster_cache):
     assert cache.get("c") is None and cache.keys("*") == []
 
 
+def nodes_of(caches: dict, nodes: list[str]) -> dict:
+    """CACHES with the cluster's seed nodes replaced."""
+    from core.cache.topology import cluster_options
+
+    default = caches["default"]
+    return {**caches, "default": {**default, "OPTIONS": cluster_options(default["OPTIONS"], nodes=nodes)}}
+
+
 def test_every_client_error_degrades_to_the_database(world, settings, cluster_cache):
     """No node of the configured list answers (RedisClusterException, not a RedisError): 200s."""
     from core.cache.cluster import reset_node_healths
     from tests.support.harness import free_port
 
-    settings.REDIS_CLUSTER_NODES = [f"127.0.0.1:{free_port()}"]
+    settings.CACHES = nodes_of(settings.CACHES, [f"127.0.0.1:{free_port()}"])
     reset_node_healths()
     for url in ENDPOINTS:
         assert world.get(url).status_code == 200, url
@@ -127,7 +135,7 @@ def test_every_client_error_degrades_to_the_database(world, settings, cluster_ca
 
 
 def test_a_bad_node_list_degrades_to_the_database(world, settings, cluster_cache):
-    settings.REDIS_CLUSTER_NODES = ["127.0.0.1:notaport"]
+    settings.CACHES = nodes_of(settings.CACHES, ["127.0.0.1:notaport"])
     for url in ENDPOINTS:
         assert world.get(url).status_code == 200, url
 

@@ -180,10 +180,10 @@ def test_a_delete_sent_to_a_demoted_primary_refreshes_the_slot_map(replicated, a
     """A planned failover (CLUSTER FAILOVER): the old primary lives on as a replica and answers
     MOVED. A delete that no read preceded (reads follow MOVED and fix the map themselves; an admin
     edit does not read) is recorded, and the map is refreshed at once, so the next ones go right."""
+    from core.cache.api import invalidate
     from core.cache.client import full_key
     from core.cache.cluster import cluster_client, node_of
     from core.cache.registry import FAMILIES
-    from core.cache.store import invalidate
 
     key = f"subscription:stats:{{{user.id}}}"
     assert generations_used(alice) == 0

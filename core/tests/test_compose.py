@@ -221,8 +221,9 @@ def test_the_documented_acl_user_can_run_every_cache_command_and_nothing_dangero
     from django.test import override_settings
 
     from characters.models import Character
-    from core.cache import replication, store
+    from core.cache import api, replication
     from core.cache.client import redis_client
+    from core.cache.health import HEALTH
     from core.cache.ops import flush as flush_ops
     from core.cache.ops import stats as stats_ops
     from core.cache.ops import verify as verify_ops
@@ -244,21 +245,21 @@ def test_the_documented_acl_user_can_run_every_cache_command_and_nothing_dangero
         configured["default"]["LOCATION"] = url
         configured["default"]["OPTIONS"]["IGNORE_EXCEPTIONS"] = False
         with override_settings(CACHES=configured):
-            store.HEALTH.reset()
+            HEALTH.reset()
             client = redis_client()
             Character.objects.create(name="luna", display_name="Luna")
             character = FAMILIES["character"]
             result = warm_ops.warm(warm_ops.warm_targets([character]))  # GET, SET NX lease, Lua populate
             assert result.written == {"character": 1}
             assert client.ttl("character:luna") > 0
-            ahead = store.read_ahead((character, {"name": "luna"}))  # MGET, as authentication does
-            assert store.fetch(character, readahead=ahead, name="luna").data()["name"] == "luna"
+            ahead = api.read_ahead((character, {"name": "luna"}))  # MGET, as authentication does
+            assert api.fetch(character, readahead=ahead, name="luna").data()["name"] == "luna"
             assert verify_ops.verify().drifted == []  # SCAN, MGET
             info = stats_ops.stats()  # INFO, DBSIZE, MEMORY USAGE, TTL; CONFIG GET is refused and reported unknown
             assert info["families"]["character"]["keys"] == 1
             assert info["redis"]["maxmemory_policy"] == "allkeys-lru"
             assert info["redis"]["stop_writes_on_bgsave_error"] is None
-            store.invalidate((character, {"name": "luna"}))  # a write's invalidation: DEL of key and lease
+            api.invalidate((character, {"name": "luna"}))  # a write's invalidation: DEL of key and lease
             assert client.exists("character:luna") == 0
             # With CACHE_INVALIDATION_REPLICAS (Sentinel) each delete is followed by WAIT: allowed, and
             # here (no replica) it answers 0 of 1.
@@ -268,7 +269,7 @@ def test_the_documented_acl_user_can_run_every_cache_command_and_nothing_dangero
                 replication.unlink_confirmed(client, ["character:luna"])
             monkeypatch.setattr(settings, "CACHE_INVALIDATION_REPLICAS", 0)
             assert client.exists("character:luna") == 0
-            store.fetch(character, name="luna")
+            api.fetch(character, name="luna")
             assert flush_ops.flush([character]) == {"character": 1}  # SCAN, UNLINK
 
             # Django's cache (throttles, cache_page, third-party apps) on the same user.
@@ -308,7 +309,7 @@ def test_the_documented_acl_user_can_run_every_cache_command_and_nothing_dangero
         assert allowed == {"info"}
         admin.close()
     finally:
-        store.HEALTH.reset()
+        HEALTH.reset()
         server.close()
         shutil.rmtree(acl_path.parent, ignore_errors=True)
 

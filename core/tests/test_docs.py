@@ -17,12 +17,14 @@ README = (ROOT / "README.md").read_text()
 
 
 def read_env_names() -> set[str]:
-    """Every variable read by config/settings/*.py and config/gunicorn.conf.py."""
+    """Every variable read by config/settings/*.py and config/gunicorn.conf.py, and the families' TTL overrides."""
     names: set[str] = set()
     for path in [*(ROOT / "config" / "settings").glob("*.py"), ROOT / "config" / "gunicorn.conf.py"]:
         text = path.read_text()
         names.update(re.findall(r"\benv(?:\.\w+)?\(\s*\"([A-Z][A-Z0-9_]*)\"", text))
         names.update(re.findall(r"environ\.get\(\s*\"([A-Z][A-Z0-9_]*)\"", text))
+    # CACHE_TTL_<FAMILY>: read by prefix (base.py), named by each family beside its default.
+    names.update(family.ttl_setting for family in FAMILIES.values())
     return names
 
 

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from core.cache.store import Payload
+from core.cache.api import Payload
 from tests.support.fixtures import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,7 +80,7 @@ def cached(redis_raw, key: str):
 
 
 def test_generation_amends_coins_and_stats(user, alice, redis_raw):
-    """The generation stores the balance and stats its commit made (store.amending) rather than
+    """The generation stores the balance and stats its commit made (amend_after_commit) rather than
     deleting them: the keys stay, with the new values."""
     assert alice.get("/api/me/coins").json() == {"balance": 30}
     assert alice.get("/api/subscription/stats").json()["generations"]["used_today"] == 0

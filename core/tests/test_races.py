@@ -37,7 +37,7 @@ def test_stampede_on_a_missing_shared_key_queries_the_database_once(
     """50 requests miss one key together, and the database is slow: the loader is held until the
     other 49 are all waiting for it and each has waited longer than the old 0.5 s give-up point.
     Still one query. (Lease extension under a query slower than the lease: test_store.)"""
-    from core.cache import store
+    from core.cache.hooks import HOOKS
 
     settings.CACHE_LEASE_WAIT = 60  # the safety net stays out of the way on a busy machine
     clients = [client_for(user) for _ in range(50)]
@@ -60,7 +60,7 @@ def test_stampede_on_a_missing_shared_key_queries_the_database_once(
         assert long_enough.wait(timeout=60), waited
         return original(**kwargs)
 
-    monkeypatch.setattr(store, "_pause", pause)
+    monkeypatch.setattr(HOOKS, "lease_wait", pause)
     monkeypatch.setitem(FAMILIES[family].__dict__, "loader", slow_loader)
 
     def hit(i):

@@ -16,9 +16,9 @@ def test_every_view_that_names_its_reads_is_checked_here():
     trip: only the test above notices, so every such view must be in ENDPOINTS."""
     from django.urls import get_resolver, resolve
 
-    from core.cache.readahead import _patterns
+    from core.cache.readahead import url_patterns
 
-    declared = {view for pattern, _ in _patterns(get_resolver())
+    declared = {view for pattern, _ in url_patterns(get_resolver())
                 if getattr(view := getattr(pattern.callback, "view_class", None), "cache_reads", ())}
     checked = {resolve(url).func.view_class for url in ENDPOINTS}
     assert declared == checked, declared ^ checked

@@ -161,7 +161,7 @@ def test_each_app_cache_module_names_its_families():
         assert f"``{family.template}``" in module.__doc__
 
 
-# --- Redis Cluster key forms (REDIS_CLUSTER_NODES set) -------------------------------------------
+# --- Redis Cluster key forms (the cache on a cluster) ---------------------------------------------
 
 CLUSTER_FORMS = {
     "subscription:user": "subscription:user:{{user_id}}",
@@ -175,9 +175,17 @@ CLUSTER_FORMS = {
 }
 
 
+def on_a_cluster(caches: dict, nodes: tuple[str, ...] = ("127.0.0.1:1",)) -> dict:
+    """CACHES with the default cache on a cluster (only the key spelling reads it here)."""
+    from core.cache.topology import cluster_options
+
+    default = caches["default"]
+    return {**caches, "default": {**default, "OPTIONS": cluster_options(default["OPTIONS"], nodes=list(nodes))}}
+
+
 @pytest.fixture
 def cluster_keys(settings):
-    settings.REDIS_CLUSTER_NODES = ["127.0.0.1:1"]  # only the key spelling reads it here
+    settings.CACHES = on_a_cluster(settings.CACHES)
 
 
 def test_each_family_names_its_cluster_form():
@@ -225,9 +233,10 @@ def test_user_input_never_sets_a_hash_tag(cluster_keys, hostile):
 
 @given(st.text(), st.text(), st.text())
 def test_hostile_parts_stay_in_their_family_in_cluster_form(character, session, email):
+    from django.conf import settings
     from django.test import override_settings
 
-    with override_settings(REDIS_CLUSTER_NODES=["127.0.0.1:1"]):
+    with override_settings(CACHES=on_a_cluster(settings.CACHES)):
         for family, parts in user_input_parts(character, session, email):
             key = family.key(**parts)
             assert family_of(key) is family
@@ -259,5 +268,13 @@ def test_a_remembered_key_is_the_key_built_from_its_parts():
 
 def test_the_memo_follows_a_switch_to_cluster_keys(settings):
     plain = USER_COINS.key(user_id=5)
-    settings.REDIS_CLUSTER_NODES = ["127.0.0.1:7000"]
+    settings.CACHES = on_a_cluster(settings.CACHES, ("127.0.0.1:7000",))
     assert USER_COINS.key(user_id=5) == "user:coins:{5}" != plain
+
+
+def test_ttl_defaults_are_declared_by_their_family_alone():
+    """Settings only carry a TTL the environment overrides; the default is the family's."""
+    from django.conf import settings as live
+
+    overridden = sorted(name for name in os.environ if name.startswith("CACHE_TTL_"))
+    assert sorted(name for name in dir(live._wrapped) if name.startswith("CACHE_TTL_")) == overridden

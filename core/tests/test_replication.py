@@ -50,7 +50,7 @@ def test_a_delete_the_replica_confirmed_is_done(replicated, alice, user):
 
 
 def test_an_amendment_the_replica_confirmed_is_done(replicated, alice, user):
-    """A generation stores the new balance rather than deleting it (store.amending): the replica
+    """A generation stores the new balance rather than deleting it (amend_after_commit): the replica
     has that value, confirmed by WAIT like a delete."""
     primary, replica = replicated
     alice.get("/api/me/coins")

@@ -24,7 +24,7 @@ from django_redis.pool import ConnectionFactory
 
 from core.cache.health import HEALTH
 from core.cache.ops.verify import verify
-from core.cache.sentinel import use_sentinels
+from core.cache.topology import use_sentinels
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
 from tests.support.harness import Gunicorn, SentinelSetup

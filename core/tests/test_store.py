@@ -1,4 +1,4 @@
-"""core.cache.store: the stale-set race (leases + compare-and-set populate), the namespace prefix,
+"""The read path (core.cache.api.fetch): the stale-set race (leases + compare-and-set populate), the namespace prefix,
 JSON values, and what a reader does with a value it cannot read."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 
 from accounts.cache import USER_COINS
 from characters.cache import CHARACTER, CHARACTERS_LIST
-from core.cache.store import Payload, fetch, invalidate
+from core.cache.api import Payload, fetch, invalidate
+from core.cache.hooks import HOOKS, LEASE_KEEPER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,7 +111,6 @@ def test_a_miss_waits_for_the_lease_holder_instead_of_querying(user, redis_raw, 
     """Single flight: while another request holds the lease, a miss waits for its value, also when
     the holder takes longer than the old 0.5 s give-up point. The holder stores its value from
     inside the waiter's pause: no timer thread racing the waiter."""
-    from core.cache import store
 
     key = f"user:coins:{user.id}"
     loads = []
@@ -125,7 +125,7 @@ def test_a_miss_waits_for_the_lease_holder_instead_of_querying(user, redis_raw, 
         if sum(waited) >= 0.6:  # a database slower than the old 0.5 s give-up point
             redis_raw.set(key, theirs.pack(), ex=60)
 
-    monkeypatch.setattr(store, "_pause", holder_finishes_after_a_while)
+    monkeypatch.setattr(HOOKS, "lease_wait", holder_finishes_after_a_while)
     got = fetch(USER_COINS, user_id=user.id)
     assert got == theirs
     assert loads == []
@@ -134,14 +134,13 @@ def test_a_miss_waits_for_the_lease_holder_instead_of_querying(user, redis_raw, 
 
 def test_a_waiter_takes_over_the_lease_of_a_holder_that_died(user, redis_raw, monkeypatch):
     """The holder's process died: its lease expires and one waiter loads and stores the value."""
-    from core.cache import store
 
     key = f"user:coins:{user.id}"
     redis_raw.set(f"lease:{key}", "dead-process", px=60_000)
     loads = []
     real = USER_COINS.loader
     monkeypatch.setitem(USER_COINS.__dict__, "loader", lambda *, user_id: loads.append(user_id) or real(user_id=user_id))
-    monkeypatch.setattr(store, "_pause", lambda delay: redis_raw.delete(f"lease:{key}"))  # it expires
+    monkeypatch.setattr(HOOKS, "lease_wait", lambda delay: redis_raw.delete(f"lease:{key}"))  # it expires
     assert fetch(USER_COINS, user_id=user.id).data() == {"balance": 30}
     assert loads == [user.id]
     assert json.loads(redis_raw.get(key))["data"] == {"balance": 30}
@@ -151,24 +150,20 @@ def test_a_waiter_takes_over_the_lease_of_a_holder_that_died(user, redis_raw, mo
 def test_a_waiter_that_gets_the_lease_just_after_the_holder_stored_does_not_query(user, redis_raw, monkeypatch):
     """The holder stores its value and drops its lease right after the waiter's last look: the
     waiter's SET NX then succeeds, and it must find that value rather than query again."""
-    from core.cache import store
 
     key = f"user:coins:{user.id}"
     redis_raw.set(f"lease:{key}", "holder", px=60_000)
     theirs = Payload.of({"balance": 30})
     loads = []
     monkeypatch.setitem(USER_COINS.__dict__, "loader", lambda *, user_id: loads.append(user_id) or {"balance": -1})
-    real_cached = store._cached
 
-    def holder_finishes_right_after_this_look(client, target):
-        seen = real_cached(client, target)
-        if not loads and seen is None and redis_raw.exists(f"lease:{key}"):
+    def holder_finishes_right_after_this_look(target, found):
+        if not loads and not found and redis_raw.exists(f"lease:{key}"):
             redis_raw.set(key, theirs.pack(), ex=60)
             redis_raw.delete(f"lease:{key}")
-        return seen
 
-    monkeypatch.setattr(store, "_pause", lambda delay: None)
-    monkeypatch.setattr(store, "_cached", holder_finishes_right_after_this_look)
+    monkeypatch.setattr(HOOKS, "lease_wait", lambda delay: None)
+    monkeypatch.setattr(HOOKS, "lease_looked", holder_finishes_right_after_this_look)
     assert fetch(USER_COINS, user_id=user.id) == theirs
     assert loads == []
     assert not redis_raw.exists(f"lease:{key}")  # the waiter let go of the lease it took
@@ -177,7 +172,6 @@ def test_a_waiter_that_gets_the_lease_just_after_the_holder_stored_does_not_quer
 def test_a_loading_request_keeps_its_lease_alive(user, redis_raw, monkeypatch, settings):
     """While the database is slow the holder's lease is extended, so waiters keep waiting for its
     value instead of taking over; once the load is done the lease is no longer extended."""
-    from core.cache import store
 
     key = f"user:coins:{user.id}"
     settings.CACHE_LEASE_TTL_MS = 60_000
@@ -187,30 +181,29 @@ def test_a_loading_request_keeps_its_lease_alive(user, redis_raw, monkeypatch, s
     def slow(*, user_id):
         lease = f"lease:{key}"
         redis_raw.pexpire(lease, 50)  # about to lapse: the database is slower than the lease TTL
-        store._KEEPER.beat()  # what the keeper thread does every third of the TTL
+        LEASE_KEEPER.beat()  # what the keeper thread does every third of the TTL
         seen["pttl"] = redis_raw.pttl(lease)
-        seen["held"] = lease in store._KEEPER._held
+        seen["held"] = LEASE_KEEPER.holds(lease)
         return real(user_id=user_id)
 
     monkeypatch.setitem(USER_COINS.__dict__, "loader", slow)
     assert fetch(USER_COINS, user_id=user.id).data() == {"balance": 30}
     assert seen["held"] and seen["pttl"] > 50_000
-    assert f"lease:{key}" not in store._KEEPER._held
+    assert not LEASE_KEEPER.holds(f"lease:{key}")
     assert json.loads(redis_raw.get(key))["data"] == {"balance": 30}
 
 
 def test_the_keeper_never_extends_a_lease_someone_else_took(redis_raw):
-    from core.cache import store
-    from core.cache.store import redis_client
+    from core.cache.client import redis_client
 
     redis_raw.set("lease:user:coins:99", "theirs", px=100_000)
-    store._KEEPER.hold(redis_client(), "lease:user:coins:99", "mine")
+    LEASE_KEEPER.hold(redis_client(), "lease:user:coins:99", "mine")
     try:
         redis_raw.pexpire("lease:user:coins:99", 1000)
-        store._KEEPER.beat()
+        LEASE_KEEPER.beat()
         assert redis_raw.pttl("lease:user:coins:99") <= 1000
     finally:
-        store._KEEPER.drop("lease:user:coins:99")
+        LEASE_KEEPER.drop("lease:user:coins:99")
 
 
 def test_a_failing_loader_releases_its_lease(user, redis_raw, monkeypatch):

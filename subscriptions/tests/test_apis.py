@@ -137,7 +137,7 @@ def test_cached_subscription_past_its_end_still_forbids(alice, user, characters,
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from core.cache.store import Payload
+    from core.cache.api import Payload
     from core.http.formatting import iso_utc
 
     key = f"subscription:user:{user.id}"

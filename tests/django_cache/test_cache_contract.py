@@ -15,7 +15,7 @@ from django.http import HttpResponse
 from django.test import RequestFactory, TestCase, override_settings
 from django.views.decorators.cache import cache_page
 
-from core.cache.store import Payload
+from core.cache.api import Payload
 
 from . import cache_tests as django_tests  # the module: its TestCase classes are not collected here
 from .cache_tests import BaseCacheTests, caches_setting_for_tests

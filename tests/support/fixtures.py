@@ -61,11 +61,12 @@ def cluster_cache(redis_cluster, settings):
     """The cache layer and caches["default"] in cluster mode on ``redis_cluster``, emptied."""
     import copy
 
-    from core.cache.cluster import cluster_cache_options, reset_node_healths
+    from core.cache.cluster import reset_node_healths
+    from core.cache.topology import cluster_options
 
     caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["OPTIONS"] = cluster_cache_options(caches["default"]["OPTIONS"])
-    settings.REDIS_CLUSTER_NODES = [f"127.0.0.1:{server.port}" for server in redis_cluster.alive()]
+    caches["default"]["OPTIONS"] = cluster_options(
+        caches["default"]["OPTIONS"], nodes=[f"127.0.0.1:{server.port}" for server in redis_cluster.alive()])
     settings.CACHES = caches
     redis_cluster.wipe()
     reset_node_healths()

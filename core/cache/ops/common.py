@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
 import redis
-from django.conf import settings
 from redis.cluster import RedisCluster
 
 from ..client import namespace, redis_client
 from ..family import KeyFamily
 from ..registry import FAMILIES
+from ..topology import TOPOLOGY
 
 BATCH = 1000
 
@@ -74,14 +74,14 @@ def ping(client: redis.Redis | None = None) -> None:
 
 def mget(client: redis.Redis, keys: list[str]) -> list[bytes | None]:
     """MGET, one per slot in cluster mode (a multi-key command must stay in one slot)."""
-    if settings.REDIS_CLUSTER_NODES:
+    if TOPOLOGY.cluster:
         return cast("list[bytes | None]", cast(RedisCluster, client).mget_nonatomic(keys))
     return cast("list[bytes | None]", client.mget(keys))
 
 
 def primaries(client: redis.Redis) -> dict[str, redis.Redis]:
     """Each primary's own client by name (host:port) in cluster mode; empty for one Redis."""
-    if not settings.REDIS_CLUSTER_NODES:
+    if not TOPOLOGY.cluster:
         return {}
     cluster = cast(RedisCluster, client)
     return {node.name: cluster.get_redis_connection(node) for node in cluster.get_primaries()}

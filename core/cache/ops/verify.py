@@ -13,15 +13,10 @@ from django.core.exceptions import ObjectDoesNotExist
 from ..client import namespace, redis_client
 from ..family import KeyFamily
 from ..keys import HASH_MARK
+from ..payload import Payload
 from ..registry import FAMILIES
-from ..store import Payload
+from ..scripts import UNLINK_IF_UNCHANGED
 from .common import Progress, batches, mget, no_progress, scan_family
-
-# Delete only if the value is still the one we judged stale: a write that re-cached meanwhile wins.
-_DELETE_IF_SAME = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('UNLINK', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass
@@ -54,7 +49,6 @@ def verify(families: Iterable[KeyFamily] | None = None, *, fix: bool = False, pr
     started = time.perf_counter()
     result = VerifyResult()
     prefix = namespace()
-    delete_if_same = client.register_script(_DELETE_IF_SAME)
     for family in families or FAMILIES.values():
         result.checked[family.name] = 0
         for batch in batches(scan_family(client, family), 500):
@@ -74,7 +68,8 @@ def verify(families: Iterable[KeyFamily] | None = None, *, fix: bool = False, pr
                     continue
                 result.drifted.append(Drift(key, family.name, reason))
                 if fix:
-                    result.fixed += int(delete_if_same(keys=[key], args=[raw]))
+                    # only if unchanged: a write that re-cached meanwhile wins
+                    result.fixed += int(UNLINK_IF_UNCHANGED.run(client, [key], [raw]))
             progress(len(batch))
     result.seconds = time.perf_counter() - started
     return result

@@ -16,8 +16,8 @@ from redis.cluster import RedisCluster
 
 from ..client import full_key, pipelined, redis_client
 from ..family import KeyFamily, Parts, WarmScope
+from ..read import fetch, fill_many
 from ..registry import activity_sources
-from ..store import fetch, fill_many
 from .common import Progress, batches, no_progress, ping, primaries
 
 
