@@ -16,7 +16,7 @@ import stripe
 from django.conf import settings
 from django.urls import reverse
 
-from .base import Charge, Checkout, Event, PaymentProvider, SignatureInvalid, signature_header
+from .base import Charge, Checkout, Event, PaymentProvider, SignatureInvalid, payload_load, signature_header
 
 HEADER = "Offline-Signature"
 # The "card" a confirmed checkout saves; renewals charge it. A declining card fails every renewal.
@@ -39,15 +39,16 @@ class OfflineProvider(PaymentProvider):
         return Charge(succeeded=True, ref=f"off_pi_{secrets.token_urlsafe(12)}")
 
     def event_verify(self, *, body: bytes, headers) -> Event:
+        try:
+            body.decode("utf-8")  # the SDK decodes it and would raise something else than its own error
+        except UnicodeDecodeError:
+            raise SignatureInvalid("malformed event: the body is not UTF-8") from None
         try:  # the Stripe SDK's verification: same scheme, our own secret
             stripe.WebhookSignature.verify_header(body, headers.get(HEADER), settings.PAYMENT_OFFLINE_WEBHOOK_SECRET,
                                                   tolerance=300)
         except stripe.SignatureVerificationError as exc:
             raise SignatureInvalid(str(exc)) from None
-        try:
-            return self.event_read(json.loads(body))
-        except ValueError:
-            raise SignatureInvalid("malformed event") from None
+        return self.event_read(payload_load(body))
 
     def event_read(self, payload: dict) -> Event:
         try:

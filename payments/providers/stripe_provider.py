@@ -7,12 +7,12 @@ Amounts go to Stripe in minor units assuming two decimals (USD, EUR, RUB, ...).
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import stripe
 from django.conf import settings
 
-from .base import Charge, Checkout, Event, PaymentProvider, ProviderError, SignatureInvalid
+from .base import Charge, Checkout, Event, PaymentProvider, ProviderError, SignatureInvalid, payload_clean
 
 HEADER = "Stripe-Signature"
 
@@ -116,12 +116,12 @@ class StripeProvider(PaymentProvider):
             raise SignatureInvalid(str(exc)) from None
         except ValueError:
             raise SignatureInvalid("malformed event") from None
-        return self.event_read(event.to_dict())
+        return self.event_read(payload_clean(event.to_dict()))
 
     def event_read(self, payload: dict) -> Event:
         try:
             return self._read(str(payload["id"]), str(payload["type"]), payload["data"]["object"], payload)
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError, ValueError, InvalidOperation):
             raise SignatureInvalid("malformed event") from None
 
     @staticmethod

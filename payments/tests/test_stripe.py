@@ -359,3 +359,25 @@ def test_the_sweep_leaves_events_of_unknown_payments_waiting(payment, user, deli
     assert PaymentEvent.objects.get(event_id="evt_off").outcome == "unmatched"
     payment.refresh_from_db()
     assert payment.status == "succeeded" and payment.coins_reversed == 0
+
+
+def test_a_checkout_whose_customer_name_has_a_nul_still_activates(payment, user, deliver, alice):
+    body = stripe_event("checkout.session.completed", {
+        "id": "cs_test_123", "object": "checkout.session", "payment_status": "paid", "amount_total": 2999,
+        "currency": "usd", "customer": "cus_1", "payment_intent": "pi_1", "client_reference_id": str(payment.pk),
+        "customer_details": {"name": "Mallory\u0000", "email": "m@example.com"},
+        "metadata": {"payment_id": str(payment.pk)}}, "evt_nul")
+    response = deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "pro"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"id": "evt_x", "object": "event", "type": "charge.refunded", "data": {"object": {"id": "ch_1",'
+    b' "payment_intent": "pi_1", "amount_refunded": NaN}}}',
+    json.dumps({"id": "e" * 300, "object": "event", "type": "ping", "data": {"object": {"id": "x"}}}).encode(),
+], ids=["nan", "long_id"])
+def test_a_signed_but_invalid_stripe_event_is_400(payment, user, deliver, raw):
+    response = deliver(raw, {"Stripe-Signature": stripe_signature(raw)}, provider="stripe")
+    assert response.status_code == 400 and response.json()["code"] == "invalid_signature"
+    assert not PaymentEvent.objects.exists()
