@@ -303,8 +303,9 @@ PAYMENT_CURRENCY = env("PAYMENT_CURRENCY", default="usd")
 # A failed renewal charge: access goes on this many days (past due), retried every so many hours.
 PAYMENT_GRACE_DAYS = env.int("PAYMENT_GRACE_DAYS", default=3)
 PAYMENT_RETRY_HOURS = env.int("PAYMENT_RETRY_HOURS", default=24)
-# Signs the offline provider's events (Stripe's scheme); production refuses the offline provider.
-PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="whsec_offline_development_only")
+# Signs the offline provider's events (Stripe's scheme). No published default: `make run` writes a
+# random one into .env; without one the offline provider does not start (system check payments.E007).
+PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="")
 STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 # Where Stripe's checkout sends the user back (your front end's pages).

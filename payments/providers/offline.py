@@ -22,6 +22,23 @@ HEADER = "Offline-Signature"
 # The "card" a confirmed checkout saves; renewals charge it. A declining card fails every renewal.
 CARD_OK, CARD_DECLINES = "offline:card_ok", "offline:card_declines"
 OUTCOMES = {"payment.succeeded": "succeeded", "payment.failed": "failed", "payment.refunded": "refunded"}
+# The default this setting once had, published in the repository: it must never verify an event.
+PUBLISHED_SECRETS = frozenset({"whsec_offline_development_only"})
+
+
+def secret_usable(secret) -> bool:
+    return isinstance(secret, str) and bool(secret) and secret not in PUBLISHED_SECRETS
+
+
+def _secret() -> str:
+    """The signing secret, or a 503 (our configuration, nothing written) when there is none to trust;
+    the system check payments.E007 refuses such settings at startup."""
+    secret = settings.PAYMENT_OFFLINE_WEBHOOK_SECRET
+    if not secret_usable(secret):
+        from . import provider_unconfigured
+
+        raise provider_unconfigured("PAYMENT_OFFLINE_WEBHOOK_SECRET is empty or published: `make run` writes one")
+    return secret
 
 
 class OfflineProvider(PaymentProvider):
@@ -44,8 +61,7 @@ class OfflineProvider(PaymentProvider):
         except UnicodeDecodeError:
             raise SignatureInvalid("malformed event: the body is not UTF-8") from None
         try:  # the Stripe SDK's verification: same scheme, our own secret
-            stripe.WebhookSignature.verify_header(body, headers.get(HEADER), settings.PAYMENT_OFFLINE_WEBHOOK_SECRET,
-                                                  tolerance=300)
+            stripe.WebhookSignature.verify_header(body, headers.get(HEADER), _secret(), tolerance=300)
         except stripe.SignatureVerificationError as exc:
             raise SignatureInvalid(str(exc)) from None
         return self.event_read(payload_load(body))
@@ -79,4 +95,4 @@ class OfflineProvider(PaymentProvider):
                      "currency": payment.currency, "customer": customer, "reason": reason},
         }
         body = json.dumps(payload).encode()
-        return body, {HEADER: signature_header(body, settings.PAYMENT_OFFLINE_WEBHOOK_SECRET)}
+        return body, {HEADER: signature_header(body, _secret())}

@@ -56,12 +56,12 @@ def test_missing_or_bad_signature_is_400_and_writes_nothing(payment, user, deliv
     assert nothing_changed(user)
 
 
-def test_wrong_secret_tampered_body_and_old_timestamp_are_refused(payment, user, deliver):
+def test_wrong_secret_tampered_body_and_old_timestamp_are_refused(payment, user, deliver, settings):
     body, headers = event(payment)
     assert deliver(body, {"Offline-Signature": signature_header(body, "whsec_someone_else")}).status_code == 400
     tampered = body.replace(b'"29.99"', b'"0.01"')
     assert deliver(tampered, headers).status_code == 400
-    old = signature_header(body, "whsec_offline_development_only", timestamp=int(time.time()) - 3600)
+    old = signature_header(body, settings.PAYMENT_OFFLINE_WEBHOOK_SECRET, timestamp=int(time.time()) - 3600)
     assert deliver(body, {"Offline-Signature": old}).status_code == 400
     assert nothing_changed(user)
 
@@ -280,3 +280,12 @@ def test_nul_characters_in_a_signed_event_are_stored_safely_and_the_payment_appl
     assert Subscription.objects.get(user=user).plan.code == "pro"
     # A replay is still the same event: a duplicate, not a second one.
     assert deliver(body, signed(body, settings)).json()["outcome"] == "duplicate"
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_offline_development_only"], ids=["empty", "published_default"])
+def test_an_empty_or_published_secret_verifies_nothing(payment, user, deliver, settings, secret):
+    settings.PAYMENT_OFFLINE_WEBHOOK_SECRET = secret
+    body = json.dumps(payment_event(payment)).encode()
+    response = deliver(body, {"Offline-Signature": signature_header(body, secret)})
+    assert response.status_code == 503 and response.json()["code"] == "payment_provider_unavailable"
+    assert nothing_changed(user)
