@@ -6,6 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.schema import errors
 from core.serializers import StrictInput
 from subscriptions import apis as subscriptions_apis
 from subscriptions.cache import subscription_payload
@@ -49,7 +50,7 @@ class SubscriptionApi(subscriptions_apis.SubscriptionApi):
     @extend_schema(
         request=InputSerializer,
         responses={200: subscriptions_apis.SubscriptionOutput, 201: subscriptions_apis.SubscriptionOutput,
-                   202: PendingCheckoutOutput},
+                   202: PendingCheckoutOutput, **errors(409, 503)},
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
@@ -115,6 +116,9 @@ class OfflineCheckoutApi(APIView):
         payment = self._payment(ref)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        if payment.status == Payment.Status.FAILED and payment.failure_reason == services.CHECKOUT_REPLACED:
+            return Response({"detail": "This checkout was replaced by a newer one; it can no longer be paid.",
+                             "code": "checkout_closed"}, status=status.HTTP_409_CONFLICT)
         paid = data.validated_data["outcome"] == "paid"
         body, headers = OfflineProvider.event_build(
             payment=payment, type="payment.succeeded" if paid else "payment.failed",

@@ -7,6 +7,8 @@ Provider calls (network, for a real provider) never run inside a transaction.
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -36,6 +38,7 @@ from .providers import Charge, Event, ProviderError, ProviderUnavailable, provid
 
 Status = Payment.Status
 Outcome = PaymentEvent.Outcome
+logger = logging.getLogger("payments")
 
 
 def subscription_request(
@@ -50,17 +53,40 @@ def subscription_request(
     return change, sub, payment
 
 
+# What a checkout replaced by a newer one (another plan, a new price) says; it can no longer be paid.
+CHECKOUT_REPLACED = "replaced by a newer checkout"
+# A checkout without its page yet is another request's, talking to the provider right now: wait
+# this long for it, then answer 409. Older, that request died: the checkout is replaced.
+CHECKOUT_CREATING = timedelta(seconds=30)
+CHECKOUT_WAIT_SECONDS = 10.0
+
+
+class CheckoutInProgress(exceptions.APIException):
+    status_code = 409
+    default_detail = "A checkout for this account is being created; try again in a moment."
+    default_code = "checkout_in_progress"
+
+
 def checkout_create(*, user_id: int, plan: Plan, base_url: str) -> Payment:
+    """One pending checkout per user: asking again returns it while it matches the plan's current
+    price, otherwise it is replaced (and closed at the provider). Concurrent requests take the
+    user's row lock in turn, so they find the first one's checkout instead of making their own."""
     provider = provider_get()
-    # A double click, or asking again, gets the same open checkout: one payment, not two.
-    reusable = selectors.checkout_open(user_id=user_id, plan=plan, provider=provider.name)
-    if reusable is not None:
-        return reusable
-    # Committed before the provider hears of it, so its events always find the row.
-    payment = Payment.objects.create(
-        provider=provider.name, user_id=user_id, plan=plan, kind=Payment.Kind.CHECKOUT,
-        amount=plan.price, currency=_currency(),
-    )
+    currency = _currency()
+    deadline = time.monotonic() + CHECKOUT_WAIT_SECONDS
+    while (found := _checkout_reuse_or_start(user_id=user_id, plan=plan, provider=provider.name,
+                                             currency=currency)) is None:
+        if time.monotonic() > deadline:
+            raise CheckoutInProgress()
+        time.sleep(0.05)  # another request is at the provider: its checkout is ours too
+    payment, replaced = found
+    if payment.checkout_url:
+        return payment
+    for old in replaced:  # so an old price or plan cannot be paid any more
+        try:
+            provider.checkout_close(payment=old)
+        except ProviderError as exc:
+            logger.warning("payment %s: the provider did not close its replaced checkout: %s", old.pk, exc)
     email = User.objects.values_list("email", flat=True).get(pk=user_id)
     try:
         checkout = provider.checkout_create(payment=payment, email=email, base_url=base_url)
@@ -71,6 +97,26 @@ def checkout_create(*, user_id: int, plan: Plan, base_url: str) -> Payment:
     payment.save(update_fields=["provider_ref", "checkout_url", "updated_at"])
     _events_replay(payment)
     return payment
+
+
+def _checkout_reuse_or_start(
+    *, user_id: int, plan: Plan, provider: str, currency: str
+) -> tuple[Payment, list[Payment]] | None:
+    """Under the user's row lock: the reusable pending checkout, or a new pending payment (committed
+    before the provider hears of it, so its events always find the row) and the checkouts it
+    replaced; None while another request is creating one."""
+    with transaction.atomic():
+        User.objects.select_for_update().only("id").get(pk=user_id)
+        pending = selectors.checkouts_pending(user_id=user_id, provider=provider)
+        if any(not p.checkout_url and p.created_at > timezone.now() - CHECKOUT_CREATING for p in pending):
+            return None
+        if pending and selectors.checkout_reusable(pending[0], plan=plan, currency=currency):
+            return pending[0], []
+        Payment.objects.filter(pk__in=[p.pk for p in pending]).update(
+            status=Status.FAILED, failure_reason=CHECKOUT_REPLACED, updated_at=timezone.now())
+        payment = Payment.objects.create(provider=provider, user_id=user_id, plan=plan, kind=Payment.Kind.CHECKOUT,
+                                         amount=plan.price, currency=currency)
+        return payment, [p for p in pending if p.provider_ref]
 
 
 def _currency() -> str:

@@ -109,6 +109,10 @@ class PaymentProvider(ABC):
     def checkout_create(self, *, payment, email: str, base_url: str) -> Checkout: ...
 
     @abstractmethod
+    def checkout_close(self, *, payment) -> None:
+        """Close a checkout we replaced, so it can no longer be paid (ProviderError if that failed)."""
+
+    @abstractmethod
     def renewal_charge(self, *, payment, previous) -> Charge:
         """Charge ``payment`` off-session with what ``previous`` (the last paid payment, or None) saved."""
 

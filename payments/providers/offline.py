@@ -48,6 +48,9 @@ class OfflineProvider(PaymentProvider):
         ref = f"off_cs_{secrets.token_urlsafe(18)}"
         return Checkout(ref=ref, url=base_url.rstrip("/") + reverse("payments-offline-checkout", args=[ref]))
 
+    def checkout_close(self, *, payment) -> None:
+        pass  # our own page refuses a replaced checkout (payments.apis.OfflineCheckoutApi)
+
     def renewal_charge(self, *, payment, previous) -> Charge:
         if previous is None or not previous.provider_customer:
             return Charge(succeeded=False, reason="no saved payment method")

@@ -78,6 +78,14 @@ class StripeProvider(PaymentProvider):
             raise ProviderError(str(exc)) from None
         return Checkout(ref=session.id, url=session.url)
 
+    def checkout_close(self, *, payment) -> None:
+        try:  # an open session expires; one already paid or expired is an error we can ignore
+            self._client().v1.checkout.sessions.expire(payment.provider_ref)
+        except stripe.InvalidRequestError:
+            pass
+        except stripe.StripeError as exc:
+            raise ProviderError(str(exc)) from None
+
     def renewal_charge(self, *, payment, previous) -> Charge:
         if previous is None or not previous.provider_customer or not previous.provider_payment_method:
             return Charge(succeeded=False, reason="no saved payment method")

@@ -42,13 +42,16 @@ class FakeStripeClient:
     def __init__(self, api_key, **kwargs):
         assert api_key == "sk_test_fake"
         self.v1 = SimpleNamespace(
-            checkout=SimpleNamespace(sessions=SimpleNamespace(create=self._session)),
+            checkout=SimpleNamespace(sessions=SimpleNamespace(create=self._session, expire=self._expire)),
             payment_intents=SimpleNamespace(create=self._intent),
         )
 
     def _session(self, params, options):
         self.calls.append(("checkout", params, options))
         return SimpleNamespace(id="cs_test_123", url="https://checkout.stripe.com/c/pay/cs_test_123")
+
+    def _expire(self, session):
+        self.calls.append(("expire", session))
 
     def _intent(self, params, options):
         self.calls.append(("intent", params, options))
@@ -381,3 +384,10 @@ def test_a_signed_but_invalid_stripe_event_is_400(payment, user, deliver, raw):
     response = deliver(raw, {"Stripe-Signature": stripe_signature(raw)}, provider="stripe")
     assert response.status_code == 400 and response.json()["code"] == "invalid_signature"
     assert not PaymentEvent.objects.exists()
+
+
+def test_a_replaced_checkout_is_expired_at_stripe(payment, stripe_on, plans):
+    checkout_create(user_id=payment.user_id, plan=plans["plus"], base_url="http://testserver/")
+    assert ("expire", "cs_test_123") in stripe_on.calls
+    payment.refresh_from_db()
+    assert payment.status == "failed" and payment.failure_reason == services.CHECKOUT_REPLACED
