@@ -237,6 +237,7 @@ def _transition(payment: Payment, event: Event) -> str:
             payment.period_start, payment.coins_granted = sub.current_period_start, payment.plan.coins_per_period
             if payment.amount_refunded:  # a partial refund reported before the payment: its share goes back now
                 _coins_reverse(payment)
+                _period_end_if_refunded(payment)
     else:
         payment.status, payment.failure_reason = Status.FAILED, (event.reason or "declined")[:500]
         if payment.kind == Payment.Kind.RENEWAL and payment.user_id is not None:
@@ -265,7 +266,8 @@ def _renewal_failed(*, user_id: int) -> None:
 
 def _refund(payment: Payment, event: Event) -> str:
     """Take back the refunded share of the payment's coins, never below zero (what was already
-    spent is recorded as unrecovered); a full refund of the current period ends it now."""
+    spent is recorded as unrecovered); a refund worth the days left of the period it paid for ends
+    that period now (``_period_end_if_refunded``)."""
     refunded = min(payment.amount, event.amount if event.amount is not None else payment.amount)
     if payment.status == Status.REFUNDED or refunded <= payment.amount_refunded:
         payment.save()
@@ -273,15 +275,28 @@ def _refund(payment: Payment, event: Event) -> str:
     payment.amount_refunded = refunded
     if payment.status == Status.SUCCEEDED:
         _coins_reverse(payment)
+        _period_end_if_refunded(payment)
     if refunded >= payment.amount:
-        paid = payment.status == Status.SUCCEEDED
         payment.status = Status.REFUNDED
-        if paid and payment.user_id is not None:
-            sub = Subscription.objects.filter(user_id=payment.user_id).first()
-            if sub is not None and sub.plan_id == payment.plan_id and sub.current_period_start == payment.period_start:
-                subscription_end_now(user_id=payment.user_id)
     payment.save()
     return Outcome.APPLIED
+
+
+def _period_end_if_refunded(payment: Payment) -> None:
+    """The partial refund rule: the period a payment started ends now once the refunded amount is at
+    least the value of the whole days left in it (price * days left / period days), a full refund
+    always; a smaller refund is goodwill and leaves the period running (its share of coins is still
+    taken back). So 29.98 of 29.99 on the first day ends the period; 15.00 of it does not, until
+    fewer than 15 of its 30 days are left. A later period (an upgrade, a renewal) is left alone."""
+    if payment.user_id is None or not payment.amount_refunded:
+        return
+    sub = Subscription.objects.filter(user_id=payment.user_id).first()
+    if sub is None or sub.plan_id != payment.plan_id or sub.current_period_start != payment.period_start:
+        return
+    days_left = max(0, (sub.current_period_end - timezone.now()) // timedelta(days=1))
+    value_left = payment.amount * Decimal(days_left) / Decimal(max(1, settings.SUBSCRIPTION_PERIOD_DAYS))
+    if payment.amount_refunded >= min(value_left, payment.amount):
+        subscription_end_now(user_id=payment.user_id)
 
 
 def _coins_reverse(payment: Payment) -> None:
