@@ -1,4 +1,5 @@
 import json
+from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -92,13 +93,21 @@ class OfflineCheckoutApi(APIView):
     permission_classes = [AllowAny]
 
     class InputSerializer(StrictInput):
-        outcome = serializers.ChoiceField(choices=["paid", "declined"])
+        outcome = serializers.ChoiceField(choices=["paid", "declined", "refunded"],
+                                          help_text="refunded: the provider refunds the paid checkout.")
         card = serializers.ChoiceField(choices=["ok", "declines_renewals"], default="ok",
                                        help_text="declines_renewals: this card fails every later renewal charge.")
+        amount = serializers.DecimalField(max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False,
+                                          help_text="With refunded: the total refunded so far (default: all of it).")
         deliver = serializers.BooleanField(default=True)
 
         class Meta:
             ref_name = "OfflineCheckoutInput"
+
+        def validate(self, attrs):
+            if "amount" in attrs and attrs["outcome"] != "refunded":
+                raise serializers.ValidationError({"amount": ["Only a refund has an amount."]})
+            return attrs
 
     def _payment(self, ref: str) -> Payment:
         provider_get("offline")  # 404 unless the offline provider is the one in use
@@ -119,13 +128,18 @@ class OfflineCheckoutApi(APIView):
         if payment.status == Payment.Status.FAILED and payment.failure_reason == services.CHECKOUT_REPLACED:
             return Response({"detail": "This checkout was replaced by a newer one; it can no longer be paid.",
                              "code": "checkout_closed"}, status=status.HTTP_409_CONFLICT)
-        paid = data.validated_data["outcome"] == "paid"
-        body, headers = OfflineProvider.event_build(
-            payment=payment, type="payment.succeeded" if paid else "payment.failed",
-            customer=(CARD_DECLINES if data.validated_data["card"] == "declines_renewals" else CARD_OK) if paid else "",
-            reason="" if paid else "card declined",
-        )
-        outcome = None
+        outcome = data.validated_data["outcome"]
+        if outcome == "refunded":
+            body, headers = OfflineProvider.event_build(payment=payment, type="payment.refunded",
+                                                        amount=data.validated_data.get("amount"))
+        else:
+            paid = outcome == "paid"
+            body, headers = OfflineProvider.event_build(
+                payment=payment, type="payment.succeeded" if paid else "payment.failed",
+                customer=(CARD_DECLINES if data.validated_data["card"] == "declines_renewals" else CARD_OK) if paid else "",
+                reason="" if paid else "card declined",
+            )
+        outcome = None  # what the webhook made of it, when delivered here
         if data.validated_data["deliver"]:
             outcome = services.webhook_receive(provider_name="offline", body=body, headers=headers)
         return Response({"delivered": outcome is not None, "outcome": outcome,

@@ -160,3 +160,29 @@ def test_asking_for_another_plan_replaces_the_open_checkout(alice, provider_clie
     assert plus["id"] != pro["id"]
     assert list(Payment.objects.filter(status="pending").values_list("pk", flat=True)) == [plus["id"]]
     assert provider_client.post(pro["checkout_url"], {"outcome": "paid"}, format="json").status_code == 409
+
+
+def test_the_offline_page_refunds_a_paid_checkout_in_full_or_in_part(alice, user, provider_client):
+    pending = checkout(alice)
+    assert provider_client.post(pending["checkout_url"], {"outcome": "paid"}, format="json").json()["outcome"] == (
+        "applied")
+    part = provider_client.post(pending["checkout_url"], {"outcome": "refunded", "amount": "3.00"}, format="json")
+    assert part.status_code == 200 and part.json()["outcome"] == "applied"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530 - 150}
+    assert alice.get("/api/subscription").json()["status"] == "active"
+    full = provider_client.post(pending["checkout_url"], {"outcome": "refunded"}, format="json")
+    assert full.json()["outcome"] == "applied" and full.json()["event"]["type"] == "payment.refunded"
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert alice.get("/api/subscription").json()["status"] == "expired"
+    assert Payment.objects.get().status == "refunded"
+
+
+@pytest.mark.parametrize("payload", [
+    {"outcome": "paid", "amount": "1.00"}, {"outcome": "refunded", "amount": "0"},
+    {"outcome": "refunded", "amount": "NaN"}, {"outcome": "refunded", "amount": "1e9"},
+])
+def test_an_amount_is_only_for_a_refund_and_must_be_one(alice, provider_client, payload):
+    pending = checkout(alice)
+    response = provider_client.post(pending["checkout_url"], payload, format="json")
+    assert response.status_code == 400 and list(response.json()["errors"]) == ["amount"]
+    assert not PaymentEvent.objects.exists()
