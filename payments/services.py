@@ -27,6 +27,7 @@ from subscriptions.services import (
     subscription_change,
     subscription_end_now,
     subscription_mark_past_due,
+    subscription_period_restore,
     subscription_period_start,
     subscriptions_expire,
 )
@@ -146,7 +147,7 @@ def event_apply(*, provider_name: str, event: Event) -> str:
             return "duplicate"
         payment = _payment_for(provider_name=provider_name, event=event)
         if payment is None:  # kept: the payment may be recorded later (see _events_replay)
-            row.outcome = Outcome.UNMATCHED if event.outcome else Outcome.IGNORED
+            row.outcome = Outcome.UNMATCHED if event.outcome or event.dispute else Outcome.IGNORED
         else:
             row.payment, row.outcome = payment, _transition(payment, event)
         row.save(update_fields=["payment", "outcome"])
@@ -217,6 +218,8 @@ def events_sweep() -> int:
 def _transition(payment: Payment, event: Event) -> str:
     """Move a locked payment as the event says, only forward; activate, fail or refund."""
     _remember(payment, event)
+    if event.dispute:
+        return _dispute(payment, event)
     if event.outcome is None:
         payment.save()
         return Outcome.IGNORED
@@ -288,15 +291,69 @@ def _period_end_if_refunded(payment: Payment) -> None:
     always; a smaller refund is goodwill and leaves the period running (its share of coins is still
     taken back). So 29.98 of 29.99 on the first day ends the period; 15.00 of it does not, until
     fewer than 15 of its 30 days are left. A later period (an upgrade, a renewal) is left alone."""
-    if payment.user_id is None or not payment.amount_refunded:
-        return
-    sub = Subscription.objects.filter(user_id=payment.user_id).first()
-    if sub is None or sub.plan_id != payment.plan_id or sub.current_period_start != payment.period_start:
+    sub = _period_of(payment)
+    if sub is None or not payment.amount_refunded:
         return
     days_left = max(0, (sub.current_period_end - timezone.now()) // timedelta(days=1))
     value_left = payment.amount * Decimal(days_left) / Decimal(max(1, settings.SUBSCRIPTION_PERIOD_DAYS))
     if payment.amount_refunded >= min(value_left, payment.amount):
         subscription_end_now(user_id=payment.user_id)
+
+
+def _dispute(payment: Payment, event: Event) -> str:
+    """A chargeback: when its funds are withdrawn (or it is lost without a withdrawal reported),
+    the payment's coins still held go back and the period it started ends, as a full refund does;
+    when it is won, the coins taken and the rest of that period come back. Forward only: won and
+    lost are final, a second report of the same step is stale."""
+    Dispute = Payment.Dispute
+    rank = Payment.DISPUTE_RANK
+    if payment.status not in (Status.SUCCEEDED, Status.REFUNDED) or rank[event.dispute] <= rank[payment.dispute]:
+        payment.save()
+        return Outcome.STALE
+    previous, payment.dispute = payment.dispute, event.dispute
+    taken = previous == Dispute.WITHDRAWN
+    if event.dispute in (Dispute.WITHDRAWN, Dispute.LOST) and not taken:
+        _dispute_take_back(payment)
+    elif event.dispute == Dispute.WON and taken:
+        _dispute_restore(payment)
+    payment.save()
+    return Outcome.APPLIED
+
+
+def _dispute_take_back(payment: Payment) -> None:
+    if payment.user_id is None:
+        return
+    held = payment.coins_granted - payment.coins_reversed - payment.coins_unrecovered
+    if held > 0:
+        balance = User.objects.select_for_update().values_list("coin_balance", flat=True).get(pk=payment.user_id)
+        payment.coins_disputed = min(held, balance)  # never below zero: what is spent stays spent
+        if payment.coins_disputed:
+            coins_apply(user_id=payment.user_id, amount=-payment.coins_disputed,
+                        reason=CoinLedgerEntry.Reason.ADJUSTMENT, reference=f"dispute:payment:{payment.pk}",
+                        idempotency_key=f"payment:{payment.pk}:dispute")
+    if _period_of(payment) is not None:
+        subscription_end_now(user_id=payment.user_id)
+
+
+def _dispute_restore(payment: Payment) -> None:
+    if payment.user_id is None:
+        return
+    if payment.coins_disputed:
+        coins_apply(user_id=payment.user_id, amount=payment.coins_disputed, reason=CoinLedgerEntry.Reason.ADJUSTMENT,
+                    reference=f"dispute_won:payment:{payment.pk}", idempotency_key=f"payment:{payment.pk}:dispute_won")
+    if _period_of(payment) is not None and payment.period_start is not None:
+        subscription_period_restore(user_id=payment.user_id, plan=payment.plan, period_start=payment.period_start,
+                                    until=payment.period_start + timedelta(days=settings.SUBSCRIPTION_PERIOD_DAYS))
+
+
+def _period_of(payment: Payment) -> Subscription | None:
+    """The user's subscription while it is still the period this payment started."""
+    if payment.user_id is None:
+        return None
+    sub = Subscription.objects.filter(user_id=payment.user_id).first()
+    if sub is None or sub.plan_id != payment.plan_id or sub.current_period_start != payment.period_start:
+        return None
+    return sub
 
 
 def _coins_reverse(payment: Payment) -> None:

@@ -187,6 +187,18 @@ def subscription_end_now(*, user_id: int) -> Subscription | None:
     return sub
 
 
+def subscription_period_restore(*, user_id: int, plan: Plan, period_start, until) -> Subscription | None:
+    """A period that was taken back (a chargeback the merchant then won) runs again to ``until``,
+    if the subscription is still that period and ``until`` is ahead; no renewal is turned on."""
+    with transaction.atomic():
+        sub = Subscription.objects.select_for_update().filter(user_id=user_id).first()
+        if (sub is not None and sub.plan_id == plan.pk and sub.current_period_start == period_start
+                and until > timezone.now()):
+            sub.status, sub.current_period_end = Subscription.Status.ACTIVE, until
+            sub.save(update_fields=["status", "current_period_end", "updated_at"])
+    return sub
+
+
 def subscriptions_expire(*, now=None) -> int:
     """Mark subscriptions past their period end as expired (a periodic job; signal-less update)."""
     now = now or timezone.now()

@@ -55,6 +55,7 @@ class Event:
     customer: str = ""
     payment_method: str = ""
     reason: str = ""
+    dispute: str = ""  # a chargeback's state it reports (Payment.Dispute: open, withdrawn, won, lost)
 
     def __post_init__(self) -> None:
         """Signed is not the same as valid: an event we could not store or compare is refused (400)

@@ -152,6 +152,18 @@ class StripeProvider(PaymentProvider):
             return Event(**common, outcome=outcome, amount=from_minor(obj.get("amount_received")),
                          customer=_id(obj.get("customer")), payment_method=_id(obj.get("payment_method")),
                          payment_intent=str(obj.get("id") or ""), reason=str(error.get("message") or ""))
+        if type.startswith("charge.dispute."):
+            # A Dispute object: it names the charge and the payment intent (which we know the payment by).
+            dispute = {
+                "charge.dispute.created": "open",
+                "charge.dispute.funds_withdrawn": "withdrawn",
+                "charge.dispute.funds_reinstated": "won",
+                # warning_closed: an inquiry closed without a chargeback, nothing was taken.
+                "charge.dispute.closed": {"won": "won", "warning_closed": "won", "lost": "lost"}.get(
+                    str(obj.get("status") or ""), ""),
+            }.get(type, "")
+            return Event(**common, dispute=dispute, amount=from_minor(obj.get("amount")),
+                         payment_intent=_id(obj.get("payment_intent")))
         if type == "charge.refunded":
             return Event(**common, outcome="refunded", amount=from_minor(obj.get("amount_refunded")),
                          payment_intent=_id(obj.get("payment_intent")))
