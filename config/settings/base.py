@@ -238,7 +238,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15))
 AXES_RESET_ON_SUCCESS = True
 # The same client address as the throttles (TRUSTED_PROXY_COUNT), and the email as the API spells it.
-AXES_CLIENT_IP_CALLABLE = "core.throttling.client_ip"
+AXES_CLIENT_IP_CALLABLE = "core.throttling.admin_client_address"  # an IPv6 client as its /64
 AXES_USERNAME_CALLABLE = "core.throttling.admin_login_username"
 AXES_VERBOSE = False  # no banner on every manage.py run; failures and lockouts are still logged
 
