@@ -74,7 +74,8 @@ class WebhookApi(APIView):
     parser_classes: list = []  # the signature covers the raw bytes: read request.body, never re-encode
 
     @extend_schema(request=None, responses={200: inline_serializer("WebhookOutput", {
-        "received": serializers.BooleanField(), "outcome": serializers.CharField()})})
+        "received": serializers.BooleanField(), "outcome": serializers.CharField()}),
+        **errors(400, 404, 503)})
     def post(self, request, provider: str):
         try:
             outcome = services.webhook_receive(provider_name=provider, body=request.body, headers=request.headers)
@@ -120,7 +121,7 @@ class OfflineCheckoutApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: inline_serializer("OfflineCheckoutResult", {
         "delivered": serializers.BooleanField(), "outcome": serializers.CharField(allow_null=True),
         "event": serializers.DictField(), "body": serializers.CharField(help_text="The exact bytes that were signed."),
-        "signature": serializers.CharField(help_text="The Offline-Signature header.")})})
+        "signature": serializers.CharField(help_text="The Offline-Signature header.")}), **errors(409)})
     def post(self, request, ref: str):
         payment = self._payment(ref)
         data = self.InputSerializer(data=request.data)
