@@ -12,7 +12,16 @@ from decimal import Decimal, InvalidOperation
 import stripe
 from django.conf import settings
 
-from .base import Charge, Checkout, Event, PaymentProvider, ProviderError, SignatureInvalid, payload_clean
+from .base import (
+    MAX_PAYMENT_ID,
+    Charge,
+    Checkout,
+    Event,
+    PaymentProvider,
+    ProviderError,
+    SignatureInvalid,
+    payload_clean,
+)
 
 HEADER = "Stripe-Signature"
 
@@ -29,9 +38,11 @@ def _metadata_payment_id(obj) -> int | None:
     metadata = obj.get("metadata") or {}
     raw = metadata.get("payment_id") or obj.get("client_reference_id")
     try:
-        return int(raw) if raw is not None else None
+        payment_id = int(raw) if raw is not None else None
     except (TypeError, ValueError):
         return None
+    # Another integration's metadata is not ours: no match, rather than a refused event.
+    return payment_id if payment_id is not None and 0 < payment_id <= MAX_PAYMENT_ID else None
 
 
 def _id(value) -> str:

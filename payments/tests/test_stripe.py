@@ -451,3 +451,11 @@ def test_a_dispute_of_an_unknown_charge_waits_unmatched(payment, user, deliver):
                                                            "payment_intent": "pi_other", "status": "needs_response"},
                         "evt_other")
     assert send(deliver, body) == "unmatched"
+
+
+def test_another_integrations_metadata_is_no_match_not_a_refusal(payment, deliver):
+    body = stripe_event("payment_intent.succeeded", {
+        "id": "pi_elsewhere", "object": "payment_intent", "amount_received": 100, "currency": "usd",
+        "metadata": {"payment_id": "-7"}}, "evt_elsewhere")
+    response = deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    assert response.status_code == 200 and response.json()["outcome"] == "unmatched"
