@@ -24,12 +24,14 @@ install-dev: $(VENV)/.installed-dev
 # The address gunicorn will bind, as config/gunicorn.conf.py works it out (for the curl line).
 ADDR = $(or $(BIND),$(shell $(PY) -c "import runpy; print(runpy.run_path('config/gunicorn.conf.py')['bind'])" 2>/dev/null),127.0.0.1:8000)
 
-# The first `make run` gives this checkout a random SECRET_KEY in .env, unless one is set already.
+# The first `make run` gives this checkout a random SECRET_KEY in .env, unless one is set already,
+# and a random PAYMENT_OFFLINE_WEBHOOK_SECRET (a published one would let anyone sign payment events).
 secret-key:
-	@if [ -z "$$SECRET_KEY" ] && ! grep -qs '^SECRET_KEY=.' .env; then \
+	@for name in SECRET_KEY PAYMENT_OFFLINE_WEBHOOK_SECRET; do \
+	  if [ -z "$$(printenv $$name)" ] && ! grep -qs "^$$name=." .env; then \
 	  if [ -s .env ] && [ -n "$$(tail -c1 .env)" ]; then echo >> .env; fi; \
-	  echo "SECRET_KEY=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" >> .env; \
-	  echo "Wrote a random SECRET_KEY into .env"; fi
+	  echo "$$name=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" >> .env; \
+	  echo "Wrote a random $$name into .env"; fi; done
 
 run: install secret-key
 	mkdir -p var

@@ -76,12 +76,30 @@ class TokenApi(TokenObtainPairView):
     throttle_classes = [AddressRateThrottle, AccountLoginThrottle]
     throttle_scope = "auth"
 
+    def initial(self, request, *args, **kwargs):
+        try:
+            super().initial(request, *args, **kwargs)
+        except Exception:  # refused before the password was checked: the attempt is given back
+            self._login_attempt_end(request, "abandon")
+            raise
+
     def post(self, request, *args, **kwargs):
         try:
-            return super().post(request, *args, **kwargs)
+            response = super().post(request, *args, **kwargs)
         except exceptions.AuthenticationFailed:
-            AccountLoginThrottle().record_failure(request, self)
+            self._login_attempt_end(request, "failed")  # it stays counted
             raise
+        except Exception:
+            self._login_attempt_end(request, "abandon")
+            raise
+        self._login_attempt_end(request, "succeeded")
+        return response
+
+    @staticmethod
+    def _login_attempt_end(request, how: str) -> None:
+        attempt = getattr(request, "login_attempt", None)
+        if attempt is not None:
+            getattr(attempt, how)()
 
 
 class SessionTokenRefreshSerializer(StrictInputMixin, TokenRefreshSerializer):

@@ -52,7 +52,7 @@ def on_starting(server):
 
 
 def _check_settings() -> None:
-    """A bad setting (REDIS_URL or Sentinel: core.E010-E015; payments: payments.E001-E005) stops
+    """A bad setting (REDIS_URL or Sentinel: core.E010-E015; payments: payments.E001-E007) stops
     gunicorn here with the system check's message, rather than failing every request. The same
     checks as migrate and runserver run (every tag but the database's), whatever apps the settings
     install. In a child process, so the master imports no Django (nor prometheus_client)."""

@@ -72,7 +72,8 @@ class GenerationApi(generics.ListAPIView):
     @extend_schema(
         request=InputSerializer,
         responses={201: GenerationOutput, **errors(402, 403, 409)},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+        parameters=[OpenApiParameter("Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 100},
+                                     OpenApiParameter.HEADER, required=False,
                                      description="Retries with the same key charge once and return the first result.")],
     )
     def post(self, request):

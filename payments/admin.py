@@ -39,8 +39,8 @@ class PaymentEventInline(admin.TabularInline):
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
     list_display = ("id", "created_at", "user", "plan", "kind", "status", "amount", "currency", "provider",
-                    "coins_granted", "coins_reversed")
-    list_filter = ("status", "kind", "provider", "plan")
+                    "coins_granted", "coins_reversed", "dispute")
+    list_filter = ("status", "dispute", "kind", "provider", "plan")
     search_fields = ("user__email", "provider_ref", "provider_payment_ref", "provider_customer", "=id")
     list_select_related = ("user", "plan")
     date_hierarchy = "created_at"

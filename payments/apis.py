@@ -1,4 +1,5 @@
 import json
+from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -6,6 +7,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.http.schema import errors
 from core.http.serializers import StrictInput
 from subscriptions import apis as subscriptions_apis
 from subscriptions.cache import subscription_payload
@@ -49,7 +51,7 @@ class SubscriptionApi(subscriptions_apis.SubscriptionApi):
     @extend_schema(
         request=InputSerializer,
         responses={200: subscriptions_apis.SubscriptionOutput, 201: subscriptions_apis.SubscriptionOutput,
-                   202: PendingCheckoutOutput},
+                   202: PendingCheckoutOutput, **errors(409, 503)},
     )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
@@ -72,7 +74,8 @@ class WebhookApi(APIView):
     parser_classes: list = []  # the signature covers the raw bytes: read request.body, never re-encode
 
     @extend_schema(request=None, responses={200: inline_serializer("WebhookOutput", {
-        "received": serializers.BooleanField(), "outcome": serializers.CharField()})})
+        "received": serializers.BooleanField(), "outcome": serializers.CharField()}),
+        **errors(400, 404, 503)})
     def post(self, request, provider: str):
         try:
             outcome = services.webhook_receive(provider_name=provider, body=request.body, headers=request.headers)
@@ -91,13 +94,21 @@ class OfflineCheckoutApi(APIView):
     permission_classes = [AllowAny]
 
     class InputSerializer(StrictInput):
-        outcome = serializers.ChoiceField(choices=["paid", "declined"])
+        outcome = serializers.ChoiceField(choices=["paid", "declined", "refunded"],
+                                          help_text="refunded: the provider refunds the paid checkout.")
         card = serializers.ChoiceField(choices=["ok", "declines_renewals"], default="ok",
                                        help_text="declines_renewals: this card fails every later renewal charge.")
+        amount = serializers.DecimalField(max_digits=8, decimal_places=2, min_value=Decimal("0.01"), required=False,
+                                          help_text="With refunded: the total refunded so far (default: all of it).")
         deliver = serializers.BooleanField(default=True)
 
         class Meta:
             ref_name = "OfflineCheckoutInput"
+
+        def validate(self, attrs):
+            if "amount" in attrs and attrs["outcome"] != "refunded":
+                raise serializers.ValidationError({"amount": ["Only a refund has an amount."]})
+            return attrs
 
     def _payment(self, ref: str) -> Payment:
         provider_get("offline")  # 404 unless the offline provider is the one in use
@@ -110,18 +121,26 @@ class OfflineCheckoutApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: inline_serializer("OfflineCheckoutResult", {
         "delivered": serializers.BooleanField(), "outcome": serializers.CharField(allow_null=True),
         "event": serializers.DictField(), "body": serializers.CharField(help_text="The exact bytes that were signed."),
-        "signature": serializers.CharField(help_text="The Offline-Signature header.")})})
+        "signature": serializers.CharField(help_text="The Offline-Signature header.")}), **errors(409)})
     def post(self, request, ref: str):
         payment = self._payment(ref)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        paid = data.validated_data["outcome"] == "paid"
-        body, headers = OfflineProvider.event_build(
-            payment=payment, type="payment.succeeded" if paid else "payment.failed",
-            customer=(CARD_DECLINES if data.validated_data["card"] == "declines_renewals" else CARD_OK) if paid else "",
-            reason="" if paid else "card declined",
-        )
-        outcome = None
+        if payment.status == Payment.Status.FAILED and payment.failure_reason == services.CHECKOUT_REPLACED:
+            return Response({"detail": "This checkout was replaced by a newer one; it can no longer be paid.",
+                             "code": "checkout_closed"}, status=status.HTTP_409_CONFLICT)
+        outcome = data.validated_data["outcome"]
+        if outcome == "refunded":
+            body, headers = OfflineProvider.event_build(payment=payment, type="payment.refunded",
+                                                        amount=data.validated_data.get("amount"))
+        else:
+            paid = outcome == "paid"
+            body, headers = OfflineProvider.event_build(
+                payment=payment, type="payment.succeeded" if paid else "payment.failed",
+                customer=(CARD_DECLINES if data.validated_data["card"] == "declines_renewals" else CARD_OK) if paid else "",
+                reason="" if paid else "card declined",
+            )
+        outcome = None  # what the webhook made of it, when delivered here
         if data.validated_data["deliver"]:
             outcome = services.webhook_receive(provider_name="offline", body=body, headers=headers)
         return Response({"delivered": outcome is not None, "outcome": outcome,

@@ -47,6 +47,15 @@ def check_payment_settings(app_configs=None, **kwargs) -> list[checks.CheckMessa
                 "PAYMENT_PROVIDER=stripe but STRIPE_WEBHOOK_SECRET is empty: every Stripe event would be refused",
                 hint="the signing secret (whsec_...) of the webhook endpoint /api/payments/webhook/stripe",
                 id="payments.E003"))
+    elif provider == "offline":
+        from .providers.offline import secret_usable
+
+        if not secret_usable(settings.PAYMENT_OFFLINE_WEBHOOK_SECRET):
+            errors.append(checks.Error(
+                "PAYMENT_PROVIDER=offline but PAYMENT_OFFLINE_WEBHOOK_SECRET is empty or a published default: "
+                "anyone could sign payment events",
+                hint="make run writes a random one into .env; or set it to secrets.token_urlsafe(50)",
+                id="payments.E007"))
     currency = settings.PAYMENT_CURRENCY
     if not currency_valid(currency):
         errors.append(checks.Error(

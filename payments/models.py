@@ -44,6 +44,18 @@ class Payment(models.Model):
     coins_granted = models.PositiveIntegerField(default=0)
     coins_reversed = models.PositiveIntegerField(default=0)  # taken back by refunds
     coins_unrecovered = models.PositiveIntegerField(default=0)  # a refund found them already spent
+
+    class Dispute(models.TextChoices):
+        NONE = "", "None"
+        OPEN = "open", "Open (no money moved yet)"
+        WITHDRAWN = "withdrawn", "Funds withdrawn"
+        WON = "won", "Won (funds reinstated)"
+        LOST = "lost", "Lost"
+
+    # A chargeback, as the provider reports it; it too only moves forward (won and lost are final).
+    DISPUTE_RANK = {Dispute.NONE: 0, Dispute.OPEN: 1, Dispute.WITHDRAWN: 2, Dispute.WON: 3, Dispute.LOST: 3}
+    dispute = models.CharField(max_length=10, choices=Dispute.choices, default=Dispute.NONE, blank=True)
+    coins_disputed = models.PositiveIntegerField(default=0)  # taken back when the dispute's funds were withdrawn
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -16,15 +16,19 @@ from .models import Payment, PaymentEvent
 CHECKOUT_REUSE = timedelta(hours=1)
 
 
-def checkout_open(*, user_id: int, plan: Plan, provider: str) -> Payment | None:
+def checkouts_pending(*, user_id: int, provider: str) -> list[Payment]:
+    """The user's pending checkouts with ``provider``, newest first (one, unless from before checkouts
+    were serialised per user)."""
+    return list(Payment.objects.filter(user_id=user_id, provider=provider, kind=Payment.Kind.CHECKOUT,
+                                       status=Payment.Status.PENDING).order_by("-id"))
+
+
+def checkout_reusable(payment: Payment, *, plan: Plan, currency: str) -> bool:
+    """Whether a pending checkout is what asking for ``plan`` now would create: the same plan at its
+    current price and currency, recent, and open at the provider (it has its page)."""
     return (
-        Payment.objects.filter(
-            user_id=user_id, plan=plan, provider=provider, kind=Payment.Kind.CHECKOUT, status=Payment.Status.PENDING,
-            created_at__gte=timezone.now() - CHECKOUT_REUSE,
-        )
-        .exclude(checkout_url="")
-        .order_by("-id")
-        .first()
+        payment.plan_id == plan.pk and payment.amount == plan.price and payment.currency == currency
+        and bool(payment.checkout_url) and payment.created_at >= timezone.now() - CHECKOUT_REUSE
     )
 
 

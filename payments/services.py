@@ -7,6 +7,8 @@ Provider calls (network, for a real provider) never run inside a transaction.
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -25,6 +27,7 @@ from subscriptions.services import (
     subscription_change,
     subscription_end_now,
     subscription_mark_past_due,
+    subscription_period_restore,
     subscription_period_start,
     subscriptions_expire,
 )
@@ -36,6 +39,7 @@ from .providers import Charge, Event, ProviderError, ProviderUnavailable, provid
 
 Status = Payment.Status
 Outcome = PaymentEvent.Outcome
+logger = logging.getLogger("payments")
 
 
 def subscription_request(
@@ -50,17 +54,40 @@ def subscription_request(
     return change, sub, payment
 
 
+# What a checkout replaced by a newer one (another plan, a new price) says; it can no longer be paid.
+CHECKOUT_REPLACED = "replaced by a newer checkout"
+# A checkout without its page yet is another request's, talking to the provider right now: wait
+# this long for it, then answer 409. Older, that request died: the checkout is replaced.
+CHECKOUT_CREATING = timedelta(seconds=30)
+CHECKOUT_WAIT_SECONDS = 10.0
+
+
+class CheckoutInProgress(exceptions.APIException):
+    status_code = 409
+    default_detail = "A checkout for this account is being created; try again in a moment."
+    default_code = "checkout_in_progress"
+
+
 def checkout_create(*, user_id: int, plan: Plan, base_url: str) -> Payment:
+    """One pending checkout per user: asking again returns it while it matches the plan's current
+    price, otherwise it is replaced (and closed at the provider). Concurrent requests take the
+    user's row lock in turn, so they find the first one's checkout instead of making their own."""
     provider = provider_get()
-    # A double click, or asking again, gets the same open checkout: one payment, not two.
-    reusable = selectors.checkout_open(user_id=user_id, plan=plan, provider=provider.name)
-    if reusable is not None:
-        return reusable
-    # Committed before the provider hears of it, so its events always find the row.
-    payment = Payment.objects.create(
-        provider=provider.name, user_id=user_id, plan=plan, kind=Payment.Kind.CHECKOUT,
-        amount=plan.price, currency=_currency(),
-    )
+    currency = _currency()
+    deadline = time.monotonic() + CHECKOUT_WAIT_SECONDS
+    while (found := _checkout_reuse_or_start(user_id=user_id, plan=plan, provider=provider.name,
+                                             currency=currency)) is None:
+        if time.monotonic() > deadline:
+            raise CheckoutInProgress()
+        time.sleep(0.05)  # another request is at the provider: its checkout is ours too
+    payment, replaced = found
+    if payment.checkout_url:
+        return payment
+    for old in replaced:  # so an old price or plan cannot be paid any more
+        try:
+            provider.checkout_close(payment=old)
+        except ProviderError as exc:
+            logger.warning("payment %s: the provider did not close its replaced checkout: %s", old.pk, exc)
     email = User.objects.values_list("email", flat=True).get(pk=user_id)
     try:
         checkout = provider.checkout_create(payment=payment, email=email, base_url=base_url)
@@ -71,6 +98,26 @@ def checkout_create(*, user_id: int, plan: Plan, base_url: str) -> Payment:
     payment.save(update_fields=["provider_ref", "checkout_url", "updated_at"])
     _events_replay(payment)
     return payment
+
+
+def _checkout_reuse_or_start(
+    *, user_id: int, plan: Plan, provider: str, currency: str
+) -> tuple[Payment, list[Payment]] | None:
+    """Under the user's row lock: the reusable pending checkout, or a new pending payment (committed
+    before the provider hears of it, so its events always find the row) and the checkouts it
+    replaced; None while another request is creating one."""
+    with transaction.atomic():
+        User.objects.select_for_update().only("id").get(pk=user_id)
+        pending = selectors.checkouts_pending(user_id=user_id, provider=provider)
+        if any(not p.checkout_url and p.created_at > timezone.now() - CHECKOUT_CREATING for p in pending):
+            return None
+        if pending and selectors.checkout_reusable(pending[0], plan=plan, currency=currency):
+            return pending[0], []
+        Payment.objects.filter(pk__in=[p.pk for p in pending]).update(
+            status=Status.FAILED, failure_reason=CHECKOUT_REPLACED, updated_at=timezone.now())
+        payment = Payment.objects.create(provider=provider, user_id=user_id, plan=plan, kind=Payment.Kind.CHECKOUT,
+                                         amount=plan.price, currency=currency)
+        return payment, [p for p in pending if p.provider_ref]
 
 
 def _currency() -> str:
@@ -100,7 +147,7 @@ def event_apply(*, provider_name: str, event: Event) -> str:
             return "duplicate"
         payment = _payment_for(provider_name=provider_name, event=event)
         if payment is None:  # kept: the payment may be recorded later (see _events_replay)
-            row.outcome = Outcome.UNMATCHED if event.outcome else Outcome.IGNORED
+            row.outcome = Outcome.UNMATCHED if event.outcome or event.dispute else Outcome.IGNORED
         else:
             row.payment, row.outcome = payment, _transition(payment, event)
         row.save(update_fields=["payment", "outcome"])
@@ -171,6 +218,8 @@ def events_sweep() -> int:
 def _transition(payment: Payment, event: Event) -> str:
     """Move a locked payment as the event says, only forward; activate, fail or refund."""
     _remember(payment, event)
+    if event.dispute:
+        return _dispute(payment, event)
     if event.outcome is None:
         payment.save()
         return Outcome.IGNORED
@@ -191,6 +240,7 @@ def _transition(payment: Payment, event: Event) -> str:
             payment.period_start, payment.coins_granted = sub.current_period_start, payment.plan.coins_per_period
             if payment.amount_refunded:  # a partial refund reported before the payment: its share goes back now
                 _coins_reverse(payment)
+                _period_end_if_refunded(payment)
     else:
         payment.status, payment.failure_reason = Status.FAILED, (event.reason or "declined")[:500]
         if payment.kind == Payment.Kind.RENEWAL and payment.user_id is not None:
@@ -219,7 +269,8 @@ def _renewal_failed(*, user_id: int) -> None:
 
 def _refund(payment: Payment, event: Event) -> str:
     """Take back the refunded share of the payment's coins, never below zero (what was already
-    spent is recorded as unrecovered); a full refund of the current period ends it now."""
+    spent is recorded as unrecovered); a refund worth the days left of the period it paid for ends
+    that period now (``_period_end_if_refunded``)."""
     refunded = min(payment.amount, event.amount if event.amount is not None else payment.amount)
     if payment.status == Status.REFUNDED or refunded <= payment.amount_refunded:
         payment.save()
@@ -227,15 +278,82 @@ def _refund(payment: Payment, event: Event) -> str:
     payment.amount_refunded = refunded
     if payment.status == Status.SUCCEEDED:
         _coins_reverse(payment)
+        _period_end_if_refunded(payment)
     if refunded >= payment.amount:
-        paid = payment.status == Status.SUCCEEDED
         payment.status = Status.REFUNDED
-        if paid and payment.user_id is not None:
-            sub = Subscription.objects.filter(user_id=payment.user_id).first()
-            if sub is not None and sub.plan_id == payment.plan_id and sub.current_period_start == payment.period_start:
-                subscription_end_now(user_id=payment.user_id)
     payment.save()
     return Outcome.APPLIED
+
+
+def _period_end_if_refunded(payment: Payment) -> None:
+    """The partial refund rule: the period a payment started ends now once the refunded amount is at
+    least the value of the whole days left in it (price * days left / period days), a full refund
+    always; a smaller refund is goodwill and leaves the period running (its share of coins is still
+    taken back). So 29.98 of 29.99 on the first day ends the period; 15.00 of it does not, until
+    fewer than 15 of its 30 days are left. A later period (an upgrade, a renewal) is left alone."""
+    sub = _period_of(payment)
+    if sub is None or not payment.amount_refunded:
+        return
+    days_left = max(0, (sub.current_period_end - timezone.now()) // timedelta(days=1))
+    value_left = payment.amount * Decimal(days_left) / Decimal(max(1, settings.SUBSCRIPTION_PERIOD_DAYS))
+    if payment.amount_refunded >= min(value_left, payment.amount):
+        subscription_end_now(user_id=payment.user_id)
+
+
+def _dispute(payment: Payment, event: Event) -> str:
+    """A chargeback: when its funds are withdrawn (or it is lost without a withdrawal reported),
+    the payment's coins still held go back and the period it started ends, as a full refund does;
+    when it is won, the coins taken and the rest of that period come back. Forward only: won and
+    lost are final, a second report of the same step is stale."""
+    Dispute = Payment.Dispute
+    rank = Payment.DISPUTE_RANK
+    if payment.status not in (Status.SUCCEEDED, Status.REFUNDED) or rank[event.dispute] <= rank[payment.dispute]:
+        payment.save()
+        return Outcome.STALE
+    previous, payment.dispute = payment.dispute, event.dispute
+    taken = previous == Dispute.WITHDRAWN
+    if event.dispute in (Dispute.WITHDRAWN, Dispute.LOST) and not taken:
+        _dispute_take_back(payment)
+    elif event.dispute == Dispute.WON and taken:
+        _dispute_restore(payment)
+    payment.save()
+    return Outcome.APPLIED
+
+
+def _dispute_take_back(payment: Payment) -> None:
+    if payment.user_id is None:
+        return
+    held = payment.coins_granted - payment.coins_reversed - payment.coins_unrecovered
+    if held > 0:
+        balance = User.objects.select_for_update().values_list("coin_balance", flat=True).get(pk=payment.user_id)
+        payment.coins_disputed = min(held, balance)  # never below zero: what is spent stays spent
+        if payment.coins_disputed:
+            coins_apply(user_id=payment.user_id, amount=-payment.coins_disputed,
+                        reason=CoinLedgerEntry.Reason.ADJUSTMENT, reference=f"dispute:payment:{payment.pk}",
+                        idempotency_key=f"payment:{payment.pk}:dispute")
+    if _period_of(payment) is not None:
+        subscription_end_now(user_id=payment.user_id)
+
+
+def _dispute_restore(payment: Payment) -> None:
+    if payment.user_id is None:
+        return
+    if payment.coins_disputed:
+        coins_apply(user_id=payment.user_id, amount=payment.coins_disputed, reason=CoinLedgerEntry.Reason.ADJUSTMENT,
+                    reference=f"dispute_won:payment:{payment.pk}", idempotency_key=f"payment:{payment.pk}:dispute_won")
+    if _period_of(payment) is not None and payment.period_start is not None:
+        subscription_period_restore(user_id=payment.user_id, plan=payment.plan, period_start=payment.period_start,
+                                    until=payment.period_start + timedelta(days=settings.SUBSCRIPTION_PERIOD_DAYS))
+
+
+def _period_of(payment: Payment) -> Subscription | None:
+    """The user's subscription while it is still the period this payment started."""
+    if payment.user_id is None:
+        return None
+    sub = Subscription.objects.filter(user_id=payment.user_id).first()
+    if sub is None or sub.plan_id != payment.plan_id or sub.current_period_start != payment.period_start:
+        return None
+    return sub
 
 
 def _coins_reverse(payment: Payment) -> None:

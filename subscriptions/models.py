@@ -39,6 +39,9 @@ class Subscription(models.Model):
     auto_renew = models.BooleanField(default=True)
     # A downgrade waits for the period end: the next period is on this plan.
     next_plan = models.ForeignKey(Plan, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    # The last renewal charge failed: the period runs on grace, unpaid, until a payment starts a new
+    # one. Kept through a cancel, so cancelling and asking for the plan again never skips the payment.
+    payment_failed = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

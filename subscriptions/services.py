@@ -48,6 +48,7 @@ def _start(*, user_id: int, plan: Plan, grant_key: str | None = None, auto_renew
         "current_period_end": now + timedelta(days=settings.SUBSCRIPTION_PERIOD_DAYS),
         "auto_renew": auto_renew,
         "next_plan": None,
+        "payment_failed": False,
     }
     sub, _ = Subscription.objects.update_or_create(user_id=user_id, defaults=period)
     if grant_key is not None:  # a paid (or staff-granted) period: its coins once, whatever else happened
@@ -121,8 +122,10 @@ def subscription_change(*, user_id: int, plan_code: str) -> tuple[Subscription |
             and current.status != Subscription.Status.EXPIRED
             and current.current_period_end > timezone.now()
         )
-        if running and current.status == Subscription.Status.PAST_DUE:
-            running = False  # the current period is unpaid: nothing to keep until its end
+        if running and (current.status == Subscription.Status.PAST_DUE or current.payment_failed):
+            # The current period is unpaid (past due, or cancelled while past due): nothing to keep
+            # or resume until its end; only a payment brings a paid plan back.
+            running = False
         if not running:
             if plan.price > 0:
                 return current, Change.PAYMENT_REQUIRED
@@ -168,8 +171,8 @@ def subscription_mark_past_due(*, user_id: int, until) -> Subscription:
     """The renewal charge failed: access goes on until ``until`` (the grace end), then expiry."""
     with transaction.atomic():
         sub = Subscription.objects.select_for_update().get(user_id=user_id)
-        sub.status, sub.current_period_end = Subscription.Status.PAST_DUE, until
-        sub.save(update_fields=["status", "current_period_end", "updated_at"])
+        sub.status, sub.current_period_end, sub.payment_failed = Subscription.Status.PAST_DUE, until, True
+        sub.save(update_fields=["status", "current_period_end", "payment_failed", "updated_at"])
     return sub
 
 
@@ -180,6 +183,18 @@ def subscription_end_now(*, user_id: int) -> Subscription | None:
         if sub is not None and sub.status != Subscription.Status.EXPIRED:
             sub.status, sub.current_period_end, sub.auto_renew = Subscription.Status.EXPIRED, timezone.now(), False
             sub.save(update_fields=["status", "current_period_end", "auto_renew", "updated_at"])
+    return sub
+
+
+def subscription_period_restore(*, user_id: int, plan: Plan, period_start, until) -> Subscription | None:
+    """A period that was taken back (a chargeback the merchant then won) runs again to ``until``,
+    if the subscription is still that period and ``until`` is ahead; no renewal is turned on."""
+    with transaction.atomic():
+        sub = Subscription.objects.select_for_update().filter(user_id=user_id).first()
+        if (sub is not None and sub.plan_id == plan.pk and sub.current_period_start == period_start
+                and until > timezone.now()):
+            sub.status, sub.current_period_end = Subscription.Status.ACTIVE, until
+            sub.save(update_fields=["status", "current_period_end", "updated_at"])
     return sub
 
 

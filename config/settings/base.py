@@ -239,7 +239,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_COOLOFF_MINUTES", default=15))
 AXES_RESET_ON_SUCCESS = True
 # The same client address as the throttles (TRUSTED_PROXY_COUNT), and the email as the API spells it.
-AXES_CLIENT_IP_CALLABLE = "core.http.throttling.client_ip"
+AXES_CLIENT_IP_CALLABLE = "core.http.throttling.admin_client_address"  # an IPv6 client as its /64
 AXES_USERNAME_CALLABLE = "core.http.throttling.admin_login_username"
 AXES_VERBOSE = False  # no banner on every manage.py run; failures and lockouts are still logged
 
@@ -270,6 +270,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"ImageSize": "generation.models.SIZES"},
+    # ImageSize lists only the sizes the generation settings accept now (generation/schema.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "generation.schema.image_sizes_as_configured"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -309,8 +312,9 @@ PAYMENT_CURRENCY = env("PAYMENT_CURRENCY", default="usd")
 # A failed renewal charge: access goes on this many days (past due), retried every so many hours.
 PAYMENT_GRACE_DAYS = env.int("PAYMENT_GRACE_DAYS", default=3)
 PAYMENT_RETRY_HOURS = env.int("PAYMENT_RETRY_HOURS", default=24)
-# Signs the offline provider's events (Stripe's scheme); production refuses the offline provider.
-PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="whsec_offline_development_only")
+# Signs the offline provider's events (Stripe's scheme). No published default: `make run` writes a
+# random one into .env; without one the offline provider does not start (system check payments.E007).
+PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="")
 STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 # Where Stripe's checkout sends the user back (your front end's pages).

@@ -13,6 +13,7 @@ from .base import CACHES, DATABASES, INSTALLED_APPS, MIDDLEWARE, REDIS_URL, SIMP
 
 # Signs only the benchmark's tokens on its private servers; never used by `make run` or production.
 SECRET_KEY = env("SECRET_KEY", default="bench-only-" + "0123456789abcdef" * 3)
+PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="whsec_offline_bench_only")
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/bench_chatart")

@@ -29,3 +29,12 @@ PAYMENT_PROVIDER = env("PAYMENT_PROVIDER", default="stripe")
 if PAYMENT_PROVIDER == "offline" and not env.bool("PAYMENT_OFFLINE_ALLOWED", default=False):
     raise ImproperlyConfigured("PAYMENT_PROVIDER=offline takes no real payments; set PAYMENT_OFFLINE_ALLOWED=true "
                                "only for a trial that must not take money")
+# Whoever knows the offline provider's secret can sign any user's payment or refund: never a published one.
+PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="")
+if PAYMENT_PROVIDER == "offline" and (
+    len(PAYMENT_OFFLINE_WEBHOOK_SECRET) < 32
+    or PAYMENT_OFFLINE_WEBHOOK_SECRET.startswith(("whsec_offline_development_only", "whsec_offline_test_only",
+                                                  "whsec_offline_bench_only"))
+):
+    raise ImproperlyConfigured("PAYMENT_PROVIDER=offline needs a random PAYMENT_OFFLINE_WEBHOOK_SECRET of 32 characters "
+                               "or more, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'")

@@ -11,6 +11,8 @@ from .base import DATABASES, INSTALLED_APPS, REST_FRAMEWORK, env
 
 # Signs only the suite's own tokens; never used by `make run` or production.
 SECRET_KEY = env("SECRET_KEY", default="test-only-" + "0123456789abcdef" * 3)
+# The same for the offline provider's events: published here, so only the suite's own servers take it.
+PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="whsec_offline_test_only")
 
 DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/chatart")
 DATABASES["default"]["CONN_MAX_AGE"] = 0

@@ -45,8 +45,10 @@ class PrivateByDefaultMiddleware:
 
 class RequestIdMiddleware:
     """Every request gets an ID: the one a trusted proxy sent in ``REQUEST_ID_HEADER`` (when
-    ``REQUEST_ID_TRUST_INCOMING``), else a new one. It is in every log line written while the request
-    is served and in the response's header of the same name."""
+    ``REQUEST_ID_TRUST_INCOMING`` and ``TRUSTED_PROXY_COUNT`` says a proxy stands in front: without
+    one the header comes from the client, who must not pick the ID its log lines carry), else a new
+    one. It is in every log line written while the request is served and in the response's header of
+    the same name."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -54,7 +56,8 @@ class RequestIdMiddleware:
         self.meta_key = "HTTP_" + self.header.upper().replace("-", "_")
 
     def __call__(self, request):
-        incoming = request.META.get(self.meta_key) if settings.REQUEST_ID_TRUST_INCOMING else None
+        trusted = settings.REQUEST_ID_TRUST_INCOMING and settings.TRUSTED_PROXY_COUNT > 0
+        incoming = request.META.get(self.meta_key) if trusted else None
         request.request_id = request_id.choose(incoming)
         request_id.current.set(request.request_id)  # cleared on request_finished (core.apps)
         response = self.get_response(request)

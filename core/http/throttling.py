@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 from collections.abc import Mapping
 
 from axes.handlers.database import AxesDatabaseHandler
+from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle, SimpleRateThrottle
 
 from core.cache.api import normalize_email
@@ -47,78 +49,162 @@ class AddressRateThrottle(ScopedRateThrottle):
         return client_ident(request)
 
 
-class _AccountFailures(SimpleRateThrottle):
-    """One window of failed logins of an account (the normalised email, hashed: any input makes a
-    short key of its own), from one client (``per_client``) or from all together. Only failures
-    count (the view records them), so a user who logs in often is never limited."""
+LOGIN_KNOWN_CLIENT_TTL = 30 * 24 * 3600  # a client the owner logged in from stays known this long
 
-    per_client = False
 
-    def get_cache_key(self, request, view):
-        data = request.data
-        email = data.get("email") if isinstance(data, Mapping) else None
-        if not isinstance(email, str) or not email.strip():
-            return None  # the serializer refuses it; nothing to count
-        ident = normalize_email(email)
-        if self.per_client:
-            ident += "\n" + client_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": hashlib.sha256(ident.encode()).hexdigest()}
+def _login_rate(scope: str) -> tuple[int, int] | None:
+    """(limit, seconds) of a login scope, from the same rates as DRF's throttles (THROTTLE_*)."""
+    rate = SimpleRateThrottle.THROTTLE_RATES.get(scope)
+    if not rate:
+        return None
+    # DRF's own parsing ("20/hour"); the instance is never used beyond that.
+    limit, seconds = SimpleRateThrottle.parse_rate(SimpleRateThrottle.__new__(SimpleRateThrottle), rate)
+    return limit, seconds
 
-    def _load(self, request, view) -> bool:
-        self.key = self.get_cache_key(request, view)
-        if self.rate is None or self.key is None:
-            return False
-        self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
-        while self.history and self.history[-1] <= self.now - self.duration:
-            self.history.pop()
+
+def _hashed(*parts: str) -> str:
+    """Any input makes a short key of its own."""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _window_key(scope: str, ident: str, seconds: int) -> tuple[str, float]:
+    """The counter of the current fixed window, and the seconds until it ends."""
+    now = time.time()
+    return f"throttle_{scope}_{ident}_{int(now // seconds)}", seconds - now % seconds
+
+
+def _count(key: str, seconds: int, delta: int = 1) -> int | None:
+    """Add to a window's counter atomically (``add`` then ``incr``: Redis INCRBY, so concurrent
+    failures all count); None when the cache cannot count (Redis down: logins are not refused)."""
+    for _ in range(2):
+        cache.add(key, 0, timeout=seconds + 1)
+        try:
+            return cache.incr(key, delta)
+        except ValueError:  # expired between the two calls
+            continue
+    return None
+
+
+def _uncount(key: str) -> None:
+    try:
+        cache.decr(key)
+    except ValueError:  # the window is over: nothing to give back
+        pass
+
+
+def login_client_known(*, email: str, client: str) -> bool:
+    """Whether the account's owner logged in successfully from this client (address, IPv6 /64)."""
+    return bool(cache.get(f"login_known_{_hashed(normalize_email(email), client)}"))
+
+
+def login_client_remember(*, email: str, client: str) -> None:
+    cache.set(f"login_known_{_hashed(normalize_email(email), client)}", 1, timeout=LOGIN_KNOWN_CLIENT_TTL)
+
+
+class LoginAttempt:
+    """One login to one account from one client, counted as a failure before its password is
+    checked (so concurrent guesses cannot all pass a check that none has counted yet) and given
+    back when it succeeds or is never checked.
+
+    ``login_account`` limits one account's failures from one client: that client then waits for
+    that account, the right password too, and no one else does. ``login_account_total`` limits
+    the account's failures from all clients the owner never logged in from (known clients,
+    remembered for 30 days after a successful login, neither count nor wait): rotating addresses
+    buys no more guesses than the total, and a stranger reaching it cannot lock the owner out of
+    the clients they use. The owner on a new network waits like everyone else until the window ends.
+    """
+
+    def __init__(self, *, email: str, client: str) -> None:
+        self.email, self.client = normalize_email(email), client
+        self.taken: list[str] = []
+        self.wait: float | None = None
+
+    def _windows(self):
+        yield "login_account", _hashed(self.email, self.client)
+        if not login_client_known(email=self.email, client=self.client):
+            yield "login_account_total", _hashed(self.email)
+
+    def begin(self) -> bool:
+        """Count this attempt in each window; False (and nothing counted) when one is full."""
+        for scope, ident in self._windows():
+            rate = _login_rate(scope)
+            if rate is None:
+                continue
+            limit, seconds = rate
+            key, remaining = _window_key(scope, ident, seconds)
+            count = _count(key, seconds)
+            if count is None:
+                continue
+            self.taken.append(key)
+            if count > limit:
+                self.abandon()
+                self.wait = remaining
+                return False
         return True
 
-    def allow_request(self, request, view) -> bool:
-        if not self._load(request, view):
-            return True
-        return len(self.history) < self.num_requests or self.throttle_failure()
+    def failed(self) -> None:
+        self.taken = []  # counted already
 
-    def record_failure(self, request, view) -> None:
-        if self._load(request, view):
-            self.throttle_success()  # appends now and stores the history
+    def succeeded(self) -> None:
+        self.abandon()
+        login_client_remember(email=self.email, client=self.client)
 
-
-class _AccountFailuresFromClient(_AccountFailures):
-    scope = "login_account"
-    per_client = True
+    def abandon(self) -> None:
+        for key in self.taken:
+            _uncount(key)
+        self.taken = []
 
 
-class _AccountFailuresInTotal(_AccountFailures):
-    scope = "login_account_total"
+def login_account_total_reached(*, email: str, client: str) -> bool:
+    """The admin's side of the same total: whether failures of the account from unknown clients
+    have reached ``login_account_total`` (a known client is never held by it)."""
+    rate = _login_rate("login_account_total")
+    if rate is None or login_client_known(email=email, client=client):
+        return False
+    limit, seconds = rate
+    key, _ = _window_key("login_account_total", _hashed(normalize_email(email)), seconds)
+    return (cache.get(key) or 0) >= limit
+
+
+def login_failure_record(*, email: str, client: str) -> None:
+    """An admin login failure counts in the account's total too (unless from a known client)."""
+    rate = _login_rate("login_account_total")
+    if rate is None or login_client_known(email=email, client=client):
+        return
+    key, _ = _window_key("login_account_total", _hashed(normalize_email(email)), rate[1])
+    _count(key, rate[1])
 
 
 class AccountLoginThrottle(BaseThrottle):
-    """Failed logins per account, so guessing one account's password stays slow whatever the
-    addresses, without letting one client lock others out.
-
-    ``login_account`` counts one account's failures from one client (address, IPv6 /64): once
-    reached, that client's logins to that account get 429 (the right password too), and no one
-    else's. ``login_account_total`` counts them from all clients together, and is higher: only
-    many clients together can reach it (then every login to the account waits, the owner's too).
-    Other accounts are never affected.
-    """
+    """The DRF side of LoginAttempt: ``allow_request`` begins the attempt and leaves it on the
+    request (``request.login_attempt``) for the view to say how it ended."""
 
     def __init__(self) -> None:
-        self.windows = (_AccountFailuresFromClient(), _AccountFailuresInTotal())
         self._wait: float | None = None
 
     def allow_request(self, request, view) -> bool:
-        waits = [window.wait() for window in self.windows if not window.allow_request(request, view)]
-        self._wait = max((w for w in waits if w is not None), default=None)
-        return not waits
+        data = request.data
+        email = data.get("email") if isinstance(data, Mapping) else None
+        if not isinstance(email, str) or not email.strip():
+            return True  # the serializer refuses it; nothing to count
+        attempt = LoginAttempt(email=email, client=client_ident(request))
+        if not attempt.begin():
+            self._wait = attempt.wait
+            return False
+        request.login_attempt = attempt
+        return True
 
     def wait(self) -> float | None:
         return self._wait
 
-    def record_failure(self, request, view) -> None:
-        for window in self.windows:
-            window.record_failure(request, view)
+
+def admin_client_address(request) -> str:
+    """AXES_CLIENT_IP_CALLABLE: the client address, an IPv6 one as the first address of its /64, so
+    walking through the prefix buys no new admin lockout count (an address, so axes can store it)."""
+    ident = client_ident(request)
+    if ident.endswith("/64"):
+        return ident[: -len("/64")]
+    return ident
 
 
 def admin_login_username(request, credentials: dict | None) -> str:
@@ -129,8 +215,30 @@ def admin_login_username(request, credentials: dict | None) -> str:
 
 class AdminLoginHandler(AxesDatabaseHandler):
     """django-axes for the admin's login only. With AXES_ONLY_ADMIN_SITE axes never locks an API
-    login, but it would still write a row for every failed one: those are the throttles' business."""
+    login, but it would still write a row for every failed one: those are the throttles' business.
+
+    Axes locks a username from one client (its /64 for IPv6); on top, the admin shares the API's
+    per-account total (``login_account_total``, failures from clients the owner never logged in
+    from), so many addresses with a few failures each lock strangers out, never the owner's own."""
+
+    def is_locked(self, request, credentials: dict | None = None) -> bool:
+        if super().is_locked(request, credentials):
+            return True
+        email = admin_login_username(request, credentials)
+        return bool(email) and login_account_total_reached(email=email, client=client_ident(request))
 
     def user_login_failed(self, sender, credentials: dict, request=None, **kwargs):
         if request is not None and self.is_admin_request(request):
+            email = admin_login_username(request, credentials)
+            client = client_ident(request)
+            refused = bool(email) and login_account_total_reached(email=email, client=client)
             super().user_login_failed(sender, credentials, request, **kwargs)
+            if refused:  # is_locked refused it for the total: axes' middleware answers with its lockout
+                request.axes_locked_out = True
+            elif email:
+                login_failure_record(email=email, client=client)
+
+    def user_logged_in(self, sender, request, user, **kwargs):
+        super().user_logged_in(sender, request, user, **kwargs)
+        if request is not None and self.is_admin_request(request):
+            login_client_remember(email=user.email, client=client_ident(request))

@@ -187,11 +187,25 @@ def test_requirepass_as_documented_with_a_password_in_redis_url(compose):
 
 
 def _acl_file(*extra_lines: str) -> Path:
-    acl = (ROOT / "deploy" / "redis" / "users.acl.example").read_text().replace(">CHANGE-ME", ">acl-pass-1")
+    """The example as an operator uses it: copied, its password set, nothing else changed (and
+    ``extra_lines`` appended, e.g. an administrator of the test's own)."""
     path = Path(tempfile.mkdtemp(prefix="acl-")) / "users.acl"
-    lines = [line for line in acl.splitlines() if line and not line.startswith("#")]
-    path.write_text("\n".join([*lines, *extra_lines]) + "\n")
+    shutil.copy(ROOT / "deploy" / "redis" / "users.acl.example", path)
+    acl = path.read_text()
+    assert acl.count(">CHANGE-ME") == 1
+    path.write_text(acl.replace(">CHANGE-ME", ">acl-pass-1") + "".join(f"{line}\n" for line in extra_lines))
     return path
+
+
+def test_the_acl_example_copied_with_its_password_set_starts_redis(compose):
+    server = ComposeRedis(compose["services"]["redis"]["command"], "--aclfile", str(_acl_file()))
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            server.wait()  # the default user is off
+        app = server.wait(username="chatart", password="acl-pass-1")
+        assert app.set("acl-start", "1") and app.get("acl-start") == b"1"
+    finally:
+        server.close()
 
 
 # Refused to the app's user: what the issue found allowed, and more of the same kind.

@@ -19,7 +19,8 @@ STRIPE_KEYS = {"STRIPE_SECRET_KEY": "sk_test_startup", "STRIPE_WEBHOOK_SECRET": 
 
 
 def production_env(**env: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DEBUG")}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DEBUG", "PAYMENT_OFFLINE_WEBHOOK_SECRET")}
     clean.update({"DJANGO_SETTINGS_MODULE": "config.settings.production", "ALLOWED_HOSTS": "example.com", **env})
     return clean
 
@@ -55,7 +56,19 @@ def test_refuses_the_offline_payment_provider_unless_allowed():
     key = secrets.token_urlsafe(64)
     refused = manage("check", SECRET_KEY=key, PAYMENT_PROVIDER="offline")
     assert refused.returncode != 0 and "PAYMENT_PROVIDER=offline" in refused.stderr
-    assert manage("check", SECRET_KEY=key, PAYMENT_PROVIDER="offline", PAYMENT_OFFLINE_ALLOWED="true").returncode == 0
+    allowed = manage("check", SECRET_KEY=key, PAYMENT_PROVIDER="offline", PAYMENT_OFFLINE_ALLOWED="true",
+                     PAYMENT_OFFLINE_WEBHOOK_SECRET=secrets.token_urlsafe(50))
+    assert allowed.returncode == 0, allowed.stderr
+
+
+@pytest.mark.parametrize("secret", [None, "", "whsec_offline_development_only", "whsec_offline_test_only", "short"])
+def test_refuses_the_offline_provider_with_a_published_or_weak_secret(secret):
+    env = {"SECRET_KEY": secrets.token_urlsafe(64), "PAYMENT_PROVIDER": "offline", "PAYMENT_OFFLINE_ALLOWED": "true"}
+    if secret is not None:
+        env["PAYMENT_OFFLINE_WEBHOOK_SECRET"] = secret
+    refused = manage("check", **env)
+    assert refused.returncode != 0
+    assert "ImproperlyConfigured" in refused.stderr and "PAYMENT_OFFLINE_WEBHOOK_SECRET" in refused.stderr
 
 
 @pytest.mark.parametrize(("env", "errors"), [

@@ -34,21 +34,31 @@ def test_a_request_without_an_id_gets_a_new_one(client):
     assert first != second
 
 
-def test_an_id_from_the_trusted_header_is_kept(client):
+@override_settings(TRUSTED_PROXY_COUNT=1)
+def test_an_id_from_the_trusted_header_is_kept_behind_a_trusted_proxy(client):
     assert client.get("/api/health/live", HTTP_X_REQUEST_ID="edge-7f3a.1")["X-Request-ID"] == "edge-7f3a.1"
 
 
+def test_without_a_trusted_proxy_a_client_cannot_choose_its_id(client):
+    # TRUSTED_PROXY_COUNT=0 (the default): the peer is the client itself, not a proxy that set the header.
+    chosen = "00000000-0000-0000-0000-000000000000"
+    got = client.get("/api/health/live", HTTP_X_REQUEST_ID=chosen)["X-Request-ID"]
+    assert got != chosen and len(got) == 32
+
+
+@override_settings(TRUSTED_PROXY_COUNT=1)
 @pytest.mark.parametrize("bad", ["two words", "x" * 129, "new\nline", "ünïcode", ""])
 def test_a_malformed_incoming_id_is_replaced(client, bad):
     got = client.get("/api/health/live", HTTP_X_REQUEST_ID=bad)["X-Request-ID"]
     assert got != bad and len(got) == 32
 
 
-@override_settings(REQUEST_ID_TRUST_INCOMING=False)
+@override_settings(REQUEST_ID_TRUST_INCOMING=False, TRUSTED_PROXY_COUNT=1)
 def test_incoming_ids_can_be_ignored(client):
     assert client.get("/api/health/live", HTTP_X_REQUEST_ID="chosen-by-client")["X-Request-ID"] != "chosen-by-client"
 
 
+@override_settings(TRUSTED_PROXY_COUNT=1)
 def test_every_log_line_of_a_request_carries_its_id(client, log_lines):
     response = client.get("/api/nope", HTTP_X_REQUEST_ID="req-42")  # django.request logs the 404
     assert response.status_code == 404 and response["X-Request-ID"] == "req-42"

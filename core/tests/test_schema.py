@@ -102,11 +102,11 @@ def test_schema_and_docs_are_served(api):
 
 
 def test_schema_states_the_constraints_inputs_enforce(api):
-    from generation.models import SIZES
+    from generation.models import default_sizes
 
     document = api.get("/api/schema?format=json").json()
     schemas = document["components"]["schemas"]
-    assert schemas["ImageSize"]["enum"] == list(SIZES)
+    assert schemas["ImageSize"]["enum"] == default_sizes()  # what the settings accept, not every known size
     generation = schemas["GenerationInputRequest"]
     assert generation["properties"]["size"]["allOf"] == [{"$ref": "#/components/schemas/ImageSize"}]
     # Every request body of a write endpoint refuses unknown fields, and says so.
@@ -119,3 +119,21 @@ def test_schema_states_the_constraints_inputs_enforce(api):
     page_size = next(p for p in document["paths"]["/api/generations"]["get"]["parameters"] if p["name"] == "page_size")
     assert page_size["schema"] == {"type": "integer", "minimum": 1, "maximum": 100}
     assert "400" in document["paths"]["/api/generations"]["get"]["responses"]
+
+
+def test_the_image_size_enum_follows_the_generation_settings(api):
+    from generation.models import GenerationSettings
+
+    GenerationSettings.objects.update_or_create(pk=1, defaults={"allowed_sizes": ["1024x1792", "256x256"]})
+    enum = api.get("/api/schema?format=json").json()["components"]["schemas"]["ImageSize"]["enum"]
+    assert enum == ["1024x1792", "256x256"]
+
+
+def test_the_schema_documents_what_the_server_checks(api):
+    document = api.get("/api/schema?format=json").json()
+    key = next(p for p in document["paths"]["/api/generations"]["post"]["parameters"] if p["name"] == "Idempotency-Key")
+    assert key["in"] == "header" and key["schema"] == {"type": "string", "minLength": 1, "maxLength": 100}
+    webhook = document["paths"]["/api/payments/webhook/{provider}"]["post"]["responses"]
+    assert webhook["400"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
+    assert {"404", "503"} <= set(webhook)
+    assert "409" in document["paths"]["/api/subscription"]["post"]["responses"]

@@ -1,5 +1,5 @@
-"""`make run` never signs with a published key: the first run writes a random SECRET_KEY into
-.env, and the local settings refuse to start without one."""
+"""`make run` never signs with a published key: the first run writes a random SECRET_KEY (and a
+random PAYMENT_OFFLINE_WEBHOOK_SECRET) into .env, and the local settings refuse to start without one."""
 
 import os
 import re
@@ -16,7 +16,8 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 def make_secret_key(workdir: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "MAKEFLAGS", "MAKELEVEL")}
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("SECRET_KEY", "PAYMENT_OFFLINE_WEBHOOK_SECRET", "MAKEFLAGS", "MAKELEVEL")}
     return subprocess.run(["make", "-s", "-f", str(workdir / "Makefile"), "secret-key"], cwd=workdir,
                           env={**clean, **env}, capture_output=True, text=True, timeout=60, check=True)
 
@@ -30,7 +31,8 @@ def workdir(tmp_path) -> Path:
 def test_first_run_writes_a_random_key_and_later_runs_keep_it(workdir):
     make_secret_key(workdir)
     first = (workdir / ".env").read_text()
-    assert re.fullmatch(r"SECRET_KEY=[A-Za-z0-9_-]{60,}\n", first), first
+    assert re.fullmatch(r"SECRET_KEY=[A-Za-z0-9_-]{60,}\nPAYMENT_OFFLINE_WEBHOOK_SECRET=[A-Za-z0-9_-]{60,}\n",
+                        first), first
     make_secret_key(workdir)
     assert (workdir / ".env").read_text() == first
     other = workdir / "other"
@@ -44,15 +46,20 @@ def test_an_existing_env_file_is_extended_not_replaced(workdir):
     (workdir / ".env").write_text("DEBUG=true")  # no trailing newline
     make_secret_key(workdir)
     lines = (workdir / ".env").read_text().splitlines()
-    assert lines[0] == "DEBUG=true" and lines[1].startswith("SECRET_KEY=") and len(lines) == 2
+    assert lines[0] == "DEBUG=true" and lines[1].startswith("SECRET_KEY=") and len(lines) == 3
+    assert lines[2].startswith("PAYMENT_OFFLINE_WEBHOOK_SECRET=")
 
 
 def test_a_key_already_set_is_left_alone(workdir):
-    make_secret_key(workdir, SECRET_KEY="from-the-environment")
+    make_secret_key(workdir, SECRET_KEY="from-the-environment", PAYMENT_OFFLINE_WEBHOOK_SECRET="from-it-too")
     assert not (workdir / ".env").exists()
-    (workdir / ".env").write_text("SECRET_KEY=mine\n")
+    (workdir / ".env").write_text("SECRET_KEY=mine\nPAYMENT_OFFLINE_WEBHOOK_SECRET=mine-too\n")
     make_secret_key(workdir)
-    assert (workdir / ".env").read_text() == "SECRET_KEY=mine\n"
+    assert (workdir / ".env").read_text() == "SECRET_KEY=mine\nPAYMENT_OFFLINE_WEBHOOK_SECRET=mine-too\n"
+    (workdir / ".env").write_text("SECRET_KEY=mine\n")  # a checkout from before: only the missing one is added
+    make_secret_key(workdir)
+    lines = (workdir / ".env").read_text().splitlines()
+    assert lines[0] == "SECRET_KEY=mine" and lines[1].startswith("PAYMENT_OFFLINE_WEBHOOK_SECRET=") and len(lines) == 2
 
 
 def local(code: str, **env: str) -> subprocess.CompletedProcess:

@@ -205,3 +205,61 @@ def test_api_logins_are_left_to_the_throttles(api, admin_user):
         assert login(api, "root@example.com", f"wrong-{i}").status_code == 401
     assert login(api, "root@example.com", PASSWORD).status_code == 200
     assert not AccessAttempt.objects.exists()
+
+
+def test_a_stranger_reaching_the_total_cannot_lock_the_owner_out_of_their_known_clients(api, make_user,
+                                                                                        throttle_rates):
+    make_user("frank@example.com")
+    throttle_rates(auth="1000/min", login_account="5/min", login_account_total="8/min")
+    # The owner logged in before from home (an IPv4 address) and from a phone (an IPv6 /64).
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 200
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="2001:db8:1:2::1").status_code == 200
+    statuses = [login(api, "frank@example.com", f"wrong-{i}", REMOTE_ADDR=f"2001:db8:9:{i:x}::1").status_code
+                for i in range(12)]
+    assert statuses == [401] * 8 + [429] * 4  # separate /64s: the total holds them all
+    # Strangers (and the owner on a network never used) wait; the owner's known clients do not.
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="198.51.100.77").status_code == 429
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 200
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="2001:db8:1:2:ffff::9").status_code == 200
+
+
+@pytest.mark.slow
+def test_concurrent_failures_all_count(make_user, throttle_rates):
+    from rest_framework.test import APIClient
+
+    from tests.support.harness import run_concurrently
+
+    make_user("frank@example.com")
+    throttle_rates(auth="10000/min", login_account="10000/min", login_account_total="100/hour")
+
+    def guess(thread: int) -> list[int]:
+        client = APIClient()
+        return [login(client, "frank@example.com", f"wrong-{thread}-{i}",
+                      REMOTE_ADDR=f"198.51.{thread}.{i}").status_code for i in range(30)]
+
+    results = run_concurrently(4, guess)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    statuses = [status for result in results for status in result]
+    # Exactly the total's worth of passwords were checked, however the threads interleaved.
+    assert statuses.count(401) == 100 and statuses.count(429) == 20
+    assert login(APIClient(), "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 429
+
+
+def test_rotating_addresses_in_a_64_does_not_escape_the_admin_lockout(admin_user, trusted_proxies):
+    trusted_proxies(1)
+
+    def attempt(address, password):
+        return admin_login(Client(), password, REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=address).status_code
+
+    assert [attempt(f"2001:db8:5:6::{i:x}", f"wrong-{i}") for i in range(1, 13)][-1] == 429
+    assert attempt("2001:db8:5:6::ff", PASSWORD) == 429  # the same /64
+    assert attempt("2001:db8:5:7::1", PASSWORD) == 302  # another client
+
+
+def test_the_admin_shares_the_account_total_without_locking_out_the_owner(admin_user, throttle_rates):
+    throttle_rates(login_account_total="8/hour")
+    assert admin_login(Client(REMOTE_ADDR="192.0.2.50"), PASSWORD).status_code == 302  # the owner's own address
+    for i in range(8):  # one failure each: below the per-address lockout
+        assert admin_login(Client(REMOTE_ADDR=f"198.51.100.{i}"), f"wrong-{i}").status_code == 200
+    assert admin_login(Client(REMOTE_ADDR="198.51.100.99"), PASSWORD).status_code == 429
+    assert admin_login(Client(REMOTE_ADDR="192.0.2.50"), PASSWORD).status_code == 302

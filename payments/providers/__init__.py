@@ -22,7 +22,7 @@ logger = logging.getLogger("payments")
 
 class ProviderUnavailable(APIException):
     """503: the provider could not be reached, or this service is not configured to use it (the
-    system check payments.E001-E005 refuses such settings at startup; this is what a request gets
+    system check payments.E001-E007 refuses such settings at startup; this is what a request gets
     if they got past it): nothing was charged or recorded, the caller (or Stripe) tries again."""
 
     status_code = 503

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
+
+# What our columns hold: the ids an event names (PaymentEvent, Payment), and an amount (8 digits, 2 decimals).
+MAX_ID_LENGTH = 255
+MAX_AMOUNT = Decimal("999999.99")
+MAX_PAYMENT_ID = 2**63 - 1
 
 
 class ProviderError(Exception):
@@ -48,6 +55,52 @@ class Event:
     customer: str = ""
     payment_method: str = ""
     reason: str = ""
+    dispute: str = ""  # a chargeback's state it reports (Payment.Dispute: open, withdrawn, won, lost)
+
+    def __post_init__(self) -> None:
+        """Signed is not the same as valid: an event we could not store or compare is refused (400)
+        on every delivery rather than failing (500) on every one, a poison event retried for days."""
+        for name in ("id", "payment_ref", "payment_intent", "customer", "payment_method"):
+            if len(getattr(self, name)) > MAX_ID_LENGTH:
+                raise SignatureInvalid(f"malformed event: {name} is over {MAX_ID_LENGTH} characters")
+        if self.amount is not None and not (self.amount.is_finite() and 0 <= self.amount <= MAX_AMOUNT):
+            raise SignatureInvalid("malformed event: the amount is not an amount")
+        if self.payment_id is not None and not 0 < self.payment_id <= MAX_PAYMENT_ID:
+            raise SignatureInvalid("malformed event: no such payment id")
+
+
+def _refuse_constant(name: str):
+    raise SignatureInvalid(f"malformed event: {name} is not JSON")
+
+
+def payload_load(body: bytes) -> dict:
+    """A webhook body as JSON (UTF-8; NaN and Infinity refused), made storable: see payload_clean."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SignatureInvalid("malformed event: the body is not UTF-8") from None
+    try:
+        payload = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError:
+        raise SignatureInvalid("malformed event") from None
+    if not isinstance(payload, dict):
+        raise SignatureInvalid("malformed event")
+    return payload_clean(payload)
+
+
+def payload_clean(value):
+    """A parsed event made storable as it is: PostgreSQL text and jsonb cannot hold NUL, so each
+    NUL in a string (or key) becomes U+FFFD (a customer's name may carry one; the event must still
+    apply); a non-finite number cannot be stored or compared, so it is refused."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {payload_clean(key): payload_clean(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [payload_clean(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SignatureInvalid("malformed event: a number is not finite")
+    return value
 
 
 class PaymentProvider(ABC):
@@ -55,6 +108,10 @@ class PaymentProvider(ABC):
 
     @abstractmethod
     def checkout_create(self, *, payment, email: str, base_url: str) -> Checkout: ...
+
+    @abstractmethod
+    def checkout_close(self, *, payment) -> None:
+        """Close a checkout we replaced, so it can no longer be paid (ProviderError if that failed)."""
 
     @abstractmethod
     def renewal_charge(self, *, payment, previous) -> Charge:

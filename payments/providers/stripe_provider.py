@@ -7,12 +7,21 @@ Amounts go to Stripe in minor units assuming two decimals (USD, EUR, RUB, ...).
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 import stripe
 from django.conf import settings
 
-from .base import Charge, Checkout, Event, PaymentProvider, ProviderError, SignatureInvalid
+from .base import (
+    MAX_PAYMENT_ID,
+    Charge,
+    Checkout,
+    Event,
+    PaymentProvider,
+    ProviderError,
+    SignatureInvalid,
+    payload_clean,
+)
 
 HEADER = "Stripe-Signature"
 
@@ -29,9 +38,11 @@ def _metadata_payment_id(obj) -> int | None:
     metadata = obj.get("metadata") or {}
     raw = metadata.get("payment_id") or obj.get("client_reference_id")
     try:
-        return int(raw) if raw is not None else None
+        payment_id = int(raw) if raw is not None else None
     except (TypeError, ValueError):
         return None
+    # Another integration's metadata is not ours: no match, rather than a refused event.
+    return payment_id if payment_id is not None and 0 < payment_id <= MAX_PAYMENT_ID else None
 
 
 def _id(value) -> str:
@@ -78,6 +89,14 @@ class StripeProvider(PaymentProvider):
             raise ProviderError(str(exc)) from None
         return Checkout(ref=session.id, url=session.url)
 
+    def checkout_close(self, *, payment) -> None:
+        try:  # an open session expires; one already paid or expired is an error we can ignore
+            self._client().v1.checkout.sessions.expire(payment.provider_ref)
+        except stripe.InvalidRequestError:
+            pass
+        except stripe.StripeError as exc:
+            raise ProviderError(str(exc)) from None
+
     def renewal_charge(self, *, payment, previous) -> Charge:
         if previous is None or not previous.provider_customer or not previous.provider_payment_method:
             return Charge(succeeded=False, reason="no saved payment method")
@@ -116,12 +135,12 @@ class StripeProvider(PaymentProvider):
             raise SignatureInvalid(str(exc)) from None
         except ValueError:
             raise SignatureInvalid("malformed event") from None
-        return self.event_read(event.to_dict())
+        return self.event_read(payload_clean(event.to_dict()))
 
     def event_read(self, payload: dict) -> Event:
         try:
             return self._read(str(payload["id"]), str(payload["type"]), payload["data"]["object"], payload)
-        except (KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, AttributeError, ValueError, InvalidOperation):
             raise SignatureInvalid("malformed event") from None
 
     @staticmethod
@@ -144,6 +163,18 @@ class StripeProvider(PaymentProvider):
             return Event(**common, outcome=outcome, amount=from_minor(obj.get("amount_received")),
                          customer=_id(obj.get("customer")), payment_method=_id(obj.get("payment_method")),
                          payment_intent=str(obj.get("id") or ""), reason=str(error.get("message") or ""))
+        if type.startswith("charge.dispute."):
+            # A Dispute object: it names the charge and the payment intent (which we know the payment by).
+            dispute = {
+                "charge.dispute.created": "open",
+                "charge.dispute.funds_withdrawn": "withdrawn",
+                "charge.dispute.funds_reinstated": "won",
+                # warning_closed: an inquiry closed without a chargeback, nothing was taken.
+                "charge.dispute.closed": {"won": "won", "warning_closed": "won", "lost": "lost"}.get(
+                    str(obj.get("status") or ""), ""),
+            }.get(type, "")
+            return Event(**common, dispute=dispute, amount=from_minor(obj.get("amount")),
+                         payment_intent=_id(obj.get("payment_intent")))
         if type == "charge.refunded":
             return Event(**common, outcome="refunded", amount=from_minor(obj.get("amount_refunded")),
                          payment_intent=_id(obj.get("payment_intent")))

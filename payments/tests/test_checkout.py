@@ -117,3 +117,72 @@ def test_provider_down_is_503_and_nothing_changes(alice, user, monkeypatch):
     assert response.status_code == 503 and response.json()["code"] == "payment_provider_unavailable"
     assert Payment.objects.get().status == "failed"
     assert Subscription.objects.get(user=user).plan.code == "free"
+
+
+def test_concurrent_requests_for_a_plan_make_one_pending_checkout(user, client_for, monkeypatch):
+    import time
+
+    from payments.providers.offline import OfflineProvider
+    from tests.support.harness import run_concurrently
+
+    slow_create = OfflineProvider.checkout_create
+
+    def slow(self, **kwargs):  # a provider that takes a moment, as a real one does
+        time.sleep(0.2)
+        return slow_create(self, **kwargs)
+
+    monkeypatch.setattr(OfflineProvider, "checkout_create", slow)
+    clients = [client_for(user) for _ in range(8)]
+    responses = run_concurrently(8, lambda i: clients[i].post("/api/subscription", {"plan": "pro"}, format="json"))
+    assert [r.status_code for r in responses] == [202] * 8, responses
+    assert len({r.json()["checkout"]["id"] for r in responses}) == 1
+    assert Payment.objects.filter(status="pending").count() == 1 and Payment.objects.count() == 1
+
+
+def test_a_reused_checkout_follows_a_price_change(alice, user, provider_client, plans):
+    first = checkout(alice)
+    assert first["amount"] == "29.99"
+    plans["pro"].price = "39.99"
+    plans["pro"].save()
+    second = checkout(alice)
+    assert second["id"] != first["id"] and second["amount"] == "39.99"
+    # The old price can no longer be paid: only one pending checkout, at the current price.
+    assert list(Payment.objects.filter(status="pending").values_list("pk", flat=True)) == [second["id"]]
+    paid_old = provider_client.post(first["checkout_url"], {"outcome": "paid"}, format="json")
+    assert paid_old.status_code == 409 and paid_old.json()["code"] == "checkout_closed"
+    assert Subscription.objects.get(user=user).plan.code == "free"
+    assert checkout(alice)["id"] == second["id"]  # unchanged price: the same checkout again
+
+
+def test_asking_for_another_plan_replaces_the_open_checkout(alice, provider_client):
+    pro = checkout(alice, "pro")
+    plus = checkout(alice, "plus")
+    assert plus["id"] != pro["id"]
+    assert list(Payment.objects.filter(status="pending").values_list("pk", flat=True)) == [plus["id"]]
+    assert provider_client.post(pro["checkout_url"], {"outcome": "paid"}, format="json").status_code == 409
+
+
+def test_the_offline_page_refunds_a_paid_checkout_in_full_or_in_part(alice, user, provider_client):
+    pending = checkout(alice)
+    assert provider_client.post(pending["checkout_url"], {"outcome": "paid"}, format="json").json()["outcome"] == (
+        "applied")
+    part = provider_client.post(pending["checkout_url"], {"outcome": "refunded", "amount": "3.00"}, format="json")
+    assert part.status_code == 200 and part.json()["outcome"] == "applied"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530 - 150}
+    assert alice.get("/api/subscription").json()["status"] == "active"
+    full = provider_client.post(pending["checkout_url"], {"outcome": "refunded"}, format="json")
+    assert full.json()["outcome"] == "applied" and full.json()["event"]["type"] == "payment.refunded"
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert alice.get("/api/subscription").json()["status"] == "expired"
+    assert Payment.objects.get().status == "refunded"
+
+
+@pytest.mark.parametrize("payload", [
+    {"outcome": "paid", "amount": "1.00"}, {"outcome": "refunded", "amount": "0"},
+    {"outcome": "refunded", "amount": "NaN"}, {"outcome": "refunded", "amount": "1e9"},
+])
+def test_an_amount_is_only_for_a_refund_and_must_be_one(alice, provider_client, payload):
+    pending = checkout(alice)
+    response = provider_client.post(pending["checkout_url"], payload, format="json")
+    assert response.status_code == 400 and list(response.json()["errors"]) == ["amount"]
+    assert not PaymentEvent.objects.exists()

@@ -1,4 +1,4 @@
-"""A bad payment configuration is a system check error at startup (payments.E001-E005, naming the
+"""A bad payment configuration is a system check error at startup (payments.E001-E007, naming the
 setting), and a request that meets one anyway is a 503 that changes nothing, never a 500.
 (Startup itself, through `manage.py check` and gunicorn's hook: core/tests/test_production_settings.py.)"""
 
@@ -38,6 +38,8 @@ def test_stripe_with_both_keys_passes(settings):
     ({"PAYMENT_CURRENCY": "dollars"}, ["payments.E004 PAYMENT_CURRENCY 'dollars' is not a three-letter currency code"]),
     ({"PAYMENT_CURRENCY": ""}, ["payments.E004"]),
     ({"PAYMENT_GRACE_DAYS": -1}, ["payments.E005"]),
+    ({"PAYMENT_OFFLINE_WEBHOOK_SECRET": ""}, ["payments.E007 PAYMENT_PROVIDER=offline but PAYMENT_OFFLINE_WEBHOOK_SECRET"]),
+    ({"PAYMENT_OFFLINE_WEBHOOK_SECRET": "whsec_offline_development_only"}, ["payments.E007"]),
     ({"PAYMENT_RETRY_HOURS": -1}, ["payments.E005"]),
 ])
 def test_a_bad_payment_setting_is_a_check_error_naming_it(settings, overrides, expected):

@@ -89,3 +89,25 @@ def test_a_partial_refund_reported_before_the_payment_is_taken_from_its_grant(al
     assert alice.get("/api/me/coins").json() == {"balance": 30 + 750}
     assert refund(deliver, payment) == "applied"  # the rest later: the other share, not the first again
     assert payment.coins_reversed == 1500 and balance(user) == 30
+
+
+def test_a_partial_refund_worth_the_days_left_ends_the_period(alice, user, deliver):
+    payment = plan_pay(user_id=user.id, plan_code="pro")  # 29.99 for 30 days
+    assert refund(deliver, payment, amount="29.98") == "applied"
+    assert payment.status == "succeeded"  # a partial refund: the payment itself stays paid
+    assert alice.get("/api/subscription").json()["status"] == "expired"
+    assert balance(user) == 30 + 1  # 1500 * 29.98 / 29.99 taken back, rounded down
+
+
+def test_a_partial_refund_late_in_the_period_ends_it_when_it_covers_the_rest(alice, user, deliver):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    payment = plan_pay(user_id=user.id, plan_code="pro")
+    # 16 days used: 13 whole days left, worth 29.99 * 13 / 30 = 13.00; a refund of 13.00 covers them.
+    Subscription.objects.filter(user=user).update(current_period_end=timezone.now() + timedelta(days=13, hours=12))
+    assert refund(deliver, payment, amount="12.99") == "applied"
+    assert alice.get("/api/subscription").json()["status"] == "active"
+    assert refund(deliver, payment, amount="13.00") == "applied"
+    assert alice.get("/api/subscription").json()["status"] == "expired"

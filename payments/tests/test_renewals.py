@@ -181,3 +181,27 @@ def test_overlapping_runs_charge_once(make_user):
     assert sum(r["renewed"] for r in results) == 3
     assert Payment.objects.filter(kind="renewal").count() == 3
     assert all(balance(user) == 630 for user in users)
+
+
+@pytest.mark.parametrize("cancel_first", [False, True], ids=["past_due", "cancelled_while_past_due"])
+def test_a_failed_renewal_never_resumes_without_a_payment(make_user, client_for, capsys, cancel_first):
+    user = make_user(f"unpaid{int(cancel_first)}@example.com")
+    plan_pay(user_id=user.id, plan_code="pro", card="declines_renewals")
+    end_period(user)
+    assert renew(capsys) == "renewed 0, failed 1, expired 0, waiting events applied 0"
+    client = client_for(user)
+    if cancel_first:
+        assert client.post("/api/subscription/cancel").json()["status"] == "cancelled"
+
+    response = client.post("/api/subscription", {"plan": "pro"}, format="json")
+    assert response.status_code == 202 and response.json()["status"] == "payment_required"
+    sub = Subscription.objects.get(user=user)
+    assert sub.status == ("cancelled" if cancel_first else "past_due") and not (cancel_first and sub.auto_renew)
+    # No later renewal failure hands out a fresh grace period either.
+    Payment.objects.filter(kind="renewal").update(created_at=timezone.now() - timedelta(days=2))
+    grace_end = sub.current_period_end
+    renew(capsys)
+    assert Subscription.objects.get(user=user).current_period_end == grace_end
+
+    plan_pay(user_id=user.id, plan_code="pro")  # paying is the way back
+    assert client.get("/api/subscription").json()["status"] == "active"

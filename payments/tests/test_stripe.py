@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import CoinLedgerEntry, User
+from accounts.services import coins_apply
 from payments import services
 from payments.models import Payment, PaymentEvent
 from payments.providers import signature_header, stripe_provider
@@ -42,13 +43,16 @@ class FakeStripeClient:
     def __init__(self, api_key, **kwargs):
         assert api_key == "sk_test_fake"
         self.v1 = SimpleNamespace(
-            checkout=SimpleNamespace(sessions=SimpleNamespace(create=self._session)),
+            checkout=SimpleNamespace(sessions=SimpleNamespace(create=self._session, expire=self._expire)),
             payment_intents=SimpleNamespace(create=self._intent),
         )
 
     def _session(self, params, options):
         self.calls.append(("checkout", params, options))
         return SimpleNamespace(id="cs_test_123", url="https://checkout.stripe.com/c/pay/cs_test_123")
+
+    def _expire(self, session):
+        self.calls.append(("expire", session))
 
     def _intent(self, params, options):
         self.calls.append(("intent", params, options))
@@ -359,3 +363,99 @@ def test_the_sweep_leaves_events_of_unknown_payments_waiting(payment, user, deli
     assert PaymentEvent.objects.get(event_id="evt_off").outcome == "unmatched"
     payment.refresh_from_db()
     assert payment.status == "succeeded" and payment.coins_reversed == 0
+
+
+def test_a_checkout_whose_customer_name_has_a_nul_still_activates(payment, user, deliver, alice):
+    body = stripe_event("checkout.session.completed", {
+        "id": "cs_test_123", "object": "checkout.session", "payment_status": "paid", "amount_total": 2999,
+        "currency": "usd", "customer": "cus_1", "payment_intent": "pi_1", "client_reference_id": str(payment.pk),
+        "customer_details": {"name": "Mallory\u0000", "email": "m@example.com"},
+        "metadata": {"payment_id": str(payment.pk)}}, "evt_nul")
+    response = deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    assert alice.get("/api/subscription").json()["plan"]["code"] == "pro"
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"id": "evt_x", "object": "event", "type": "charge.refunded", "data": {"object": {"id": "ch_1",'
+    b' "payment_intent": "pi_1", "amount_refunded": NaN}}}',
+    json.dumps({"id": "e" * 300, "object": "event", "type": "ping", "data": {"object": {"id": "x"}}}).encode(),
+], ids=["nan", "long_id"])
+def test_a_signed_but_invalid_stripe_event_is_400(payment, user, deliver, raw):
+    response = deliver(raw, {"Stripe-Signature": stripe_signature(raw)}, provider="stripe")
+    assert response.status_code == 400 and response.json()["code"] == "invalid_signature"
+    assert not PaymentEvent.objects.exists()
+
+
+def test_a_replaced_checkout_is_expired_at_stripe(payment, stripe_on, plans):
+    checkout_create(user_id=payment.user_id, plan=plans["plus"], base_url="http://testserver/")
+    assert ("expire", "cs_test_123") in stripe_on.calls
+    payment.refresh_from_db()
+    assert payment.status == "failed" and payment.failure_reason == services.CHECKOUT_REPLACED
+
+
+def dispute_event(type: str, status: str, event_id: str, amount: int = 2999) -> bytes:
+    """A Stripe event about a Dispute object, as documented: it names the charge and the payment intent."""
+    return stripe_event(type, {"id": "dp_1", "object": "dispute", "amount": amount, "currency": "usd",
+                               "charge": "ch_1", "payment_intent": "pi_1", "reason": "fraudulent",
+                               "status": status, "metadata": {}}, event_id)
+
+
+def send(deliver, body: bytes) -> str:
+    response = deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    assert response.status_code == 200, response.content
+    return response.json()["outcome"]
+
+
+def test_a_chargeback_takes_the_plan_and_coins_back_and_a_won_dispute_restores_them(payment, user, deliver, alice):
+    assert send(deliver, session_completed(payment)) == "applied"
+    period_end = Subscription.objects.get(user=user).current_period_end
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}
+
+    assert send(deliver, dispute_event("charge.dispute.created", "needs_response", "evt_d1")) == "applied"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}  # opened: no money moved yet
+
+    withdrawn = dispute_event("charge.dispute.funds_withdrawn", "needs_response", "evt_d2")
+    assert send(deliver, withdrawn) == "applied"
+    assert alice.get("/api/me/coins").json() == {"balance": 30}
+    assert alice.get("/api/subscription").json()["status"] == "expired"
+    assert send(deliver, withdrawn) == "duplicate"
+    assert send(deliver, dispute_event("charge.dispute.funds_withdrawn", "needs_response", "evt_d2b")) == "stale"
+    assert User.objects.get(pk=user.pk).coin_balance == 30
+
+    assert send(deliver, dispute_event("charge.dispute.closed", "won", "evt_d3")) == "applied"
+    assert alice.get("/api/me/coins").json() == {"balance": 1530}
+    restored = alice.get("/api/subscription").json()
+    assert restored["status"] == "active" and restored["plan"]["code"] == "pro"
+    assert Subscription.objects.get(user=user).current_period_end == period_end
+    # Stripe also reports the reinstated funds: the same win, applied once.
+    assert send(deliver, dispute_event("charge.dispute.funds_reinstated", "won", "evt_d4")) == "stale"
+    assert User.objects.get(pk=user.pk).coin_balance == 1530
+    payment.refresh_from_db()
+    assert payment.dispute == "won"
+
+
+def test_a_lost_dispute_keeps_them_taken_even_without_a_withdrawal_event(payment, user, deliver, alice):
+    send(deliver, session_completed(payment))
+    coins_apply(user_id=user.id, amount=-1000, reason=CoinLedgerEntry.Reason.SPEND)  # spent some already
+    assert send(deliver, dispute_event("charge.dispute.closed", "lost", "evt_lost")) == "applied"
+    assert User.objects.get(pk=user.pk).coin_balance == 0  # never below zero
+    assert alice.get("/api/subscription").json()["status"] == "expired"
+    assert send(deliver, dispute_event("charge.dispute.closed", "won", "evt_late")) == "stale"  # lost is final
+    assert User.objects.get(pk=user.pk).coin_balance == 0
+
+
+def test_a_dispute_of_an_unknown_charge_waits_unmatched(payment, user, deliver):
+    body = stripe_event("charge.dispute.funds_withdrawn", {"id": "dp_9", "object": "dispute", "amount": 100,
+                                                           "currency": "usd", "charge": "ch_9",
+                                                           "payment_intent": "pi_other", "status": "needs_response"},
+                        "evt_other")
+    assert send(deliver, body) == "unmatched"
+
+
+def test_another_integrations_metadata_is_no_match_not_a_refusal(payment, deliver):
+    body = stripe_event("payment_intent.succeeded", {
+        "id": "pi_elsewhere", "object": "payment_intent", "amount_received": 100, "currency": "usd",
+        "metadata": {"payment_id": "-7"}}, "evt_elsewhere")
+    response = deliver(body, {"Stripe-Signature": stripe_signature(body)}, provider="stripe")
+    assert response.status_code == 200 and response.json()["outcome"] == "unmatched"

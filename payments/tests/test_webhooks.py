@@ -56,12 +56,12 @@ def test_missing_or_bad_signature_is_400_and_writes_nothing(payment, user, deliv
     assert nothing_changed(user)
 
 
-def test_wrong_secret_tampered_body_and_old_timestamp_are_refused(payment, user, deliver):
+def test_wrong_secret_tampered_body_and_old_timestamp_are_refused(payment, user, deliver, settings):
     body, headers = event(payment)
     assert deliver(body, {"Offline-Signature": signature_header(body, "whsec_someone_else")}).status_code == 400
     tampered = body.replace(b'"29.99"', b'"0.01"')
     assert deliver(tampered, headers).status_code == 400
-    old = signature_header(body, "whsec_offline_development_only", timestamp=int(time.time()) - 3600)
+    old = signature_header(body, settings.PAYMENT_OFFLINE_WEBHOOK_SECRET, timestamp=int(time.time()) - 3600)
     assert deliver(body, {"Offline-Signature": old}).status_code == 400
     assert nothing_changed(user)
 
@@ -223,3 +223,69 @@ def test_a_reader_inside_the_events_transaction_leaves_no_stale_cache(payment, u
     assert alice.get("/api/subscription").json()["plan"]["code"] == "pro"
     assert alice.get("/api/subscription/stats").json()["plan"] == "pro"
     assert alice.get("/api/me/coins").json() == {"balance": 1530}
+
+
+def signed(body: bytes, settings) -> dict:
+    return {"Offline-Signature": signature_header(body, settings.PAYMENT_OFFLINE_WEBHOOK_SECRET)}
+
+
+def test_a_body_that_is_not_utf8_is_400_signed_or_not(payment, user, deliver, settings):
+    body = b"\xff\xfe"
+    for headers in ({"Offline-Signature": f"t={int(time.time())},v1=00"}, signed(body, settings)):
+        response = deliver(body, headers)
+        assert response.status_code == 400 and response.json()["code"] == "invalid_signature"
+    assert nothing_changed(user)
+
+
+def payment_event(payment, **overrides) -> dict:
+    data = {"payment_id": payment.pk, "ref": payment.provider_ref, "amount": "29.99", "currency": "usd",
+            "customer": CARD_OK, "reason": ""}
+    return {"id": "evt_poison", "type": "payment.succeeded", "created": int(time.time()), "data": data, **overrides}
+
+
+@pytest.mark.parametrize("change", [
+    {"id": "e" * 256},
+    {"data_amount": "NaN"},
+    {"data_amount": "Infinity"},
+    {"data_amount": "-1"},
+    {"data_amount": "1e400"},
+    {"data_customer": "c" * 256},
+    {"data_ref": "r" * 256},
+    {"raw": b'{"id": "evt_nan", "type": "payment.succeeded", "data": {"payment_id": 1, "amount": NaN}}'},
+], ids=["long_id", "nan", "infinity", "negative", "huge", "long_customer", "long_ref", "json_nan"])
+def test_a_signed_but_invalid_event_is_400_and_writes_nothing(payment, user, deliver, settings, change):
+    payload = payment_event(payment)
+    for name, value in change.items():
+        if name.startswith("data_"):
+            payload["data"][name[5:]] = value
+        elif name != "raw":
+            payload[name] = value
+    body = change.get("raw") or json.dumps(payload).encode()
+    for _ in range(2):  # the same answer on every delivery
+        response = deliver(body, signed(body, settings))
+        assert response.status_code == 400 and response.json()["code"] == "invalid_signature"
+    assert nothing_changed(user)
+
+
+def test_nul_characters_in_a_signed_event_are_stored_safely_and_the_payment_applies(payment, user, deliver, settings):
+    payload = payment_event(payment, id="evt_nul\u0000", note="a\u0000b")
+    payload["data"]["reason"] = "\u0000"
+    payload["data"]["customer"] = CARD_OK
+    body = json.dumps(payload).encode()
+    assert b"\\u0000" in body
+    response = deliver(body, signed(body, settings))
+    assert response.status_code == 200 and response.json()["outcome"] == "applied"
+    stored = PaymentEvent.objects.get()
+    assert "\x00" not in stored.event_id and "\x00" not in stored.payload["note"]
+    assert Subscription.objects.get(user=user).plan.code == "pro"
+    # A replay is still the same event: a duplicate, not a second one.
+    assert deliver(body, signed(body, settings)).json()["outcome"] == "duplicate"
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_offline_development_only"], ids=["empty", "published_default"])
+def test_an_empty_or_published_secret_verifies_nothing(payment, user, deliver, settings, secret):
+    settings.PAYMENT_OFFLINE_WEBHOOK_SECRET = secret
+    body = json.dumps(payment_event(payment)).encode()
+    response = deliver(body, {"Offline-Signature": signature_header(body, secret)})
+    assert response.status_code == 503 and response.json()["code"] == "payment_provider_unavailable"
+    assert nothing_changed(user)
