@@ -8,7 +8,7 @@ from core.cache.keys import normalize_email
 from core.cache.store import Payload, fetch
 
 from .cache import PROFILE_FIELDS, USER_COINS, USER_EMAIL, user_payload
-from .models import CoinLedgerEntry, User
+from .models import CoinLedgerEntry, RevokedRefreshToken, User
 
 
 def user_payload_by_id(*, user_id: int) -> dict | None:
@@ -22,6 +22,11 @@ def user_session_state(*, user_id) -> dict | None:
         return User.objects.filter(pk=int(user_id)).values("is_active", "session_version").first()
     except (TypeError, ValueError):
         return None
+
+
+def refresh_token_revoked(*, jti: str) -> bool:
+    """Whether a logout gave this refresh token up."""
+    return RevokedRefreshToken.objects.filter(jti=jti).exists()
 
 
 def user_profile_cached(*, email: str, user_id: int, readahead: dict | None = None) -> Payload:
