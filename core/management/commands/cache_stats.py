@@ -1,11 +1,10 @@
 """What is in the cache and how Redis is doing: `manage.py cache_stats [--json]`."""
 
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
 from core.cache.client import CACHE_ERRORS
 from core.cache.ops.stats import noeviction_with_a_limit, stats
+from core.management.output import json_dumps
 
 
 def _fmt_bytes(value) -> str:
@@ -37,7 +36,7 @@ class Command(BaseCommand):
         except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         if json:
-            self.stdout.write(_json_dumps(data))
+            self.stdout.write(json_dumps(data))
             return
         self._print(data)
 
@@ -77,6 +76,3 @@ class Command(BaseCommand):
         if app["errors"]:
             w("redis errors: " + ", ".join(f"{op} {int(n)}" for op, n in sorted(app["errors"].items())))
 
-
-def _json_dumps(data) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)

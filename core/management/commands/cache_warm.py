@@ -1,4 +1,6 @@
-"""Fill the cache ahead of traffic: `manage.py cache_warm [family ...] [--users-active-since DAYS]`."""
+"""Fill the cache ahead of traffic: `manage.py cache_warm [family ...] [--users-active-since DAYS] [--json]`."""
+
+import io
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -6,6 +8,7 @@ from core.cache.client import CACHE_ERRORS
 from core.cache.ops.common import UnknownFamily, resolve_families
 from core.cache.ops.warm import warm, warm_targets
 from core.cache.registry import FAMILIES, shared_families, user_families
+from core.management.output import json_dumps
 from core.management.progress import progress_bar
 
 
@@ -23,8 +26,9 @@ class Command(BaseCommand):
                                  f"per-user ones with --users-active-since)")
         parser.add_argument("--users-active-since", type=int, metavar="DAYS",
                             help="also warm per-user keys of users active in the last DAYS days")
+        parser.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
 
-    def handle(self, *args, families, users_active_since, **options):
+    def handle(self, *args, families, users_active_since, json, **options):  # noqa: A002
         if users_active_since is not None and users_active_since < 0:
             raise CommandError("--users-active-since must be 0 or more days")
         if not families:
@@ -41,10 +45,17 @@ class Command(BaseCommand):
                                "say whose with --users-active-since DAYS")
         targets = warm_targets(chosen, users_active_since=users_active_since)
         try:
-            with progress_bar(self.stdout, "warming", len(targets)) as advance:
+            with progress_bar(io.StringIO() if json else self.stdout, "warming", len(targets)) as advance:
                 result = warm(targets, progress=advance)
         except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
+        if json:
+            self.stdout.write(json_dumps({
+                "families": {f.name: {"written": result.written.get(f.name, 0), "already_cached": result.already.get(f.name, 0),
+                                      "no_such_row": result.skipped.get(f.name, 0)} for f in chosen},
+                "written": result.total_written, "already_cached": sum(result.already.values()),
+                "seconds": round(result.seconds, 3)}))
+            return
         for family in chosen:
             name = family.name
             line = f"{name:<20} written {result.written.get(name, 0):>6}  already cached {result.already.get(name, 0):>6}"
