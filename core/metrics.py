@@ -40,8 +40,8 @@ cache_errors = Counter("cache_errors_total", "Redis failures that the app ignore
 breaker_open = Gauge("cache_breaker_open", "1 while some process skips Redis (or that cluster node).", ["node"],
                      multiprocess_mode="livemax")
 request_latency = Histogram(
-    "http_request_duration_seconds", "Request latency by method and status class.",
-    ["method", "status"],
+    "http_request_duration_seconds", "Request latency by method, status class and route (URL pattern).",
+    ["method", "status", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 
