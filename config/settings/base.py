@@ -365,3 +365,12 @@ LOGGING = {
     # records also reach the root handler, so every django.request line came out twice.
     "loggers": {"django": {"handlers": [], "propagate": True}},
 }
+
+# Error tracking (core/sentry.py): nothing is sent unless SENTRY_DSN is set.
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from core import sentry
+
+    sentry.start(dsn=SENTRY_DSN, environment=env("SENTRY_ENVIRONMENT", default=""),
+                 release=env("SENTRY_RELEASE", default=""),
+                 traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0))
