@@ -100,7 +100,7 @@ class CoinLedgerEntry(models.Model):
         verbose_name_plural = "coin ledger entries"
 
     def __str__(self) -> str:
-        return f"{self.user_id} {self.amount:+d} ({self.reason})"
+        return f"{self.user}: {self.amount:+d} coins ({self.get_reason_display().lower()})"
 
 
 class RevokedRefreshToken(models.Model):

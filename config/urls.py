@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -61,8 +62,13 @@ api = [
     re_path(r"^.*$", core.json_not_found, name="api-not-found"),
 ]
 
+# The admin's "View site" link: the API's docs where they are public; no link otherwise (there is
+# no site at /).
+admin.site.site_url = "/api/docs" if settings.API_DOCS_PUBLIC else None
+
 urlpatterns = [
     path("api/", include(api)),
+    path("favicon.ico", core.favicon, name="favicon"),
     path("metrics", core.metrics_view, name="metrics"),
     # Before admin.site.urls, whose catch-all would answer first; admin_view makes it staff-only.
     path("admin/cache-stats/", admin.site.admin_view(core_admin.cache_stats_view), name="admin-cache-stats"),

@@ -2,7 +2,9 @@ import time
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.contrib.staticfiles import finders
+from django.http import FileResponse, HttpResponse, JsonResponse
+from django.views.decorators.cache import cache_control
 from drf_spectacular.utils import extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import serializers
@@ -107,6 +109,12 @@ def metrics_view(request):
     if not authorised:
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
     return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+@cache_control(max_age=86400, public=True)
+def favicon(request):
+    """The admin's and Swagger UI's tab icon (browsers ask for /favicon.ico on their own)."""
+    return FileResponse(open(finders.find("favicon.ico"), "rb"), content_type="image/x-icon")
 
 
 def json_not_found(request, exception=None):
