@@ -1,8 +1,8 @@
 import time
 
 from django.conf import settings
-from django.db import connection
 from django.contrib.staticfiles import finders
+from django.db import connection
 from django.http import FileResponse, HttpResponse, JsonResponse
 from django.views.decorators.cache import cache_control
 from drf_spectacular.utils import extend_schema, inline_serializer

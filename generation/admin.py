@@ -13,7 +13,8 @@ class GenerationSettingsForm(forms.ModelForm):
 
     class Meta:
         model = GenerationSettings
-        fields = "__all__"
+        fields = ("default_model", "allowed_sizes", "steps", "max_steps", "guidance", "cost_per_generation",
+                  "max_prompt_length", "enabled")
 
 
 @admin.register(GenerationSettings)
