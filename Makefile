@@ -38,7 +38,9 @@ staticfiles/.collected: $(VENV)/.installed $(STATIC_SOURCES) $(wildcard config/s
 
 # config/serve.py: refuses a taken port, runs gunicorn in the foreground (Ctrl-C stops it) and
 # prints "Ready. Try: curl ..." once this gunicorn answers.
-run: install secret-key staticfiles/.collected
+run: install secret-key
+	@$(PY) config/serve.py --check $(if $(BIND),--bind $(BIND))
+	@$(MAKE) --no-print-directory staticfiles/.collected
 	mkdir -p var
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py load_demo_data

@@ -5,7 +5,10 @@ server happens to listen on the port: the address is checked free first (a clear
 port and `BIND=`), and the wait ends, silently, if gunicorn exits. Ctrl-C reaches gunicorn (it is in
 the terminal's process group) and this script waits for it to stop; a SIGTERM is passed on.
 
-    python config/serve.py [--bind HOST:PORT] [gunicorn arguments ...]
+    python config/serve.py [--bind HOST:PORT] [--check] [gunicorn arguments ...]
+
+--check only checks that the address is free (make run does so before migrating, so a taken port
+fails at once, not after the demo data).
 """
 
 import argparse
@@ -95,6 +98,7 @@ def announce_when_ready(server: subprocess.Popen, base_url: str) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bind", default="", help="HOST:PORT (default: GUNICORN_BIND, environment or .env)")
+    parser.add_argument("--check", action="store_true", help="only check that the address is free")
     args, gunicorn_args = parser.parse_known_args(argv)
     bind = args.bind or configured_bind()
     if bind.startswith(("unix:", "fd://")):
@@ -105,6 +109,8 @@ def main(argv: list[str]) -> int:
               f"  Stop that program, or choose a free address: make run BIND=127.0.0.1:{port + 1}",
               file=sys.stderr)
         return 1
+    if args.check:
+        return 0
 
     base_url = f"http://{client_host(host)}:{port}"
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))

@@ -85,3 +85,17 @@ def test_ready_only_once_this_server_answers_then_it_stops(tmp_path, redis_serve
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         server.stdout.close()
+
+
+def test_check_alone_answers_whether_the_port_is_free(tmp_path, redis_server):
+    env = serve_env(tmp_path, redis_server.url)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        taken = subprocess.run([sys.executable, "config/serve.py", "--check", "--bind", f"127.0.0.1:{port}"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    free = subprocess.run([sys.executable, "config/serve.py", "--check", "--bind", f"127.0.0.1:{free_port()}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert (taken.returncode, free.returncode) == (1, 0)
+    assert "already taken" in taken.stderr and free.stdout == free.stderr == ""
