@@ -59,7 +59,7 @@ api = [
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     # Last: any other /api/ path is a JSON 404 in every mode (DEBUG's HTML page is for humans).
-    re_path(r"^.*$", core.json_not_found, name="api-not-found"),
+    re_path(r"^.*$", core.api_not_found, name="api-not-found"),
 ]
 
 # The admin's "View site" link: the API's docs where they are public; no link otherwise (there is

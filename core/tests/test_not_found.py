@@ -1,6 +1,7 @@
 """An unknown /api/ path answers the API's JSON 404 in every mode, DEBUG's included."""
 
 import pytest
+from django.test import Client
 
 
 @pytest.mark.parametrize("debug", [False, True])
@@ -17,4 +18,13 @@ def test_unknown_api_paths_answer_json(client, settings, debug, path):
 def test_known_paths_are_unaffected(client, settings):
     settings.DEBUG = True
     assert client.get("/api/health/live").status_code == 200
-    assert client.post("/api/nope", data="{}", content_type="application/json").status_code == 404
+
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_writes_to_unknown_paths_get_the_json_404_not_a_csrf_page(method):
+    browserish = Client(enforce_csrf_checks=True)
+    response = getattr(browserish, method)("/api/payments/offline/checkout/%01%C2%A1", data="{}",
+                                           content_type="application/json")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
