@@ -22,7 +22,8 @@ COPY . .
 # import during the build; the real one comes from the environment at run time.
 RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost python manage.py collectstatic --noinput -v0
 
-RUN useradd --system --uid 10001 --home-dir /app app && chown -R app /app
+# var/secrets: where compose keeps the secrets it generates (a volume takes this owner when created).
+RUN mkdir -p /app/var/secrets && useradd --system --uid 10001 --home-dir /app app && chown -R app /app
 USER app
 
 EXPOSE 8000

@@ -21,9 +21,6 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# The address gunicorn will bind, as config/gunicorn.conf.py works it out (for the curl line).
-ADDR = $(or $(BIND),$(shell $(PY) -c "import runpy; print(runpy.run_path('config/gunicorn.conf.py')['bind'])" 2>/dev/null),127.0.0.1:8000)
-
 # The first `make run` gives this checkout a random SECRET_KEY in .env, unless one is set already,
 # and a random PAYMENT_OFFLINE_WEBHOOK_SECRET (a published one would let anyone sign payment events).
 secret-key:
@@ -33,16 +30,23 @@ secret-key:
 	  echo "$$name=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" >> .env; \
 	  echo "Wrote a random $$name into .env"; fi; done
 
+# collectstatic only when something it copies may have changed: the installed packages (their
+# .installed stamp), the project's static files or the settings (a few seconds of every restart).
+STATIC_SOURCES := $(shell find . \( -path ./$(VENV) -o -path ./.git -o -path ./var -o -path ./staticfiles \) -prune \
+  -o -path '*/static/*' -type f -print 2>/dev/null)
+staticfiles/.collected: $(VENV)/.installed $(STATIC_SOURCES) $(wildcard config/settings/*.py) | secret-key
+	$(PY) manage.py collectstatic --noinput -v0
+	touch $@
+
+# config/serve.py: refuses a taken port, runs gunicorn in the foreground (Ctrl-C stops it) and
+# prints "Ready. Try: curl ..." once this gunicorn answers.
 run: install secret-key
+	@$(PY) config/serve.py --check $(if $(BIND),--bind $(BIND))
+	@$(MAKE) --no-print-directory staticfiles/.collected
 	mkdir -p var
 	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py load_demo_data
-	@echo
-	@echo "Ready. Try:"
-	@echo "  curl -s http://$(ADDR)/api/characters -H \"Authorization: Bearer \$$(curl -s -X POST http://$(ADDR)/api/auth/token -H 'Content-Type: application/json' -d '{\"email\":\"demo@example.com\",\"password\":\"demo-password-123\"}' | $(abspath $(PY)) -c 'import json,sys; print(json.load(sys.stdin)[\"access\"])')\""
-	@echo
-	$(VENV)/bin/gunicorn config.wsgi:application -c config/gunicorn.conf.py $(if $(BIND),--bind $(BIND)) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
+	$(PY) config/serve.py $(if $(BIND),--bind $(BIND)) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
 
 # In parallel (pytest-xdist): each worker has its own test database and redis-server.
 TEST_WORKERS ?= auto

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
@@ -5,6 +7,7 @@ from rest_framework import exceptions, generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
@@ -108,7 +111,8 @@ class SessionTokenRefreshSerializer(StrictInputMixin, TokenRefreshSerializer):
     def validate(self, attrs):
         refresh = self.token_class(attrs["refresh"])  # signature, expiry, type
         current = selectors.user_session_state(user_id=refresh.payload.get(api_settings.USER_ID_CLAIM))
-        if current is None or not current["is_active"] or refresh.payload.get("sv") != current["session_version"]:
+        if (current is None or not current["is_active"] or refresh.payload.get("sv") != current["session_version"]
+                or selectors.refresh_token_revoked(jti=str(refresh.payload.get(api_settings.JTI_CLAIM, "")))):
             raise exceptions.AuthenticationFailed("This refresh token is no longer valid.", code="token_revoked")
         return super().validate(attrs)
 
@@ -119,6 +123,46 @@ class TokenRefreshApi(TokenRefreshView):
     serializer_class = SessionTokenRefreshSerializer
     throttle_classes = [AddressRateThrottle]
     throttle_scope = "refresh"  # a bucket of its own: refreshing never uses up logins
+
+
+@method_decorator(never_cache, name="dispatch")
+class LogoutApi(APIView):
+    """Ends one session: its refresh token is refused from now on. Public, like the refresh: a
+    client whose access token has lapsed can still log out with its refresh token."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [AddressRateThrottle]
+    throttle_scope = "refresh"
+
+    def get_authenticate_header(self, request):
+        # A refused token is a 401 with its challenge, as the refresh endpoint answers (not a 403).
+        return f'{api_settings.AUTH_HEADER_TYPES[0]} realm="api"'
+
+    @extend_schema(request=RefreshInput, responses={204: None, **errors(400, 401)}, auth=[],
+                   summary="Log out: revoke this refresh token")
+    def post(self, request):
+        data = RefreshInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:  # signature, expiry and type, as a refresh checks them
+            refresh = SessionTokenRefreshSerializer.token_class(data.validated_data["refresh"])
+        except TokenError:
+            raise exceptions.AuthenticationFailed("This refresh token is not valid.", code="token_not_valid") from None
+        services.refresh_token_revoke(
+            user_id=refresh.payload[api_settings.USER_ID_CLAIM], jti=refresh.payload[api_settings.JTI_CLAIM],
+            expires_at=datetime.fromtimestamp(refresh.payload["exp"], tz=UTC))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+@method_decorator(never_cache, name="dispatch")
+class LogoutAllApi(APIView):
+    """Ends every session of the user (this one included): all access and refresh tokens issued so
+    far are refused at once, as after a password change."""
+
+    @extend_schema(request=None, responses={204: None, **errors(401)}, summary="Log out everywhere")
+    def post(self, request):
+        services.user_end_sessions(user_id=request.user.id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 @method_decorator(never_cache, name="dispatch")

@@ -100,4 +100,17 @@ class CoinLedgerEntry(models.Model):
         verbose_name_plural = "coin ledger entries"
 
     def __str__(self) -> str:
-        return f"{self.user_id} {self.amount:+d} ({self.reason})"
+        return f"{self.user}: {self.amount:+d} coins ({self.get_reason_display().lower()})"
+
+
+class RevokedRefreshToken(models.Model):
+    """A refresh token given up at logout: refused by the refresh endpoint until it would have
+    expired anyway (rows past that are deleted by the next logout)."""
+
+    jti = models.CharField(max_length=255, unique=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField(db_index=True)
+    revoked_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"refresh token of {self.user} (revoked {self.revoked_at:%Y-%m-%d %H:%M})"

@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from core.cache.api import Payload, fetch, normalize_email
 
 from .cache import PROFILE_FIELDS, USER_COINS, USER_EMAIL, user_payload
-from .models import CoinLedgerEntry, User
+from .models import CoinLedgerEntry, RevokedRefreshToken, User
 
 
 def user_payload_by_id(*, user_id: int) -> dict | None:
@@ -21,6 +21,11 @@ def user_session_state(*, user_id) -> dict | None:
         return User.objects.filter(pk=int(user_id)).values("is_active", "session_version").first()
     except (TypeError, ValueError):
         return None
+
+
+def refresh_token_revoked(*, jti: str) -> bool:
+    """Whether a logout gave this refresh token up."""
+    return RevokedRefreshToken.objects.filter(jti=jti).exists()
 
 
 def user_profile_cached(*, email: str, user_id: int, readahead: dict | None = None) -> Payload:

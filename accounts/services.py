@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models.signals import post_save
+from django.utils import timezone
 from rest_framework import exceptions
 
 from core.cache.api import normalize_email
 from core.http.exceptions import PaymentRequired
 
-from .models import CoinLedgerEntry, User
+from .models import CoinLedgerEntry, RevokedRefreshToken, User
 
 
 def _validate_password(password: str, user: User) -> None:
@@ -168,3 +171,20 @@ def coins_admin_adjust(*, user_id: int, kind: str, amount: int, note: str, staff
 def coins_spend(*, user_id: int, cost: int, reference: str) -> CoinLedgerEntry:
     """Spend ``cost`` coins on something (``reference`` names it); PaymentRequired when short."""
     return coins_apply(user_id=user_id, amount=-cost, reason=CoinLedgerEntry.Reason.SPEND, reference=reference)
+
+
+def refresh_token_revoke(*, user_id: int, jti: str, expires_at: datetime) -> None:
+    """Logout of one session: its refresh token is refused from now on (the access tokens it gave
+    lapse within JWT_ACCESS_MINUTES). Idempotent; rows of tokens expired by now go at the same time."""
+    RevokedRefreshToken.objects.filter(expires_at__lt=timezone.now()).delete()
+    RevokedRefreshToken.objects.get_or_create(jti=jti, defaults={"user_id": user_id, "expires_at": expires_at})
+
+
+def user_end_sessions(*, user_id: int) -> User:
+    """Logout everywhere: every access and refresh token issued so far is refused at once, as after
+    a password change (session_version moves on)."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user_id)
+        user.session_version += 1
+        user.save(update_fields=["session_version"])  # post_save invalidates user:email
+    return user

@@ -22,3 +22,6 @@ class ChatSessionAdmin(admin.ModelAdmin):
     raw_id_fields = ("user", "character")
     readonly_fields = ("last_seq",)
     inlines = [MessageInline]
+
+    def has_add_permission(self, request):
+        return False  # a session starts with a user's first message

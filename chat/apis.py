@@ -1,4 +1,5 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -43,6 +44,16 @@ def _require_character(name: str, readahead: dict | None = None) -> None:
         raise exceptions.NotFound("No such character.") from None
 
 
+_SESSION_ID = OpenApiParameter(
+    "session", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+    description="Chosen by the client (1-64 letters, digits, '-' or '_'), e.g. a UUID: the first message "
+                "posted under a new id starts that chat session; there is no separate call to create one.",
+)
+
+
+@extend_schema_view(get=extend_schema(description=(
+    "The user's chat sessions with this character. To start a chat, pick a session id yourself and "
+    "POST the first message to /api/chat/{character}/sessions/{session}/messages.")))
 class ChatSessionListApi(generics.ListAPIView):
     class OutputSerializer(serializers.Serializer):
         session = serializers.CharField(source="session_id")
@@ -54,6 +65,13 @@ class ChatSessionListApi(generics.ListAPIView):
             ref_name = "ChatSession"
 
     serializer_class = OutputSerializer
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        # A POST here is the usual first guess at starting a chat: say how it is done.
+        raise exceptions.MethodNotAllowed(request.method, detail=(
+            f"Method \"{request.method}\" not allowed. To start a chat, choose a session id (1-64 letters, "
+            f"digits, '-' or '_') and POST {{\"content\": \"...\"}} to "
+            f"/api/chat/{kwargs.get('character', '{character}')}/sessions/{{session}}/messages."))
 
     def get_queryset(self):
         _require_character(self.kwargs["character"])
@@ -79,7 +97,8 @@ class ChatMessagesApi(APIView):
     cache_reads = (CHARACTER.read_as(name="character"), CHAT_HISTORY)
     cache_reads_skipped_by = ("before",)  # older pages come from the database
 
-    @extend_schema(parameters=[QuerySerializer], responses={200: HistoryOutput, **errors(400)})
+    @extend_schema(parameters=[QuerySerializer, _SESSION_ID], responses={200: HistoryOutput, **errors(400)},
+                   description="A chat session's messages, the most recent first page (cached).")
     def get(self, request, character: str, session: str):
         query = None
         # request.GET, not query_params (the same QueryDict): the cached-read lane (core.http.lane) calls
@@ -100,7 +119,10 @@ class ChatMessagesApi(APIView):
         body = chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
         return Response(body)
 
-    @extend_schema(request=InputSerializer, responses={201: ExchangeOutput, **errors(403)})
+    @extend_schema(request=InputSerializer, responses={201: ExchangeOutput, **errors(403)}, parameters=[_SESSION_ID],
+                   description="Send a message and get the character's reply. The first message under a new "
+                               "session id starts that session.",
+                   examples=[OpenApiExample("A message", value={"content": "Hello! Who are you?"}, request_only=True)])
     def post(self, request, character: str, session: str):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -18,7 +18,7 @@ class ChatSession(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.user_id}/{self.character_id}/{self.session_id}"
+        return f"{self.user} with {self.character}: {self.session_id}"
 
 
 class ChatMessage(models.Model):
@@ -39,4 +39,4 @@ class ChatMessage(models.Model):
         indexes = [models.Index(fields=["user", "created_at"], name="chat_message_user_day")]
 
     def __str__(self) -> str:
-        return f"{self.session_id}#{self.seq} {self.role}"
+        return f"message {self.seq} ({self.role})"

@@ -1,5 +1,6 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path, register_converter
+from django.urls import include, path, re_path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import apis as accounts
@@ -30,6 +31,8 @@ api = [
     path("auth/register", accounts.RegisterApi.as_view(), name="register"),
     path("auth/token", accounts.TokenApi.as_view(), name="token"),
     path("auth/token/refresh", accounts.TokenRefreshApi.as_view(), name="token-refresh"),
+    path("auth/logout", accounts.LogoutApi.as_view(), name="logout"),
+    path("auth/logout/all", accounts.LogoutAllApi.as_view(), name="logout-all"),
     path("me", accounts.MeApi.as_view(), name="me"),
     path("me/password", accounts.PasswordApi.as_view(), name="password"),
     path("me/coins", accounts.CoinsApi.as_view(), name="coins"),
@@ -55,10 +58,17 @@ api = [
     path("health/ready", core.HealthApi.as_view(), name="health-ready"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    # Last: any other /api/ path is a JSON 404 in every mode (DEBUG's HTML page is for humans).
+    re_path(r"^.*$", core.api_not_found, name="api-not-found"),
 ]
+
+# The admin's "View site" link: the API's docs where they are public; no link otherwise (there is
+# no site at /).
+admin.site.site_url = "/api/docs" if settings.API_DOCS_PUBLIC else None
 
 urlpatterns = [
     path("api/", include(api)),
+    path("favicon.ico", core.favicon, name="favicon"),
     path("metrics", core.metrics_view, name="metrics"),
     # Before admin.site.urls, whose catch-all would answer first; admin_view makes it staff-only.
     path("admin/cache-stats/", admin.site.admin_view(core_admin.cache_stats_view), name="admin-cache-stats"),

@@ -8,6 +8,9 @@ class PendingInvalidationAdmin(admin.ModelAdmin):
     list_display = ("key", "created_at")
     readonly_fields = ("key", "created_at")
 
+    def has_add_permission(self, request):
+        return False  # recorded by the cache layer when Redis missed a delete, never by hand
+
 
 def cache_stats_view(request):
     """Staff-only page (wrapped in admin.site.admin_view in config/urls.py): what `cache_stats` prints."""

@@ -50,8 +50,8 @@ jwt_validation_cache = Counter(
 pending_keys = Gauge("cache_pending_keys", "Keys whose delete is pending (recorded, not yet applied to Redis).",
                      multiprocess_mode="livemostrecent")
 request_latency = Histogram(
-    "http_request_duration_seconds", "Request latency by method and status class.",
-    ["method", "status"],
+    "http_request_duration_seconds", "Request latency by method, status class and route (URL pattern).",
+    ["method", "status", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 

@@ -1,11 +1,25 @@
+from django import forms
 from django.contrib import admin
 
 from . import services
-from .models import Generation, GenerationSettings
+from .models import SIZES, Generation, GenerationSettings
+
+
+class GenerationSettingsForm(forms.ModelForm):
+    # A JSON list in the database; here one checkbox per size the API knows.
+    allowed_sizes = forms.MultipleChoiceField(
+        choices=[(size, size) for size in SIZES], widget=forms.CheckboxSelectMultiple,
+        help_text="Sizes users may ask for (width x height in pixels).")
+
+    class Meta:
+        model = GenerationSettings
+        fields = ("default_model", "allowed_sizes", "steps", "max_steps", "guidance", "cost_per_generation",
+                  "max_prompt_length", "enabled")
 
 
 @admin.register(GenerationSettings)
 class GenerationSettingsAdmin(admin.ModelAdmin):
+    form = GenerationSettingsForm
     list_display = ("__str__", "default_model", "cost_per_generation", "max_prompt_length", "enabled", "updated_at")
 
     def has_add_permission(self, request):
@@ -26,3 +40,6 @@ class GenerationAdmin(admin.ModelAdmin):
     list_select_related = ("user", "character")
     raw_id_fields = ("user", "character")
     readonly_fields = ("cost", "idempotency_key", "request_fingerprint", "created_at")
+
+    def has_add_permission(self, request):
+        return False  # a generation is a user's paid request (POST /api/generations)

@@ -70,7 +70,7 @@ class Payment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.plan_id} {self.amount} {self.currency} ({self.status})"
+        return f"Payment {self.pk}: {self.plan} for {self.user}, {self.amount} {self.currency.upper()} ({self.status})"
 
 
 class PaymentEvent(models.Model):
@@ -119,4 +119,4 @@ class PlanGrant(models.Model):
         ordering = ["-id"]
 
     def __str__(self) -> str:
-        return f"{self.plan_id} for {self.user_id}"
+        return f"{self.plan} for {self.user}"

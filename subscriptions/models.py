@@ -45,7 +45,7 @@ class Subscription(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
-        return f"{self.user_id}: {self.plan_id} ({self.status})"
+        return f"{self.user}: {self.plan} ({self.status})"
 
 
 class DailyUsage(models.Model):
@@ -61,4 +61,4 @@ class DailyUsage(models.Model):
         constraints = [models.UniqueConstraint(fields=["user", "day"], name="daily_usage_one_row_per_day")]
 
     def __str__(self) -> str:
-        return f"{self.user_id} {self.day}: {self.generations} generations, {self.messages} messages"
+        return f"{self.user} {self.day}: {self.generations} generations, {self.messages} messages"

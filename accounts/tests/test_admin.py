@@ -61,7 +61,7 @@ def test_generation_settings_edit_in_admin_reaches_the_api(staff, alice, user):
     assert alice.get("/api/generation/settings").json()["cost_per_generation"] == 1  # now cached
     row = generation_settings_get()
     form = {
-        "default_model": row.default_model, "allowed_sizes": '["512x512"]', "steps": 25, "max_steps": 50,
+        "default_model": row.default_model, "allowed_sizes": ["512x512"], "steps": 25, "max_steps": 50,
         "guidance": 6.5, "cost_per_generation": 4, "max_prompt_length": 200, "enabled": "on",
     }
     response = staff.post(f"/admin/generation/generationsettings/{row.pk}/change/", form)

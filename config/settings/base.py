@@ -1,6 +1,8 @@
 """Settings shared by every environment. Everything tunable comes from the environment."""
 
 import os
+import secrets
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +17,34 @@ VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+
+
+def _fill_from_generated_secrets(path: str) -> None:
+    """docker compose on a fresh machine: a random SECRET_KEY and offline webhook secret, created once
+    in a volume by whichever process starts first, for the variables the environment leaves empty
+    (compose passes an unset ${SECRET_KEY:-} as an empty string)."""
+    target = Path(path)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as file:
+            file.write(f"SECRET_KEY={secrets.token_urlsafe(50)}\n"
+                       f"PAYMENT_OFFLINE_WEBHOOK_SECRET=whsec_generated_{secrets.token_hex(24)}\n")
+    for _ in range(50):  # another process may be between creating the file and writing it
+        lines = target.read_text().splitlines()
+        if len(lines) >= 2:
+            break
+        time.sleep(0.1)
+    for line in lines:
+        name, _, value = line.partition("=")
+        if name and not os.environ.get(name):
+            os.environ[name] = value
+
+
+if env("GENERATED_SECRETS_FILE", default=""):
+    _fill_from_generated_secrets(env("GENERATED_SECRETS_FILE"))
 
 # No published default: production and local settings refuse to start without it (`make run` writes a
 # random one into .env); only the test and bench settings have a key of their own.
@@ -344,3 +374,12 @@ LOGGING = {
     # records also reach the root handler, so every django.request line came out twice.
     "loggers": {"django": {"handlers": [], "propagate": True}},
 }
+
+# Error tracking (core/http/sentry.py): nothing is sent unless SENTRY_DSN is set.
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from core.http import sentry
+
+    sentry.start(dsn=SENTRY_DSN, environment=env("SENTRY_ENVIRONMENT", default=""),
+                 release=env("SENTRY_RELEASE", default=""),
+                 traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0))

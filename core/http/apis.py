@@ -1,8 +1,11 @@
 import time
 
 from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import FileResponse, HttpResponse, JsonResponse
+from django.views.decorators.cache import cache_control
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema, inline_serializer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import serializers
@@ -110,8 +113,20 @@ def metrics_view(request):
     return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
 
 
+@cache_control(max_age=86400, public=True)
+def favicon(request):
+    """The admin's and Swagger UI's tab icon (browsers ask for /favicon.ico on their own)."""
+    return FileResponse(open(finders.find("favicon.ico"), "rb"), content_type="image/x-icon")
+
+
 def json_not_found(request, exception=None):
     return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+
+
+@csrf_exempt  # a JSON 404 for any method: no CSRF 403 page in front of it (nothing is written)
+def api_not_found(request, *args, **kwargs):
+    """Every /api/ path no view claims (the last API route), also with DEBUG on."""
+    return json_not_found(request)
 
 
 def json_server_error(request):

@@ -12,19 +12,25 @@ from core.http import request_id
 
 
 class MetricsMiddleware:
-    """Request latency into Prometheus, labelled by method and status class only (bounded)."""
+    """Request latency into Prometheus by method, status class and route: the URL pattern that
+    answered (`/api/characters/<slug:name>`), never the path, so the series stay bounded;
+    `<unmatched>` for a path no view claims (a 404 before any view)."""
+
+    METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
     def __init__(self, get_response):
         self.get_response = get_response
-        self._series = {}  # (method, status class) -> its bound histogram: no label lookup per request
+        self._series = {}  # (method, status class, route) -> its bound histogram: no label lookup per request
 
     def __call__(self, request):
         started = time.perf_counter()
         response = self.get_response(request)
-        labels = (request.method, response.status_code // 100)
+        match = getattr(request, "resolver_match", None)
+        route = "/" + match.route if match is not None and match.url_name != "api-not-found" else "<unmatched>"
+        labels = (request.method if request.method in self.METHODS else "other", response.status_code // 100, route)
         series = self._series.get(labels)
         if series is None:
-            series = self._series[labels] = metrics.request_latency.labels(labels[0], f"{labels[1]}xx")
+            series = self._series[labels] = metrics.request_latency.labels(labels[0], f"{labels[1]}xx", route)
         series.observe(time.perf_counter() - started)
         return response
 

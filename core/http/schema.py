@@ -31,6 +31,13 @@ class AutoSchema(SpectacularAutoSchema):
     takes a body, 404 when it has path parameters, 400/404 when it has pages, 429 when throttled.
     A strict input (core.http.serializers) says ``additionalProperties: false``."""
 
+    # One tag per area in Swagger UI: the first path segment, with plural collections under the
+    # singular of the same area (`generations` beside `generation/settings`).
+    TAG_ALIASES = {"generations": "generation"}
+
+    def get_tags(self) -> list[str]:
+        return [self.TAG_ALIASES.get(tag, tag) for tag in super().get_tags()]
+
     def _error_codes(self) -> set[int]:
         view = self.view
         codes: set[int] = set()

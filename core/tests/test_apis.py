@@ -140,7 +140,8 @@ def test_metrics_show_per_family_hits_misses_invalidations_breaker_and_latency(a
     deleted = ("cache_invalidations_total", (("family", "character"), ("result", "deleted")))
     assert after[deleted] - before.get(deleted, 0) == 1
     assert after[("cache_breaker_open", (("node", ""),))] == 0
-    latency = ("http_request_duration_seconds_count", (("method", "GET"), ("status", "2xx")))
+    latency = ("http_request_duration_seconds_count",
+               (("method", "GET"), ("route", "/api/characters/<slug:name>"), ("status", "2xx")))
     assert after[latency] - before.get(latency, 0) >= 3
     assert any(name == "http_request_duration_seconds_bucket" for name, _ in after)
 
@@ -196,3 +197,17 @@ def test_metrics_sum_every_gunicorn_worker_in_multiprocess_mode(client, tmp_path
         subprocess.run([sys.executable, "-c", script], env=env, cwd=settings.BASE_DIR, check=True)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     assert requests_total(scrape(client), "user:email", "hit") == 10
+
+
+def test_latency_is_labelled_by_route_pattern_never_by_path(alice, characters, client):
+    for name in ("luna", "rex", "nyx", "no-such-one"):
+        alice.get(f"/api/characters/{name}")
+    alice.get("/api/no/such/path")
+    client.get("/nowhere-at-all")
+    samples = scrape(client)
+    routes = {dict(labels).get("route") for name, labels in samples if name == "http_request_duration_seconds_count"}
+    assert "/api/characters/<slug:name>" in routes and "<unmatched>" in routes
+    assert not any("luna" in route or "no/such" in route or "nowhere" in route for route in routes)
+    per_status = {dict(labels)["status"]: value for (name, labels), value in samples.items()
+                  if name == "http_request_duration_seconds_count" and dict(labels)["route"] == "/api/characters/<slug:name>"}
+    assert per_status["2xx"] >= 3 and per_status["4xx"] >= 1

@@ -66,7 +66,10 @@ def test_db_and_web_services(compose):
     env = web["environment"]
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     assert env["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in env["DATABASE_URL"]
-    assert env["SECRET_KEY"].startswith("${SECRET_KEY:?")  # no default secret: compose refuses to start
+    # No published secret: an unset SECRET_KEY is generated once into the app_secrets volume.
+    assert env["SECRET_KEY"] == "${SECRET_KEY:-}"
+    assert env["GENERATED_SECRETS_FILE"].startswith("/app/var/secrets/")
+    assert "app_secrets:/app/var/secrets" in web["volumes"] and "app_secrets" in compose["volumes"]
     assert env["GUNICORN_BIND"] == "0.0.0.0:8000"
     assert web["depends_on"] == {"redis": {"condition": "service_healthy"}, "db": {"condition": "service_healthy"}}
 
@@ -92,7 +95,7 @@ def test_nginx_service_fronts_the_app_with_the_repo_template(compose):
     # Only nginx is published (on the address the app had); gunicorn is reachable inside the network only.
     assert nginx["ports"] == ["127.0.0.1:8000:80"] and env["NGINX_LISTEN"] == "80"
     assert "ports" not in web
-    assert nginx["depends_on"] == ["web"]
+    assert nginx["depends_on"] == {"web": {"condition": "service_healthy"}}
 
 
 def test_the_app_trusts_exactly_the_nginx_hop_and_shares_its_body_limit(compose):
@@ -110,6 +113,120 @@ def test_dockerfile_runs_migrations_then_gunicorn_with_the_repo_config():
     assert "-c config/gunicorn.conf.py" in cmd
     assert "COPY requirements.lock" in dockerfile and "--require-hashes -r requirements.lock" in dockerfile
     assert "USER app" in dockerfile
+
+
+def _resolved(value, environment: dict[str, str]) -> str:
+    """A compose value as `docker compose` interpolates it: ${VAR:-default}, ${VAR:?error}, ${VAR}."""
+    import re
+
+    def one(match: re.Match) -> str:
+        name, operator, rest = match.group(1), match.group(2) or "", match.group(3) or ""
+        given = environment.get(name, "")
+        if operator == ":?" and not given:
+            raise AssertionError(f"compose refuses to start without {name}: {rest}")
+        return given or (rest if operator == ":-" else "")
+
+    return re.sub(r"\$\{([A-Z_][A-Z0-9_]*)(:-|:\?)?([^}]*)\}", one, str(value))
+
+
+def _web_environment(compose: dict, given: dict[str, str], secrets_file: Path) -> dict[str, str]:
+    """The web container's environment on a machine with only `given` in .env (nothing: a fresh one)."""
+    env = {name: _resolved(value, given) for name, value in compose["services"]["web"]["environment"].items()}
+    # The volume and gunicorn's metrics directory, here in a temporary directory.
+    env["GENERATED_SECRETS_FILE"] = str(secrets_file)
+    (secrets_file.parent / "prometheus").mkdir(exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(secrets_file.parent / "prometheus")
+    return env
+
+
+def _check_as_the_web_container(environment: dict[str, str]) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    code = ("import django, json; django.setup(); from django.conf import settings; "
+            "from django.core.management import call_command; call_command('check'); "
+            "print(json.dumps({'provider': settings.PAYMENT_PROVIDER, 'secret_key': settings.SECRET_KEY, "
+            "'offline_secret': settings.PAYMENT_OFFLINE_WEBHOOK_SECRET}))")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**keep, **environment},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_fresh_machine_starts_without_editing_files_and_takes_no_real_money(compose, tmp_path):
+    """No .env at all: the production settings load and pass their system checks (payments.E002/E003
+    stopped migrate before), with the offline provider and secrets generated once, not published."""
+    secrets_file = tmp_path / "generated.env"
+    first = _check_as_the_web_container(_web_environment(compose, {}, secrets_file))
+    assert first.returncode == 0, first.stderr
+    settings_seen = json.loads(first.stdout.strip().splitlines()[-1])
+    assert settings_seen["provider"] == "offline"
+    assert len(settings_seen["secret_key"]) >= 50
+    assert settings_seen["offline_secret"] != "whsec_offline_development_only"
+    assert oct(secrets_file.stat().st_mode & 0o777) == "0o600"
+    # Every later process (gunicorn's workers, `docker compose exec web python manage.py ...`)
+    # reads the same secrets: sessions and tokens survive a restart.
+    again = json.loads(_check_as_the_web_container(_web_environment(compose, {}, secrets_file)).stdout.splitlines()[-1])
+    assert again == settings_seen
+    # A SECRET_KEY given in .env wins over the generated one.
+    given = json.loads(_check_as_the_web_container(
+        _web_environment(compose, {"SECRET_KEY": "k" * 60}, secrets_file)).stdout.splitlines()[-1])
+    assert given["secret_key"] == "k" * 60 and given["offline_secret"] == settings_seen["offline_secret"]
+
+
+def test_choosing_stripe_in_env_still_needs_its_keys(compose, tmp_path):
+    result = _check_as_the_web_container(
+        _web_environment(compose, {"PAYMENT_PROVIDER": "stripe"}, tmp_path / "generated.env"))
+    assert result.returncode != 0 and "payments.E002" in result.stderr
+
+
+class _Upstream:
+    """A stand-in for gunicorn behind nginx: answers /api/health/live with a chosen status."""
+
+    def __init__(self, status: int) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self.send_response(status if self.path == "/api/health/live" else 404)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status, healthy", [(200, True), (502, False), (None, False)])
+def test_the_nginx_healthcheck_passes_only_when_the_app_answers_through_it(compose, status, healthy):
+    test = compose["services"]["nginx"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "bash", "-c"] and "/dev/tcp/127.0.0.1/80 " in test[3]
+    upstream = _Upstream(status or 200)
+    port = upstream.port
+    if status is None:  # nothing listens
+        upstream.close()
+    try:
+        result = subprocess.run(["bash", "-c", test[3].replace("/dev/tcp/127.0.0.1/80 ", f"/dev/tcp/127.0.0.1/{port} ")],
+                                capture_output=True, timeout=10)
+    finally:
+        if status is not None:
+            upstream.close()
+    assert (result.returncode == 0) is healthy
+
+
+def test_backup_steps_use_a_tagged_busybox():
+    import re
+
+    for guide in ("operations.en.md", "operations.ru.md"):
+        text = (ROOT / "docs" / guide).read_text()
+        images = re.findall(r"\bbusybox(\S*)", text)
+        assert images and all(re.fullmatch(r":\d+\.\d+\.\d+", tag) for tag in images), (guide, images)
 
 
 class ComposeRedis:

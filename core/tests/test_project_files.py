@@ -55,19 +55,24 @@ def test_no_model_change_is_missing_its_migration():
 def test_make_run_leaves_the_address_to_the_gunicorn_config_and_prints_a_usable_curl_line():
     import os
     import subprocess
+    import sys
 
     env = {**os.environ, "GUNICORN_BIND": "127.0.0.1:9137"}
     env.pop("BIND", None)
     out = subprocess.run(["make", "-n", "run"], cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
-    gunicorn = next(line for line in out.splitlines() if "gunicorn config.wsgi" in line)
-    assert "--bind" not in gunicorn  # GUNICORN_BIND (environment or .env) decides
-    curl = next(line for line in out.splitlines() if "curl -s http://" in line)
-    assert "http://127.0.0.1:9137/api/characters" in curl
+    serve = next(line for line in out.splitlines() if "config/serve.py" in line and "--check" not in line)
+    assert "--bind" not in serve  # GUNICORN_BIND (environment or .env) decides
+    # config/serve.py runs gunicorn there and prints the curl line (core/tests/test_make_run.py runs it).
+    probe = ("import runpy; serve = runpy.run_path('config/serve.py'); bind = serve['configured_bind'](); "
+             "print(bind); print(serve['curl_line']('http://' + bind))")
+    bind, curl = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                                check=True).stdout.splitlines()
+    assert bind == "127.0.0.1:9137" and "http://127.0.0.1:9137/api/characters" in curl
     python = re.search(r"\| (\S+) -c ", curl).group(1)
     assert Path(python).is_absolute(), python  # works from any directory
     out = subprocess.run(["make", "-n", "run", "BIND=127.0.0.1:9138"], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout
-    assert "--bind 127.0.0.1:9138" in out and "http://127.0.0.1:9138/api/characters" in out
+    assert "config/serve.py --bind 127.0.0.1:9138" in out
 
 
 def test_the_readme_says_how_to_get_an_admin_and_that_a_postgresql_database_must_exist():

@@ -1,4 +1,6 @@
-"""Delete this app's cache keys safely: `manage.py cache_flush [family ...] [--key KEY] [--all] [--dry-run] [--yes]`."""
+"""Delete this app's cache keys safely: `manage.py cache_flush [family ...] [--key KEY] [--all] [--dry-run] [--yes] [--json]`."""
+
+import io
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -6,6 +8,7 @@ from core.cache.client import CACHE_ERRORS
 from core.cache.ops.common import UnknownFamily, ping, resolve_families
 from core.cache.ops.flush import flush, flush_key
 from core.cache.registry import FAMILIES
+from core.management.output import json_dumps
 from core.management.progress import progress_bar
 
 
@@ -20,8 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("--all", action="store_true", help="every family of this app (asks first)")
         parser.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
         parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        parser.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
 
-    def handle(self, *args, families, key, all, dry_run, yes, **options):
+    def handle(self, *args, families, key, all, dry_run, yes, json, **options):  # noqa: A002
         if all and families:
             raise CommandError("give family names or --all, not both")
         if not (families or key or all):
@@ -35,21 +39,26 @@ class Command(BaseCommand):
         verb = "would delete" if dry_run else "deleted"
         try:
             ping()
-            total = 0
+            total, by_key = 0, {}
             for one in key:
                 try:
                     family, count = flush_key(one, dry_run=dry_run)
                 except UnknownFamily as exc:
                     raise CommandError(str(exc)) from exc
-                self.stdout.write(f"{family.name:<20} {verb} {count:>7}  ({one})")
+                by_key[one] = {"family": family.name, "count": count}
+                if not json:
+                    self.stdout.write(f"{family.name:<20} {verb} {count:>7}  ({one})")
                 total += count
-            with progress_bar(self.stdout, "flushing", None) as advance:
+            with progress_bar(io.StringIO() if json else self.stdout, "flushing", None) as advance:
                 counts = flush(chosen, dry_run=dry_run, progress=advance)
         except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
+        total += sum(counts.values())
+        if json:
+            self.stdout.write(json_dumps({"dry_run": dry_run, "families": counts, "keys": by_key, "total": total}))
+            return
         for name, count in counts.items():
             self.stdout.write(f"{name:<20} {verb} {count:>7}")
-            total += count
         self.stdout.write(self.style.SUCCESS(f"{verb} {total} key(s)"))
 
     def _confirm(self) -> bool:

@@ -1,11 +1,10 @@
 """What is in the cache and how Redis is doing: `manage.py cache_stats [--json] [--daily-users N]`."""
 
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
 from core.cache.client import CACHE_ERRORS
 from core.cache.ops.stats import CACHED_SHARE, MEMORY_WARNING_RATIO, memory_pressure, noeviction_with_a_limit, stats
+from core.management.output import json_dumps
 
 
 def _fmt_bytes(value) -> str:
@@ -48,7 +47,7 @@ class Command(BaseCommand):
         except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
         if json:
-            self.stdout.write(_json_dumps(data))
+            self.stdout.write(json_dumps(data))
             return
         self._print(data)
 
@@ -110,6 +109,3 @@ class Command(BaseCommand):
         w(f"set maxmemory {-(-sizing['maxmemory_bytes'] // 2**20)}mb (policy allkeys-lru); alert when used_memory "
           f"passes {MEMORY_WARNING_RATIO:.0%} of it or evicted_keys grows (docs/operations, Sizing)")
 
-
-def _json_dumps(data) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)

@@ -1,5 +1,7 @@
 """Fill the cache ahead of traffic: `manage.py cache_warm [family ...] [--users-active-since DAYS]
-[--shared-only] [--rate KEYS_PER_S]`."""
+[--shared-only] [--rate KEYS_PER_S] [--json]`."""
+
+import io
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -7,6 +9,7 @@ from core.cache.client import CACHE_ERRORS
 from core.cache.ops.common import UnknownFamily, resolve_families
 from core.cache.ops.warm import DEFAULT_RATE, warm, warm_targets
 from core.cache.registry import FAMILIES, shared_families
+from core.management.output import json_dumps
 from core.management.progress import progress_bar
 
 
@@ -28,8 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("--shared-only", action="store_true", help="only the shared families")
         parser.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="KEYS_PER_S",
                             help=f"keys per second at most (default {DEFAULT_RATE}; 0: no limit)")
+        parser.add_argument("--json", action="store_true", help="machine-readable output (no progress bar)")
 
-    def handle(self, *args, families, users_active_since, shared_only, rate, **options):
+    def handle(self, *args, families, users_active_since, shared_only, rate, json, **options):  # noqa: A002
         if users_active_since is not None and users_active_since < 0:
             raise CommandError("--users-active-since must be 0 or more days")
         if rate < 0:
@@ -44,10 +48,17 @@ class Command(BaseCommand):
                                "not shared: drop --shared-only or the family")
         targets = warm_targets(chosen, users_active_since=users_active_since, per_user=not shared_only)
         try:
-            with progress_bar(self.stdout, "warming", len(targets)) as advance:
+            with progress_bar(io.StringIO() if json else self.stdout, "warming", len(targets)) as advance:
                 result = warm(targets, rate=rate, progress=advance)
         except CACHE_ERRORS as exc:
             raise CommandError(f"Redis is unreachable: {exc}") from exc
+        if json:
+            self.stdout.write(json_dumps({
+                "families": {f.name: {"written": result.written.get(f.name, 0), "already_cached": result.already.get(f.name, 0),
+                                      "no_such_row": result.skipped.get(f.name, 0)} for f in chosen},
+                "written": result.total_written, "already_cached": sum(result.already.values()),
+                "seconds": round(result.seconds, 3)}))
+            return
         for family in chosen:
             if shared_only and not family.shared:
                 continue

@@ -3,6 +3,7 @@ payment, then renew, charge or expire subscriptions."""
 
 from django.core.management.base import BaseCommand
 
+from core.management.output import json_dumps
 from payments.services import renewals_run
 
 
@@ -12,7 +13,13 @@ class Command(BaseCommand):
             "once, paid plans after a successful charge through the payment provider (a failure: past due, "
             "retried within the grace period); expire the rest whose period has ended.")
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+    def handle(self, *args, json: bool, **options):  # noqa: A002
         result = renewals_run()
+        if json:
+            self.stdout.write(json_dumps(result))
+            return
         self.stdout.write(f"renewed {result['renewed']}, failed {result['failed']}, expired {result['expired']}, "
                           f"waiting events applied {result['events_applied']}")
