@@ -5,7 +5,7 @@ request shows) as the tag ``request_id``, so a report leads straight to its log 
 
 from __future__ import annotations
 
-from core import request_id
+from core.http import request_id
 
 
 def attach_request_id(event: dict, hint: dict) -> dict:

@@ -16,7 +16,7 @@ RAISING_REQUEST = """
 import django
 django.setup()
 from django.test import Client
-from core import apis
+from core.http import apis
 
 def fail(self, request):
     raise RuntimeError("a failure for sentry")
