@@ -21,6 +21,7 @@ def main(db_path: str) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     os.environ["DATABASE_URL"] = f"sqlite:///{db_path}"
     os.environ.setdefault("SECRET_KEY", "sqlite-writes-test-" + "x" * 40)
+    os.environ.setdefault("PAYMENT_OFFLINE_WEBHOOK_SECRET", "whsec_sqlite_writes_test_" + "y" * 32)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.local"
     os.environ["DEBUG"] = "false"
     import django

@@ -20,10 +20,10 @@ def run_json(*args) -> object:
 
 def test_warm_flush_verify_in_json(characters, make_user, redis_raw):
     make_user("bob@example.com", coins=7)
-    warmed = run_json("cache_warm")
+    warmed = run_json("cache_warm", "--shared-only")
     assert warmed["written"] == 5 and warmed["already_cached"] == 0
     assert warmed["families"]["character"] == {"written": 3, "already_cached": 0, "no_such_row": 0}
-    assert run_json("cache_warm")["already_cached"] == 5
+    assert run_json("cache_warm", "--shared-only")["already_cached"] == 5
 
     verified = run_json("cache_verify")
     assert verified["drifted"] == [] and verified["checked"]["character"] == 3 and verified["fixed"] is None
