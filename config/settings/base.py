@@ -175,6 +175,9 @@ CACHES = {
             "CONNECTION_POOL_KWARGS": {
                 # Fails fast while the circuit breaker is open and reports failures to it.
                 "connection_class": GuardedSSLConnection if REDIS_URL.startswith("rediss://") else GuardedConnection,
+                # Per process. redis-py's default (100) is below what a threaded process needs: each
+                # thread keeps one connection for its cached reads and checks out another for leases.
+                "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=1000),
             },
             # Throttling and other incidental cache use must never turn a Redis fault into a 500.
             "IGNORE_EXCEPTIONS": True,
