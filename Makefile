@@ -40,7 +40,7 @@ run: install secret-key
 	@echo "Ready. Try:"
 	@echo "  curl -s http://$(ADDR)/api/characters -H \"Authorization: Bearer \$$(curl -s -X POST http://$(ADDR)/api/auth/token -H 'Content-Type: application/json' -d '{\"email\":\"demo@example.com\",\"password\":\"demo-password-123\"}' | $(abspath $(PY)) -c 'import json,sys; print(json.load(sys.stdin)[\"access\"])')\""
 	@echo
-	$(VENV)/bin/gunicorn config.wsgi:application -c config/gunicorn.conf.py $(if $(BIND),--bind $(BIND)) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
+	VENV=$(VENV) config/with_jobs.sh $(VENV)/bin/gunicorn config.wsgi:application -c config/gunicorn.conf.py $(if $(BIND),--bind $(BIND)) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
 
 # In parallel (pytest-xdist): each worker has its own test database and redis-server.
 TEST_WORKERS ?= auto

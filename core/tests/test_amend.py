@@ -194,7 +194,7 @@ def test_a_generation_keeps_coins_and_stats_cached_and_equal_to_the_database(use
     alice.get("/api/me/coins")
     alice.get("/api/subscription/stats")
     response = alice.post("/api/generations", {"prompt": "a lighthouse"}, format="json")
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
     assert cached(redis_raw, f"user:coins:{user.id}") == USER_COINS.load(user_id=user.id)
     assert cached(redis_raw, f"user:coins:{user.id}")["balance"] < 30
     stats = cached(redis_raw, f"subscription:stats:{user.id}")
@@ -207,5 +207,5 @@ def test_cached_stats_of_another_day_are_deleted_not_amended(user, alice, redis_
     key = f"subscription:stats:{user.id}"
     stale = cached(redis_raw, key) | {"day": "2000-01-01"}
     redis_raw.set(key, store.Payload.of(stale).pack())
-    assert alice.post("/api/generations", {"prompt": "a lighthouse"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a lighthouse"}, format="json").status_code == 202
     assert redis_raw.get(key) is None

@@ -86,7 +86,7 @@ def test_generation_amends_coins_and_stats(user, alice, redis_raw):
     assert alice.get("/api/subscription/stats").json()["generations"]["used_today"] == 0
     assert redis_raw.exists(f"user:coins:{user.id}", f"subscription:stats:{user.id}") == 2
 
-    assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 202
 
     assert cached(redis_raw, f"user:coins:{user.id}") == {"balance": 29}
     assert cached(redis_raw, f"subscription:stats:{user.id}")["generations"]["used_today"] == 1
