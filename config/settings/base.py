@@ -309,6 +309,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A message taken by a worker that died (kill -9, a lost host) is delivered again after this
     # many seconds; longer than any job may run (the provider's timeout times its tries).
     "visibility_timeout": env.int("JOB_VISIBILITY_TIMEOUT", default=900),
+    # How often a worker looks for such messages (kombu's default scans every 100 s).
+    "unacked_restore_interval": env.int("JOB_RESTORE_EVERY", default=10),
+    "unacked_restore_throttle": 1,
     # A request that queues a job must not hang on a stalled broker (the sweep re-sends what failed).
     "socket_timeout": env.float("JOB_BROKER_TIMEOUT", default=2.0),
     "socket_connect_timeout": env.float("JOB_BROKER_TIMEOUT", default=2.0),
