@@ -33,7 +33,8 @@ class HistoryOutput(serializers.Serializer):
 class ExchangeOutput(serializers.Serializer):
     session = serializers.CharField()
     message = MessageOutput()
-    reply = MessageOutput()
+    reply = MessageOutput(allow_null=True, help_text="Always null: the reply is written by a worker.")
+    reply_seq = serializers.IntegerField(help_text="The reply's seq: poll the history until it is there.")
 
 
 def _require_character(name: str, readahead: dict | None = None) -> None:
@@ -100,11 +101,13 @@ class ChatMessagesApi(APIView):
         body = chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
         return Response(body)
 
-    @extend_schema(request=InputSerializer, responses={201: ExchangeOutput, **errors(403)})
+    @extend_schema(request=InputSerializer, responses={202: ExchangeOutput, **errors(403)},
+                   description="Stores the message and queues the character's reply (202). The reply is appended "
+                               "to the session when ready: poll the history until a message with reply_seq is there.")
     def post(self, request, character: str, session: str):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         body = services.chat_message_send(
             user_id=request.user.id, character=character, session=session, content=data.validated_data["content"]
         )
-        return Response(body, status=201)
+        return Response(body, status=202)

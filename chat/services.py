@@ -7,7 +7,6 @@ import logging
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from characters.models import Character
@@ -19,25 +18,22 @@ from subscriptions.services import usage_consume
 
 from .cache import history_target, history_with, invalidate_chat_history, message_payload
 from .models import ChatMessage, ChatSession
+from .queue import chat_reply_enqueue
 
 logger = logging.getLogger(__name__)
 
 _CONTEXT_MESSAGES = 20
-NO_REPLY = "(no answer right now; please try again)"
-
-
-def _responder():
-    return import_string(settings.CHAT_RESPONDER)()
+NO_REPLY = "(no answer right now; please try again)"  # the reply when the responder keeps failing
 
 
 def chat_message_send(*, user_id: int, character: str, session: str, content: str) -> dict:
-    """Store the message and the reply; returns both. Creates the session on first use.
+    """Store the message and queue its reply; returns the message and the reply's seq. Creates
+    the session on first use.
 
     The user's message commits first with two sequence numbers reserved (its own and the
-    reply's), so concurrent posts keep a strict order; the responder runs after, outside any
-    transaction, and its reply takes the reserved number. Two statements when the character's
-    key is cached: the message (with the plan, the daily use and the responder's context), then
-    the reply.
+    reply's), so concurrent posts keep a strict order; a worker runs the responder after, outside
+    any transaction, and its reply takes the reserved number (chat/jobs.py). One statement when
+    the character's key is cached: the message, with the plan and the daily use.
     """
     try:
         premium = character_get_active(name=character)["is_premium"]  # cached (character:{name})
@@ -59,20 +55,13 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
             invalidate_chat_history(user_id=user_id, character=character, session=session)
         history_key.change(history_with([message_payload(mine)]))
         stats_key.change(stats_after_use(kind="messages", day=day_start(mine.created_at).date()))
-    session_pk, reply_seq, persona, history = sent
-    history = [message_payload(m) for m in history]
-    try:
-        reply = _responder().reply(character=persona, history=history, message=content)
-    except Exception:  # the user's message is stored: answer it with a placeholder, keep the order
-        logger.warning("chat responder failed for session %s", session_pk, exc_info=True)
-        reply = NO_REPLY
-    theirs = ChatMessage(session_id=session_pk, user_id=user_id, seq=reply_seq, role=ChatMessage.Role.ASSISTANT,
-                         content=reply, created_at=timezone.now())
-    with amending(chat) as (history_key,), transaction.atomic():
-        ChatMessage.objects.bulk_create([theirs])
-        invalidate_chat_history(user_id=user_id, character=character, session=session)
-        history_key.change(history_with([message_payload(theirs)]))
-    return {"session": session, "message": message_payload(mine), "reply": message_payload(theirs)}
+    session_pk, reply_seq, _persona, _context = sent
+    # The reply is a job (chat/jobs.py): the message is acknowledged now, the reply appended to the
+    # session (and its cached page) when the responder has answered; clients poll the history.
+    transaction.on_commit(lambda: chat_reply_enqueue(
+        user_id=user_id, character=character, session=session, session_pk=session_pk, reply_seq=reply_seq),
+        robust=True)
+    return {"session": session, "message": message_payload(mine), "reply": None, "reply_seq": reply_seq}
 
 
 _PERSONA = ("name", "display_name", "greeting", "persona_prompt")

@@ -178,12 +178,12 @@ def test_chat_posts_keep_history_and_stats_cached_and_equal_to_the_database(user
     url = "/api/chat/luna/sessions/s1/messages"
     parts = {"user_id": user.id, "character": "luna", "session": "s1"}
     history_key, stats_key = CHAT_HISTORY.key(**parts), f"subscription:stats:{user.id}"
-    assert alice.post(url, {"content": "first"}, format="json").status_code == 201  # creates the session
+    assert alice.post(url, {"content": "first"}, format="json").status_code == 202  # creates the session
     before = amended_count("chat:history")
     for n in range(4):
         assert alice.get(url).status_code == 200
         assert alice.get("/api/subscription/stats").status_code == 200
-        assert alice.post(url, {"content": f"message {n}"}, format="json").status_code == 201
+        assert alice.post(url, {"content": f"message {n}"}, format="json").status_code == 202
         assert cached(redis_raw, history_key) == CHAT_HISTORY.load(**parts)
         assert cached(redis_raw, stats_key) == SUBSCRIPTION_STATS.load(user_id=user.id)
     assert cached(redis_raw, history_key)["has_more"] is True

@@ -30,7 +30,7 @@ ENDPOINTS = {
 
 @pytest.fixture
 def world(user, alice, characters, cluster_cache):
-    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hello"}, format="json").status_code == 201
+    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hello"}, format="json").status_code == 202
     cluster_cache.wipe()
     return alice
 
@@ -93,7 +93,7 @@ def test_writes_invalidate_on_the_cluster(world, user, cluster_cache):
     assert cached_data(cluster_cache, coins) is not None
     assert world.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 202
     assert cluster_cache.get(coins) is None and cluster_cache.get(stats) is None
-    assert world.post("/api/chat/luna/sessions/s1/messages", {"content": "again"}, format="json").status_code == 201
+    assert world.post("/api/chat/luna/sessions/s1/messages", {"content": "again"}, format="json").status_code == 202
     assert cluster_cache.get(history) is None
     balance = world.get("/api/me/coins").json()["balance"]
     user.refresh_from_db()
