@@ -13,3 +13,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 app = Celery("chatart")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["generation", "chat", "payments", "core"])
+
+# Metrics in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, as gunicorn's): the directory must exist
+# before the first metric is written; gunicorn's config makes it for the web, this for a worker alone.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)

@@ -316,6 +316,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": env.float("JOB_BROKER_TIMEOUT", default=2.0),
     "socket_connect_timeout": env.float("JOB_BROKER_TIMEOUT", default=2.0),
 }
+if env("CELERY_BROKER_SENTINEL_MASTER", default=""):  # CELERY_BROKER_URL=sentinel://host:26379;sentinel://...
+    CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = env("CELERY_BROKER_SENTINEL_MASTER")
 # Publishing: a couple of quick tries, then give up (the row stays pending; the sweep re-sends it).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
