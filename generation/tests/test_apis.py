@@ -286,3 +286,16 @@ def test_status_is_cached_until_the_job_changes_it(alice, user, make_user, clien
     assert alice.get("/api/generations/99999999").status_code == 404
     assert alice.get(f"/api/generations/{2**70}").status_code == 404
     assert alice.get("/api/generations/abc").status_code == 404
+
+
+def test_metrics_show_queue_depth_outcomes_and_latency(alice, user, no_worker):
+    from generation.jobs import generation_render
+
+    ids = [alice.post("/api/generations", {"prompt": f"p{i}"}, format="json").json()["id"] for i in range(2)]
+    text = alice.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert 'jobs_queue_depth{queue="generations"} 2.0' in text
+    assert 'jobs_queue_depth{queue="chat"} 0.0' in text
+    assert generation_render(generation_id=ids[0], job_id="j", last_try=True) == "completed"
+    text = alice.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert 'jobs_total{job="generation",outcome="completed"}' in text
+    assert 'job_latency_seconds_count{job="generation"}' in text
