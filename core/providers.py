@@ -3,6 +3,7 @@ turned into one clear ProviderError (retryable or not) for the jobs that call it
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,8 +28,14 @@ def openai_client(*, timeout: float) -> openai.OpenAI:
     if not settings.OPENAI_API_KEY:
         raise ProviderError("OPENAI_API_KEY is not set (a local server that needs none takes any value).",
                             retryable=False)
-    return openai.OpenAI(base_url=settings.OPENAI_BASE_URL, api_key=settings.OPENAI_API_KEY,
-                         timeout=timeout, max_retries=0)
+    return _client(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY, timeout)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(base_url: str | None, api_key: str, timeout: float) -> openai.OpenAI:
+    # One per process and configuration, shared by the worker's threads (the SDK's client is
+    # thread-safe): a new one per job costs its TLS context and connection pool every time.
+    return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
 
 
 def openai_call(what: str, call: Callable[[], T]) -> T:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -127,13 +128,21 @@ def _image(body: dict, address) -> dict:
                                                    "revised_prompt": body.get("prompt")}]}
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that went away mid-answer (a worker killed with -9, a timeout) is expected here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class ProviderServer:
     """The server on a free loopback port, in a thread of this process."""
 
     def __init__(self, *, image_delay: float = 0.0, chat_delay: float = 0.0, api_key: str = API_KEY,
                  port: int = 0) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", port), _Handler)
         self.httpd.state = _State(image_delay=image_delay, chat_delay=chat_delay,  # type: ignore[attr-defined]
                                   api_key=api_key)
         self.api_key = api_key
