@@ -25,4 +25,5 @@ class GenerationAdmin(admin.ModelAdmin):
     search_fields = ("user__email", "prompt")
     list_select_related = ("user", "character")
     raw_id_fields = ("user", "character")
-    readonly_fields = ("cost", "idempotency_key", "request_fingerprint", "created_at")
+    readonly_fields = ("cost", "idempotency_key", "request_fingerprint", "created_at", "job_id", "started_at",
+                       "enqueued_at")
