@@ -6,7 +6,8 @@ process, answering each image after --image-delay seconds (5). Then:
 
 1. cached reads (wrk on GET /api/characters) alone, and while --rate generations a second are
    posted (10: with 5 s per image about 50 are in flight), alternated --rounds times: req/s and p99;
-2. accepted -> completed of the generations posted meanwhile (the bench process watches their rows);
+2. accepted -> completed with idle workers (one a second), and of the generations posted meanwhile
+   (the bench process watches their rows);
 3. --kill-jobs generations (100), the worker killed with -9 (its whole process group) while they
    run, a new worker started: every generation must end completed, or failed and refunded, each
    charged once and refunded at most once, every balance equal to its ledger.
@@ -158,7 +159,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="generations posted per second")
     parser.add_argument("--seconds", type=int, default=15, help="each wrk run")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=64, help="the worker's threads")
+    parser.add_argument("--concurrency", type=int, default=100, help="the worker's threads")
     parser.add_argument("--kill-jobs", type=int, default=100)
     parser.add_argument("--database", default=f"bench_jobs_{os.getpid()}")
     args = parser.parse_args()
@@ -177,7 +178,7 @@ def main() -> None:
     base_url = provider.stdout.readline().strip()
     app = worker = None
     try:
-        needed = int(args.rate * (args.seconds + 8) * args.rounds + args.kill_jobs) // 5 + 10
+        needed = int(args.rate * (args.seconds + 8) * args.rounds + args.kill_jobs) // 5 + 20
         tokens = make_users(needed)
         app = common.App(mode="ours", database_url=dsn, redis_url=redis.url, workers=2, log=log_dir / "gunicorn.log")
         app.wait_ready(tokens[0])
@@ -191,10 +192,28 @@ def main() -> None:
                                 settings_module="config.settings.bench").start()
 
         worker = start_worker()
+        used = 0
+        # Accepted -> completed with idle workers: one generation a second, nothing else running.
+        idle_count = 10
+        poster = Poster(app.port, tokens[:idle_count], 1.0, count=idle_count)
+        used += idle_count
+        watcher = Watcher(dsn, poster)
+        poster.start()
+        watcher.start()
+        poster.join()
+        deadline = time.monotonic() + args.image_delay * 4 + 30
+        while len(watcher.finished) < len(poster.accepted) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        watcher.stopping.set()
+        watcher.join()
+        idle_latencies = watcher.latencies()
+        idle = {"posted": len(poster.accepted), "completed": len(idle_latencies),
+                "accepted_to_completed_p50_s": percentile(idle_latencies, 0.5),
+                "accepted_to_completed_max_s": idle_latencies[-1] if idle_latencies else None}
+        print(f"idle workers: {json.dumps(idle)}", flush=True)
         reader = tokens[-1]  # never generates
         url = app.base + "/api/characters"
         wrk(url, reader, 3)  # warm
-        used = 0
         rounds = []
         for round_ in range(args.rounds):
             alone = wrk(url, reader, args.seconds)
@@ -247,9 +266,10 @@ def main() -> None:
         p50s = [r["accepted_to_completed_p50_s"] for r in rounds if r["accepted_to_completed_p50_s"] is not None]
         result = {
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": common.machine(),
-            "load_average": os.getloadavg(), "args": vars(args), "rounds": rounds, "kill": kill,
+            "load_average": os.getloadavg(), "args": vars(args), "idle": idle, "rounds": rounds, "kill": kill,
             "summary": {"reads_rps_ratio_median": ratio, "reads_p99_ratio_median": p99_ratio,
-                        "accepted_to_completed_p50_s_median": statistics.median(p50s) if p50s else None},
+                        "accepted_to_completed_p50_s_median": statistics.median(p50s) if p50s else None,
+                        "accepted_to_completed_p50_s_idle": idle["accepted_to_completed_p50_s"]},
         }
         out = common.RESULTS / "jobs.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
