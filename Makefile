@@ -46,7 +46,8 @@ run: install secret-key
 	mkdir -p var
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py load_demo_data
-	$(PY) config/serve.py $(if $(BIND),--bind $(BIND)) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
+	# config/with_jobs.sh: a Celery worker and the scheduler beside gunicorn, stopped with it.
+	VENV=$(VENV) config/with_jobs.sh $(PY) config/serve.py $(if $(BIND),--bind $(BIND)) --env DJANGO_SETTINGS_MODULE=$(DJANGO_SETTINGS_MODULE)
 
 # In parallel (pytest-xdist): each worker has its own test database and redis-server.
 TEST_WORKERS ?= auto

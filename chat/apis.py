@@ -34,7 +34,8 @@ class HistoryOutput(serializers.Serializer):
 class ExchangeOutput(serializers.Serializer):
     session = serializers.CharField()
     message = MessageOutput()
-    reply = MessageOutput()
+    reply = MessageOutput(allow_null=True, help_text="Always null: the reply is written by a worker.")
+    reply_seq = serializers.IntegerField(help_text="The reply's seq: poll the history until it is there.")
 
 
 def _require_character(name: str, readahead: dict | None = None) -> None:
@@ -119,9 +120,10 @@ class ChatMessagesApi(APIView):
         body = chat_messages_page(session=chat, before=before, limit=query.validated_data["limit"])
         return Response(body)
 
-    @extend_schema(request=InputSerializer, responses={201: ExchangeOutput, **errors(403)}, parameters=[_SESSION_ID],
-                   description="Send a message and get the character's reply. The first message under a new "
-                               "session id starts that session.",
+    @extend_schema(request=InputSerializer, responses={202: ExchangeOutput, **errors(403)}, parameters=[_SESSION_ID],
+                   description="Send a message: it is stored and the character's reply queued (202). The first "
+                               "message under a new session id starts that session. The reply is appended to the "
+                               "session when ready: poll the history until a message with reply_seq is there.",
                    examples=[OpenApiExample("A message", value={"content": "Hello! Who are you?"}, request_only=True)])
     def post(self, request, character: str, session: str):
         data = self.InputSerializer(data=request.data)
@@ -129,4 +131,4 @@ class ChatMessagesApi(APIView):
         body = services.chat_message_send(
             user_id=request.user.id, character=character, session=session, content=data.validated_data["content"]
         )
-        return Response(body, status=201)
+        return Response(body, status=202)

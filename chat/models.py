@@ -36,7 +36,11 @@ class ChatMessage(models.Model):
     class Meta:
         ordering = ["session", "seq"]
         constraints = [models.UniqueConstraint(fields=["session", "seq"], name="chat_message_seq_unique")]
-        indexes = [models.Index(fields=["user", "created_at"], name="chat_message_user_day")]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="chat_message_user_day"),
+            # The reply sweep looks at recent user messages only.
+            models.Index(fields=["created_at"], name="chat_message_user_recent", condition=models.Q(role="user")),
+        ]
 
     def __str__(self) -> str:
         return f"message {self.seq} ({self.role})"

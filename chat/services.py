@@ -3,40 +3,35 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from characters.models import Character
-from characters.selectors import character_get_active, character_persona
+from characters.selectors import character_get_active, character_id_if_active
 from core.cache.api import amend_after_commit
 from core.clock import day_start
 from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_count
 
-from .cache import history_target, history_with, invalidate_chat_history, message_payload, message_payload_of
+from .cache import history_target, history_with, invalidate_chat_history, message_payload
 from .models import ChatMessage, ChatSession
+from .queue import chat_reply_enqueue
 
 logger = logging.getLogger(__name__)
 
-_CONTEXT_MESSAGES = 20
-NO_REPLY = "(no answer right now; please try again)"
-
-
-def _responder():
-    return import_string(settings.CHAT_RESPONDER)()
+NO_REPLY = "(no answer right now; please try again)"  # the reply when the responder keeps failing
 
 
 def chat_message_send(*, user_id: int, character: str, session: str, content: str) -> dict:
-    """Store the message and the reply; returns both. Creates the session on first use.
+    """Store the message and queue its reply; returns the message and the reply's seq. Creates
+    the session on first use.
 
     The user's message commits first with two sequence numbers reserved (its own and the
-    reply's), so concurrent posts keep a strict order; the responder runs after, outside any
-    transaction, and its reply takes the reserved number.
+    reply's), so concurrent posts keep a strict order; a worker runs the responder after, outside
+    any transaction, and its reply takes the reserved number (chat/jobs.py).
     """
     try:
         premium = character_get_active(name=character)["is_premium"]  # cached (character:{name})
@@ -52,27 +47,20 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
     with amend_after_commit(chat, stats_target(user_id=user_id)) as (history_key, stats_key):
         with transaction.atomic():
             usage_count(user_id=user_id, kind="messages", premium=premium)
-            persona = character_persona(name=character)  # from the row: the persona prompt is never cached
-            if persona is None:  # deactivated since it was cached: nothing is written
+            character_id = character_id_if_active(name=character)  # from the row, not the cached key
+            if character_id is None:  # deactivated since it was cached: nothing is written
                 raise exceptions.NotFound("No such character.")
-            reply_seq = _message_store(mine, character_id=persona.pop("id"), session=session)
-            context = _context_before(mine)
+            reply_seq = _message_store(mine, character_id=character_id, session=session)
             # No save signal was sent: the history key is invalidated here, with the names at hand.
             invalidate_chat_history(user_id=user_id, character=character, session=session)
         history_key.change(history_with([message_payload(mine)]))
         stats_key.change(stats_after_use(kind="messages", day=day_start(mine.created_at).date()))
-    try:
-        reply = _responder().reply(character=persona, history=context, message=content)
-    except Exception:  # the user's message is stored: answer it with a placeholder, keep the order
-        logger.warning("chat responder failed for session %s", mine.session_id, exc_info=True)
-        reply = NO_REPLY
-    theirs = ChatMessage(session_id=mine.session_id, user_id=user_id, seq=reply_seq, role=ChatMessage.Role.ASSISTANT,
-                         content=reply, created_at=timezone.now())
-    with amend_after_commit(chat) as (history_key,), transaction.atomic():
-        ChatMessage.objects.bulk_create([theirs])
-        invalidate_chat_history(user_id=user_id, character=character, session=session)
-        history_key.change(history_with([message_payload(theirs)]))
-    return {"session": session, "message": message_payload(mine), "reply": message_payload(theirs)}
+    # The reply is a job (chat/jobs.py): the message is acknowledged now, the reply appended to the
+    # session (and its cached page) when the responder has answered; clients poll the history.
+    transaction.on_commit(lambda: chat_reply_enqueue(
+        user_id=user_id, character=character, session=session, session_pk=mine.session_id, reply_seq=reply_seq),
+        robust=True)
+    return {"session": session, "message": message_payload(mine), "reply": None, "reply_seq": reply_seq}
 
 
 # The message's three statements are written out (PostgreSQL, SQLite 3.35+): the ORM has no upsert
@@ -106,23 +94,3 @@ def _message_store(mine: ChatMessage, *, character_id: int, session: str) -> int
         (mine.pk,) = cursor.fetchone()
     mine._state.adding, mine._state.db = False, connection.alias
     return last_seq
-
-
-def _context_before(mine: ChatMessage) -> list[dict]:
-    """The responder's context: the session's messages before ``mine`` (message_payload), oldest
-    first."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT seq, role, content, created_at FROM {connection.ops.quote_name(ChatMessage._meta.db_table)}"
-            " WHERE session_id = %s AND seq < %s ORDER BY seq DESC LIMIT %s",
-            [mine.session_id, mine.seq, _CONTEXT_MESSAGES],
-        )
-        rows = cursor.fetchall()
-    return [message_payload_of(seq, role, content, _aware(at)) for seq, role, content, at in reversed(rows)]
-
-
-def _aware(at: datetime | str) -> datetime:
-    """A timestamp as the ORM would load it: SQLite hands back naive UTC (or text)."""
-    if isinstance(at, str):
-        at = datetime.fromisoformat(at)
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -39,11 +39,25 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = env("PROMETHEUS_MULTIPROC_DIR", default
 
 def _reset_metrics_dir() -> None:
     """Files of a previous run would be summed in: start from an empty directory (only the metrics
-    files go, in case the directory was pointed at a shared one)."""
+    files go, in case the directory was pointed at a shared one). Files of processes still alive
+    stay: the job workers `make run` starts beside gunicorn write there too."""
     path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
-        stale.unlink(missing_ok=True)
+        if not _alive(stale.stem.rpartition("_")[2]):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def on_starting(server):

@@ -47,6 +47,7 @@ api = [
     path("characters/<slug:name>", characters.CharacterDetailApi.as_view(), name="character"),
     path("generation/settings", generation.GenerationSettingsApi.as_view(), name="generation-settings"),
     path("generations", generation.GenerationApi.as_view(), name="generations"),
+    path("generations/<int:generation_id>", generation.GenerationDetailApi.as_view(), name="generation"),
     path("chat/<slug:character>/sessions", chat.ChatSessionListApi.as_view(), name="chat-sessions"),
     path(
         "chat/<slug:character>/sessions/<session:session>/messages",

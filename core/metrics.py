@@ -86,13 +86,55 @@ def collect_at_scrape(collector) -> None:
     REGISTRY.register(collector)
 
 
-def registry():
-    """What a scrape or cache_stats reads: every worker's metrics summed, or this process's own."""
+def registry(*extra):
+    """What a scrape or cache_stats reads: every worker's metrics summed, or this process's own;
+    ``extra`` collectors (read at scrape) beside them."""
     path = workers_dir()
-    if path is None:
+    if path is None and not extra:
         return REGISTRY
     summed = CollectorRegistry()
-    multiprocess.MultiProcessCollector(summed, path=path)
-    for collector in _AT_SCRAPE:
+    if path is None:
+        summed.register(_Own())  # the default registry holds the scrape-time collectors already
+    else:
+        multiprocess.MultiProcessCollector(summed, path=path)
+        extra = (*_AT_SCRAPE, *extra)
+    for collector in extra:
         summed.register(collector)
     return summed
+
+
+class _Own:
+    """This process's own metrics (the default registry) inside another registry."""
+
+    def collect(self):
+        return REGISTRY.collect()
+
+# Jobs (Celery workers): outcomes and how long a job took from acceptance (the request that queued
+# it) to its outcome. Workers on this host write into the same multiprocess directory; a worker on
+# another host serves its own (JOB_METRICS_PORT). Queue depth is read from the broker at scrape.
+jobs_finished = Counter("jobs_total", "Jobs by kind and outcome (completed, failed, retried, skipped).",
+                        ["job", "outcome"])
+job_latency = Histogram(
+    "job_latency_seconds", "From the request that queued a job to its outcome.", ["job"],
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0),
+)
+
+
+class QueueDepthCollector:
+    """``jobs_queue_depth{queue}``: messages waiting in the broker, read when /metrics is scraped
+    (one LLEN per queue), so it is the same whichever process answers."""
+
+    def __init__(self, depth) -> None:
+        self._depth = depth  # () -> {queue: waiting messages}, raising when the broker is unreachable
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("jobs_queue_depth", "Jobs waiting in the broker for a worker.", labels=["queue"])
+        try:
+            depths = self._depth()
+        except Exception:  # a scrape must not fail because the broker is down; the gauge is then absent
+            depths = {}
+        for queue, depth in depths.items():
+            family.add_metric([queue], depth)
+        yield family

@@ -39,7 +39,8 @@ class GenerationAdmin(admin.ModelAdmin):
     search_fields = ("user__email", "prompt")
     list_select_related = ("user", "character")
     raw_id_fields = ("user", "character")
-    readonly_fields = ("cost", "idempotency_key", "request_fingerprint", "created_at")
+    readonly_fields = ("cost", "idempotency_key", "request_fingerprint", "created_at", "job_id", "started_at",
+                       "enqueued_at")
 
     def has_add_permission(self, request):
         return False  # a generation is a user's paid request (POST /api/generations)

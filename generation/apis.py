@@ -1,5 +1,5 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, serializers
+from rest_framework import exceptions, generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -9,8 +9,8 @@ from core.http.schema import errors
 from core.http.serializers import StrictInput
 
 from . import selectors, services
-from .cache import GENERATION_SETTINGS
-from .models import SIZES
+from .cache import GENERATION_SETTINGS, GENERATION_STATUS, generation_payload
+from .models import SIZES, Generation
 
 
 class SettingsOutput(serializers.Serializer):
@@ -26,7 +26,9 @@ class SettingsOutput(serializers.Serializer):
 
 class GenerationOutput(serializers.Serializer):
     id = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=["pending", "completed", "failed"])
+    status = serializers.ChoiceField(choices=["pending", "running", "completed", "failed"],
+                                     help_text="pending (queued), running (a worker has it), completed, failed "
+                                               "(coins and daily use given back).")
     prompt = serializers.CharField()
     character = serializers.CharField(allow_null=True)
     parameters = serializers.DictField()
@@ -67,11 +69,13 @@ class GenerationApi(generics.ListAPIView):
 
     def list(self, request, *args, **kwargs):
         page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response([services.generation_payload(g) for g in page])
+        return self.get_paginated_response([generation_payload(g) for g in page])
 
     @extend_schema(
         request=InputSerializer,
-        responses={201: GenerationOutput, **errors(402, 403, 409)},
+        responses={202: GenerationOutput, **errors(402, 403, 409)},
+        description="Charges and queues the generation: the answer is the pending generation (202); poll "
+                    "GET /api/generations/{id} until it is completed or failed.",
         parameters=[OpenApiParameter("Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 100},
                                      OpenApiParameter.HEADER, required=False,
                                      description="Retries with the same key charge once and return the first result.")],
@@ -81,8 +85,25 @@ class GenerationApi(generics.ListAPIView):
         data.is_valid(raise_exception=True)
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 100:
-            from rest_framework import exceptions
-
             raise exceptions.ValidationError({"Idempotency-Key": ["Between 1 and 100 characters."]})
         body, _created = services.generation_create(user_id=request.user.id, idempotency_key=key, **data.validated_data)
-        return Response(body, status=201)
+        # 202 for a new generation and for a retry's replay alike: either way it may still be rendering.
+        return Response(body, status=202, headers={"Location": f"/api/generations/{body['id']}"})
+
+
+class GenerationDetailApi(APIView):
+    """One generation: its status while a worker renders it, then its result (cached:
+    generation:status:{user_id}:{generation_id}, deleted when its job starts and ends)."""
+
+    cache_reads = (GENERATION_STATUS,)
+
+    @extend_schema(responses={200: GenerationOutput, **errors(404)})
+    def get(self, request, generation_id: int):
+        if generation_id > 2**63 - 1:  # beyond any id (and a 64-bit column)
+            raise exceptions.NotFound("No such generation.")
+        try:
+            payload = selectors.generation_status_cached(user_id=request.user.id, generation_id=generation_id,
+                                                         readahead=readahead_of(request))
+        except Generation.DoesNotExist:
+            raise exceptions.NotFound("No such generation.") from None
+        return json_bytes_response(payload, request, shared=False)

@@ -43,7 +43,8 @@ class GenerationSettings(models.Model):
 
 class Generation(models.Model):
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
+        PENDING = "pending", "Pending"  # charged, waiting for a worker
+        RUNNING = "running", "Running"  # a worker has it (job_id, since started_at)
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
 
@@ -59,6 +60,11 @@ class Generation(models.Model):
     idempotency_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 (NULL = no key: outside the unique constraint)
     request_fingerprint = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The job: which worker's task has it and since when (another may take it once the lease is
+    # over), and when it was last sent to the queue (the sweep sends again one never taken).
+    job_id = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -69,7 +75,12 @@ class Generation(models.Model):
                 name="generation_idempotency_key_unique_per_user",
             )
         ]
-        indexes = [models.Index(fields=["user", "created_at"], name="generation_user_day")]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="generation_user_day"),
+            # The sweep's look at unfinished jobs stays small however many generations there are.
+            models.Index(fields=["created_at"], name="generation_unfinished",
+                         condition=models.Q(status__in=["pending", "running"])),
+        ]
 
     def __str__(self) -> str:
         return f"Generation {self.pk} ({self.status})"

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 
 from core.cache.api import Payload, fetch, fetch_data
 
-from .cache import GENERATION_SETTINGS
+from .cache import GENERATION_SETTINGS, GENERATION_STATUS
 from .models import Generation, GenerationSettings
 
 
@@ -25,3 +25,9 @@ def generation_settings_data() -> dict:
 
 def generation_list(*, user_id: int) -> QuerySet[Generation]:
     return Generation.objects.filter(user_id=user_id).select_related("character").order_by("-id")
+
+
+def generation_status_cached(*, user_id: int, generation_id: int, readahead: dict | None = None) -> Payload:
+    """``generation:status:{user_id}:{generation_id}``; raises Generation.DoesNotExist for another
+    user's generation as for a missing one."""
+    return fetch(GENERATION_STATUS, readahead=readahead, user_id=user_id, generation_id=generation_id)

@@ -1,4 +1,5 @@
-"""Generations: check the plan, charge atomically, record, render, refund on backend failure."""
+"""Generations: check the plan, charge atomically, record, hand the rendering to a worker
+(generation/jobs.py), refund on failure."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ import logging
 from datetime import timedelta
 
 import orjson
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
 from accounts.cache import coins_set_to, coins_target
@@ -21,31 +20,17 @@ from characters.selectors import character_get_active, character_id_if_active
 from core.cache.api import amend_after_commit
 from core.clock import day_start
 from core.http.exceptions import Conflict, PlanForbids
-from core.http.formatting import iso_utc
 from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_count, usage_release
 
+from .cache import generation_payload, invalidate_generation_status
 from .models import Generation, GenerationSettings
+from .queue import generation_enqueue
 from .selectors import generation_settings_data
 
 logger = logging.getLogger(__name__)
 
-
-def generation_payload(gen: Generation) -> dict:
-    return {
-        "id": gen.id,
-        "status": gen.status,
-        "prompt": gen.prompt,
-        "character": gen.character.name if gen.character_id else None,
-        "parameters": gen.parameters,
-        "cost": gen.cost,
-        "result": gen.result,
-        "created_at": iso_utc(gen.created_at),
-    }
-
-
-def _backend():
-    return import_string(settings.GENERATION_BACKEND)()
+UNFINISHED = (Generation.Status.PENDING, Generation.Status.RUNNING)
 
 
 def _replay(user_id: int, idempotency_key: str, fingerprint: str) -> dict | None:
@@ -72,9 +57,10 @@ def generation_create(
     generation and charges nothing, whatever changed since (settings, plan); the same key with
     other parameters is a 409.
 
-    The charge commits first (a pending generation, its coins and its daily use); the image
-    backend runs after, outside any transaction, so a slow provider holds no lock; then the
-    generation completes, or fails and gives the coins and the daily use back.
+    The charge commits first (a pending generation, its coins and its daily use); once it has
+    committed, the job is queued (generation/jobs.py): a worker renders it, then the generation
+    completes, or fails and gives the coins and the daily use back. The pending row is the job's
+    durable record: a message the queue loses is sent again by the sweep.
     """
     request = {"prompt": prompt, "character": character, "size": size, "steps": steps, "guidance": guidance,
                "seed": seed}
@@ -117,7 +103,7 @@ def generation_create(
         if idempotency_key is None or (first := _replay(user_id, idempotency_key, fingerprint)) is None:
             raise
         return first, False
-    _generation_render(gen)
+    transaction.on_commit(lambda: generation_enqueue(generation_id=gen.pk), robust=True)
     return generation_payload(gen), True
 
 
@@ -166,28 +152,11 @@ def _generation_insert(gen: Generation) -> Generation:
     return gen
 
 
-def _generation_render(gen: Generation) -> None:
-    """Call the image backend (no transaction open), then record the outcome."""
-    try:
-        result = _backend().generate(prompt=gen.prompt, parameters=gen.parameters)
-    except Exception:  # the provider failed: the user keeps their coins and their daily use
-        logger.warning("image backend failed for generation %s", gen.id, exc_info=True)
-        generation_fail(generation=gen, reason="The image backend failed.")
-        return
-    # Only a generation still pending completes: if generations_fail_stale gave up on it while the
-    # backend ran (and gave the coins back), it stays failed rather than becoming a free image.
-    completed = Generation.objects.filter(pk=gen.pk, status=Generation.Status.PENDING).update(
-        status=Generation.Status.COMPLETED, result=result)
-    if completed:
-        gen.result, gen.status = result, Generation.Status.COMPLETED
-    else:
-        gen.refresh_from_db(fields=["status", "result"])
-
-
 def generation_fail(*, generation: Generation, reason: str) -> None:
-    """Mark a pending generation failed and give back what it took (coins, daily use), once."""
+    """Mark an unfinished generation failed and give back what it took (coins, daily use), once:
+    the conditional update lets one caller through (a worker's last try, the stale rule)."""
     with transaction.atomic():
-        failed = Generation.objects.filter(pk=generation.pk, status=Generation.Status.PENDING).update(
+        failed = Generation.objects.filter(pk=generation.pk, status__in=UNFINISHED).update(
             status=Generation.Status.FAILED, result={"error": reason})
         # The daily use first, then the coins: the order a charge takes their rows in.
         if failed:
@@ -195,13 +164,15 @@ def generation_fail(*, generation: Generation, reason: str) -> None:
         if failed and generation.cost:
             coins_apply(user_id=generation.user_id, amount=generation.cost, reason=CoinLedgerEntry.Reason.REFUND,
                         reference=f"generation:{generation.pk}")
+        if failed:
+            invalidate_generation_status(user_id=generation.user_id, generation_id=generation.pk)
     generation.status, generation.result = Generation.Status.FAILED, {"error": reason}
 
 
 def generations_fail_stale(*, older_than: timedelta) -> int:
-    """Pending generations whose worker died between the charge and the result: fail and
-    refund them (run periodically, like subscriptions_renew)."""
-    stale = Generation.objects.filter(status=Generation.Status.PENDING, created_at__lt=timezone.now() - older_than)
+    """Generations given up on (no worker finished them in time): fail and refund them (the
+    sweep runs it periodically, generation/tasks.py). A worker's late result then changes nothing."""
+    stale = Generation.objects.filter(status__in=UNFINISHED, created_at__lt=timezone.now() - older_than)
     count = 0
     for gen in stale.only("id", "user_id", "cost", "created_at", "status"):
         generation_fail(generation=gen, reason="The generation did not finish.")

@@ -101,7 +101,7 @@ def test_fifty_concurrent_spends_against_thirty_coins(rich_plan_user, client_for
         return response.status_code
 
     statuses = run_concurrently(50, spend)
-    assert Counter(statuses) == {201: 30, 402: 20}, statuses
+    assert Counter(statuses) == {202: 30, 402: 20}, statuses
     assert balance(user.id) == 0
     assert ledger_sum(user.id) == 0
     assert CoinLedgerEntry.objects.filter(user=user, reason="spend").count() == 30
@@ -124,7 +124,7 @@ def test_fifty_concurrent_requests_with_one_idempotency_key_charge_once(rich_pla
         return response.status_code, response.json()["id"]
 
     results = run_concurrently(50, request)
-    assert {status for status, _ in results} == {201}, results
+    assert {status for status, _ in results} == {202}, results
     assert len({gen_id for _, gen_id in results}) == 1
     assert Generation.objects.filter(user=user).count() == 1
     assert CoinLedgerEntry.objects.filter(user=user, reason="spend").count() == 1

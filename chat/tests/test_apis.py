@@ -17,13 +17,25 @@ def history(client, character="luna", session="s1", **query):
     return client.get(URL.format(character=character, session=session), query)
 
 
-def test_post_returns_message_and_reply(alice, user, characters):
+def exchange(client, content, character="luna", session="s1") -> dict:
+    """Send, then read the reply from the history, as a client polls for it (the suite runs the
+    reply's job in-process, so it is there at once)."""
+    body = send(client, content, character, session).json()
+    assert body["reply"] is None
+    page = history(client, character, session).json()["messages"]
+    body["reply"] = next(m for m in page if m["seq"] == body["reply_seq"])
+    return body
+
+
+def test_post_returns_the_message_and_the_reply_follows(alice, user, characters):
     response = send(alice, "Hello there, what do you see tonight?")
-    assert response.status_code == 201, response.content
+    assert response.status_code == 202, response.content
     body = response.json()
     assert body["session"] == "s1"
     assert body["message"]["seq"] == 1 and body["message"]["role"] == "user"
     assert body["message"]["content"] == "Hello there, what do you see tonight?"
+    assert body["reply"] is None and body["reply_seq"] == 2
+    body["reply"] = history(alice).json()["messages"][-1]
     assert body["reply"]["seq"] == 2 and body["reply"]["role"] == "assistant"
     reply = body["reply"]["content"]
     assert reply.startswith("Luna: Good evening.")  # in the character's voice, greeting first
@@ -32,12 +44,12 @@ def test_post_returns_message_and_reply(alice, user, characters):
 
 
 def test_reply_is_deterministic(alice, user, make_user, client_for, characters):
-    first = send(alice, "same words", session="a").json()["reply"]["content"]
-    second = send(alice, "same words", session="b").json()["reply"]["content"]
-    other_user = send(client_for(make_user("bob@example.com")), "same words", session="a").json()
+    first = exchange(alice, "same words", session="a")["reply"]["content"]
+    second = exchange(alice, "same words", session="b")["reply"]["content"]
+    other_user = exchange(client_for(make_user("bob@example.com")), "same words", session="a")
     assert first == second == other_user["reply"]["content"]
     # A different character answers in its own voice.
-    assert send(alice, "same words", character="rex", session="a").json()["reply"]["content"].startswith("Rex:")
+    assert exchange(alice, "same words", character="rex", session="a")["reply"]["content"].startswith("Rex:")
 
 
 def test_content_is_trimmed_and_stored(alice, user, characters):
@@ -47,7 +59,7 @@ def test_content_is_trimmed_and_stored(alice, user, characters):
 
 def test_history_is_in_strict_order(alice, user, characters):
     for i in range(5):
-        assert send(alice, f"message {i}").status_code == 201
+        assert send(alice, f"message {i}").status_code == 202
     body = history(alice).json()
     assert [m["seq"] for m in body["messages"]] == list(range(1, 11))
     assert [m["role"] for m in body["messages"]] == ["user", "assistant"] * 5
@@ -132,14 +144,14 @@ def test_premium_character_needs_premium_plan(alice, user, make_user, client_for
     assert response.json()["code"] == "premium_required"
     assert not ChatSession.objects.exists()
     pro = client_for(make_user("pro@example.com", plan="pro"))
-    assert send(pro, "hi", character="nyx").status_code == 201
+    assert send(pro, "hi", character="nyx").status_code == 202
 
 
 def test_daily_message_limit_is_403(alice, user, characters, plans):
     plans["free"].daily_message_limit = 3
     plans["free"].save()  # the plan edit reaches cached subscriptions
     for i in range(3):
-        assert send(alice, f"m{i}").status_code == 201
+        assert send(alice, f"m{i}").status_code == 202
     response = send(alice, "one too many")
     assert response.status_code == 403
     assert response.json()["code"] == "daily_message_limit"
@@ -157,7 +169,7 @@ def test_bad_content_is_400_and_writes_nothing(alice, user, characters, payload)
 
 
 def test_longest_allowed_message_is_accepted(alice, user, characters):
-    assert send(alice, "x" * 4000).status_code == 201
+    assert send(alice, "x" * 4000).status_code == 202
 
 
 def test_bad_session_id_is_404(alice, user, characters):
@@ -198,7 +210,7 @@ def test_concurrent_messages_keep_a_strict_order(make_user, client_for, characte
 
     user = make_user("chatty@example.com", plan="plus")
     statuses = run_concurrently(10, lambda i: send(client_for(user), f"message {i}").status_code)
-    assert statuses == [201] * 10
+    assert statuses == [202] * 10
     seqs = list(ChatMessage.objects.filter(session__user=user).order_by("seq").values_list("seq", "role"))
     assert seqs == [(n, "user" if n % 2 else "assistant") for n in range(1, 21)]
     assert ChatSession.objects.get(user=user).last_seq == 20
@@ -207,6 +219,6 @@ def test_concurrent_messages_keep_a_strict_order(make_user, client_for, characte
 def test_the_recent_page_without_a_query_builds_no_query_serializer(alice, characters, monkeypatch):
     from chat.apis import ChatMessagesApi
 
-    assert send(alice, "hi").status_code == 201
+    assert send(alice, "hi").status_code == 202
     monkeypatch.setattr(ChatMessagesApi, "QuerySerializer", None)  # building it would fail
     assert [m["seq"] for m in history(alice).json()["messages"]] == [1, 2]

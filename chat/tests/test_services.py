@@ -1,7 +1,7 @@
-"""chat_message_send: the responder runs after the user's message commits, outside any
+"""chat_message_send: the responder runs in a job after the user's message commits, outside any
 transaction and holding no lock; a failing responder still leaves an ordered, answered chat.
 The message is one transaction (the daily use, the character's row for its persona, the
-session's counter, the message and the responder's context), then the reply, whether or not the
+session's counter and the message), then the reply's job, whether or not the
 user's subscription is cached. The character's existence and premium flag come from its shared
 key (``character:{name}``); with ``subscription:user`` cold, the write reads the plan's row."""
 
@@ -38,8 +38,8 @@ def test_the_responder_runs_outside_the_transaction(user, alice, characters, set
     settings.CHAT_RESPONDER = "chat.tests.test_services.ObservingResponder"
     ObservingResponder.seen = []
     url = "/api/chat/luna/sessions/s1/messages"
-    assert alice.post(url, {"content": f"user:{user.id}:one"}, format="json").status_code == 201
-    assert alice.post(url, {"content": f"user:{user.id}:two"}, format="json").status_code == 201
+    assert alice.post(url, {"content": f"user:{user.id}:one"}, format="json").status_code == 202
+    assert alice.post(url, {"content": f"user:{user.id}:two"}, format="json").status_code == 202
     assert ObservingResponder.seen == [
         {"in_transaction": False, "row_lock_free": True, "message_stored": True, "history": []},
         {"in_transaction": False, "row_lock_free": True, "message_stored": True,
@@ -53,8 +53,7 @@ def test_a_failing_responder_keeps_the_message_and_the_order(alice, characters, 
     settings.CHAT_RESPONDER = "chat.tests.test_services.BrokenResponder"
     url = "/api/chat/luna/sessions/s1/messages"
     response = alice.post(url, {"content": "hello?"}, format="json")
-    assert response.status_code == 201
-    assert response.json()["reply"]["content"] == NO_REPLY
+    assert response.status_code == 202
     history = alice.get(url).json()["messages"]
     assert [(m["seq"], m["role"], m["content"]) for m in history] == [(1, "user", "hello?"), (2, "assistant", NO_REPLY)]
     assert alice.get("/api/subscription/stats").json()["messages"]["used_today"] == 1
@@ -63,14 +62,24 @@ def test_a_failing_responder_keeps_the_message_and_the_order(alice, characters, 
 URL = "/api/chat/luna/sessions/s1/messages"
 
 
-def test_a_chat_post_takes_the_next_two_seqs_and_counts_one_use(alice, user, characters):
+def reply_queued(queued) -> None:
+    from chat.jobs import chat_reply
+
+    for job in queued("chat"):
+        assert chat_reply(**job, last_try=True) == "replied"
+
+
+def test_a_chat_post_takes_the_next_two_seqs_and_counts_one_use(alice, user, characters, no_worker):
     for url in ("/api/me", "/api/subscription"):
         assert alice.get(url).status_code == 200
-    assert alice.post(URL, {"content": "first"}, format="json").status_code == 201
+    assert alice.post(URL, {"content": "first"}, format="json").status_code == 202
     response = alice.post(URL, {"content": "second"}, format="json")
-    assert response.status_code == 201, response.content
+    assert response.status_code == 202, response.content
     body = response.json()
-    assert (body["message"]["seq"], body["reply"]["seq"]) == (3, 4)
+    assert (body["message"]["seq"], body["reply_seq"]) == (3, 4)
+    [job] = no_worker("chat")[1:]
+    assert job["reply_seq"] == 4
+    reply_queued(lambda queue: [job])
     assert list(ChatMessage.objects.order_by("seq").values_list("seq", "content"))[:3] == [
         (1, "first"), (2, ChatMessage.objects.get(seq=2).content), (3, "second")]
     assert DailyUsage.objects.get(user=user).messages == 2
@@ -86,8 +95,9 @@ def test_a_chat_post_with_the_subscription_cold_checks_the_plan_row(alice, user,
         response = alice.post(URL, {"content": "hello"}, format="json")
     assert any("subscriptions_subscription" in statement for statement in run), run
     assert not redis_raw.exists(f"subscription:user:{user.id}")  # a write does not fill it
-    assert response.status_code == 201, response.content
-    assert response.json()["reply"]["content"].startswith("Luna: Good evening.")  # the persona was read
+    assert response.status_code == 202, response.content
+    # The reply's job ran as the message committed (jobs run in-process in the suite).
+    assert alice.get(URL).json()["messages"][-1]["content"].startswith("Luna: Good evening.")  # the persona was read
     assert DailyUsage.objects.get(user=user).messages == 1
     assert alice.get("/api/subscription/stats").json()["messages"]["used_today"] == 1
 

@@ -338,6 +338,87 @@ CHAT_RESPONDER = env("CHAT_RESPONDER", default="chat.responders.PersonaResponder
 CHAT_MAX_MESSAGE_LENGTH = env.int("CHAT_MAX_MESSAGE_LENGTH", default=4000)
 SUBSCRIPTION_PERIOD_DAYS = env.int("SUBSCRIPTION_PERIOD_DAYS", default=30)
 
+# --- Jobs (Celery) ---------------------------------------------------------------------------
+# Generations and chat replies run on Celery workers, never in a web worker. The broker is Redis
+# (REDIS_URL unless CELERY_BROKER_URL names another, e.g. a noeviction Redis of its own), its keys
+# under <namespace>celery: so they never mix with the cache's. The database row is each job's
+# durable record (a pending generation, a chat message waiting for its reply): a message lost by
+# the broker is re-sent by the sweep, so nothing acknowledged depends on Redis keeping it.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or REDIS_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": f"{CACHE_NAMESPACE}celery:",
+    # A message taken by a worker that died (kill -9, a lost host) is delivered again after this
+    # many seconds; longer than any job may run (the provider's timeout times its tries).
+    "visibility_timeout": env.int("JOB_VISIBILITY_TIMEOUT", default=900),
+    # How often a worker looks for such messages (kombu's default scans every 100 s).
+    "unacked_restore_interval": env.int("JOB_RESTORE_EVERY", default=10),
+    "unacked_restore_throttle": 1,
+    # A request that queues a job must not hang on a stalled broker (the sweep re-sends what failed).
+    "socket_timeout": env.float("JOB_BROKER_TIMEOUT", default=2.0),
+    "socket_connect_timeout": env.float("JOB_BROKER_TIMEOUT", default=2.0),
+}
+if env("CELERY_BROKER_SENTINEL_MASTER", default=""):  # CELERY_BROKER_URL=sentinel://host:26379;sentinel://...
+    CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = env("CELERY_BROKER_SENTINEL_MASTER")
+# Publishing: a couple of quick tries, then give up (the row stays pending; the sweep re-sends it).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True  # the database holds every outcome; no result backend
+CELERY_TASK_ACKS_LATE = True  # acknowledged when done: a worker killed mid-job leaves it to another
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # a slow job does not hold others hostage in one worker
+CELERY_TASK_SERIALIZER = CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # LOGGING below stays in charge
+CELERY_WORKER_SEND_TASK_EVENTS = False
+# Image jobs (5-60 s each) and chat replies (1-20 s) wait in queues of their own, so a burst of
+# one never delays the other; a worker takes all three unless told (-Q) otherwise.
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"generation.tasks.render": {"queue": "generations"}, "chat.tasks.reply": {"queue": "chat"}}
+JOB_QUEUES = ("generations", "chat", "default")
+# Tests run jobs in-process (test settings) except the ones that start a real worker.
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# False: an eager retry runs the next try (core.jobs.enqueue raises what the last one raised).
+CELERY_TASK_EAGER_PROPAGATES = False
+# Provider errors are retried this many times, after 2, 4, 8 ... seconds (at most JOB_RETRY_MAX_DELAY).
+JOB_MAX_RETRIES = env.int("JOB_MAX_RETRIES", default=3)
+JOB_RETRY_DELAY = env.float("JOB_RETRY_DELAY", default=2.0)
+JOB_RETRY_MAX_DELAY = env.float("JOB_RETRY_MAX_DELAY", default=60.0)
+# A generation a worker took and has not finished in this many seconds is given to another (its
+# worker is presumed dead); a pending one not taken in GENERATION_REQUEUE_AFTER is sent again.
+GENERATION_JOB_LEASE = env.int("GENERATION_JOB_LEASE", default=600)
+GENERATION_REQUEUE_AFTER = env.int("GENERATION_REQUEUE_AFTER", default=120)
+# Given up on after this many minutes: failed, coins and daily use given back (generations_fail_stale).
+GENERATION_STALE_MINUTES = env.int("GENERATION_STALE_MINUTES", default=30)
+# Chat replies: a user message still without its reply after CHAT_REPLY_REQUEUE_AFTER seconds is
+# sent again; after CHAT_REPLY_GIVE_UP_AFTER it gets the placeholder answer.
+CHAT_REPLY_REQUEUE_AFTER = env.int("CHAT_REPLY_REQUEUE_AFTER", default=120)
+CHAT_REPLY_GIVE_UP_AFTER = env.int("CHAT_REPLY_GIVE_UP_AFTER", default=1800)
+# Periodic work, run by `celery beat` (one per deployment).
+CELERY_BEAT_SCHEDULE = {
+    "subscriptions-renew": {"task": "payments.tasks.renewals", "schedule": env.float("RENEWALS_EVERY", default=600)},
+    "jobs-sweep": {"task": "generation.tasks.sweep", "schedule": env.float("JOBS_SWEEP_EVERY", default=30)},
+    "chat-replies-sweep": {"task": "chat.tasks.sweep", "schedule": env.float("JOBS_SWEEP_EVERY", default=30)},
+    "cache-warm-active": {"task": "core.jobs.tasks.cache_warm_active",
+                          "schedule": env.float("CACHE_WARM_EVERY", default=300)},
+}
+# The warm-up follows activity: per-user keys of users active in the last CACHE_WARM_ACTIVE_DAYS days.
+CACHE_WARM_ACTIVE_DAYS = env.int("CACHE_WARM_ACTIVE_DAYS", default=1)
+CELERY_BEAT_SCHEDULE_FILENAME = env("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
+
+# --- Model providers (OpenAI-compatible: OpenAI, vLLM, Ollama, LM Studio ...) ------------------
+# GENERATION_BACKEND=generation.backends.OpenAIImageBackend and
+# CHAT_RESPONDER=chat.responders.OpenAIResponder use them; the SDK reads OPENAI_BASE_URL and
+# OPENAI_API_KEY itself (unset base URL: api.openai.com).
+OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="") or None
+OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+OPENAI_CHAT_MODEL = env("OPENAI_CHAT_MODEL", default="gpt-4o-mini")
+OPENAI_IMAGE_MODEL = env("OPENAI_IMAGE_MODEL", default="gpt-image-1")
+OPENAI_CHAT_TIMEOUT = env.float("OPENAI_CHAT_TIMEOUT", default=60.0)
+OPENAI_IMAGE_TIMEOUT = env.float("OPENAI_IMAGE_TIMEOUT", default=180.0)
+OPENAI_CHAT_MAX_TOKENS = env.int("OPENAI_CHAT_MAX_TOKENS", default=512)
+# Messages of the cached history sent as context (newest last).
+OPENAI_CHAT_CONTEXT_MESSAGES = env.int("OPENAI_CHAT_CONTEXT_MESSAGES", default=20)
+
 # --- Payments (payments/providers) -----------------------------------------------------------
 # offline: a local checkout that confirms or declines (make run, tests, bench); stripe: real money.
 PAYMENT_PROVIDER = env("PAYMENT_PROVIDER", default="offline")

@@ -29,3 +29,6 @@ REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
 # The pending-invalidation watcher (a thread with a database connection of its own) runs only in the
 # tests that start it; a gunicorn a test starts turns it on through the environment.
 CACHE_PENDING_WATCH = env.bool("CACHE_PENDING_WATCH", default=False)
+# Jobs run in-process at enqueue (on commit) unless a test starts a real worker (tests/jobs.py).
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=True)
+JOB_RETRY_DELAY = env.float("JOB_RETRY_DELAY", default=0.2)

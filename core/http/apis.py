@@ -18,6 +18,7 @@ from core.cache.client import redis_client
 from core.cache.cluster import probe_nodes
 from core.cache.health import HEALTH
 from core.cache.topology import TOPOLOGY
+from core.jobs import queue_depths
 
 
 def _probe(check) -> dict:
@@ -110,7 +111,7 @@ def metrics_view(request):
     )
     if not authorised:
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
-    return HttpResponse(generate_latest(metrics.registry()), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(metrics.registry(metrics.QueueDepthCollector(queue_depths))), content_type=CONTENT_TYPE_LATEST)
 
 
 @cache_control(max_age=86400, public=True)

@@ -176,12 +176,12 @@ def test_chat_posts_keep_history_and_stats_cached_and_equal_to_the_database(user
     url = "/api/chat/luna/sessions/s1/messages"
     parts = {"user_id": user.id, "character": "luna", "session": "s1"}
     history_key, stats_key = CHAT_HISTORY.key(**parts), f"subscription:stats:{user.id}"
-    assert alice.post(url, {"content": "first"}, format="json").status_code == 201  # creates the session
+    assert alice.post(url, {"content": "first"}, format="json").status_code == 202  # creates the session
     before = amended_count("chat:history")
     for n in range(4):
         assert alice.get(url).status_code == 200
         assert alice.get("/api/subscription/stats").status_code == 200
-        assert alice.post(url, {"content": f"message {n}"}, format="json").status_code == 201
+        assert alice.post(url, {"content": f"message {n}"}, format="json").status_code == 202
         assert cached(redis_raw, history_key) == CHAT_HISTORY.load(**parts)
         assert cached(redis_raw, stats_key) == SUBSCRIPTION_STATS.load(user_id=user.id)
     assert cached(redis_raw, history_key)["has_more"] is True
@@ -192,7 +192,7 @@ def test_a_generation_keeps_coins_and_stats_cached_and_equal_to_the_database(use
     alice.get("/api/me/coins")
     alice.get("/api/subscription/stats")
     response = alice.post("/api/generations", {"prompt": "a lighthouse"}, format="json")
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
     assert cached(redis_raw, f"user:coins:{user.id}") == USER_COINS.load(user_id=user.id)
     assert cached(redis_raw, f"user:coins:{user.id}")["balance"] < 30
     stats = cached(redis_raw, f"subscription:stats:{user.id}")
@@ -205,5 +205,5 @@ def test_cached_stats_of_another_day_are_deleted_not_amended(user, alice, redis_
     key = f"subscription:stats:{user.id}"
     stale = cached(redis_raw, key) | {"day": "2000-01-01"}
     redis_raw.set(key, Payload.of(stale).pack())
-    assert alice.post("/api/generations", {"prompt": "a lighthouse"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a lighthouse"}, format="json").status_code == 202
     assert redis_raw.get(key) is None

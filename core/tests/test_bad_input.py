@@ -288,5 +288,5 @@ def test_unicode_and_control_characters_are_handled(alice, state):
     assert row_counts() == state
     response = alice.post("/api/chat/luna/sessions/s1/messages", {"content": "héllo wörld \U0001f600"},
                           format="json")
-    assert response.status_code == 201
+    assert response.status_code == 202
     assert response.json()["message"]["content"] == "héllo wörld \U0001f600"

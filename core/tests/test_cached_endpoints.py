@@ -48,7 +48,7 @@ def _seconds_to_midnight() -> float:
 @pytest.fixture
 def world(user, alice, characters, redis_server):
     """alice with a chat session 's1' with luna (two messages), then an empty cache."""
-    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hello"}, format="json").status_code == 201
+    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hello"}, format="json").status_code == 202
     redis_server.wipe()
     return SimpleNamespace(user=user, client=alice)
 
@@ -154,7 +154,7 @@ def test_chat_history_holds_only_the_most_recent_messages(user, alice, character
     settings.CHAT_HISTORY_CACHED_MESSAGES = 5
     url = "/api/chat/luna/sessions/s1/messages"
     for i in range(4):  # 8 messages: seq 1..8
-        assert alice.post(url, {"content": f"m{i}"}, format="json").status_code == 201
+        assert alice.post(url, {"content": f"m{i}"}, format="json").status_code == 202
 
     body = alice.get(url).json()
     cached = json.loads(redis_raw.get(f"chat:history:{user.id}:luna:s1"))["data"]

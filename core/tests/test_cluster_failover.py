@@ -58,7 +58,7 @@ def test_a_delete_confirmed_by_the_replica_is_done(replicated, alice, user):
     key = f"user:coins:{{{user.id}}}"
     assert balance(alice) == 30
     replica = replicated.replica_of(replicated.primary_for(key))
-    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
     assert not PendingInvalidation.objects.exists()
     assert raw_get(replica, key) is None
     assert balance(alice) == 29
@@ -86,7 +86,7 @@ def test_a_delete_the_dying_primary_never_replicated_is_replayed_on_its_promoted
     replica.pause()
     primary.client().client_kill_filter(_type="replica")
     try:
-        assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+        assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
         assert raw_get(primary, key) is None  # the primary acknowledged the delete...
         assert PendingInvalidation.objects.filter(key=key).exists()  # ...but nobody confirmed it
         primary.stop()  # kill -9 before it could replicate it
@@ -114,7 +114,7 @@ def test_a_killed_primary_rejoins_as_a_replica_and_the_cache_works_again(replica
     replicated.wait_ok()
     assert replicated.primary_for(key) is replica
     # Alone, the new primary cannot confirm deletes: they stay pending, reads come from PostgreSQL.
-    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
     assert balance(alice) == 29
 
     primary.start()  # same port and directory: its nodes.conf makes it rejoin
@@ -123,7 +123,7 @@ def test_a_killed_primary_rejoins_as_a_replica_and_the_cache_works_again(replica
     assert primary.client().info("replication")["role"] == "slave"
     assert replicated.replica_of(replica) is primary
 
-    assert alice.post("/api/generations", {"prompt": "an owl"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "an owl"}, format="json").status_code == 202
     until(lambda: balance(alice) == 28 and not PendingInvalidation.objects.exists(),
           "the pending deletes were never confirmed once a replica was back")
     assert raw_get(primary, key) is not None or balance(alice) == 28  # filled again, and replicated

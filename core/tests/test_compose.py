@@ -74,6 +74,23 @@ def test_db_and_web_services(compose):
     assert web["depends_on"] == {"redis": {"condition": "service_healthy"}, "db": {"condition": "service_healthy"}}
 
 
+def test_job_worker_and_scheduler_run_with_the_apps_settings_and_healthchecks(compose):
+    web, worker, beat = (compose["services"][name] for name in ("web", "worker", "beat"))
+    for service in (worker, beat):
+        assert service["build"] == "."
+        for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"):
+            assert service["environment"][name] == web["environment"][name], name
+        assert service["depends_on"] == {"web": {"condition": "service_healthy"}}  # migrated first
+        assert service["healthcheck"]["test"][0] == "CMD-SHELL"
+    assert worker["command"][:4] == ["celery", "-A", "config", "worker"]
+    assert worker["command"][worker["command"].index("-Q") + 1] == "generations,chat,default"
+    assert "inspect ping" in worker["healthcheck"]["test"][1]
+    assert beat["command"][:4] == ["celery", "-A", "config", "beat"]
+    assert "celerybeat-schedule" in beat["healthcheck"]["test"][1]
+    assert beat["environment"]["CELERY_BEAT_SCHEDULE_FILENAME"].startswith("/tmp/")
+    assert "deploy" not in beat or beat["deploy"].get("replicas", 1) == 1  # one scheduler
+
+
 def _default(value: str) -> str:
     """The default of a compose ``${VAR:-default}`` value."""
     assert value.startswith("${") and ":-" in value, value

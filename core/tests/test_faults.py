@@ -55,9 +55,9 @@ def test_redis_down_every_endpoint_answers_from_the_database(faulty, alice, char
         response = alice.get(url)
         assert response.status_code == 200, (url, response.content)
     generation = alice.post("/api/generations", {"prompt": "a fox"}, format="json")
-    assert generation.status_code == 201
+    assert generation.status_code == 202
     chat = alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json")
-    assert chat.status_code == 201
+    assert chat.status_code == 202
     assert alice.get("/api/me/coins").json() == {"balance": 29}
     assert [m["seq"] for m in alice.get("/api/chat/luna/sessions/s1/messages").json()["messages"]] == [1, 2]
     assert alice.get("/api/subscription/stats").json()["generations"]["used_today"] == 1
@@ -120,7 +120,7 @@ def test_invalidation_lost_while_down_is_applied_after_an_aof_restart(faulty, al
     assert faulty.client().exists(key)
 
     faulty.stop()  # SIGKILL: the AOF still holds the cached balance
-    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
     assert PendingInvalidation.objects.filter(key=key).exists()
 
     faulty.start()  # same dir: the old value comes back from the AOF, TTL and all
@@ -140,7 +140,7 @@ def test_an_idle_worker_applies_lost_invalidations_in_the_background(faulty, ali
     key = f"user:coins:{user.id}"
     alice.get("/api/me/coins")
     faulty.stop()
-    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
     time.sleep(0.5)  # retries meanwhile fail against the dead server and back off
     faulty.start()
     deadline = time.monotonic() + 5
@@ -197,7 +197,7 @@ def test_misconf_read_only_redis_never_serves_a_value_it_could_not_invalidate(fa
     with pytest.raises(redis.ResponseError, match="MISCONF"):
         faulty.client().set("probe", "1")
 
-    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
     assert PendingInvalidation.objects.filter(key=key).exists()
     assert b'"balance":30' in faulty.client().get(key)  # the delete did not happen
 

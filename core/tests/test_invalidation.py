@@ -86,7 +86,7 @@ def test_generation_amends_coins_and_stats(user, alice, redis_raw):
     assert alice.get("/api/subscription/stats").json()["generations"]["used_today"] == 0
     assert redis_raw.exists(f"user:coins:{user.id}", f"subscription:stats:{user.id}") == 2
 
-    assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 202
 
     assert cached(redis_raw, f"user:coins:{user.id}") == {"balance": 29}
     assert cached(redis_raw, f"subscription:stats:{user.id}")["generations"]["used_today"] == 1
@@ -190,14 +190,14 @@ def test_admin_plan_edit_invalidates_every_subscriber(user, alice, make_user, cl
 
 def test_message_amends_history_and_stats(user, alice, characters, redis_raw):
     url = "/api/chat/luna/sessions/s1/messages"
-    assert alice.post(url, {"content": "first"}, format="json").status_code == 201
+    assert alice.post(url, {"content": "first"}, format="json").status_code == 202
     assert [m["content"] for m in alice.get(url).json()["messages"]][0] == "first"
     assert alice.get("/api/subscription/stats").json()["messages"]["used_today"] == 1
     other = "/api/chat/luna/sessions/s2/messages"
-    assert alice.post(other, {"content": "elsewhere"}, format="json").status_code == 201
+    assert alice.post(other, {"content": "elsewhere"}, format="json").status_code == 202
     assert alice.get(other).status_code == 200
 
-    assert alice.post(url, {"content": "second"}, format="json").status_code == 201
+    assert alice.post(url, {"content": "second"}, format="json").status_code == 202
 
     history = cached(redis_raw, f"chat:history:{user.id}:luna:s1")  # amended, not deleted
     assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["first", "second"]
@@ -259,7 +259,7 @@ def test_admin_rename_invalidates_old_and_new_name(alice, characters, admin_web,
 
 def test_rename_drops_the_old_names_chat_histories(user, alice, characters, admin_web, redis_raw):
     url = "/api/chat/luna/sessions/s1/messages"
-    assert alice.post(url, {"content": "hi"}, format="json").status_code == 201
+    assert alice.post(url, {"content": "hi"}, format="json").status_code == 202
     assert alice.get(url).status_code == 200
     assert redis_raw.exists(f"chat:history:{user.id}:luna:s1")
 
@@ -514,7 +514,7 @@ URLS = ["/api/me", "/api/me/coins", "/api/subscription", "/api/subscription/stat
 
 @pytest.mark.parametrize("write", ROLLBACKS)
 def test_a_rolled_back_write_does_not_invalidate(write, user, alice, characters, redis_raw):
-    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 201
+    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 202
     before = {url: alice.get(url).content for url in URLS}
     do, keys = ROLLBACKS[write]
     keys = [k.format(uid=user.id) for k in keys]

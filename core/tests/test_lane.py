@@ -34,7 +34,7 @@ SHARED_URLS = ["/api/characters", "/api/characters/luna", "/api/generation/setti
 @pytest.fixture
 def world(user, alice, characters, redis_server):
     """alice with a chat session 's1' with luna, then an empty cache."""
-    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hello"}, format="json").status_code == 201
+    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hello"}, format="json").status_code == 202
     redis_server.wipe()
     return SimpleNamespace(user=user, client=alice)
 

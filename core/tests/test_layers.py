@@ -106,10 +106,11 @@ def test_no_product_module_imports_test_code():
 
 
 def test_core_shows_its_parts():
-    """core is the cache engine (core/cache), the HTTP/API plumbing (core/http) and the Django app
-    around them; test support is not in it."""
+    """core is the cache engine (core/cache), the HTTP/API plumbing (core/http), the job plumbing
+    (core/jobs: queueing, retries, the model providers' client) and the Django app around them;
+    test support is not in it."""
     core = ROOT / "core"
-    assert (core / "cache" / "__init__.py").is_file() and (core / "http" / "__init__.py").is_file()
+    assert all((core / part / "__init__.py").is_file() for part in ("cache", "http", "jobs"))
     modules = {path.name for path in core.glob("*.py")}
     assert modules == {"__init__.py", "apps.py", "models.py", "admin.py", "metrics.py", "clock.py"}
     assert (ROOT / "tests" / "support" / "__init__.py").is_file()

@@ -22,6 +22,7 @@ CONTRACT = {
     "characters:list": ("characters:list", "CACHE_TTL_CHARACTERS_LIST", 1800),
     "character": ("character:{name}", "CACHE_TTL_CHARACTER", 1800),
     "generation:settings": ("generation:settings", "CACHE_TTL_GENERATION_SETTINGS", 3600),
+    "generation:status": ("generation:status:{user_id}:{generation_id}", "CACHE_TTL_GENERATION_STATUS", 300),
     "chat:history": ("chat:history:{user_id}:{character}:{session}", "CACHE_TTL_CHAT_HISTORY", 600),
 }
 
@@ -33,6 +34,7 @@ SAMPLE_PARTS = {
     "characters:list": {},
     "character": {"name": "luna"},
     "generation:settings": {},
+    "generation:status": {"user_id": 7, "generation_id": 42},
     "chat:history": {"user_id": 7, "character": "luna", "session": "s1"},
 }
 
@@ -171,6 +173,7 @@ CLUSTER_FORMS = {
     "characters:list": "{characters:list}",
     "character": "character:{{name}}",
     "generation:settings": "{generation:settings}",
+    "generation:status": "generation:status:{{user_id}}:{generation_id}",
     "chat:history": "chat:history:{{user_id}}:{character}:{session}",
 }
 

@@ -54,7 +54,7 @@ def test_an_amendment_the_replica_confirmed_is_done(replicated, alice, user):
     has that value, confirmed by WAIT like a delete."""
     primary, replica = replicated
     alice.get("/api/me/coins")
-    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
     assert not PendingInvalidation.objects.exists()
     assert json.loads(replica.client().get(f"user:coins:{user.id}"))["data"] == {"balance": 29}
 
@@ -69,7 +69,7 @@ def test_a_delete_no_replica_confirmed_is_pending_until_one_does(replicated, ali
         time.sleep(0.02)
     replica.pause()  # its replication stalls: the primary takes the delete, nobody confirms it
     try:
-        assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 201
+        assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
         assert PendingInvalidation.objects.filter(key=key).exists()
         for _ in range(3):  # meanwhile reads come from the database, never the old value
             assert alice.get("/api/me/coins").json() == {"balance": 29}

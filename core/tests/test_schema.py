@@ -92,9 +92,9 @@ def test_api_conforms_to_its_schema(app, bearer):
     negative_failures, _ = fuzz(schema, fresh_bearer(), GenerationMode.NEGATIVE, max_examples=10)
     assert not failures + negative_failures, "\n\n".join(failures + negative_failures)
     # The fuzzing reached the happy paths, not only the error responses.
-    for label, status in [("POST /api/auth/register", 201), ("POST /api/generations", 201),
+    for label, status in [("POST /api/auth/register", 201), ("POST /api/generations", 202),
                           ("GET /api/characters/{name}", 200), ("GET /api/chat/{character}/sessions", 200),
-                          ("POST /api/chat/{character}/sessions/{session}/messages", 201), ("PATCH /api/me", 200)]:
+                          ("POST /api/chat/{character}/sessions/{session}/messages", 202), ("PATCH /api/me", 200)]:
         assert seen[label][status] > 0, (label, seen[label])
 
 
@@ -106,7 +106,7 @@ def test_schema_and_docs_are_served(api):
     assert document["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
     # Errors are documented with their body, e.g. the 402 of a generation.
     generation = document["paths"]["/api/generations"]["post"]["responses"]
-    assert {"201", "400", "401", "402", "403", "409"} <= set(generation)
+    assert {"202", "400", "401", "402", "403", "409"} <= set(generation)
     assert generation["402"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
     assert api.get("/api/docs").status_code == 200
 

@@ -43,8 +43,10 @@ def test_create_returns_placeholder_and_charges(alice, user, characters):
         {"prompt": "a lighthouse at dusk", "character": "luna", "size": "768x768", "steps": 20, "seed": 7},
         format="json",
     )
-    assert response.status_code == 201, response.content
-    body = response.json()
+    assert response.status_code == 202, response.content
+    assert response["Location"] == f"/api/generations/{response.json()['id']}"
+    assert response.json()["status"] == "pending" and response.json()["result"] == {}
+    body = alice.get(response["Location"]).json()  # the job ran in-process (test settings)
     assert body["status"] == "completed"
     assert body["character"] == "luna"
     assert body["cost"] == 1
@@ -60,6 +62,7 @@ def test_create_returns_placeholder_and_charges(alice, user, characters):
         {"prompt": "a lighthouse at dusk", "character": "luna", "size": "768x768", "steps": 20, "seed": 7},
         format="json",
     ).json()
+    again = alice.get(f"/api/generations/{again['id']}").json()
     assert again["id"] != body["id"] and again["result"]["url"] == body["result"]["url"]
 
 
@@ -88,12 +91,12 @@ def test_premium_character_needs_a_premium_plan(alice, user, make_user, client_f
     assert not Generation.objects.exists() and coins(user) == 30
     pro = make_user("pro@example.com", plan="pro")
     assert client_for(pro).post("/api/generations", {"prompt": "x", "character": "nyx"},
-                                format="json").status_code == 201
+                                format="json").status_code == 202
 
 
 def test_daily_limit_is_403(alice, user):
     for i in range(5):  # the free plan's daily limit
-        assert alice.post("/api/generations", {"prompt": f"p{i}"}, format="json").status_code == 201
+        assert alice.post("/api/generations", {"prompt": f"p{i}"}, format="json").status_code == 202
     response = alice.post("/api/generations", {"prompt": "one more"}, format="json")
     assert response.status_code == 403
     assert response.json()["code"] == "daily_generation_limit"
@@ -153,10 +156,11 @@ def test_disabled_generation_is_403(alice, user):
 
 def test_idempotency_key_replay_returns_first_response_and_charges_once(alice, user):
     first = alice.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="abc-1")
-    assert first.status_code == 201
+    assert first.status_code == 202
     second = alice.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="abc-1")
     assert second.status_code == first.status_code
-    assert second.json() == first.json()
+    # The same generation, as it is now (its job has run since).
+    assert second.json() == alice.get(f"/api/generations/{first.json()['id']}").json()
     assert Generation.objects.filter(user=user).count() == 1
     assert coins(user) == 29
     # Without the key (or with another key) it is a new generation.
@@ -169,7 +173,7 @@ def test_idempotency_key_is_per_user(alice, user, make_user, client_for):
     bob = client_for(make_user("bob@example.com"))
     a = alice.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="shared")
     b = bob.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="shared")
-    assert a.status_code == b.status_code == 201
+    assert a.status_code == b.status_code == 202
     assert a.json()["id"] != b.json()["id"]
 
 
@@ -187,12 +191,12 @@ def test_idempotent_retry_returns_the_first_response_even_after_settings_and_pla
     from subscriptions.services import subscription_cancel
 
     first = alice.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="late")
-    assert first.status_code == 201
+    assert first.status_code == 202
     generation_settings_update(enabled=False)
     subscription_cancel(user_id=user.id)
     retry = alice.post("/api/generations", {"prompt": "a cat"}, format="json", HTTP_IDEMPOTENCY_KEY="late")
-    assert retry.status_code == 201
-    assert retry.json() == first.json()
+    assert retry.status_code == 202
+    assert retry.json()["id"] == first.json()["id"]
     assert coins(user) == 29
     # A new request is refused: generation is switched off now.
     assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 403
@@ -207,8 +211,8 @@ def test_overlong_idempotency_key_is_400(alice, user):
 def test_failing_backend_fails_the_generation_and_refunds(alice, user, settings):
     settings.GENERATION_BACKEND = f"{__name__}.FailingBackend"
     response = alice.post("/api/generations", {"prompt": "a cat"}, format="json")
-    assert response.status_code == 201
-    body = response.json()
+    assert response.status_code == 202
+    body = alice.get(f"/api/generations/{response.json()['id']}").json()
     assert body["status"] == "failed"
     assert "error" in body["result"]
     assert coins(user) == 30 and ledger_sum(user) == 30
@@ -255,3 +259,43 @@ def test_settings_accept_only_known_sizes(db, sizes):
 
     with pytest.raises(ValidationError):
         generation_settings_update(allowed_sizes=sizes)
+
+
+def test_status_is_cached_until_the_job_changes_it(alice, user, make_user, client_for, settings,
+                                                  django_assert_num_queries):
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # queued, no worker here: it stays pending
+    from celery import current_app
+
+    current_app.conf.task_always_eager = False
+    try:
+        created = alice.post("/api/generations", {"prompt": "a cat"}, format="json").json()
+    finally:
+        current_app.conf.task_always_eager = True
+    url = f"/api/generations/{created['id']}"
+    assert alice.get(url).json()["status"] == "pending"
+    with django_assert_num_queries(0):  # a poll is a hit
+        assert alice.get(url).json()["status"] == "pending"
+    from generation.jobs import generation_render
+
+    assert generation_render(generation_id=created["id"], job_id="job-1", last_try=True) == "completed"
+    body = alice.get(url).json()
+    assert body["status"] == "completed" and body["result"]["url"].startswith("https://placeholder.invalid/")
+    # Another user's generation is as unknown as a missing one; so is a non-number or a huge id.
+    bob = client_for(make_user("bob@example.com"))
+    assert bob.get(url).status_code == 404
+    assert alice.get("/api/generations/99999999").status_code == 404
+    assert alice.get(f"/api/generations/{2**70}").status_code == 404
+    assert alice.get("/api/generations/abc").status_code == 404
+
+
+def test_metrics_show_queue_depth_outcomes_and_latency(alice, user, no_worker):
+    from generation.jobs import generation_render
+
+    ids = [alice.post("/api/generations", {"prompt": f"p{i}"}, format="json").json()["id"] for i in range(2)]
+    text = alice.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert 'jobs_queue_depth{queue="generations"} 2.0' in text
+    assert 'jobs_queue_depth{queue="chat"} 0.0' in text
+    assert generation_render(generation_id=ids[0], job_id="j", last_try=True) == "completed"
+    text = alice.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert 'jobs_total{job="generation",outcome="completed"}' in text
+    assert 'job_latency_seconds_count{job="generation"}' in text

@@ -1,4 +1,4 @@
-"""generation_create: the image backend runs after the charge commits, outside any transaction
+"""generation_create: the image backend runs after the charge commits (in a job), outside any transaction
 and without the user's row lock; usage is counted once, atomically; stale pendings are refunded.
 The charge is one transaction (the daily use, the pending row, the coins and their ledger row),
 whether or not the user's subscription is cached; with ``subscription:user`` cold, the charge
@@ -48,7 +48,7 @@ class ObservingBackend:
         ObservingBackend.seen.append({
             "in_transaction": connection.in_atomic_block,
             "row_lock_free": row_lock_is_free(user_id),
-            "charged": Generation.objects.filter(user_id=user_id, status="pending").exists(),
+            "charged": Generation.objects.filter(user_id=user_id, status="running").exists(),
         })
         return {"url": "https://images.invalid/x.png"}
 
@@ -57,8 +57,8 @@ def test_the_backend_runs_after_the_charge_commits_and_holds_no_lock(alice, user
     settings.GENERATION_BACKEND = "generation.tests.test_services.ObservingBackend"
     ObservingBackend.seen = []
     response = alice.post("/api/generations", {"prompt": f"user:{user.id}"}, format="json")
-    assert response.status_code == 201, response.content
-    assert response.json()["status"] == "completed"
+    assert response.status_code == 202, response.content
+    assert Generation.objects.get(pk=response.json()["id"]).status == "completed"
     assert ObservingBackend.seen == [{"in_transaction": False, "row_lock_free": True, "charged": True}]
 
 
@@ -68,7 +68,7 @@ def test_fifty_concurrent_generations_stop_exactly_at_the_daily_limit(make_user,
     clients = [client_for(user) for _ in range(50)]
     results = run_concurrently(50, lambda i: clients[i].post("/api/generations", {"prompt": f"p{i}"},
                                                               format="json").status_code)
-    assert sorted(results) == [201] * 5 + [403] * 45, results
+    assert sorted(results) == [202] * 5 + [403] * 45, results
     assert DailyUsage.objects.get(user=user).generations == 5
     assert Generation.objects.filter(user=user).count() == 5
     assert User.objects.get(pk=user.id).coin_balance == 95
@@ -98,12 +98,23 @@ def warm(client) -> None:
         assert client.get(url).status_code == 200
 
 
-def test_a_generation_charges_its_use_and_coins_with_their_ledger_row(alice, user):
+def render_queued(queued) -> None:
+    from generation.jobs import generation_render
+
+    for job in queued():
+        assert generation_render(generation_id=job["generation_id"], job_id="j", last_try=True) == "completed"
+
+
+def test_a_generation_charges_its_use_and_coins_with_their_ledger_row(alice, user, no_worker):
     warm(alice)
     response = alice.post("/api/generations", {"prompt": "a lighthouse"}, format="json")
-    assert response.status_code == 201, response.content
+    assert response.status_code == 202, response.content
     gen = Generation.objects.get(user=user)
-    assert gen.status == Generation.Status.COMPLETED and response.json()["id"] == gen.id
+    assert gen.status == Generation.Status.PENDING and response.json()["id"] == gen.id
+    assert no_worker() == [{"generation_id": gen.id}]  # queued once the charge committed
+    render_queued(no_worker)
+    gen.refresh_from_db()
+    assert gen.status == Generation.Status.COMPLETED
     entry = CoinLedgerEntry.objects.filter(user=user).first()
     assert entry.reference == f"generation:{gen.id}" and entry.amount == -gen.cost
     assert entry.balance_after == User.objects.get(pk=user.id).coin_balance == 30 - gen.cost
@@ -112,7 +123,7 @@ def test_a_generation_charges_its_use_and_coins_with_their_ledger_row(alice, use
 
 @pytest.mark.parametrize("character", [None, "luna"])
 def test_a_generation_with_the_subscription_cold_checks_the_plan_row(character, alice, user, characters,
-                                                                     sql_statements, redis_raw):
+                                                                     sql_statements, redis_raw, no_worker):
     """Not loading ``subscription:user`` for a write: the charge reads the plan from the row."""
     for url in ("/api/me", "/api/generation/settings", "/api/characters/luna"):
         assert alice.get(url).status_code == 200
@@ -122,8 +133,9 @@ def test_a_generation_with_the_subscription_cold_checks_the_plan_row(character, 
         response = alice.post("/api/generations", request, format="json")
     assert any("subscriptions_subscription" in statement for statement in run), run
     assert not redis_raw.exists(f"subscription:user:{user.id}")  # a write does not fill it
-    assert response.status_code == 201, response.content
+    assert response.status_code == 202, response.content
     assert response.json()["character"] == character
+    render_queued(no_worker)
     gen = Generation.objects.get(user=user)
     assert gen.status == Generation.Status.COMPLETED and gen.character_id == (
         characters[character].id if character else None)
@@ -203,7 +215,7 @@ class OvertakenBackend:
     def generate(self, *, prompt: str, parameters: dict) -> dict:
         from generation.services import generations_fail_stale
 
-        Generation.objects.filter(status="pending").update(created_at=F("created_at") - timedelta(minutes=11))
+        Generation.objects.filter(status="running").update(created_at=F("created_at") - timedelta(minutes=11))
         assert generations_fail_stale(older_than=timedelta(minutes=10)) == 1
         return {"url": "https://images.invalid/late.png"}
 
@@ -211,8 +223,8 @@ class OvertakenBackend:
 def test_a_generation_refunded_as_stale_while_rendering_stays_failed(alice, user, settings):
     settings.GENERATION_BACKEND = "generation.tests.test_services.OvertakenBackend"
     response = alice.post("/api/generations", {"prompt": "slow"}, format="json")
-    assert response.status_code == 201, response.content
-    assert response.json()["status"] == "failed"
+    assert response.status_code == 202, response.content
+    assert alice.get(f"/api/generations/{response.json()['id']}").json()["status"] == "failed"
     gen = Generation.objects.get(user=user)
     assert gen.status == "failed" and "url" not in gen.result  # no image given away after the refund
     assert User.objects.get(pk=user.id).coin_balance == 30

@@ -89,7 +89,7 @@ def test_a_failed_charge_is_past_due_with_access_then_expires(make_user, client_
     assert balance(user) == 330  # no coins for an unpaid period
     assert Payment.objects.get(user=user, kind="renewal").failure_reason == "card declined"
     # Within the grace period the plan still works.
-    assert client.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 201
+    assert client.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 202
 
     # Not retried before PAYMENT_RETRY_HOURS.
     assert renew(capsys) == "renewed 0, failed 0, expired 0, waiting events applied 0"

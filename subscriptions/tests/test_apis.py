@@ -95,8 +95,8 @@ def test_cancel_keeps_access_until_period_end(alice, user, characters):
     assert body["status"] == "cancelled" and body["auto_renew"] is False
     assert alice.get("/api/subscription").json()["status"] == "cancelled"
     # Paid-up period: still allowed to generate and chat.
-    assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 201
-    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 201
+    assert alice.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 202
+    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 202
     # Cancelling twice is harmless.
     assert alice.post("/api/subscription/cancel").json()["status"] == "cancelled"
 
@@ -170,9 +170,9 @@ def test_stats_count_todays_usage_and_coins_spent(alice, user, characters):
     assert stats["day"] == timezone.now().date().isoformat()
 
     for i in range(2):
-        assert alice.post("/api/generations", {"prompt": f"cat {i}"}, format="json").status_code == 201
+        assert alice.post("/api/generations", {"prompt": f"cat {i}"}, format="json").status_code == 202
     for i in range(3):
-        assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": f"m{i}"}, format="json").status_code == 201
+        assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": f"m{i}"}, format="json").status_code == 202
 
     stats = alice.get("/api/subscription/stats").json()  # the cached stats were invalidated
     assert stats["generations"] == {"used_today": 2, "daily_limit": 5, "remaining": 3}

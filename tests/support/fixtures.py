@@ -18,6 +18,7 @@ def pytest_configure(config):
     global _server
     _server = RedisServer().start()
     settings.CACHES["default"]["LOCATION"] = _server.url
+    settings.CELERY_BROKER_URL = _server.url  # jobs queued by a test go to its own Redis too
 
 
 def pytest_unconfigure(config):
@@ -72,6 +73,31 @@ def cluster_cache(redis_cluster, settings):
     reset_node_healths()
     yield redis_cluster
     reset_node_healths()
+
+
+@pytest.fixture
+def no_worker(settings):
+    """Jobs are queued in the test's Redis and nobody runs them (the suite otherwise runs them
+    in-process as they are queued); ``no_worker()`` lists the queued messages' kwargs."""
+    from celery import current_app
+
+    current_app.conf.task_always_eager = False
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    yield _queued_jobs
+    current_app.conf.task_always_eager = True
+
+
+def _queued_jobs(queue: str = "generations") -> list[dict]:
+    import json
+    from base64 import b64decode
+
+    assert _server is not None
+    client = _server.client()
+    try:
+        messages = [json.loads(raw) for raw in client.lrange(f"celery:{queue}", 0, -1)]
+    finally:
+        client.close()
+    return [json.loads(b64decode(m["body"]))[1] for m in reversed(messages)]
 
 
 @pytest.fixture
