@@ -46,14 +46,14 @@ def test_register_log_in_and_pay_for_a_plan_offline(seen):
 
 def test_a_generation_spends_its_coins_once(seen):
     status, state, cost = seen["generation"]
-    assert (status, state) == (201, "completed") and cost > 0
-    assert seen["generation_retry"] == [201, True]  # the same idempotency key: the first one, not charged again
+    assert (status, state) == (202, "completed") and cost > 0
+    assert seen["generation_retry"] == [202, True]  # the same idempotency key: the first one, not charged again
     assert seen["coins_after_generation"] == seen["coins_after_payment"] - cost
     assert seen["ledger_head"] == ["spend", -cost, seen["coins_after_generation"], "generation:1"]
 
 
 def test_chat_posts_keep_their_order_and_count_their_use(seen):
-    assert seen["chat"] == [[201, 1, 2], [201, 3, 4]]
+    assert seen["chat"] == [[202, 1, 2], [202, 3, 4]]
     assert seen["greeted"] == [True, False]  # the second post's responder saw the first exchange
     assert seen["chat_history"] == [[1, "user"], [2, "assistant"], [3, "user"], [4, "assistant"]]
     assert seen["stats"] == {"generations": 1, "messages": 2, "coins_spent": seen["generation"][2]}
@@ -64,7 +64,7 @@ def test_a_downgrade_is_scheduled(seen):
 
 
 def test_concurrent_writers_all_succeed_and_lose_nothing(seen):
-    assert seen["concurrent_generations"] == [201] * 8
+    assert seen["concurrent_generations"] == [202] * 8
     assert seen["concurrent_coins_add_up"] and seen["ledger_adds_up"] and seen["usage_adds_up"]
-    assert seen["concurrent_chat"] == [201] * 8
+    assert seen["concurrent_chat"] == [202] * 8
     assert seen["busy_history"] == list(range(1, 17))

@@ -195,7 +195,7 @@ def test_fifty_concurrent_messages_stop_exactly_at_the_daily_limit_in_strict_ord
     user = make_user("racer@example.com")
     clients = [client_for(user) for _ in range(50)]
     statuses = run_concurrently(50, lambda i: send(clients[i], f"message {i}").status_code)
-    assert sorted(statuses) == [201] * 20 + [403] * 30, statuses
+    assert sorted(statuses) == [202] * 20 + [403] * 30, statuses
     assert DailyUsage.objects.get(user=user).messages == 20
     seqs = list(ChatMessage.objects.filter(session__user=user).order_by("seq").values_list("seq", "role"))
     assert seqs == [(n, "user" if n % 2 else "assistant") for n in range(1, 41)]

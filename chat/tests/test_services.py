@@ -79,7 +79,7 @@ def test_a_chat_post_takes_the_next_two_seqs_and_counts_one_use(alice, user, cha
     assert (body["message"]["seq"], body["reply_seq"]) == (3, 4)
     [job] = no_worker("chat")[1:]
     assert job["reply_seq"] == 4
-    reply_queued(lambda queue: [job])
+    reply_queued(no_worker)
     assert list(ChatMessage.objects.order_by("seq").values_list("seq", "content"))[:3] == [
         (1, "first"), (2, ChatMessage.objects.get(seq=2).content), (3, "second")]
     assert DailyUsage.objects.get(user=user).messages == 2

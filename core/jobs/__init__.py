@@ -6,9 +6,26 @@ never imports its own tasks module (which imports the service)."""
 from __future__ import annotations
 
 import random
+import threading
 
 from celery import current_app
 from django.conf import settings
+
+
+_REGISTRY_LOCK = threading.Lock()
+_registry_filled = False
+
+
+def _fill_registry(app) -> None:
+    """Import every app's tasks module once. Celery fills its registry lazily and not thread-safely:
+    concurrent first callers saw names missing (NotRegistered)."""
+    global _registry_filled
+    if _registry_filled:
+        return
+    with _REGISTRY_LOCK:
+        if not _registry_filled:
+            app.loader.import_default_modules()
+            _registry_filled = True
 
 
 def enqueue(task: str, /, **kwargs: object) -> None:
@@ -16,7 +33,7 @@ def enqueue(task: str, /, **kwargs: object) -> None:
     it here, in-process."""
     app = current_app
     if app.conf.task_always_eager:
-        app.loader.import_default_modules()  # the registry of task names is filled lazily
+        _fill_registry(app)
         # throw=False: with it, a retry would propagate instead of running the next try; get()
         # raises what the last try raised.
         app.tasks[task].apply(kwargs=kwargs, throw=False).get()

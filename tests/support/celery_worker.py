@@ -13,7 +13,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parents[2]
 
 
 def database_url() -> str:
