@@ -32,8 +32,13 @@ def examples() -> list[tuple[str, str, object]]:
 
 @pytest.fixture(scope="module")
 def schema(django_db_setup, django_db_blocker) -> dict:
+    from django.db import connection
+
     with django_db_blocker.unblock():  # the ImageSize enum follows the generation settings' row
-        return SchemaGenerator().get_schema(request=None, public=True)
+        try:
+            return SchemaGenerator().get_schema(request=None, public=True)
+        finally:
+            connection.close()  # left open, a later test without database access would trip on it
 
 
 def operation_for(schema: dict, method: str, path: str) -> dict | None:
