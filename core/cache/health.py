@@ -206,7 +206,7 @@ class ServerHealth(CacheHealth):
     holds_families = False
 
     def __init__(self, server: str) -> None:
-        self.metric_node = server  # type: ignore[misc]
+        self.metric_node = server
         super().__init__()
 
     @property
