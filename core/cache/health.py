@@ -57,6 +57,7 @@ class RateLimitedLog:
 
 class CacheHealth:
     metric_node = ""  # its cache_breaker_open label: a cluster node's health has the node's name
+    holds_families = True  # the key families live on its server: failures wake the pending watcher
 
     def __init__(self) -> None:
         self._sync_lock = threading.Lock()
@@ -93,7 +94,8 @@ class CacheHealth:
         if run_id is None or run_id != self.run_id:
             self.run_id = run_id
             self.connect_epoch += 1
-        watcher().ensure_running()
+        if self.holds_families:
+            watcher().ensure_running()
 
     def failure(self, exc: BaseException, operation: str = "redis") -> None:
         was_open = self.state is OPEN
@@ -104,8 +106,9 @@ class CacheHealth:
         self.breaker_gauge.set(1)
         self.log.warning(f"{operation}:{type(exc).__name__}", f"cache {operation} failed, Redis skipped: {type(exc).__name__}: {exc}")
         if not was_open:
-            logger.info("cache circuit opened")
-        watcher().ensure_running()
+            logger.info("cache circuit opened%s", f" for {self.metric_node}" if self.metric_node else "")
+        if self.holds_families:
+            watcher().ensure_running()
 
     def ready(self) -> bool:
         """May cached reads be trusted right now? Syncs first when needed (rarely)."""
@@ -193,6 +196,89 @@ class ProcessHealth(CacheHealth):
 
 
 HEALTH = ProcessHealth()
+
+
+class ServerHealth(CacheHealth):
+    """The breaker of a Redis server that holds none of the engine's keys: another cache alias
+    (a second django-redis cache, a test's dead server). It only fails fast for a cooldown after a
+    failure; there is nothing to sync, and its failures never touch the cache's own Redis."""
+
+    holds_families = False
+
+    def __init__(self, server: str) -> None:
+        self.metric_node = server
+        super().__init__()
+
+    @property
+    def needs_sync(self) -> bool:
+        return self.state is OPEN
+
+    def connected(self, run_id: str | None) -> None:
+        super().connected(run_id)
+        self.sync()  # it answered
+
+    def sync(self) -> bool:
+        if self.state is OPEN:
+            logger.info("cache circuit closed for %s", self.metric_node)
+        self.state = CLOSED
+        self.breaker_gauge.set(0)
+        return True
+
+
+_SERVERS: dict[str, ServerHealth] = {}
+_SERVERS_LOCK = threading.Lock()
+
+
+def _default_servers(cache: dict) -> frozenset[str]:
+    """The servers of ``caches["default"]``, named as ``GuardedMixin.server`` names them: the
+    engine's key families live there, so their connections report to ``HEALTH``."""
+    from redis.connection import parse_url
+
+    topology = cache.get("OPTIONS", {}).get("TOPOLOGY", {})
+    if topology.get("kind") == "sentinel":  # topology.SENTINEL (which imports this module)
+        return frozenset({f"sentinel:{topology.get('service')}"})
+    servers = set()
+    for location in str(cache.get("LOCATION") or "").split(","):
+        try:
+            parsed = parse_url(location.strip())
+        except ValueError:
+            continue
+        if "host" in parsed:  # not a unix socket (not guarded)
+            servers.add(f"{parsed['host']}:{parsed.get('port', 6379)}")
+    return frozenset(servers)
+
+
+_DEFAULT_SERVERS: tuple[object, frozenset[str]] = (object(), frozenset())
+
+
+def server_health(server: str) -> CacheHealth:
+    """The health (breaker) of the Redis server named ``server`` (``host:port``, or
+    ``sentinel:<service>`` for Sentinel's primary): ``HEALTH`` for the cache's own Redis, a breaker
+    of its own for any other, so a dead second server never switches the cache's off."""
+    global _DEFAULT_SERVERS
+    cache = settings.CACHES.get("default", {})
+    if _DEFAULT_SERVERS[0] != cache.get("LOCATION"):  # settings changed (tests), or the first call
+        _DEFAULT_SERVERS = (cache.get("LOCATION"), _default_servers(cache))
+    if server in _DEFAULT_SERVERS[1]:
+        return HEALTH
+    health = _SERVERS.get(server)
+    if health is None:
+        with _SERVERS_LOCK:
+            health = _SERVERS.setdefault(server, ServerHealth(server))
+    return health
+
+
+def server_healths() -> dict[str, ServerHealth]:
+    """The breakers of the servers other than the cache's own that this process has talked to."""
+    return dict(_SERVERS)
+
+
+def reset_server_healths() -> None:
+    with _SERVERS_LOCK:
+        for health in _SERVERS.values():
+            health.reset()
+
+
 _HEALTH_SOURCES: list = []
 
 
@@ -219,8 +305,20 @@ class GuardedMixin(_ConnectionBase):
     is open, report failures to it, and count (re)connections."""
 
     @property
+    def server(self) -> str:
+        """Which Redis server this connection talks to, for its breaker."""
+        return f"{getattr(self, 'orig_host_address', None) or self.host}:{self.port}"
+
+    @property
     def health(self) -> CacheHealth:
-        return HEALTH  # the process's; a cluster node's connection has its node's
+        # The breaker of the server it talks to, looked up once per connection and default LOCATION.
+        location = settings.CACHES.get("default", {}).get("LOCATION")
+        known = self.__dict__.get("_guard_health")
+        if known is not None and known[0] == location:
+            return known[1]
+        health = server_health(self.server)
+        self.__dict__["_guard_health"] = (location, health)
+        return health
 
     def connect(self):
         if self.health.blocking():
@@ -278,9 +376,13 @@ class GuardedSentinelManagedConnection(GuardedMixin, SentinelManagedConnection):
     run_id, so every process that reconnects to it syncs (replays pending deletes) first; a demoted
     primary's READONLY becomes a ConnectionError here (redis-py), which opens the breaker."""
 
+    @property
+    def server(self) -> str:
+        return f"sentinel:{self.connection_pool.service_name}"  # whichever node is its primary now
+
 
 class GuardedSentinelManagedSSLConnection(GuardedMixin, SentinelManagedSSLConnection):
-    pass
+    server = GuardedSentinelManagedConnection.server
 
 
 class GuardedSentinelConnectionPool(SentinelConnectionPool):

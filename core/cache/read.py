@@ -5,7 +5,8 @@ lease (``SET lease:<key> <token> NX PX``), build the value from the database, th
 if the lease is still ours (``store_if_leased.lua``). Invalidation deletes the key *and* its
 lease, so a reader that loaded the old row before a write committed can no longer store it (the
 stale-set race). Requests that miss while another holds the lease wait briefly for its value
-instead of querying too (single flight). Losing a lease to eviction costs a miss, never a stale
+instead of querying too (single flight); while Redis cannot be trusted, identical loads within a
+process share one query instead (coalesce.py). Losing a lease to eviction costs a miss, never a stale
 value. Warm-up fills a batch of keys the same way (``fill_many``): leases, one bulk load, the same
 compare-and-set per key.
 """
@@ -23,6 +24,7 @@ from django.db import transaction
 
 from .client import CACHE_ERRORS, full_key, lease_key, pipelined, read_command, redis_client
 from .cluster import cluster_client
+from .coalesce import load_once
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
 from .hooks import HOOKS
@@ -79,8 +81,8 @@ def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None
     if readahead and key in readahead:
         return _serve(family, key, parts, readahead.pop(key))
     trusted, raw = _get(family, key)
-    if not trusted:
-        return Payload.of(family.load(**parts))
+    if not trusted:  # from the database; identical loads in this process share one query
+        return load_once(key, lambda: Payload.of(family.load(**parts)))
     return _serve(family, key, parts, raw)
 
 
@@ -169,7 +171,7 @@ def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
                 return payload
     except CACHE_ERRORS as exc:
         health.failure(exc, "lease")
-        return Payload.of(family.load(**parts))
+        return load_once(key, lambda: Payload.of(family.load(**parts)))
     LEASE_KEEPER.hold(client, lease, token)
     try:
         data = family.load(**parts)
