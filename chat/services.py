@@ -18,7 +18,7 @@ from core.clock import day_start
 from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_count
 
-from .cache import history_target, history_with, invalidate_chat_history, message_payload, message_payload_of
+from .cache import history_append, history_target, invalidate_chat_history, message_payload, message_payload_of
 from .models import ChatMessage, ChatSession
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
             context = _context_before(mine)
             # No save signal was sent: the history key is invalidated here, with the names at hand.
             invalidate_chat_history(user_id=user_id, character=character, session=session)
-        history_key.change(history_with([message_payload(mine)]))
+        history_append(history_key, mine)
         stats_key.change(stats_after_use(kind="messages", day=day_start(mine.created_at).date()))
     try:
         reply = _responder().reply(character=persona, history=context, message=content)
@@ -71,7 +71,7 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
     with amend_after_commit(chat) as (history_key,), transaction.atomic():
         ChatMessage.objects.bulk_create([theirs])
         invalidate_chat_history(user_id=user_id, character=character, session=session)
-        history_key.change(history_with([message_payload(theirs)]))
+        history_append(history_key, theirs)
     return {"session": session, "message": message_payload(mine), "reply": message_payload(theirs)}
 
 
