@@ -192,8 +192,10 @@ def _amend_on(health: CacheHealth, amendments: list[Amendment]) -> None:
         amended.append(amendment)
     try:
         # As any invalidation: the key and its lease, confirmed by replicas when asked for.
-        replies = pipelined_confirmed(_client_of(health),
-                                      [*commands, *unlink_commands([a.key for a in deletes])])
+        # In a cluster a DEL per key (a key and its lease share a slot; a node's keys may not).
+        unlinks = ([command for a in deletes for command in unlink_commands([a.key])] if TOPOLOGY.cluster
+                   else unlink_commands([a.key for a in deletes]))
+        replies = pipelined_confirmed(_client_of(health), [*commands, *unlinks])
     except CACHE_ERRORS as exc:
         health.failure(exc, "delete")
         defer(health, tuple((a.family, a.key) for a in amendments))

@@ -285,3 +285,23 @@ def test_a_primary_killed_under_load_gives_no_5xx_and_no_stale_value(world, user
     with CaptureQueriesContext(connection) as queries:
         clients[0].get("/api/characters")
     assert len(queries) == 0
+
+
+def test_an_amendment_over_many_slots_deletes_key_by_key(world, user, cluster_cache, make_user):
+    """Keys of several users (several slots, some on one node) that cannot be amended are deleted
+    one DEL per slot: nothing is left pending, and the one cached key is amended."""
+    from django.db import transaction
+
+    from accounts.cache import USER_COINS, coins_set_to, coins_target
+    from core.cache.api import amend_after_commit, invalidate
+    from core.models import PendingInvalidation
+
+    others = [make_user(f"u{i}@example.com") for i in range(5)]
+    world.get("/api/me/coins")
+    targets = [coins_target(user_id=someone.id) for someone in (user, *others)]
+    with amend_after_commit(*targets) as (mine, *_):
+        with transaction.atomic():
+            invalidate(*targets)
+        mine.change(coins_set_to(USER_COINS.load(user_id=user.id)["balance"]))
+    assert not PendingInvalidation.objects.exists()
+    assert cached_data(cluster_cache, f"user:coins:{{{user.id}}}") == USER_COINS.load(user_id=user.id)
