@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import orjson
 from django.conf import settings
 from django.db.models import TextField, Window
 from django.db.models.functions import Cast, RowNumber
 
 from characters.signals import character_renamed
 from core.cache.api import (
-    Change,
+    Amendment,
     KeyFamily,
+    Page,
     Parts,
     WarmScope,
     connect_receivers,
@@ -116,6 +118,8 @@ CHAT_HISTORY = KeyFamily(
     default_ttl=600, loader=chat_history_payload, bulk_loader=chat_history_payloads,
     holds="recent messages of one chat session",
     enumerate=_recent_sessions, tag="user_id",
+    # A new message is appended to the cached page inside Redis: a post sends the message, not the page.
+    page=Page(items="messages", order="seq", cap_setting="CHAT_HISTORY_CACHED_MESSAGES"),
 )
 
 
@@ -123,17 +127,10 @@ def history_target(*, user_id: int, character: str, session: str) -> tuple[KeyFa
     return (CHAT_HISTORY, {"user_id": user_id, "character": character, "session": session})
 
 
-def history_with(messages: list[dict]) -> Change:
-    """The cached history once these new messages (message_payload) are in: what
-    chat_history_payload would load, worked out from the cached page (amend_after_commit)."""
-
-    def change(history: dict) -> dict:
-        by_seq = {message["seq"]: message for message in (*history["messages"], *messages)}
-        newest_first = [by_seq[seq] for seq in sorted(by_seq, reverse=True)]
-        return _page_of(history["session"], newest_first, limit=settings.CHAT_HISTORY_CACHED_MESSAGES,
-                        older=history["has_more"])
-
-    return change
+def history_append(history: Amendment, message: ChatMessage) -> None:
+    """The cached history once this new message is in (amend_after_commit): Redis appends what
+    message_payload writes to the page, as chat_history_payload would load it."""
+    history.append(orjson.dumps(message_payload(message)), order=message.seq)
 
 
 @invalidates(CHAT_HISTORY, when="a new message in that session")

@@ -20,7 +20,7 @@ from core import metrics
 from core.cache.api import amend_after_commit, fetch_data
 from core.jobs.providers import ProviderError
 
-from .cache import CHAT_HISTORY, history_target, history_with, invalidate_chat_history, message_payload
+from .cache import CHAT_HISTORY, history_append, history_target, invalidate_chat_history, message_payload
 from .models import ChatMessage, ChatSession
 from .queue import chat_reply_enqueue
 from .services import NO_REPLY
@@ -103,7 +103,7 @@ def chat_reply_write(*, user_id: int, character: str, session: str, session_pk: 
         with amend_after_commit(chat) as (history_key,), transaction.atomic():
             ChatMessage.objects.bulk_create([theirs])
             invalidate_chat_history(user_id=user_id, character=character, session=session)
-            history_key.change(history_with([message_payload(theirs)]))
+            history_append(history_key, theirs)
     except IntegrityError:  # another run of this job wrote it first
         return False
     return True

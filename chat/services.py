@@ -16,7 +16,7 @@ from core.clock import day_start
 from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_count
 
-from .cache import history_target, history_with, invalidate_chat_history, message_payload
+from .cache import history_append, history_target, invalidate_chat_history, message_payload
 from .models import ChatMessage, ChatSession
 from .queue import chat_reply_enqueue
 
@@ -53,7 +53,7 @@ def chat_message_send(*, user_id: int, character: str, session: str, content: st
             reply_seq = _message_store(mine, character_id=character_id, session=session)
             # No save signal was sent: the history key is invalidated here, with the names at hand.
             invalidate_chat_history(user_id=user_id, character=character, session=session)
-        history_key.change(history_with([message_payload(mine)]))
+        history_append(history_key, mine)
         stats_key.change(stats_after_use(kind="messages", day=day_start(mine.created_at).date()))
     # The reply is a job (chat/jobs.py): the message is acknowledged now, the reply appended to the
     # session (and its cached page) when the responder has answered; clients poll the history.

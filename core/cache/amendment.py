@@ -18,11 +18,11 @@ from django.db import transaction
 
 from .client import CACHE_ERRORS, full_key, lease_key, pipelined, redis_client, unlink_commands
 from .family import KeyFamily, Parts
-from .health import HEALTH
+from .health import HEALTH, CacheHealth
 from .invalidation import TAKEN_OVER, defer
 from .payload import Payload
 from .replication import pipelined_confirmed
-from .scripts import LEASE_IF_CACHED, RELEASE_LEASE, STORE_IF_LEASED
+from .scripts import APPEND_TO_PAGE, LEASE_IF_CACHED, LEASE_IF_PRESENT, RELEASE_LEASE, STORE_IF_LEASED
 from .topology import TOPOLOGY
 
 _DELETE_IF_LOST = "1"  # store_if_leased.lua: on a lost lease the key goes too, as any invalidation
@@ -36,16 +36,26 @@ class Amendment:
 
     family: KeyFamily
     key: str
+    health: CacheHealth = HEALTH  # of the key's node in a cluster
     token: str | None = None  # our lease's token; None: not amendable, the commit deletes the key
-    old: Any = None
+    old: Any = None  # the cached value; never read for a family whose value is a Page
     changes: list[Change] = field(default_factory=list)
+    appended: list[tuple[int, bytes]] = field(default_factory=list)
 
     def change(self, change: Change) -> None:
         """``change(value) -> value``, applied at commit in the order given; one that returns
         None gives up (the key is deleted, as without an amendment)."""
         self.changes.append(change)
 
+    def append(self, item: bytes, *, order: int) -> None:
+        """For a family whose value is a ``Page``: this item (its JSON, as the loader would write
+        it) goes at the page's end, inside Redis, at commit. An item not above the page's newest,
+        or a value of another shape, deletes the key instead."""
+        self.appended.append((order, item))
+
     def new_value(self) -> Any:
+        if self.family.page is not None:
+            return None  # amended inside Redis (append_to_page.lua), or deleted
         data = self.old
         for change in self.changes:
             if data is None:
@@ -65,8 +75,11 @@ def amend_after_commit(*targets: tuple[KeyFamily, Parts]) -> Iterator[tuple[Amen
     changes with ``Amendment.change``, and they must cover everything its transaction did to the
     key. After commit one script stores the changed value if our lease is still there (no other
     commit's invalidation has run since we read the value: the lease protocol of ``fetch``), and
-    deletes the key otherwise. A key not cached, a lease someone else holds, a Redis that cannot
-    be trusted, cluster mode, or an error on entry: the key is simply invalidated after commit."""
+    deletes the key otherwise. A family whose value is a ``Page`` is leased but not read: its
+    items go in with ``Amendment.append`` and Redis appends them where the page lies. In a cluster
+    each node's keys go in their own batch (a user's keys share a slot). A key not cached, a lease
+    someone else holds, a Redis (node) that cannot be trusted, or an error on entry: the key is
+    simply invalidated after commit."""
     amendments = tuple(Amendment(family, family.key(**parts)) for family, parts in targets)
     if TAKEN_OVER.keys:
         # Nested: the outer block's amendment takes the changes of a key it holds; any other key
@@ -92,62 +105,102 @@ def amend_after_commit(*targets: tuple[KeyFamily, Parts]) -> Iterator[tuple[Amen
 
 
 def _lease_and_read(amendments: tuple[Amendment, ...]) -> bool:
-    """Lease and read every key in one round trip; False when Redis cannot be used for this."""
-    if not settings.CACHE_LAYER_ENABLED or TOPOLOGY.cluster or not HEALTH.ready():
+    """Lease and read every key, one round trip per Redis node (in a cluster a user's keys share a
+    slot, so one); False when Redis cannot be used for this. A Page's value is only leased, never
+    read: Redis amends it where it lies."""
+    if not settings.CACHE_LAYER_ENABLED or not HEALTH.ready():
         return False
-    tokens = [os.urandom(8).hex() for _ in amendments]
-    try:
-        replies = pipelined(redis_client(), [
-            LEASE_IF_CACHED.command([lease_key(amendment.key), full_key(amendment.key)],
-                                    [token, settings.CACHE_LEASE_TTL_MS])
-            for amendment, token in zip(amendments, tokens, strict=True)])
-    except CACHE_ERRORS as exc:
-        HEALTH.failure(exc, "lease")
-        return False
-    for amendment, token, raw in zip(amendments, tokens, replies, strict=True):
-        payload = Payload.unpack(raw) if raw is not None else None
-        if payload is not None:
-            amendment.token, amendment.old = token, payload.data()
-    if HEALTH.needs_sync:  # the connection was (re)made: what it read may predate a pending delete
-        for amendment in amendments:
-            amendment.old = None  # (its lease, if taken, goes with the delete at commit)
+    if TOPOLOGY.cluster:
+        try:
+            for amendment in amendments:
+                amendment.health = TOPOLOGY.health_for(full_key(amendment.key))
+        except CACHE_ERRORS as exc:
+            HEALTH.failure(exc, "lease")
+            return False
+    for health, group in _by_node(amendments).items():
+        if not health.ready():
+            continue  # these keys are invalidated at commit, as without an amendment
+        tokens = [os.urandom(8).hex() for _ in group]
+        try:
+            replies = pipelined(_client_of(health), [
+                (LEASE_IF_PRESENT if amendment.family.page is not None else LEASE_IF_CACHED).command(
+                    [lease_key(amendment.key), full_key(amendment.key)], [token, settings.CACHE_LEASE_TTL_MS])
+                for amendment, token in zip(group, tokens, strict=True)])
+        except CACHE_ERRORS as exc:
+            health.failure(exc, "lease")
+            continue
+        if health.needs_sync:  # the connection was (re)made: what it read may predate a pending delete
+            continue  # (a lease taken goes with the delete at commit)
+        for amendment, token, reply in zip(group, tokens, replies, strict=True):
+            if amendment.family.page is not None:
+                amendment.token = token if reply == 1 else None
+                continue
+            payload = Payload.unpack(reply) if reply is not None else None
+            if payload is not None:
+                amendment.token, amendment.old = token, payload.data()
     return True
+
+
+def _by_node(amendments: tuple[Amendment, ...]) -> dict[CacheHealth, list[Amendment]]:
+    groups: dict[CacheHealth, list[Amendment]] = {}
+    for amendment in amendments:
+        groups.setdefault(amendment.health, []).append(amendment)
+    return groups
+
+
+def _client_of(health: CacheHealth):
+    """The node's own connection in a cluster (its keys' commands in one batch), else the client."""
+    return health.client() if TOPOLOGY.cluster else redis_client()
 
 
 def _release(amendments: tuple[Amendment, ...]) -> None:
     """The write failed: nothing changed, give the leases back."""
-    held = [a for a in amendments if a.token is not None]
-    if not held:
-        return
-    try:
-        pipelined(redis_client(), [RELEASE_LEASE.command([lease_key(a.key)], [a.token]) for a in held])
-    except CACHE_ERRORS as exc:  # the leases expire on their own
-        HEALTH.failure(exc, "lease")
+    for health, group in _by_node(tuple(a for a in amendments if a.token is not None)).items():
+        try:
+            pipelined(_client_of(health), [RELEASE_LEASE.command([lease_key(a.key)], [a.token]) for a in group])
+        except CACHE_ERRORS as exc:  # the leases expire on their own
+            health.failure(exc, "lease")
 
 
 def _amend_now(amendments: tuple[Amendment, ...]) -> None:
-    if HEALTH.blocking():
-        defer(HEALTH, tuple((a.family, a.key) for a in amendments))
+    for health, group in _by_node(amendments).items():
+        _amend_on(health, group)
+
+
+def _amend_on(health: CacheHealth, amendments: list[Amendment]) -> None:
+    if health.blocking():
+        defer(health, tuple((a.family, a.key) for a in amendments))
         return
     commands: list[tuple[object, ...]] = []
-    outcomes, deletes = [], []
+    amended, deletes = [], []
     for amendment in amendments:
-        token = amendment.token
+        token, page = amendment.token, amendment.family.page
+        if token is not None and page is not None and amendment.appended and not amendment.changes:
+            commands.append(APPEND_TO_PAGE.command(
+                [lease_key(amendment.key), full_key(amendment.key)],
+                [token, amendment.family.ttl, page.cap, page.items, page.order,
+                 *(part for order, item in amendment.appended for part in (order, item))]))
+            amended.append(amendment)
+            continue
         data = amendment.new_value() if token is not None else None
         if token is None or data is None:
-            deletes.append(amendment.key)
-            outcomes.append(amendment.family.counters.deleted)
+            deletes.append(amendment)
             continue
         commands.append(STORE_IF_LEASED.command(
             [lease_key(amendment.key), full_key(amendment.key)],
             [token, Payload.of(data).pack(), amendment.family.ttl_for(data), _DELETE_IF_LOST]))
-        outcomes.append(amendment.family.counters.amended)
+        amended.append(amendment)
     try:
         # As any invalidation: the key and its lease, confirmed by replicas when asked for.
-        pipelined_confirmed(redis_client(), [*commands, *unlink_commands(deletes)])
+        # In a cluster a DEL per key (a key and its lease share a slot; a node's keys may not).
+        unlinks = ([command for a in deletes for command in unlink_commands([a.key])] if TOPOLOGY.cluster
+                   else unlink_commands([a.key for a in deletes]))
+        replies = pipelined_confirmed(_client_of(health), [*commands, *unlinks])
     except CACHE_ERRORS as exc:
-        HEALTH.failure(exc, "delete")
-        defer(HEALTH, tuple((a.family, a.key) for a in amendments))
+        health.failure(exc, "delete")
+        defer(health, tuple((a.family, a.key) for a in amendments))
         return
-    for counter in outcomes:
-        counter.inc()
+    for amendment, reply in zip(amended, replies, strict=False):
+        (amendment.family.counters.amended if reply == 1 else amendment.family.counters.deleted).inc()
+    for amendment in deletes:
+        amendment.family.counters.deleted.inc()

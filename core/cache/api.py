@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .amendment import Amendment, Change, amend_after_commit
 from .client import CACHE_ERRORS
-from .family import BulkLoader, KeyFamily, Loader, Parts, TtlCap, WarmScope
+from .family import BulkLoader, KeyFamily, Loader, Page, Parts, TtlCap, WarmScope
 from .invalidation import invalidate
 from .keys import normalize_email
 from .ops.warm import WarmResult, warm
@@ -28,6 +28,7 @@ __all__ = [
     "Change",
     "KeyFamily",
     "Loader",
+    "Page",
     "Parts",
     "Payload",
     "Trigger",

@@ -45,6 +45,21 @@ class WarmScope:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Page:
+    """A family whose value is a page of the newest items (``{...,"<items>":[...],"has_more":...,
+    "next_before":...}``, oldest first, each item's first field its ``order``): an amendment appends
+    new items inside Redis (``Amendment.append``), so the page never crosses the wire for it."""
+
+    items: str
+    order: str
+    cap_setting: str  # the setting holding how many items the page keeps
+
+    @property
+    def cap(self) -> int:
+        return int(getattr(settings, self.cap_setting))
+
+
+@dataclass(frozen=True, kw_only=True)
 class KeyFamily:
     name: str
     template: str
@@ -61,8 +76,11 @@ class KeyFamily:
     # slot (per user: "user_id"). A tag part the template lacks goes in front of the first part
     # (user:email:{123}:<email>); None tags the whole key (shared keys: {characters:list}).
     tag: str | None = None
+    page: Page | None = None  # amendments append inside Redis (the value's shape: Page)
 
     def __post_init__(self) -> None:
+        if self.page is not None and self.ttl_cap is not None:
+            raise TypeError(f"{self.name}: a page amended inside Redis keeps the family's TTL (no ttl_cap)")
         # fetch() calls the loader with the key's parts as keywords: a template and a loader that
         # disagree fail here, when the app's cache.py is imported, not on a miss in production.
         try:

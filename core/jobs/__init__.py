@@ -11,7 +11,6 @@ import threading
 from celery import current_app
 from django.conf import settings
 
-
 _REGISTRY_LOCK = threading.Lock()
 _registry_filled = False
 

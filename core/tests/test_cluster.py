@@ -84,7 +84,14 @@ def test_a_warm_read_is_one_round_trip_per_slot(world, cluster_cache, url, slots
     assert calls == {"mget": slots}, calls
 
 
-def test_writes_invalidate_on_the_cluster(world, user, cluster_cache):
+def test_writes_amend_on_the_cluster(world, user, cluster_cache):
+    """A user's keys share a slot, so a write amends them as on one Redis: each key holds what its
+    loader gives after the commit (the chat page appended inside Redis), none is left deleted."""
+    from accounts.cache import USER_COINS
+    from chat.cache import CHAT_HISTORY
+    from core.cache.api import Payload
+    from subscriptions.cache import SUBSCRIPTION_STATS
+
     coins = f"user:coins:{{{user.id}}}"
     stats = f"subscription:stats:{{{user.id}}}"
     history = f"chat:history:{{{user.id}}}:luna:s1"
@@ -92,9 +99,14 @@ def test_writes_invalidate_on_the_cluster(world, user, cluster_cache):
         world.get(url)
     assert cached_data(cluster_cache, coins) is not None
     assert world.post("/api/generations", {"prompt": "a cat"}, format="json").status_code == 202
-    assert cluster_cache.get(coins) is None and cluster_cache.get(stats) is None
-    assert world.post("/api/chat/luna/sessions/s1/messages", {"content": "again"}, format="json").status_code == 202
-    assert cluster_cache.get(history) is None
+    assert cached_data(cluster_cache, coins) == USER_COINS.load(user_id=user.id)
+    assert cached_data(cluster_cache, stats) == SUBSCRIPTION_STATS.load(user_id=user.id)
+    for text in ("again", "and again"):
+        assert world.post("/api/chat/luna/sessions/s1/messages", {"content": text}, format="json").status_code == 202
+        assert cluster_cache.get(history) == Payload.of(
+            CHAT_HISTORY.load(user_id=user.id, character="luna", session="s1")).pack()
+    assert cached_data(cluster_cache, stats) == SUBSCRIPTION_STATS.load(user_id=user.id)
+    assert not [key for key in cluster_cache.keys() if key.startswith("lease:")]
     balance = world.get("/api/me/coins").json()["balance"]
     user.refresh_from_db()
     assert balance == user.coin_balance
@@ -273,3 +285,23 @@ def test_a_primary_killed_under_load_gives_no_5xx_and_no_stale_value(world, user
     with CaptureQueriesContext(connection) as queries:
         clients[0].get("/api/characters")
     assert len(queries) == 0
+
+
+def test_an_amendment_over_many_slots_deletes_key_by_key(world, user, cluster_cache, make_user):
+    """Keys of several users (several slots, some on one node) that cannot be amended are deleted
+    one DEL per slot: nothing is left pending, and the one cached key is amended."""
+    from django.db import transaction
+
+    from accounts.cache import USER_COINS, coins_set_to, coins_target
+    from core.cache.api import amend_after_commit, invalidate
+    from core.models import PendingInvalidation
+
+    others = [make_user(f"u{i}@example.com") for i in range(5)]
+    world.get("/api/me/coins")
+    targets = [coins_target(user_id=someone.id) for someone in (user, *others)]
+    with amend_after_commit(*targets) as (mine, *_):
+        with transaction.atomic():
+            invalidate(*targets)
+        mine.change(coins_set_to(USER_COINS.load(user_id=user.id)["balance"]))
+    assert not PendingInvalidation.objects.exists()
+    assert cached_data(cluster_cache, f"user:coins:{{{user.id}}}") == USER_COINS.load(user_id=user.id)

@@ -5,6 +5,7 @@ followed by WAIT on the key's node (core/cache/cluster.py unlink_on_node)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -60,7 +61,8 @@ def test_a_delete_confirmed_by_the_replica_is_done(replicated, alice, user):
     replica = replicated.replica_of(replicated.primary_for(key))
     assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
     assert not PendingInvalidation.objects.exists()
-    assert raw_get(replica, key) is None
+    # The write amended the key (the new balance) and the replica confirmed it (WAIT).
+    assert json.loads(raw_get(replica, key))["data"] == {"balance": 29}
     assert balance(alice) == 29
     with CaptureQueriesContext(connection) as queries:
         assert balance(alice) == 29  # cached again, trusted: no pending row holds it back
@@ -74,8 +76,8 @@ def generations_used(client) -> int:
 
 
 def test_a_delete_the_dying_primary_never_replicated_is_replayed_on_its_promoted_replica(replicated, alice, user):
-    # A generation's first invalidation is the stats key: the primary takes that delete (the
-    # next ones of this node are recorded without trying, its breaker being open by then).
+    # A generation amends the user's stats and coins in one batch on their node: the primary takes
+    # the new values, its replica does not confirm them, so both keys' deletes are recorded.
     key = f"subscription:stats:{{{user.id}}}"
     assert generations_used(alice) == 0
     primary = replicated.primary_for(key)
@@ -87,14 +89,15 @@ def test_a_delete_the_dying_primary_never_replicated_is_replayed_on_its_promoted
     primary.client().client_kill_filter(_type="replica")
     try:
         assert alice.post("/api/generations", {"prompt": "a fox"}, format="json").status_code == 202
-        assert raw_get(primary, key) is None  # the primary acknowledged the delete...
+        assert json.loads(raw_get(primary, key))["data"]["generations"]["used_today"] == 1  # the primary took it...
         assert PendingInvalidation.objects.filter(key=key).exists()  # ...but nobody confirmed it
         primary.stop()  # kill -9 before it could replicate it
     finally:
         replica.resume()
     replicated.wait_ok()  # the frozen replica was promoted
     assert replicated.primary_for(key) is replica
-    assert raw_get(replica, key) is not None  # the lost delete: the new primary holds the old value
+    # The lost write: the new primary holds the old value.
+    assert json.loads(raw_get(replica, key))["data"]["generations"]["used_today"] == 0
 
     # Every read serves the new count, and the replayed delete reaches the new primary.
     reads: list[int] = []

@@ -1,0 +1,77 @@
+-- Append items to a cached page inside Redis, while our lease on its key is still there: the page
+-- never crosses the wire, only the new items do.
+-- The value is a Payload, {"etag":"<16 hex>","data":<page>}, and the page orjson's
+-- {...,"<list>":[<item>,...],"has_more":<bool>,"next_before":<order>|null}, items oldest first,
+-- each an object whose first field is its order ({"<order>":N,...}).
+-- KEYS[1] the lease, KEYS[2] the key; ARGV[1] our token, ARGV[2] the TTL (s), ARGV[3] the page's
+-- cap, ARGV[4] the list's field, ARGV[5] the order's field, then for each item (ascending) its
+-- order and its JSON.
+-- Stores the page with the items at its end (the oldest dropped beyond the cap, has_more and
+-- next_before as a load would set them) under a new ETag (the body's SHA1, as payload.py). A lost
+-- lease, a key gone, a value of another shape, or an item not above the page's newest: the key and
+-- its lease are deleted, as any invalidation. 1 when stored.
+local function drop()
+  redis.call('DEL', KEYS[2], KEYS[1])
+  return 0
+end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return drop() end
+local value = redis.call('GET', KEYS[2])
+if not value then return drop() end
+local head, mid = '{"etag":"', '","data":'
+local body_start = #head + 16 + #mid + 1
+if value:sub(1, #head) ~= head or value:sub(#head + 17, body_start - 1) ~= mid or value:sub(-1) ~= '}' then
+  return drop()
+end
+local body = value:sub(body_start, -2)
+-- Inside a JSON string every '"' is escaped, so these (each holding a bare '"') only match the
+-- page's own structure.
+local _, open = body:find('"' .. ARGV[4] .. '":[', 1, true)
+local close_mark = '],"has_more":'
+local close = body:find(close_mark, 1, true)
+if not open or not close or close < open then return drop() end
+local more = body:sub(close + #close_mark):match('^(%a+),"next_before":%w+}$')
+if more ~= 'true' and more ~= 'false' then return drop() end
+local list = body:sub(open + 1, close - 1)
+local item_mark = '{"' .. ARGV[5] .. '":'
+local starts, at = {}, 1
+while true do
+  local found = list:find(item_mark, at, true)
+  if not found then break end
+  starts[#starts + 1] = found
+  at = found + #item_mark
+end
+if #starts == 0 and list ~= '' then return drop() end
+local newest = -1
+if #starts > 0 then
+  newest = tonumber(list:match('^(%d+)[,}]', starts[#starts] + #item_mark))
+  if not newest then return drop() end
+end
+local parts = {list}
+local length = #list
+for i = 6, #ARGV, 2 do
+  local order = tonumber(ARGV[i])
+  if not order or order <= newest then return drop() end
+  newest = order
+  local sep = (length > 0) and ',' or ''
+  starts[#starts + 1] = length + #sep + 1
+  parts[#parts + 1] = sep .. ARGV[i + 1]
+  length = length + #sep + #ARGV[i + 1]
+end
+list = table.concat(parts)
+local cap = tonumber(ARGV[3])
+if not cap or cap < 1 then return drop() end
+local has_more = more == 'true'
+if #starts > cap then
+  list = list:sub(starts[#starts - cap + 1])
+  has_more = true
+end
+local next_before = 'null'
+if has_more then
+  next_before = list:match('^(%d+)[,}]', #item_mark + 1)
+  if not next_before then return drop() end
+end
+body = body:sub(1, open) .. list .. close_mark .. (has_more and 'true' or 'false') ..
+  ',"next_before":' .. next_before .. '}'
+redis.call('SET', KEYS[2], head .. redis.sha1hex(body):sub(1, 16) .. mid .. body .. '}', 'EX', ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
