@@ -253,7 +253,7 @@ def admin_writer(load: Load, seed: int) -> None:
     connection.close()
 
 
-REFUSE_WITHIN = 2.0  # issue 10: every worker on every host refuses a revoked token within 2 s
+REFUSE_WITHIN = 2.0  # the revocation bound: every worker on every host refuses a revoked token within 2 s
 
 
 class Revoker:

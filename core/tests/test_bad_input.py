@@ -250,7 +250,7 @@ def test_a_body_on_an_endpoint_without_fields_is_refused_not_ignored(alice, stat
     assert Subscription.objects.get(user__email="alice@example.com").auto_renew is False
 
 
-def test_the_issues_generation_is_refused_and_not_charged(alice, state):
+def test_a_malformed_generation_is_refused_and_not_charged(alice, state):
     users = user_rows()
     response = alice.post("/api/generations", {"prompt": 12, "params": "nope"}, format="json")
     assert_json_4xx(response, 400)

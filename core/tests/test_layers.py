@@ -119,7 +119,7 @@ def test_core_shows_its_parts():
     assert parts["layers"].split() == ["http", "cache"]
 
 
-def test_the_rules_of_issue_9_hold_in_the_source():
+def test_the_layering_rules_hold_in_the_source():
     graph = import_graph()
     assert graph["core"] == set()  # core is mechanics only
     for lower in ("accounts", "characters"):

@@ -9,7 +9,7 @@ import time
 
 from tests.support.harness import Gunicorn, request
 
-REFUSE_WITHIN = 2.0  # the bound of issue 10: every worker on every host refuses a revoked token within it
+REFUSE_WITHIN = 2.0  # the revocation bound: every worker on every host refuses a revoked token within it
 
 
 def _deactivate(user) -> None:
