@@ -35,11 +35,11 @@ def redis_bytes(redis_raw) -> int:
 @pytest.mark.parametrize("cap", [3, 4, 100])  # dropping the oldest, exactly full, room left
 def test_posts_leave_the_page_the_loader_builds(alice, user, characters, redis_raw, settings, cap):
     settings.CHAT_HISTORY_CACHED_MESSAGES = cap
-    assert alice.post(URL, {"content": "first \"quoted\" ✨ ],\"has_more\":"}, format="json").status_code == 201
+    assert alice.post(URL, {"content": "first \"quoted\" ✨ ],\"has_more\":"}, format="json").status_code == 202
     for text in ("second", "third {\"seq\":1}", "fourth"):
         alice.get(URL)
         before = Payload.unpack(redis_raw.get(history_key(user)))
-        assert alice.post(URL, {"content": text}, format="json").status_code == 201
+        assert alice.post(URL, {"content": text}, format="json").status_code == 202
         assert redis_raw.get(history_key(user)) == loaded(user)  # amended, not deleted: the ETag too
         assert Payload.unpack(redis_raw.get(history_key(user))).etag != before.etag
         assert not redis_raw.exists(f"lease:{history_key(user)}")
@@ -58,13 +58,14 @@ def post_bytes(alice, user, characters, redis_raw, *, session: str, page_message
     key = f"chat:history:{user.id}:luna:{session}"
     assert len(redis_raw.get(key)) > 2500 * page_messages
     before = redis_bytes(redis_raw)
-    assert alice.post(url, {"content": message}, format="json").status_code == 201
+    assert alice.post(url, {"content": message}, format="json").status_code == 202
     moved = redis_bytes(redis_raw) - before
     assert redis_raw.get(key) == Payload.of(CHAT_HISTORY.load(user_id=user.id, character="luna", session=session)).pack()
     return moved
 
 
-def test_a_post_moves_the_message_not_the_page(alice, user, characters, redis_raw):
+def test_a_post_moves_the_message_not_the_page(alice, user, characters, redis_raw, no_worker):
+    """The post's own traffic; its reply's job (not run here) reads the page once for its context."""
     message = "word " * 100
     post_bytes(alice, user, characters, redis_raw, session="first", page_messages=1, message=message)  # NOSCRIPT once
     small = post_bytes(alice, user, characters, redis_raw, session="small", page_messages=1, message=message)
@@ -73,11 +74,13 @@ def test_a_post_moves_the_message_not_the_page(alice, user, characters, redis_ra
     # request (its user, character, plan and stats reads too, both appends) is the message, the
     # reply (a hundred bytes) and a constant.
     assert abs(large - small) < 64, (small, large)
-    assert large < len(message) + 4096, large
+    # Here the broker is the same redis-server: the reply's job message (ids in Celery's envelope,
+    # about 1.5 KB) counts too.
+    assert large < len(message) + 4096 + 2048, large
 
 
 def test_an_item_not_above_the_newest_deletes_the_page(alice, user, characters, redis_raw):
-    assert alice.post(URL, {"content": "hello"}, format="json").status_code == 201
+    assert alice.post(URL, {"content": "hello"}, format="json").status_code == 202
     alice.get(URL)
     older = ChatMessage.objects.get(user=user, seq=1)
     with amend_after_commit(history_target(user_id=user.id, character="luna", session="s1")) as (history,):
@@ -88,17 +91,17 @@ def test_an_item_not_above_the_newest_deletes_the_page(alice, user, characters, 
     assert not redis_raw.exists(f"lease:{history_key(user)}")
 
 
-def test_a_value_of_another_shape_is_deleted_not_amended(alice, user, characters, redis_raw):
-    assert alice.post(URL, {"content": "hello"}, format="json").status_code == 201
+def test_a_value_of_another_shape_is_deleted_not_amended(alice, user, characters, redis_raw, no_worker):
+    assert alice.post(URL, {"content": "hello"}, format="json").status_code == 202
     alice.get(URL)
     redis_raw.set(history_key(user), Payload.of({"session": "s1", "items": []}).pack())
-    assert alice.post(URL, {"content": "again"}, format="json").status_code == 201
+    assert alice.post(URL, {"content": "again"}, format="json").status_code == 202
     assert not redis_raw.exists(history_key(user))
-    assert orjson.loads(alice.get(URL).content)["messages"][-1]["seq"] == 4
+    assert orjson.loads(alice.get(URL).content)["messages"][-1]["seq"] == 3  # the replies are still queued
 
 
 def test_an_invalidation_in_between_deletes_rather_than_appends(alice, user, characters, redis_raw):
-    assert alice.post(URL, {"content": "hello"}, format="json").status_code == 201
+    assert alice.post(URL, {"content": "hello"}, format="json").status_code == 202
     alice.get(URL)
     mine = ChatMessage(user=user, role="user", content="late")
     with amend_after_commit(history_target(user_id=user.id, character="luna", session="s1")) as (history,):
@@ -122,7 +125,7 @@ def test_concurrent_posts_leave_the_loaders_page_or_none(client_for, user, chara
         def post(i: int, round_=round_) -> int:
             return client_for(user).post(URL, {"content": f"r{round_} #{i}"}, format="json").status_code
 
-        assert run_concurrently(4, post) == [201] * 4
+        assert run_concurrently(4, post) == [202] * 4
         raw = redis_raw.get(history_key(user))
         assert raw is None or raw == loaded(user)
         assert not redis_raw.exists(f"lease:{history_key(user)}")

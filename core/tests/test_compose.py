@@ -14,7 +14,7 @@ import redis
 import yaml
 from django.conf import settings
 
-from tests.support.harness import free_port
+from tests.support.harness import LoopbackHttpServer, free_port
 
 ROOT = Path(settings.BASE_DIR)
 # The Compose Specification schema as shipped in the docker-compose 1.29.2 package (Apache-2.0),
@@ -196,12 +196,11 @@ def test_choosing_stripe_in_env_still_needs_its_keys(compose, tmp_path):
     assert result.returncode != 0 and "payments.E002" in result.stderr
 
 
-class _Upstream:
+class _Upstream(LoopbackHttpServer):
     """A stand-in for gunicorn behind nginx: answers /api/health/live with a chosen status."""
 
     def __init__(self, status: int) -> None:
         import http.server
-        import threading
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server's name
@@ -211,13 +210,7 @@ class _Upstream:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.mark.parametrize("status, healthy", [(200, True), (502, False), (None, False)])

@@ -107,7 +107,7 @@ def test_a_request_costs_no_more_statements_during_an_outage_than_with_the_cache
         alice, characters, settings, sql_statements, capsys):
     from core.cache.health import HEALTH
 
-    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 201
+    assert alice.post("/api/chat/luna/sessions/s1/messages", {"content": "hi"}, format="json").status_code == 202
 
     def statements(url: str) -> int:
         alice.get(url)  # the first request of a kind may do one-off work

@@ -6,11 +6,12 @@ import http.server
 import os
 import subprocess
 import sys
-import threading
 import zlib
 
 import sentry_sdk
 from django.conf import settings
+
+from tests.support.harness import LoopbackHttpServer
 
 RAISING_REQUEST = """
 import django
@@ -29,7 +30,7 @@ sentry_sdk.flush(10)
 """
 
 
-class Ingest:
+class Ingest(LoopbackHttpServer):
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         received = self.bodies
@@ -46,13 +47,7 @@ class Ingest:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_off_without_a_dsn():

@@ -4,6 +4,7 @@ with its AOF or squeeze in memory without touching anyone else's Redis."""
 from __future__ import annotations
 
 import http.client
+import http.server
 import os
 import shutil
 import signal
@@ -474,3 +475,17 @@ def loaded_both_ways(family, parts_list: list[dict]) -> tuple[dict[int, bytes], 
         except ObjectDoesNotExist:
             pass
     return bulk, single
+
+
+class LoopbackHttpServer:
+    """A threaded HTTP server on a free loopback port answering with ``handler`` (a
+    BaseHTTPRequestHandler subclass) until close(): a stand-in peer for a test."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
