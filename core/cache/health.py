@@ -98,6 +98,13 @@ class CacheHealth:
             watcher().ensure_running()
 
     def failure(self, exc: BaseException, operation: str = "redis") -> None:
+        if isinstance(exc, redis.exceptions.MaxConnectionsError):
+            # This process's pool is full (more threads than REDIS_MAX_CONNECTIONS): the request
+            # that met it reads from the database; Redis itself is fine, so the breaker stays shut.
+            metrics.cache_errors.labels(operation=operation).inc()
+            self.log.warning(f"{operation}:pool", f"cache {operation} found no free connection in this "
+                             f"process's pool (REDIS_MAX_CONNECTIONS): {exc}")
+            return
         was_open = self.state is OPEN
         self.state = OPEN
         self.open_until = time.monotonic() + settings.CACHE_BREAKER_COOLDOWN

@@ -244,3 +244,29 @@ def test_throttled_logins_with_redis_down_do_not_flood_the_log(faulty, api, user
     noisy = [r for r in caplog.records if r.levelno >= 30 and r.name != "django.request"]
     assert len(noisy) <= 3, [r.getMessage() for r in noisy]
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_an_exhausted_connection_pool_is_not_a_redis_fault(alice, characters, redis_raw, settings):
+    """More threads than the pool has connections is this process's limit, not a sick Redis: the
+    request that met it reads from the database, and nothing else stops using the cache."""
+    from django_redis import get_redis_connection
+
+    settings.CACHE_BREAKER_COOLDOWN = 30  # an opened breaker would still be open below
+    alice.get("/api/me")  # auth's key and this thread's read connection are in place
+    pool = get_redis_connection("default").connection_pool
+    pool.max_connections = 4
+    held = []
+    try:
+        while True:
+            held.append(pool.get_connection())
+    except redis.exceptions.MaxConnectionsError:
+        pass
+    try:
+        assert alice.get("/api/characters/luna").status_code == 200  # its lease found no connection
+    finally:
+        for connection in held:
+            pool.release(connection)
+        pool.max_connections = 1000
+    assert not redis_raw.exists("character:luna")
+    assert alice.get("/api/characters/luna").status_code == 200
+    assert redis_raw.exists("character:luna")  # cached: the pool's limit did not open the breaker
