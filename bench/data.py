@@ -94,9 +94,9 @@ def load(dsn: str, scale: Scale) -> dict:
                 copy.write_row((i, "!", False, user_email(i), f"User {i}", True, False, past, BALANCE, 0))
         counts["users"] = scale.users
         with cur.copy("COPY subscriptions_subscription (id, user_id, plan_id, status, current_period_start,"
-                      " current_period_end, auto_renew, updated_at) FROM STDIN") as copy:
+                      " current_period_end, auto_renew, payment_failed, updated_at) FROM STDIN") as copy:
             for i in range(1, scale.users + 1):
-                copy.write_row((i, i, plan_id, "active", past, now + timedelta(days=365), True, past))
+                copy.write_row((i, i, plan_id, "active", past, now + timedelta(days=365), True, False, past))
         counts["subscriptions"] = scale.users
         ledger_id = 0
         with cur.copy("COPY accounts_coinledgerentry (id, user_id, amount, reason, reference, balance_after,"
