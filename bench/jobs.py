@@ -153,6 +153,17 @@ def ledger_check(dsn: str, ids: list[int]) -> dict:
     return report
 
 
+def outcomes_awaited(watcher, poster, image_delay: float) -> list[float]:
+    """Wait (bounded) until every generation the poster got accepted has finished; stop the
+    watcher and return its accepted -> completed latencies."""
+    deadline = time.monotonic() + image_delay * 4 + 30
+    while len(watcher.finished) < len(poster.accepted) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    watcher.stopping.set()
+    watcher.join()
+    return watcher.latencies()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image-delay", type=float, default=5.0)
@@ -201,12 +212,7 @@ def main() -> None:
         poster.start()
         watcher.start()
         poster.join()
-        deadline = time.monotonic() + args.image_delay * 4 + 30
-        while len(watcher.finished) < len(poster.accepted) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        watcher.stopping.set()
-        watcher.join()
-        idle_latencies = watcher.latencies()
+        idle_latencies = outcomes_awaited(watcher, poster, args.image_delay)
         idle = {"posted": len(poster.accepted), "completed": len(idle_latencies),
                 "accepted_to_completed_p50_s": percentile(idle_latencies, 0.5),
                 "accepted_to_completed_max_s": idle_latencies[-1] if idle_latencies else None}
@@ -227,12 +233,7 @@ def main() -> None:
             busy = wrk(url, reader, args.seconds)
             poster.stopping.set()
             poster.join()
-            deadline = time.monotonic() + args.image_delay * 4 + 30
-            while len(watcher.finished) < len(poster.accepted) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            watcher.stopping.set()
-            watcher.join()
-            latencies = watcher.latencies()
+            latencies = outcomes_awaited(watcher, poster, args.image_delay)
             rounds.append({"alone": alone, "with_generations": busy, "posted": len(poster.accepted),
                            "refused": len(poster.refused), "completed": len(latencies),
                            "accepted_to_completed_p50_s": percentile(latencies, 0.5),

@@ -3,7 +3,6 @@ old values: the API keeps answering from PostgreSQL and never serves a stale val
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ import redis
 
 from core.cache.health import HEALTH
 from core.models import PendingInvalidation
-from tests.support.harness import RedisServer
+from tests.support.harness import RedisServer, cache_on_own_redis
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -24,16 +23,11 @@ COOLDOWN = 0.3
 @pytest.fixture
 def faulty(settings):
     """A Redis of this test's own, with an AOF, that the test may kill, pause and restart."""
-    server = RedisServer("--appendonly", "yes", "--appendfsync", "always", "--enable-protected-configs", "yes").start()
-    caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["LOCATION"] = server.url
-    settings.CACHES = caches  # override_settings resets the cache handlers: a new pool on this URL
     settings.CACHE_BREAKER_COOLDOWN = COOLDOWN
     settings.CACHE_PENDING_RETRY = 60  # these tests drive recovery through requests; see the retry test
-    HEALTH.reset()
-    yield server
-    server.close()
-    HEALTH.reset()
+    with cache_on_own_redis(settings, "--appendonly", "yes", "--appendfsync", "always",
+                            "--enable-protected-configs", "yes") as server:
+        yield server
 
 
 def wait_out_cooldown() -> None:

@@ -3,7 +3,6 @@ writers; afterwards every cached value equals the database."""
 
 from __future__ import annotations
 
-import copy
 import random
 import threading
 import time
@@ -14,11 +13,10 @@ import pytest
 from accounts.cache import USER_COINS, USER_EMAIL
 from characters.cache import CHARACTER, CHARACTERS_LIST
 from chat.cache import CHAT_HISTORY
-from core.cache.health import HEALTH
 from core.cache.registry import FAMILIES
 from generation.cache import GENERATION_SETTINGS
 from subscriptions.cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER
-from tests.support.harness import RedisServer, run_concurrently
+from tests.support.harness import RedisServer, cache_on_own_redis, run_concurrently
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -77,14 +75,8 @@ def test_stampede_on_a_missing_shared_key_queries_the_database_once(
 @pytest.fixture
 def tiny_redis(settings):
     """A Redis with a tiny maxmemory and allkeys-lru: any key can vanish at any time."""
-    server = RedisServer("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru").start()
-    caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["LOCATION"] = server.url
-    settings.CACHES = caches
-    HEALTH.reset()
-    yield server
-    server.close()
-    HEALTH.reset()
+    with cache_on_own_redis(settings, "--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru") as server:
+        yield server
 
 
 def fill(server: RedisServer, count: int, seed: int) -> None:

@@ -4,15 +4,13 @@ every command of a raw batch (the amendment, warm-up's fill)."""
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 
 from accounts.cache import USER_COINS, coins_set_to, coins_target
 from core.cache.api import amend_after_commit, fetch, invalidate, warm
-from core.cache.health import HEALTH
-from tests.support.harness import RedisServer
+from tests.support.harness import cache_on_own_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -76,14 +74,8 @@ def test_a_bulk_fill_after_script_flush_stores_every_key(make_user, redis_raw):
 
 @pytest.fixture
 def restartable(settings):
-    server = RedisServer().start()
-    caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["LOCATION"] = server.url
-    settings.CACHES = caches
-    HEALTH.reset()
-    yield server
-    server.close()
-    HEALTH.reset()
+    with cache_on_own_redis(settings) as server:
+        yield server
 
 
 def test_a_restarted_redis_gets_the_scripts_again(user, restartable):

@@ -3,6 +3,7 @@ with its AOF or squeeze in memory without touching anyone else's Redis."""
 
 from __future__ import annotations
 
+import copy
 import http.client
 import http.server
 import os
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -489,3 +491,21 @@ class LoopbackHttpServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextmanager
+def cache_on_own_redis(settings, *server_args: str):
+    """The cache on a redis-server of this test's own (started with ``server_args``), which the
+    test may kill, fill or restart; the breaker starts and ends closed and unsynced."""
+    from core.cache.health import HEALTH
+
+    server = RedisServer(*server_args).start()
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] = server.url
+    settings.CACHES = caches  # override_settings resets the cache handlers: a new pool on this URL
+    HEALTH.reset()
+    try:
+        yield server
+    finally:
+        server.close()
+        HEALTH.reset()
