@@ -107,6 +107,30 @@ class Watcher(threading.Thread):
         return sorted(at - accepted[gen_id] for gen_id, (status, at) in self.finished.items() if status == "completed")
 
 
+class CpuMeter:
+    """CPU seconds each party used between two snapshots: where the cores went while reads ran."""
+
+    def __init__(self, parties: dict[str, callable]) -> None:
+        self.parties = parties  # name -> () -> CPU seconds so far
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: read() for name, read in self.parties.items()}
+
+    @staticmethod
+    def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: round(after[name] - before[name], 3) for name in before}
+
+
+def database_backends_cpu(dsn: str, database: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends now connected to ``database``."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        pids = [pid for (pid,) in connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [database])]
+    return sum(common.process_tree_cpu(pid) for pid in pids)
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -217,12 +241,22 @@ def main() -> None:
                 "accepted_to_completed_p50_s": percentile(idle_latencies, 0.5),
                 "accepted_to_completed_max_s": idle_latencies[-1] if idle_latencies else None}
         print(f"idle workers: {json.dumps(idle)}", flush=True)
+        meter = CpuMeter({
+            "gunicorn": lambda: common.process_tree_cpu(app.process.pid),
+            "job_worker": lambda: common.process_tree_cpu(worker.process.pid),
+            "provider": lambda: common.process_tree_cpu(provider.pid),
+            "redis": lambda: common.process_tree_cpu(redis.process.pid),
+            "postgres": lambda: database_backends_cpu(dsn, args.database),
+            "bench_and_wrk": lambda: sum(os.times()[:4]),
+        })
         reader = tokens[-1]  # never generates
         url = app.base + "/api/characters"
         wrk(url, reader, 3)  # warm
         rounds = []
         for round_ in range(args.rounds):
+            before = meter.snapshot()
             alone = wrk(url, reader, args.seconds)
+            alone["cpu_s"] = meter.used(before, meter.snapshot())
             per_round = int(args.rate * (args.seconds + 8)) // 5 + 1
             poster = Poster(app.port, tokens[used:used + per_round], args.rate)
             used += per_round
@@ -230,7 +264,9 @@ def main() -> None:
             poster.start()
             watcher.start()
             time.sleep(args.image_delay + 1)  # steady state: about rate x delay in flight
+            before = meter.snapshot()
             busy = wrk(url, reader, args.seconds)
+            busy["cpu_s"] = meter.used(before, meter.snapshot())
             poster.stopping.set()
             poster.join()
             latencies = outcomes_awaited(watcher, poster, args.image_delay)

@@ -15,7 +15,9 @@ SECRET_KEY = env("SECRET_KEY", default="test-only-" + "0123456789abcdef" * 3)
 PAYMENT_OFFLINE_WEBHOOK_SECRET = env("PAYMENT_OFFLINE_WEBHOOK_SECRET", default="whsec_offline_test_only")
 
 DATABASES["default"] = env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/chatart")
-DATABASES["default"]["CONN_MAX_AGE"] = 0
+# 0: every test sees a fresh connection; a worker a test starts may keep one (env) to show reuse.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # as base.py: a kept connection is checked before reuse
 # One test database per test process, so parallel runs on one server never drop each other's.
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=f"test_chatart_{os.getpid()}")}
 # Django's own cache tests (vendored, run against CACHES['default']) need their Poll model.

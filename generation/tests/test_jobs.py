@@ -172,3 +172,42 @@ def test_the_sweep_sends_again_a_job_whose_message_was_lost(alice, user, provide
     start_worker()
     assert wait_for(lambda: finished(alice, gen_id), what="the generation")["status"] == "completed"
     assert ledger(user) == ["plan_grant", "spend"]
+
+
+def worker_backends() -> set[tuple[int, object]]:
+    """This test database's PostgreSQL sessions other than the test's own: (pid, start)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid, backend_start FROM pg_stat_activity"
+                       " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return set(cursor.fetchall())
+
+
+def test_a_worker_keeps_its_database_connection_across_jobs_and_survives_losing_it(make_user, client_for, provider,
+                                                                                    start_worker):
+    from django.db import connection
+
+    alice = client_for(make_user("many@example.com", plan="pro", coins=100))  # the free plan's daily limit is lower
+
+    provider.control(image_delay=0.3)  # each job holds its connection long enough to be seen
+    start_worker(concurrency=1, CONN_MAX_AGE="60")
+    seen: set = set()
+    for n in range(6):
+        gen_id = alice.post("/api/generations", {"prompt": f"a lighthouse {n}"}, format="json").json()["id"]
+
+        def done() -> dict | None:
+            seen.update(worker_backends())
+            return finished(alice, gen_id)
+
+        assert wait_for(done, what=f"generation {n}")["status"] == "completed"
+    # Six jobs, one thread: one session (Celery's fixup alone opens a new one for every job).
+    assert len(seen) <= 2, seen
+
+    # A database restart or a pooler dropping the session: the next job finds out and reconnects.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                       " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    gen_id = alice.post("/api/generations", {"prompt": "after the cut"}, format="json").json()["id"]
+    body = wait_for(lambda: finished(alice, gen_id), what="the generation after the cut")
+    assert body["status"] == "completed" and body["result"]["url"].startswith("http://127.0.0.1:")
