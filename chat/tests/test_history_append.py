@@ -91,6 +91,36 @@ def test_an_item_not_above_the_newest_deletes_the_page(alice, user, characters, 
     assert not redis_raw.exists(f"lease:{history_key(user)}")
 
 
+def test_a_reply_that_lands_after_a_newer_message_goes_in_its_place(alice, user, characters, redis_raw, no_worker):
+    from chat.jobs import chat_reply
+
+    assert alice.post(URL, {"content": "first"}, format="json").status_code == 202
+    assert alice.post(URL, {"content": "second, before the first reply"}, format="json").status_code == 202
+    alice.get(URL)  # cached: messages 1 and 3, both replies still queued
+    first_reply, second_reply = no_worker("chat")
+    chat_reply(**first_reply, last_try=True)  # seq 2, below the page's newest
+    assert redis_raw.get(history_key(user)) == loaded(user)  # amended in place, not deleted
+    assert [m["seq"] for m in orjson.loads(alice.get(URL).content)["messages"]] == [1, 2, 3]
+    chat_reply(**second_reply, last_try=True)
+    assert redis_raw.get(history_key(user)) == loaded(user)
+
+
+@pytest.mark.parametrize("cap", [2, 3])  # the late reply falls off a full page, or lands in it
+def test_a_late_reply_keeps_a_full_page_as_the_loader_builds_it(alice, user, characters, redis_raw, settings,
+                                                                 no_worker, cap):
+    from chat.jobs import chat_reply
+
+    settings.CHAT_HISTORY_CACHED_MESSAGES = cap
+    for text in ("one", "two", "three"):
+        assert alice.post(URL, {"content": text}, format="json").status_code == 202
+    alice.get(URL)  # seqs 1, 3, 5 in the database; the page holds the newest ``cap``
+    replies = no_worker("chat")
+    chat_reply(**replies[0], last_try=True)  # seq 2
+    assert redis_raw.get(history_key(user)) == loaded(user)
+    chat_reply(**replies[2], last_try=True)  # seq 6, the newest
+    assert redis_raw.get(history_key(user)) == loaded(user)
+
+
 def test_a_value_of_another_shape_is_deleted_not_amended(alice, user, characters, redis_raw, no_worker):
     assert alice.post(URL, {"content": "hello"}, format="json").status_code == 202
     alice.get(URL)

@@ -49,8 +49,8 @@ class Amendment:
 
     def append(self, item: bytes, *, order: int) -> None:
         """For a family whose value is a ``Page``: this item (its JSON, as the loader would write
-        it) goes at the page's end, inside Redis, at commit. An item not above the page's newest,
-        or a value of another shape, deletes the key instead."""
+        it) goes in its place by ``order`` (mostly the page's end), inside Redis, at commit. An item
+        already on the page, or a value of another shape, deletes the key instead."""
         self.appended.append((order, item))
 
     def new_value(self) -> Any:
