@@ -371,8 +371,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # LOGGING below stays in charge
 CELERY_WORKER_SEND_TASK_EVENTS = False
 # Celery's Django fixup closes the database connection before and after every job unless this is
-# set: a new PostgreSQL connection per job, about 40% of a busy worker's Python time in a profile. With it the
-# fixup closes one only every 2 x this many jobs; CONN_MAX_AGE and CONN_HEALTH_CHECKS still apply.
+# set: a new PostgreSQL connection per job, about 40% of a busy worker's Python time in a profile.
+# With it the fixup closes one only every 2 x this many jobs; config/celery.py closes a connection
+# past CONN_MAX_AGE or broken around each job, as Django does around a request.
 CELERY_DB_REUSE_MAX = env.int("JOB_DB_REUSE_MAX", default=1000)
 # Image jobs (5-60 s each) and chat replies (1-20 s) wait in queues of their own, so a burst of
 # one never delays the other; a worker takes all three unless told (-Q) otherwise.

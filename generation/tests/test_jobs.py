@@ -196,7 +196,7 @@ def test_a_worker_keeps_its_database_connection_across_jobs_and_survives_losing_
     for n in range(6):
         gen_id = alice.post("/api/generations", {"prompt": f"a lighthouse {n}"}, format="json").json()["id"]
 
-        def done() -> dict | None:
+        def done(gen_id: int = gen_id) -> dict | None:
             seen.update(worker_backends())
             return finished(alice, gen_id)
 
