@@ -92,14 +92,16 @@ class NodeHealth(CacheHealth):
 
     def failure(self, exc: BaseException, operation: str = "redis") -> None:
         super().failure(exc, operation)
-        if self.state is OPEN and not self.serves_slots():
+        # Only a client already built is asked: a failure may come from inside its construction.
+        built = next(iter(list(ClusterConnectionFactory._clusters.values())), None)
+        if self.state is OPEN and built is not None and not self.serves_slots(built):
             # A node that is no longer a primary keeps no key off the cache: no alert for it.
             self.breaker_gauge.set(0)
 
-    def serves_slots(self) -> bool:
+    def serves_slots(self, cluster: RedisCluster | None = None) -> bool:
         """Does this process's slot map have this node as the primary of some slot?"""
         try:
-            slots = cluster_client().nodes_manager.slots_cache
+            slots = (cluster or cluster_client()).nodes_manager.slots_cache
         except CACHE_ERRORS:
             return True  # cannot tell: sync as usual
         return any(nodes and nodes[0].name == self.node for nodes in list(slots.values()))

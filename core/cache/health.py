@@ -87,6 +87,7 @@ class CacheHealth:
         self.run_id: str | None = None  # the Redis server instance last connected to
         self.failures = 0
         self.overflow_retry_at = 0.0  # too many pending keys and some refused: when to try again
+        self.drain_at = 0.0  # without the watcher: when a read of a pending key may drain again
         self.breaker_gauge.set(0)
 
     @property
@@ -96,7 +97,17 @@ class CacheHealth:
     def ready_for(self, key: str) -> bool:
         """May this family key (as recorded, without the namespace) be read from Redis right now?
         Never while its delete is pending; otherwise as ``ready()``."""
-        return not PENDING.holds(key) and self.ready()
+        if PENDING.holds(key):
+            if settings.CACHE_PENDING_WATCH:  # the watcher applies it in the background
+                return False
+            # No watcher: reads of a pending key apply the pending deletes, once per cooldown.
+            now = time.monotonic()
+            if now < self.drain_at or self.blocking():
+                return False
+            self.drain_at = now + settings.CACHE_BREAKER_COOLDOWN
+            if not self.sync() or PENDING.holds(key):
+                return False
+        return self.ready()
 
     def blocking(self) -> bool:
         """True while the breaker is open and cooling down: do not even try Redis."""
