@@ -113,6 +113,8 @@ def record_pending_invalidations(keys: Iterable[str]) -> None:
                                                 ignore_conflicts=True)
         payload = "\n".join(keys)
         notify(payload if len(payload.encode()) <= NOTIFY_PAYLOAD_MAX else RELOAD)
+    # Again once committed: a reload that read the table before the commit cannot have dropped them.
+    PENDING.add(keys)
 
 
 def notify(payload: str) -> None:

@@ -142,3 +142,30 @@ def test_a_refused_delete_bypasses_its_key_only_on_every_host(
     with django_assert_num_queries(0):
         assert here_alice.get("/api/me/coins").json() == {"balance": 25}
     until(lambda: set(balances_there(other_host, alice)) == {25}, "the other host never trusted the key again")
+
+
+def test_past_the_limit_every_key_bypasses_until_the_table_shrinks(
+    own_redis, make_user, client_for, settings, django_assert_num_queries
+):
+    """The safe fallback: a worker that would hold more than CACHE_PENDING_KEYS_MAX pending keys
+    reads every key from the database until the pending deletes are applied."""
+    from core.cache import pending
+
+    settings.CACHE_PENDING_KEYS_MAX = 2
+    bob = make_user("bob@example.com", coins=50)
+    here_bob = client_for(bob)
+    for _ in range(2):
+        assert here_bob.get("/api/me/coins").json() == {"balance": 50}
+    refuse_writes(own_redis)
+    pending.record_pending_invalidations([f"user:coins:{n}" for n in (9991, 9992, 9993)])  # another host's
+    set_balance_behind_the_cache(bob, 999)
+
+    for _ in range(3):
+        assert here_bob.get("/api/me/coins").json() == {"balance": 999}  # bypassed, though not pending
+        time.sleep(0.1)
+
+    refuse_writes(own_redis, refuse=False)
+    until(lambda: not PendingInvalidation.objects.exists(), "the pending deletes were never applied")
+    until(lambda: here_bob.get("/api/me/coins").json() == {"balance": 50}, "Redis was never trusted again")
+    with django_assert_num_queries(0):
+        assert here_bob.get("/api/me/coins").json() == {"balance": 50}
