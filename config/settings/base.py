@@ -222,6 +222,9 @@ CACHE_PENDING_RETRY_MAX = env.float("CACHE_PENDING_RETRY_MAX", default=4.0)
 # CACHE_PENDING_CHECK seconds) from a thread of its own (core/cache/watch.py).
 CACHE_PENDING_WATCH = env.bool("CACHE_PENDING_WATCH", default=True)
 CACHE_PENDING_CHECK = env.float("CACHE_PENDING_CHECK", default=1.0)
+# Each worker keeps the pending keys in memory and bypasses only those; past this many it bypasses
+# every key until the table shrinks (the set is then not worth holding).
+CACHE_PENDING_KEYS_MAX = env.int("CACHE_PENDING_KEYS_MAX", default=2000)
 # "listen": each worker's thread holds a PostgreSQL connection of its own for LISTEN (told at once).
 # "poll": no LISTEN, the look every CACHE_PENDING_CHECK seconds alone (PgBouncer transaction pooling).
 CACHE_PENDING_NOTIFY = env.str("CACHE_PENDING_NOTIFY", default="listen")

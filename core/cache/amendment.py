@@ -21,6 +21,7 @@ from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
 from .invalidation import TAKEN_OVER, defer
 from .payload import Payload
+from .pending import PENDING
 from .replication import pipelined_confirmed
 from .scripts import APPEND_TO_PAGE, LEASE_IF_CACHED, LEASE_IF_PRESENT, RELEASE_LEASE, STORE_IF_LEASED
 from .topology import TOPOLOGY
@@ -120,6 +121,9 @@ def _lease_and_read(amendments: tuple[Amendment, ...]) -> bool:
     for health, group in _by_node(amendments).items():
         if not health.ready():
             continue  # these keys are invalidated at commit, as without an amendment
+        group = [amendment for amendment in group if not PENDING.holds(amendment.key)]  # likewise
+        if not group:
+            continue
         tokens = [os.urandom(8).hex() for _ in group]
         try:
             replies = pipelined(_client_of(health), [

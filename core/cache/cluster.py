@@ -7,9 +7,10 @@ and the cache's health kept per node.
   multi-key calls slot-safe.
 * Health: each node has its own ``CacheHealth`` (breaker, restart detection, sync), so one failed
   node does not switch off the cache on the others. A node's sync drains the pending
-  invalidations of the slots it serves. A topology change (failover, MOVED) makes every node
-  sync again before its values are trusted: a replica promoted to primary must not serve keys
-  whose deletes were recorded while its slots were someone else's.
+  invalidations of the slots it serves, reading only their rows (the slot is recorded with each
+  row, and indexed). Only the nodes that serve a pending key's slot, and nodes met anew (a
+  replica promoted to primary, a restarted node), sync: a pending key is bypassed wherever its
+  slot lives, so a topology change (failover, MOVED, reshard) re-syncs no healthy node.
 * Deletes go to each key's node directly (one DEL per slot), followed there by
   ``WAIT CACHE_INVALIDATION_REPLICAS`` when that is set: a delete the node's replicas did not
   confirm is recorded as pending (every process then bypasses those keys until it is replayed and
@@ -37,6 +38,7 @@ from redis.retry import Retry
 from .client import CACHE_ERRORS, full_key, parse_host_ports, redis_client, unlink_keys
 from .django_cache import Client as DjangoCacheClient
 from .health import CLOSED, OPEN, CacheHealth, GuardedMixin, register_health_source
+from .pending import PENDING, drain_rows, reload_pending_keys
 from .replication import execute_confirmed
 
 
@@ -70,13 +72,36 @@ class NodeHealth(CacheHealth):
             raise redis.ConnectionError(f"cluster node {self.node} is not in the cluster's topology")
         return node.redis_connection
 
+    def owns_pending(self) -> bool:
+        """Does this node serve the slot of some pending key?"""
+        if PENDING.overflow:
+            return True
+        try:
+            cluster = cluster_client()
+            return any(node_of(cluster, full_key(key)) == self.node for key in PENDING.keys())
+        except CACHE_ERRORS:
+            return True
+
+    def drain_pending(self, client: redis.Redis) -> None:
+        if not PENDING.loaded or PENDING.overflow:  # the process's first look at the table
+            reload_pending_keys()
+        self.apply_pending(client)
+
     def drain(self, client: redis.Redis) -> int:
         return drain_node(cluster_client(), self.node)
 
-    def serves_slots(self) -> bool:
+    def failure(self, exc: BaseException, operation: str = "redis") -> None:
+        super().failure(exc, operation)
+        # Only a client already built is asked: a failure may come from inside its construction.
+        built = next(iter(list(ClusterConnectionFactory._clusters.values())), None)
+        if self.state is OPEN and built is not None and not self.serves_slots(built):
+            # A node that is no longer a primary keeps no key off the cache: no alert for it.
+            self.breaker_gauge.set(0)
+
+    def serves_slots(self, cluster: RedisCluster | None = None) -> bool:
         """Does this process's slot map have this node as the primary of some slot?"""
         try:
-            slots = cluster_client().nodes_manager.slots_cache
+            slots = (cluster or cluster_client()).nodes_manager.slots_cache
         except CACHE_ERRORS:
             return True  # cannot tell: sync as usual
         return any(nodes and nodes[0].name == self.node for nodes in list(slots.values()))
@@ -135,12 +160,12 @@ def reset_node_healths() -> None:
 
 
 def topology_changed(serving: set[str] | None = None) -> None:
-    """Slots may now be served by another node: every node syncs before it is trusted again. A
-    node that serves no slot any more (a dead primary replaced by its replica) no longer counts as
-    an open breaker: no key is read from it."""
+    """Slots may now be served by another node. Nothing to re-sync: a pending key is bypassed
+    wherever its slot lives, and a node met anew syncs on its first connection. A node that serves
+    no slot any more (a dead primary replaced by its replica) no longer counts as an open breaker:
+    no key is read from it, and its gauge says so."""
     for name, health in list(_NODES.items()):
-        health.connect_epoch += 1
-        if serving is not None and name not in serving and health.state == OPEN:
+        if serving is not None and name not in serving:
             health.state = CLOSED
             health.breaker_gauge.set(0)
 
@@ -150,22 +175,41 @@ def node_of(cluster: RedisCluster, key: str) -> str:
     return cluster.nodes_manager.get_node_from_slot(key_slot(key.encode("utf-8", "surrogateescape"))).name
 
 
+def slot_ranges(cluster: RedisCluster, node: str) -> list[tuple[int, int]]:
+    """The slots ``node`` serves as the primary, as (first, last) ranges."""
+    slots = sorted(slot for slot, nodes in list(cluster.nodes_manager.slots_cache.items())
+                   if nodes and nodes[0].name == node)
+    ranges: list[tuple[int, int]] = []
+    for slot in slots:
+        if ranges and ranges[-1][1] == slot - 1:
+            ranges[-1] = (ranges[-1][0], slot)
+        else:
+            ranges.append((slot, slot))
+    return ranges
+
+
 def drain_node(cluster: RedisCluster, node: str, batch: int = 500) -> int:
-    """Apply the recorded deletes of keys in the slots ``node`` serves; other nodes' rows stay for
-    those nodes (one may be down). Rows go only after Redis confirmed the delete."""
+    """Apply the recorded deletes of keys in the slots ``node`` serves, reading only those rows (by
+    their recorded slot); other nodes' rows stay for those nodes (one may be down). Rows go only
+    after Redis confirmed the delete."""
+    from django.db.models import Q
+
     from core.models import PendingInvalidation
 
-    done, last = 0, 0
-    while True:
-        rows = list(PendingInvalidation.objects.filter(id__gt=last).order_by("id").values_list("id", "key")[:batch])
-        if not rows:
-            return done
-        last = rows[-1][0]
-        mine = [(pk, key) for pk, key in rows if node_of(cluster, full_key(key)) == node]
-        if mine:
-            unlink_on_node(node, [key for _, key in mine])
-            PendingInvalidation.objects.filter(id__in=[pk for pk, _ in mine]).delete()
-            done += len(mine)
+    ranges = slot_ranges(cluster, node)
+    if not ranges:
+        return 0
+    mine = Q()
+    for first, last in ranges:
+        mine |= Q(slot__range=(first, last))
+    done = drain_rows(PendingInvalidation.objects.filter(mine), lambda keys: unlink_on_node(node, keys), batch, node=node)
+    # Rows recorded before the slot column existed: sorted out here, as they always were.
+    legacy = [(pk, key) for pk, key in PendingInvalidation.objects.filter(slot__isnull=True).values_list("id", "key")
+              if node_of(cluster, full_key(key)) == node]
+    if legacy:
+        done += drain_rows(PendingInvalidation.objects.filter(id__in=[pk for pk, _ in legacy]),
+                           lambda keys: unlink_on_node(node, keys), batch, node=node)
+    return done
 
 
 def unlink_on_node(node: str, keys: list[str]) -> None:

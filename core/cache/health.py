@@ -5,10 +5,19 @@ Two facts decide whether a cached read may be served:
 * the breaker is closed: after any Redis failure (refused, timeout, MISCONF on a write) Redis is
   skipped for ``CACHE_BREAKER_COOLDOWN`` seconds, so a stalled server costs one timeout, not one
   per request;
-* the process has synced since its last (re)connection: invalidations that could not reach Redis
-  were recorded in PostgreSQL (``core.PendingInvalidation``) and must be applied before a value
-  read over a fresh connection (a restarted Redis may have replayed old values from its AOF) is
-  trusted. The sync is one SQL query, run only on those transitions, never on a warm hit.
+* the key is not pending: an invalidation that could not reach Redis (or that its replicas did not
+  confirm) was recorded in PostgreSQL (``core.PendingInvalidation``); that key, and only that key,
+  is read from the database until its delete is applied and confirmed. Every process knows the
+  pending keys (pending.py keeps them in memory, watch.py keeps them current);
+* the process has synced with this server instance: on a fresh connection to a server it has not
+  synced with (a restarted Redis may have replayed old values from its AOF; a new primary after a
+  failover may miss deletes the old one took) it reloads the pending keys and applies them first.
+  A key with no pending row needs nothing: its delete was confirmed, so the new instance has it.
+  The sync is a few SQL queries, run only on those transitions, never on a warm hit.
+
+A server that answers but refuses writes for want of replicas (NOREPLICAS, or a WAIT that too few
+replicas confirmed) does not open the breaker: its refused deletes become pending keys, and every
+other key stays served from it.
 """
 
 from __future__ import annotations
@@ -27,13 +36,18 @@ from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, Se
 from core import metrics
 
 from .client import CACHE_ERRORS, redis_client
-from .pending import drain_pending_invalidations
-from .replication import unlink_confirmed
+from .pending import PENDING, drain_pending_invalidations, reload_pending_keys
+from .replication import NotReplicated, unlink_confirmed
 from .watch import watcher
 
 logger = logging.getLogger("core.cache")
 
 CLOSED, OPEN = "closed", "open"
+
+
+def refused(exc: BaseException) -> bool:
+    """The server answered and refused a write for want of replicas: not a fault of the server."""
+    return isinstance(exc, NotReplicated) or (isinstance(exc, redis.ResponseError) and "NOREPLICAS" in str(exc))
 
 
 class RateLimitedLog:
@@ -72,16 +86,28 @@ class CacheHealth:
         self.synced_epoch = -1  # a new process has never synced
         self.run_id: str | None = None  # the Redis server instance last connected to
         self.failures = 0
-        # Pending invalidations recorded anywhere (any worker, any host) that this process has not
-        # applied yet: bumped by the watcher (NOTIFY or its periodic look) and by a local deferral.
-        self.pending_generation = 0
-        self.applied_generation = 0
+        self.overflow_retry_at = 0.0  # too many pending keys and some refused: when to try again
+        self.drain_at = 0.0  # without the watcher: when a read of a pending key may drain again
         self.breaker_gauge.set(0)
 
     @property
     def needs_sync(self) -> bool:
-        return (self.state is OPEN or self.synced_epoch != self.connect_epoch
-                or self.pending_generation != self.applied_generation)
+        return self.state is OPEN or self.synced_epoch != self.connect_epoch or PENDING.overflow
+
+    def ready_for(self, key: str) -> bool:
+        """May this family key (as recorded, without the namespace) be read from Redis right now?
+        Never while its delete is pending; otherwise as ``ready()``."""
+        if PENDING.holds(key):
+            if settings.CACHE_PENDING_WATCH:  # the watcher applies it in the background
+                return False
+            # No watcher: reads of a pending key apply the pending deletes, once per cooldown.
+            now = time.monotonic()
+            if now < self.drain_at or self.blocking():
+                return False
+            self.drain_at = now + settings.CACHE_BREAKER_COOLDOWN
+            if not self.sync() or PENDING.holds(key):
+                return False
+        return self.ready()
 
     def blocking(self) -> bool:
         """True while the breaker is open and cooling down: do not even try Redis."""
@@ -98,6 +124,11 @@ class CacheHealth:
             watcher().ensure_running()
 
     def failure(self, exc: BaseException, operation: str = "redis") -> None:
+        if refused(exc):
+            # The server is up and serves reads: the caller records the refused deletes as pending.
+            metrics.cache_errors.labels(operation=operation).inc()
+            self.log.warning(f"{operation}:refused", f"cache {operation} refused, its keys stay pending: {exc}")
+            return
         if isinstance(exc, redis.exceptions.MaxConnectionsError):
             # This process's pool is full (more threads than REDIS_MAX_CONNECTIONS): the request
             # that met it reads from the database; Redis itself is fine, so the breaker stays shut.
@@ -121,7 +152,7 @@ class CacheHealth:
         """May cached reads be trusted right now? Syncs first when needed (rarely)."""
         if not self.needs_sync:
             return True
-        if self.blocking():
+        if self.blocking() or (PENDING.overflow and time.monotonic() < self.overflow_retry_at):
             return False
         return self.sync()
 
@@ -135,23 +166,23 @@ class CacheHealth:
         # Another thread may be syncing: wait briefly for it rather than skip Redis.
         if not self._sync_lock.acquire(timeout=0.5):
             return False
-        if not self.needs_sync:  # it finished while we waited
+        if not self.needs_sync and not self.owns_pending():  # it finished while we waited
             self._sync_lock.release()
             return True
         try:
-            # Read before draining: whatever is signalled later is applied by the next sync.
-            generation = self.pending_generation
             client = self.client()
             client.ping()  # may reconnect, bumping connect_epoch
             epoch = self.connect_epoch
-            self.drain(client)
+            self.drain_pending(client)
         except (*CACHE_ERRORS, DatabaseError) as exc:
             self.failure(exc, "sync")
             return False
         finally:
             self._sync_lock.release()
         self.synced_epoch = epoch
-        self.applied_generation = generation
+        if PENDING.overflow:  # too many keys left pending (refused): every key stays bypassed
+            self.overflow_retry_at = time.monotonic() + settings.CACHE_BREAKER_COOLDOWN
+            return False
         if self.state is OPEN:
             logger.info("cache circuit closed")
         self.state = CLOSED
@@ -161,6 +192,26 @@ class CacheHealth:
     def client(self) -> redis.Redis:
         return redis_client()
 
+    def owns_pending(self) -> bool:
+        """Are some pending keys this health's to apply?"""
+        return PENDING.any()
+
+    def drain_pending(self, client: redis.Redis) -> None:
+        """Load the pending keys (the first step of trusting a server instance), then apply them.
+        Deletes that are refused leave their keys pending, not the server untrusted."""
+        reload_pending_keys()
+        self.apply_pending(client)
+
+    def apply_pending(self, client: redis.Redis) -> None:
+        try:
+            self.drain(client)
+        except redis.RedisError as exc:
+            if not refused(exc):
+                raise
+            self.failure(exc, "sync")
+        if PENDING.overflow:
+            reload_pending_keys()  # what the drain applied may have brought the set back in bounds
+
     def drain(self, client: redis.Redis) -> int:
         return drain_pending_invalidations(client, unlink=unlink_confirmed)
 
@@ -168,21 +219,10 @@ class CacheHealth:
         """Delete these keys where this health's server holds them (a cluster node: cluster.py)."""
         unlink_confirmed(redis_client(), keys)
 
-    def mark_unsynced(self) -> None:
-        """Invalidations were recorded for later: sync before trusting Redis again (the watcher
-        also retries them in the background, and tells every other worker)."""
-        self.pending_signalled()
+    def pending_recorded(self) -> None:
+        """Invalidations were recorded for later (their keys are pending already): the watcher
+        applies them in the background; the notification tells every other worker."""
         watcher().retry_soon()
-
-    def pending_signalled(self) -> None:
-        """Pending invalidations exist somewhere: stop trusting Redis until they are applied."""
-        self.pending_generation += 1
-
-    def pending_cleared(self, generation: int) -> None:
-        """No pending invalidation was left when the watcher looked, after it read ``generation``:
-        whoever drained them applied them to Redis, so this process need not drain again."""
-        if self.applied_generation < generation:
-            self.applied_generation = generation
 
 
 class ProcessHealth(CacheHealth):
@@ -193,10 +233,17 @@ class ProcessHealth(CacheHealth):
     # Set by the topology (topology.py): true while the cache runs on a Redis Cluster.
     stands_for_cluster: Callable[[], bool] = staticmethod(lambda: False)
 
+    def reset(self) -> None:
+        PENDING.reset()  # the process's knowledge of pending keys goes with its trust (tests)
+        super().reset()
+
+    def owns_pending(self) -> bool:
+        return not self.stands_for_cluster() and super().owns_pending()  # in a cluster each node's
+
     def sync(self) -> bool:
         if not self.stands_for_cluster():
             return super().sync()
-        self.synced_epoch, self.applied_generation = self.connect_epoch, self.pending_generation
+        self.synced_epoch = self.connect_epoch
         self.state = CLOSED
         self.breaker_gauge.set(0)
         return True
@@ -219,6 +266,9 @@ class ServerHealth(CacheHealth):
     @property
     def needs_sync(self) -> bool:
         return self.state is OPEN
+
+    def owns_pending(self) -> bool:
+        return False
 
     def connected(self, run_id: str | None) -> None:
         super().connected(run_id)

@@ -23,6 +23,10 @@ class EngineHooks:
     def lease_looked(self, key: str, found: bool) -> None:
         """A waiting miss looked for the lease holder's value (``key`` is the full key)."""
 
+    def pending_rows_read(self, node: str, keys: list[str]) -> None:
+        """A sync read these pending invalidations to apply them (``node``: the cluster node
+        whose sync it is, "" on one Redis or Sentinel)."""
+
 
 HOOKS = EngineHooks()
 

@@ -1,8 +1,8 @@
 """Invalidation after commit.
 
 ``invalidate`` deletes keys (and their leases) once the current transaction commits. A delete that
-cannot reach Redis is recorded in ``core.PendingInvalidation`` and applied before cached reads are
-trusted again (health.py, watch.py). In a cluster each node's keys go on their own, so a node that
+cannot reach Redis is recorded in ``core.PendingInvalidation``: its keys are read from the database,
+on every worker of every host, until it is applied (pending.py, health.py, watch.py). In a cluster each node's keys go on their own, so a node that
 is down defers only its keys.
 """
 
@@ -81,8 +81,9 @@ def _delete_on(health: CacheHealth, keys: Keys) -> None:
 
 
 def defer(health: CacheHealth, keys: Keys) -> None:
-    """These deletes did not reach Redis: record them, and stop trusting Redis until applied."""
+    """These deletes did not reach Redis (or were not confirmed): record them; their keys, and only
+    they, bypass the cache on every worker until the deletes are applied."""
     record_pending_invalidations(key for _, key in keys)
-    health.mark_unsynced()
+    health.pending_recorded()
     for family, _ in keys:
         family.counters.deferred.inc()

@@ -30,6 +30,7 @@ from .health import HEALTH, CacheHealth
 from .hooks import HOOKS
 from .lease import LEASE_KEEPER
 from .payload import Payload
+from .pending import PENDING
 from .scripts import RELEASE_LEASE, STORE_IF_LEASED
 from .topology import TOPOLOGY
 
@@ -45,9 +46,9 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
         return {}
     if TOPOLOGY.cluster:
         return _read_ahead_cluster([family.key(**parts) for family, parts in targets])
-    if not HEALTH.ready():
+    keys = [key for key in (family.key(**parts) for family, parts in targets) if not PENDING.holds(key)]
+    if not keys or not HEALTH.ready():
         return {}
-    keys = [family.key(**parts) for family, parts in targets]
     try:
         values = read_command(redis_client(), "MGET", *(full_key(k) for k in keys))
     except CACHE_ERRORS as exc:
@@ -60,7 +61,7 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
 
 def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
     healths = {key: TOPOLOGY.health_for(full_key(key)) for key in keys}
-    keys = [key for key in keys if healths[key].ready()]
+    keys = [key for key in keys if healths[key].ready_for(key)]
     if not keys:
         return {}
     try:
@@ -108,7 +109,7 @@ def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
     counters = family.counters
     target = full_key(key)
     health = TOPOLOGY.health_for(target)
-    if not health.ready():
+    if not health.ready_for(key):  # a pending key reads the database, and fills nothing
         counters.bypass.inc()
         return False, None
     try:
@@ -116,7 +117,7 @@ def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
         raw = cast("bytes | None", read_command(client, "GET", target))
         if health.needs_sync:
             # The connection was (re)made during that call: sync before trusting what it read.
-            if not health.ready():
+            if not health.ready_for(key):
                 counters.bypass.inc()
                 return False, None
             raw = cast("bytes | None", read_command(client, "GET", target))
@@ -228,6 +229,9 @@ def fill_many(family: KeyFamily, parts_list: list[Parts], *, client: redis.Redis
         result.rest.extend(range(len(parts_list)))
         return result
     keys = [family.key(**parts) for parts in parts_list]
+    if any(PENDING.holds(key) for key in keys):  # fetch reads a pending key from the database
+        result.rest.extend(range(len(parts_list)))
+        return result
     token = os.urandom(8).hex()  # one for the batch: it only has to tell our leases from others'
     got = pipelined(client, [("SET", lease_key(key), token, "NX", "PX", settings.CACHE_LEASE_TTL_MS) for key in keys])
     leased = [i for i, ok in enumerate(got) if ok]

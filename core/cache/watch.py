@@ -1,13 +1,15 @@
 """One daemon thread per process that learns of pending invalidations recorded anywhere.
 
 Another worker, or another host, that could not delete a key records it in PostgreSQL (pending.py)
-and sends ``NOTIFY cache_pending`` from that transaction. This thread LISTENs on its own database
-connection and, on a notification, marks this process's cache untrusted (``HEALTH.ready()`` is then
-false and reads come from the database) until the pending deletes are applied. It also looks at the
-table every ``CACHE_PENDING_CHECK`` seconds, in case a notification was missed (the database
-restarted, or SQLite, which has no LISTEN): rows there mean "untrusted", none means whoever drained
-them applied them. And it drains them itself, with a backoff capped at ``CACHE_PENDING_RETRY_MAX``,
-so an idle worker does not leave them waiting for a request or a TTL.
+and sends ``NOTIFY cache_pending`` from that transaction, with the keys as payload. This thread
+LISTENs on its own database connection and adds those keys to this process's pending set
+(``pending.PENDING``): they, and only they, are then read from the database until their deletes are
+applied. An empty payload (too many keys for one, or a drain removed rows) reloads the set from the
+table. It also looks at the table every ``CACHE_PENDING_CHECK`` seconds, in case a notification was
+missed (the database restarted, or SQLite, which has no LISTEN): a row count or highest id other
+than at the last load reloads the set. And it drains them itself, with a backoff capped at
+``CACHE_PENDING_RETRY_MAX``, so an idle worker does not leave them waiting for a request or a TTL;
+in a cluster only the nodes that serve a pending key's slot drain (healthy nodes are left alone).
 
 With ``CACHE_PENDING_NOTIFY = "poll"`` it sends no LISTEN: the periodic look alone tells it, within
 ``CACHE_PENDING_CHECK`` seconds, through the thread's ordinary Django connection, which it gives back
@@ -15,7 +17,7 @@ after each look as a request would (``CONN_MAX_AGE``, or Django's connection poo
 is left on the connection, so a transaction-pooling PgBouncer can carry it.
 
 Each look also publishes how many keys are pending (``cache_pending_keys``).
-The cached read path itself never runs SQL for this: it reads two integers.
+The cached read path itself never runs SQL for this: it looks the key up in a dict.
 """
 
 from __future__ import annotations
@@ -94,10 +96,7 @@ class PendingWatcher:
                     if self._stop.is_set():
                         break
                     if notified:
-                        for health in _healths():
-                            health.pending_signalled()
-                        if not self.next_retry:  # another process's record: drain it if still there
-                            self.next_retry = time.monotonic() + settings.CACHE_PENDING_RETRY
+                        self._learn(notified)
                     if time.monotonic() >= next_check:
                         next_check = time.monotonic() + settings.CACHE_PENDING_CHECK
                         self._check(_healths())
@@ -113,12 +112,13 @@ class PendingWatcher:
             self.listening = False
             connection.close()
 
-    def _listen(self, connection, timeout: float) -> bool:
-        """Wait up to ``timeout`` for a NOTIFY (PostgreSQL) or a local wake-up; True if notified."""
+    def _listen(self, connection, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` for a NOTIFY (PostgreSQL) or a local wake-up; the payloads of the
+        notifications that came (none on a wake-up or a timeout)."""
         self._wake.clear()
         if connection.vendor != "postgresql" or polling():
             self._wake.wait(timeout)
-            return False
+            return []
         connection.ensure_connection()
         raw = connection.connection
         if not self.listening or self._listening_on is not raw:
@@ -127,36 +127,47 @@ class PendingWatcher:
         # Short slices so a local wake-up (a record here, stop()) is seen quickly too.
         deadline = time.monotonic() + timeout
         while True:
-            notified = any(True for _ in raw.notifies(timeout=min(0.1, max(0.0, deadline - time.monotonic())), stop_after=1))
+            notified = [n.payload for n in raw.notifies(timeout=min(0.1, max(0.0, deadline - time.monotonic())), stop_after=1)]
+            if notified:
+                notified += [n.payload for n in raw.notifies(timeout=0)]  # those already queued
             if notified or self._wake.is_set() or time.monotonic() >= deadline:
                 return notified
 
-    def _check(self, healths) -> None:
-        """The periodic look: rows mean "untrusted", none means everything recorded is applied."""
-        from .pending import pending_count
+    def _learn(self, payloads: list[str]) -> None:
+        """Notifications: their keys are pending now (an empty payload: reload the set)."""
+        from .pending import PENDING, RELOAD, reload_pending_keys
 
-        generations = [health.pending_generation for health in healths]
-        pending = pending_count()
-        metrics.pending_keys.set(pending)
-        if pending:
-            for health in healths:
-                if health.pending_generation == health.applied_generation:
-                    health.pending_signalled()  # a missed notification
+        if RELOAD in payloads:
+            reload_pending_keys()
+        else:
+            PENDING.add(key for payload in payloads for key in payload.split("\n"))
+        if PENDING.any() and not self.next_retry:  # another process's record: drain it if still there
+            self.next_retry = time.monotonic() + settings.CACHE_PENDING_RETRY
+
+    def _check(self, healths) -> None:
+        """The periodic look: reload the pending keys when the table changed since the last load."""
+        from .pending import PENDING, reload_pending_keys, table_state
+
+        table = table_state()
+        metrics.pending_keys.set(table[0])
+        if table != PENDING.table:
+            reload_pending_keys(table)  # a missed notification, or rows another process drained
+        if PENDING.any():
             if not self.next_retry:
                 self.next_retry = time.monotonic() + settings.CACHE_PENDING_RETRY
         else:
-            for health, generation in zip(healths, generations, strict=True):
-                health.pending_cleared(generation)
             self.next_retry, self._delay = 0.0, 0.0
         self.looks += 1
 
     def _retry(self, healths) -> None:
+        from .pending import PENDING
+
         if not self.next_retry or time.monotonic() < self.next_retry:
             return
         done = True
-        for health in [h for h in healths if h.needs_sync]:
+        for health in [h for h in healths if h.needs_sync or h.owns_pending()]:
             done = not health.blocking() and health.sync() and done
-        if done:
+        if done and not PENDING.any():
             self.next_retry, self._delay = 0.0, 0.0
             return
         cap = max(settings.CACHE_PENDING_RETRY, settings.CACHE_PENDING_RETRY_MAX)
