@@ -29,6 +29,7 @@ from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
 from .hooks import HOOKS
 from .lease import LEASE_KEEPER
+from .near import NEAR
 from .payload import Payload
 from .scripts import RELEASE_LEASE, STORE_IF_LEASED
 from .topology import TOPOLOGY
@@ -47,7 +48,10 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
         return _read_ahead_cluster([family.key(**parts) for family, parts in targets])
     if not HEALTH.ready():
         return {}
-    keys = [family.key(**parts) for family, parts in targets]
+    # Keys held in process (near.py) are left to fetch; the others may be kept once read.
+    keys, tokens = NEAR.ahead([(family, family.key(**parts)) for family, parts in targets])
+    if not keys:
+        return {}
     try:
         values = read_command(redis_client(), "MGET", *(full_key(k) for k in keys))
     except CACHE_ERRORS as exc:
@@ -55,7 +59,9 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
         return {}
     if HEALTH.needs_sync:  # the connection was (re)made during the call: fetch syncs first
         return {}
-    return dict(zip(keys, cast("list[bytes | None]", values), strict=True))
+    read = dict(zip(keys, cast("list[bytes | None]", values), strict=True))
+    NEAR.keep_read(tokens, read)
+    return read
 
 
 def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
@@ -78,6 +84,9 @@ def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None
     if not settings.CACHE_LAYER_ENABLED:  # benchmark baselines: no cache, or another cache
         return Payload.of(family.load(**parts))
     key = family.key(**parts)
+    held = NEAR.get(family, key)
+    if held is not None:
+        return held
     if readahead and key in readahead:
         return _serve(family, key, parts, readahead.pop(key))
     trusted, raw = _get(family, key)
@@ -111,6 +120,7 @@ def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
     if not health.ready():
         counters.bypass.inc()
         return False, None
+    near = NEAR.begin(family, key)
     try:
         client = redis_client()
         raw = cast("bytes | None", read_command(client, "GET", target))
@@ -124,6 +134,8 @@ def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
         health.failure(exc, "get")
         counters.error.inc()
         return False, None
+    if near is not None:
+        NEAR.keep(near, raw)
     return True, raw
 
 
