@@ -377,8 +377,8 @@ def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
                 else:
                     # Redis bytes sent per request: only this Django talks to the stack's Redis now.
                     request = [["GET", reads[target], None, 0]]
-                    ours, ours_bytes = redis_bytes_of(lambda: servers["ours"].run(request, per_batch))
-                    off, off_bytes = redis_bytes_of(lambda: servers[NEAR_OFF].run(request, per_batch))
+                    ours, ours_bytes = redis_bytes_of(lambda request=request: servers["ours"].run(request, per_batch))
+                    off, off_bytes = redis_bytes_of(lambda request=request: servers[NEAR_OFF].run(request, per_batch))
                     ours["redis_bytes"], off["redis_bytes"] = ours_bytes, off_bytes
                     run[NEAR_OFF][target] = {**off, "bare": bare["cpu_us"]}
                 run["ours"][target] = {**ours, "bare": bare["cpu_us"], "plain": plain["cpu_us"]}

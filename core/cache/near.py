@@ -142,7 +142,7 @@ class NearCache:
                 return
             del self._inflight[key]
             # _trusted first: a change of the data path it notices flushes (a new generation).
-            if payload is None or not self._trusted(time.monotonic()) or generation != self._generation:
+            if raw is None or payload is None or not self._trusted(time.monotonic()) or generation != self._generation:
                 return
             size = len(raw) + len(key) + 200  # the bytes plus the map's and objects' overhead, roughly
             if size > self.max_bytes:
