@@ -276,3 +276,41 @@ def test_a_sentinel_failover_empties_the_near_cache(sentinels, alice, characters
     sentinels.wait_for(lambda: old.client().info("replication")["role"] == "slave", "the old primary was never demoted")
     until(lambda: list_body(alice) == changed.body, "a value held from the old primary was served on")
     held(alice, sentinels.primary, "/api/characters")  # tracking follows the new primary
+
+
+@pytest.mark.slow
+def test_every_gunicorn_worker_tracks_after_the_fork_and_follows_a_save(own, alice, characters):
+    from django.db import connection
+
+    from characters.models import Character
+    from tests.support.harness import Gunicorn, request
+
+    server = Gunicorn(connection.settings_dict["NAME"], own.url)
+    headers = {"Authorization": alice._credentials["HTTP_AUTHORIZATION"]}
+
+    def names() -> set[str]:
+        bodies = set()
+        for _ in range(20):
+            status, _, body = request("127.0.0.1", server.port, "GET", "/api/characters/luna", headers=headers)
+            assert status == 200
+            bodies.add(body)
+        return {Payload(body, "").data()["display_name"] for body in bodies}
+
+    try:
+        assert names() == {"Luna"}
+        # One tracking connection per worker (started in the worker, after the fork) and this process's.
+        until(lambda: sum(c["name"] == "cache-near-tracking" for c in own.client().client_list()) >= server.workers,
+              "not every worker started its tracking connection")
+
+        def near_hits() -> float:
+            text = request("127.0.0.1", server.port, "GET", "/metrics")[2].decode()
+            return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                       if sample.name == "cache_near_hits_total" and sample.labels == {"family": "character"})
+
+        until(lambda: names() == {"Luna"} and near_hits() > 0, "no worker served a near hit")
+        luna = Character.objects.get(name="luna")
+        luna.display_name = "Luna Everywhere"
+        luna.save()
+        until(lambda: names() == {"Luna Everywhere"}, "a worker kept serving the value from before the save")
+    finally:
+        server.close()
