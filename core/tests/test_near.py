@@ -314,3 +314,29 @@ def test_every_gunicorn_worker_tracks_after_the_fork_and_follows_a_save(own, ali
         until(lambda: names() == {"Luna Everywhere"}, "a worker kept serving the value from before the save")
     finally:
         server.close()
+
+
+def test_a_value_read_while_it_changes_is_not_held(own, alice, characters, monkeypatch):
+    """The write lands between the read's reply and the moment the process would hold the value:
+    the old value must not be held (it would be served until the key next changed)."""
+    held(alice, own, "/api/characters")
+    other = own.client()
+    old = other.get("characters:list")
+    other.delete("characters:list")
+    # Once the delete's message has landed, a miss stores the same bytes again (not held: a fill).
+    until(lambda: alice.get("/api/characters") and other.get("characters:list") == old, "never stored again")
+    changed = Payload.of({"characters": [{"name": "changed-mid-read"}]})
+    unpack = Payload.unpack.__func__
+    raced = []
+
+    def racing_unpack(cls, raw):
+        if raw == old and not raced:
+            raced.append(True)
+            other.set("characters:list", changed.pack())
+            time.sleep(0.3)  # the invalidation message arrives meanwhile
+        return unpack(cls, raw)
+
+    monkeypatch.setattr(Payload, "unpack", classmethod(racing_unpack))
+    alice.get("/api/characters")  # reads the old bytes; the change lands before they are held
+    assert raced
+    assert list_body(alice) == changed.body
