@@ -361,6 +361,8 @@ def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
         calls = {name: servers[name].ask({"op": "calls", "requests": floor})["calls"] for name in (BARE, PLAIN)}
         calls["ours"] = {w: servers["ours"].ask({"op": "calls", "requests": [["GET", p, None, 0]]})["calls"]
                          for w, p in reads.items()}
+        calls[NEAR_OFF] = {w: servers[NEAR_OFF].ask({"op": "calls", "requests": [["GET", p, None, 0]]})["calls"]
+                           for w, p in reads.items()}
         targets = [*reads, *writes]
         runs = []
         for r in range(args.inproc_rounds):
@@ -427,7 +429,7 @@ def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
         } for w in writes},
         "write_beside": WRITE_BESIDE,
         "noisy": max(bare_rounds) / min(bare_rounds) - 1 > NOISY_SPREAD,
-        "calls": {"bare": calls[BARE], "plain": calls[PLAIN], "ours": calls["ours"]},
+        "calls": {"bare": calls[BARE], "plain": calls[PLAIN], "ours": calls["ours"], NEAR_OFF: calls[NEAR_OFF]},
         "runs": runs,
     }
 
@@ -635,13 +637,17 @@ def inproc_markdown(inproc: dict) -> list[str]:
         lines += ["", "Near cache on (the app as configured) and off (`CACHE_NEAR_ENABLED=0`, every hit a Redis round"
                   " trip), each batch right after the same bare floor batch; ratio medians with their range over the"
                   " rounds; Redis bytes sent per request (INFO total_net_output_bytes over the batch):", "",
-                  "| endpoint | near on: x bare floor | range | Redis bytes | near off: x bare floor | range | Redis bytes |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| endpoint | near on: x bare floor | range | Redis bytes | calls | near off: x bare floor | range"
+                  " | Redis bytes | calls |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        calls = inproc.get("calls", {})
         for w in inproc["ours"]:
             on_range, off_range = inproc["ratio_spread"][w], off["ratio_spread"][w]
             lines.append(f"| {'authenticated floor' if w == 'floor' else w} | {inproc['ratio'][w]:.2f}x"
                          f" | {on_range[0]:.2f}-{on_range[1]:.2f} | {inproc['redis_bytes'][w]:.0f}"
-                         f" | {off['ratio'][w]:.2f}x | {off_range[0]:.2f}-{off_range[1]:.2f} | {off['redis_bytes'][w]:.0f} |")
+                         f" | {calls.get('ours', {}).get(w, '')}"
+                         f" | {off['ratio'][w]:.2f}x | {off_range[0]:.2f}-{off_range[1]:.2f} | {off['redis_bytes'][w]:.0f}"
+                         f" | {calls.get(NEAR_OFF, {}).get(w, '')} |")
     beside = inproc["write_beside"]
     lines += ["", f"Writes in-process, each batch of {inproc['write_batch']} (cycling over the bench users) right after a"
               f" batch of the cached read `{beside}`; wall time includes PostgreSQL and Redis:", "",
