@@ -83,6 +83,7 @@ USER_EMAIL = KeyFamily(
     name="user:email", template="user:email:{email}", ttl_setting="CACHE_TTL_USER_EMAIL", default_ttl=120,
     loader=user_payload_by_email, bulk_loader=user_payloads_by_email, holds="the user's profile and flags",
     enumerate=_emails_of, tag="user_id",
+    near=True,  # read by every authenticated request: held in process (core/cache/near.py)
 )
 USER_COINS = KeyFamily(
     name="user:coins", template="user:coins:{user_id}", ttl_setting="CACHE_TTL_USER_COINS", default_ttl=60,

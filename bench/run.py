@@ -45,6 +45,7 @@ MODES = ("none", "ours", "cachalot")
 BARE = "bare"  # the bare floor's results, measured beside every single-endpoint workload
 PLAIN = "plain"  # the plain django-redis view (bench/plain.py), measured beside the bare floor
 FLOORS = (BARE, PLAIN)
+NEAR_OFF = "near_off"  # in-process: the app with its near cache off, beside the app as configured
 # Cached reads measured alone, with the route label bench/app.py counts them under.
 MIXES = ("mix", "mix_warmed")  # the same mix; the second after cache_warm (ours only)
 WORKLOAD_LABELS = {"mix": "mix, cold start", "mix_warmed": "mix after cache_warm"}
@@ -331,6 +332,20 @@ def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
                  "BENCH_COUNT_SQL": "0", "DATABASE_URL": data.database_url(stack.database),
                  "REDIS_URL": stack.redis.url},
     }
+    # The same app with its near cache off (every hit a Redis round trip): before and after, one run.
+    envs[NEAR_OFF] = {**envs["ours"], "CACHE_NEAR_ENABLED": "0"}
+    redis_stats = stack.redis.client()
+
+    def redis_out() -> int:
+        return int(redis_stats.info("stats")["total_net_output_bytes"])
+
+    def redis_bytes_of(batch) -> tuple[dict, float]:
+        """The batch's result and the bytes Redis sent per request: the growth of the counter less
+        one INFO reply (each read's own reply counts in the next read), measured just before."""
+        first = redis_out()
+        before = redis_out()
+        result = batch()
+        return result, (redis_out() - before - (before - first)) / per_batch
     floor = [["GET", "/api/bench/floor", None, 0]]
     log = open(common.RESULTS / "inproc.log", "a")
     servers: dict[str, InprocServer] = {}
@@ -340,15 +355,18 @@ def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
             servers[name].run(floor, 20)
         for path in reads.values():
             servers["ours"].run([["GET", path, None, 0]], 20)
+            servers[NEAR_OFF].run([["GET", path, None, 0]], 20)
         for requests in writes.values():
             servers["ours"].run(requests, max(writers, 5))
         calls = {name: servers[name].ask({"op": "calls", "requests": floor})["calls"] for name in (BARE, PLAIN)}
         calls["ours"] = {w: servers["ours"].ask({"op": "calls", "requests": [["GET", p, None, 0]]})["calls"]
                          for w, p in reads.items()}
+        calls[NEAR_OFF] = {w: servers[NEAR_OFF].ask({"op": "calls", "requests": [["GET", p, None, 0]]})["calls"]
+                           for w, p in reads.items()}
         targets = [*reads, *writes]
         runs = []
         for r in range(args.inproc_rounds):
-            run: dict = {BARE: [], PLAIN: [], "ours": {}, "beside": {}}
+            run: dict = {BARE: [], PLAIN: [], "ours": {}, "beside": {}, NEAR_OFF: {}}
             shift = r % len(targets)
             for target in targets[shift:] + targets[:shift]:
                 bare = servers[BARE].run(floor, per_batch)
@@ -359,7 +377,12 @@ def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
                     run["beside"][target] = servers["ours"].run([["GET", reads[WRITE_BESIDE], None, 0]], per_batch)
                     ours = servers["ours"].run(writes[target], write_batch)
                 else:
-                    ours = servers["ours"].run([["GET", reads[target], None, 0]], per_batch)
+                    # Redis bytes sent per request: only this Django talks to the stack's Redis now.
+                    request = [["GET", reads[target], None, 0]]
+                    ours, ours_bytes = redis_bytes_of(lambda request=request: servers["ours"].run(request, per_batch))
+                    off, off_bytes = redis_bytes_of(lambda request=request: servers[NEAR_OFF].run(request, per_batch))
+                    ours["redis_bytes"], off["redis_bytes"] = ours_bytes, off_bytes
+                    run[NEAR_OFF][target] = {**off, "bare": bare["cpu_us"]}
                 run["ours"][target] = {**ours, "bare": bare["cpu_us"], "plain": plain["cpu_us"]}
             runs.append(run)
             print(f"in-process round {r + 1}/{args.inproc_rounds}, CPU us: bare {statistics.median(run[BARE]):.0f},"
@@ -386,6 +409,16 @@ def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
         "ratio": {w: median([run["ours"][w]["cpu_us"] / run["ours"][w]["bare"] for run in runs]) for w in reads},
         "ratio_plain": {w: median([run["ours"][w]["cpu_us"] / run["ours"][w]["plain"] for run in runs]) for w in reads},
         "plain_ratio": median([p / b for p, b in zip(plain_rounds, bare_rounds, strict=True)]),
+        "ratio_spread": {w: [round(min(v), 2), round(max(v), 2)] for w in reads
+                         for v in [[run["ours"][w]["cpu_us"] / run["ours"][w]["bare"] for run in runs]]},
+        "redis_bytes": {w: median([run["ours"][w]["redis_bytes"] for run in runs]) for w in reads},
+        "near_off": {
+            "ours": {w: median([run[NEAR_OFF][w]["cpu_us"] for run in runs]) for w in reads},
+            "ratio": {w: median([run[NEAR_OFF][w]["cpu_us"] / run[NEAR_OFF][w]["bare"] for run in runs]) for w in reads},
+            "ratio_spread": {w: [round(min(v), 2), round(max(v), 2)] for w in reads
+                             for v in [[run[NEAR_OFF][w]["cpu_us"] / run[NEAR_OFF][w]["bare"] for run in runs]]},
+            "redis_bytes": {w: median([run[NEAR_OFF][w]["redis_bytes"] for run in runs]) for w in reads},
+        },
         "writes": {w: {
             "cpu_us": median([run["ours"][w]["cpu_us"] for run in runs]),
             "wall_us": median([run["ours"][w]["wall_us"] for run in runs]),
@@ -396,7 +429,7 @@ def inproc_compare(stack: Stack, args, tokens: list[str]) -> dict:
         } for w in writes},
         "write_beside": WRITE_BESIDE,
         "noisy": max(bare_rounds) / min(bare_rounds) - 1 > NOISY_SPREAD,
-        "calls": {"bare": calls[BARE], "plain": calls[PLAIN], "ours": calls["ours"]},
+        "calls": {"bare": calls[BARE], "plain": calls[PLAIN], "ours": calls["ours"], NEAR_OFF: calls[NEAR_OFF]},
         "runs": runs,
     }
 
@@ -599,6 +632,22 @@ def inproc_markdown(inproc: dict) -> list[str]:
         lines.append(f"| {'authenticated floor' if w == 'floor' else w} | {cpu:.0f} | {inproc['ours_wall'][w]:.0f}"
                      f" | {inproc['ratio'][w]:.2f}x | {inproc['ratio_plain'][w]:.2f}x"
                      f" | {calls.get('ours', {}).get(w, '')} |")
+    off = inproc.get("near_off")
+    if off:
+        lines += ["", "Near cache on (the app as configured) and off (`CACHE_NEAR_ENABLED=0`, every hit a Redis round"
+                  " trip), each batch right after the same bare floor batch; ratio medians with their range over the"
+                  " rounds; Redis bytes sent per request (INFO total_net_output_bytes over the batch):", "",
+                  "| endpoint | near on: x bare floor | range | Redis bytes | calls | near off: x bare floor | range"
+                  " | Redis bytes | calls |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        calls = inproc.get("calls", {})
+        for w in inproc["ours"]:
+            on_range, off_range = inproc["ratio_spread"][w], off["ratio_spread"][w]
+            lines.append(f"| {'authenticated floor' if w == 'floor' else w} | {inproc['ratio'][w]:.2f}x"
+                         f" | {on_range[0]:.2f}-{on_range[1]:.2f} | {inproc['redis_bytes'][w]:.0f}"
+                         f" | {calls.get('ours', {}).get(w, '')}"
+                         f" | {off['ratio'][w]:.2f}x | {off_range[0]:.2f}-{off_range[1]:.2f} | {off['redis_bytes'][w]:.0f}"
+                         f" | {calls.get(NEAR_OFF, {}).get(w, '')} |")
     beside = inproc["write_beside"]
     lines += ["", f"Writes in-process, each batch of {inproc['write_batch']} (cycling over the bench users) right after a"
               f" batch of the cached read `{beside}`; wall time includes PostgreSQL and Redis:", "",

@@ -33,11 +33,11 @@ def _active_names(scope: WarmScope) -> Iterable[Parts]:
 
 CHARACTERS_LIST = KeyFamily(
     name="characters:list", template="characters:list", ttl_setting="CACHE_TTL_CHARACTERS_LIST", default_ttl=1800,
-    loader=character_list_payload, holds="the active characters", shared=True,
+    loader=character_list_payload, holds="the active characters", shared=True, near=True,
 )
 CHARACTER = KeyFamily(
     name="character", template="character:{name}", ttl_setting="CACHE_TTL_CHARACTER", default_ttl=1800,
-    loader=character_payload, holds="one character", shared=True, enumerate=_active_names,
+    loader=character_payload, holds="one character", shared=True, enumerate=_active_names, near=True,
     tag="name",  # cluster: each character in its own slot, so they spread over the nodes
 )
 

@@ -55,6 +55,12 @@ request_latency = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 
+# The near cache (core/cache/near.py): hits served in process (also counted as hits above), and
+# how often a process emptied it (tracking lost or re-established, Redis changed, a server flush).
+near_hits = Counter("cache_near_hits_total", "Cached reads served from the process's near cache, by key family.",
+                    ["family"])
+near_flushes = Counter("cache_near_flushes_total", "Times a process emptied its near cache, by reason.", ["reason"])
+
 _RESULTS = ("hit", "miss", "bypass", "error")
 
 
@@ -67,6 +73,7 @@ class FamilyCounters:
         self.deleted = cache_invalidations.labels(family=family, result="deleted")
         self.deferred = cache_invalidations.labels(family=family, result="deferred")
         self.amended = cache_invalidations.labels(family=family, result="amended")
+        self.near_hit = near_hits.labels(family=family)
 
 
 def workers_dir() -> str | None:

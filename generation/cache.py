@@ -31,6 +31,7 @@ def generation_settings_payload() -> dict:
 GENERATION_SETTINGS = KeyFamily(
     name="generation:settings", template="generation:settings", ttl_setting="CACHE_TTL_GENERATION_SETTINGS",
     default_ttl=3600, loader=generation_settings_payload, holds="generation settings", shared=True,
+    near=True,
 )
 
 

@@ -237,6 +237,16 @@ CACHE_INVALIDATION_WAIT_MS = env.int("CACHE_INVALIDATION_WAIT_MS", default=100)
 # when its process died), and the longest a miss waits for that request's value.
 CACHE_LEASE_TTL_MS = env.int("CACHE_LEASE_TTL_MS", default=2000)
 CACHE_LEASE_WAIT = env.float("CACHE_LEASE_WAIT", default=5.0)
+# The near cache (core/cache/near.py): the near families held in each process, evicted by Redis
+# tracking. Off in Redis Cluster. Under faults a process serves an entry for at most
+# CACHE_NEAR_MAX_SILENCE_MS after it last heard from its tracking connection (PINGed every
+# CACHE_NEAR_HEARTBEAT_MS); an entry lives at most CACHE_NEAR_MAX_AGE seconds (or its family's TTL).
+CACHE_NEAR_ENABLED = env.bool("CACHE_NEAR_ENABLED", default=True)
+CACHE_NEAR_MAX_ENTRIES = env.int("CACHE_NEAR_MAX_ENTRIES", default=10_000)
+CACHE_NEAR_MAX_BYTES = env.int("CACHE_NEAR_MAX_BYTES", default=32 * 1024 * 1024)
+CACHE_NEAR_MAX_AGE = env.float("CACHE_NEAR_MAX_AGE", default=60.0)
+CACHE_NEAR_HEARTBEAT_MS = env.int("CACHE_NEAR_HEARTBEAT_MS", default=200)
+CACHE_NEAR_MAX_SILENCE_MS = env.int("CACHE_NEAR_MAX_SILENCE_MS", default=600)
 
 # --- API -------------------------------------------------------------------------------------
 # How many reverse proxies stand in front of the app; 0 trusts no X-Forwarded-For (see core/http/throttling.py).

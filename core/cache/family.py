@@ -77,6 +77,7 @@ class KeyFamily:
     # (user:email:{123}:<email>); None tags the whole key (shared keys: {characters:list}).
     tag: str | None = None
     page: Page | None = None  # amendments append inside Redis (the value's shape: Page)
+    near: bool = False  # also held in each process, kept coherent by Redis tracking (near.py)
 
     def __post_init__(self) -> None:
         if self.page is not None and self.ttl_cap is not None:

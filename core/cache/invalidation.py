@@ -17,6 +17,7 @@ from django.db import transaction
 from .client import CACHE_ERRORS, full_key
 from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
+from .near import NEAR
 from .pending import record_pending_invalidations
 from .topology import TOPOLOGY
 
@@ -56,6 +57,8 @@ def invalidate(*targets: tuple[KeyFamily, Parts]) -> None:
 def delete_now(keys: Keys) -> None:
     if not TOPOLOGY.cluster:
         _delete_on(HEALTH, keys)
+        # This process reads its own writes at once; the others when tracking tells them (near.py).
+        NEAR.evict([key for _, key in keys])
         return
     # Cluster: each node's keys on their own, so a node that is down defers only its keys.
     by_node: dict[CacheHealth, list[tuple[KeyFamily, str]]] = {}

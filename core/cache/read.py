@@ -29,6 +29,7 @@ from .family import KeyFamily, Parts
 from .health import HEALTH, CacheHealth
 from .hooks import HOOKS
 from .lease import LEASE_KEEPER
+from .near import NEAR
 from .payload import Payload
 from .pending import PENDING
 from .scripts import RELEASE_LEASE, STORE_IF_LEASED
@@ -46,8 +47,13 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
         return {}
     if TOPOLOGY.cluster:
         return _read_ahead_cluster([family.key(**parts) for family, parts in targets])
-    keys = [key for key in (family.key(**parts) for family, parts in targets) if not PENDING.holds(key)]
-    if not keys or not HEALTH.ready():
+    pairs = [(family, key) for family, key in ((family, family.key(**parts)) for family, parts in targets)
+             if not PENDING.holds(key)]
+    if not pairs or not HEALTH.ready():
+        return {}
+    # Keys held in process (near.py) are left to fetch; the others may be kept once read.
+    keys, tokens = NEAR.ahead(pairs)
+    if not keys:
         return {}
     try:
         values = read_command(redis_client(), "MGET", *(full_key(k) for k in keys))
@@ -56,7 +62,9 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
         return {}
     if HEALTH.needs_sync:  # the connection was (re)made during the call: fetch syncs first
         return {}
-    return dict(zip(keys, cast("list[bytes | None]", values), strict=True))
+    read = dict(zip(keys, cast("list[bytes | None]", values), strict=True))
+    NEAR.keep_read(tokens, read)
+    return read
 
 
 def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
@@ -79,6 +87,9 @@ def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None
     if not settings.CACHE_LAYER_ENABLED:  # benchmark baselines: no cache, or another cache
         return Payload.of(family.load(**parts))
     key = family.key(**parts)
+    held = NEAR.get(family, key)
+    if held is not None:
+        return held
     if readahead and key in readahead:
         return _serve(family, key, parts, readahead.pop(key))
     trusted, raw = _get(family, key)
@@ -112,6 +123,7 @@ def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
     if not health.ready_for(key):  # a pending key reads the database, and fills nothing
         counters.bypass.inc()
         return False, None
+    near = NEAR.begin(family, key)
     try:
         client = redis_client()
         raw = cast("bytes | None", read_command(client, "GET", target))
@@ -125,6 +137,8 @@ def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
         health.failure(exc, "get")
         counters.error.inc()
         return False, None
+    if near is not None:
+        NEAR.keep(near, raw)
     return True, raw
 
 

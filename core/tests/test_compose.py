@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import jsonschema
@@ -411,6 +412,13 @@ def test_the_documented_acl_user_can_run_every_cache_command_and_nothing_dangero
             monkeypatch.setattr(settings, "CACHE_INVALIDATION_REPLICAS", 0)
             assert client.exists("character:luna") == 0
             api.fetch(character, name="luna")
+            # The near cache's tracking connection, as chatart: CLIENT ID/SETNAME/TRACKING, SUBSCRIBE.
+            deadline = time.monotonic() + 10
+            while not any(c["name"] == "cache-near-tracking" and c["user"] == "chatart" and c["sub"] == "1"
+                          for c in admin.client_list()):
+                assert time.monotonic() < deadline, admin.client_list()
+                api.fetch(character, name="luna")
+                time.sleep(0.05)
             assert flush_ops.flush([character]) == {"character": 1}  # SCAN, UNLINK
 
             # Django's cache (throttles, cache_page, third-party apps) on the same user.

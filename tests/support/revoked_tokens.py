@@ -4,10 +4,11 @@ refuses them."""
 
 from __future__ import annotations
 
+import http.client
 import threading
 import time
 
-from tests.support.harness import Gunicorn, request
+from tests.support.harness import Gunicorn
 
 REFUSE_WITHIN = 2.0  # the revocation bound: every worker on every host refuses a revoked token within it
 
@@ -52,12 +53,25 @@ class RevokedTokens:
     def _there(self, server: Gunicorn, name: str) -> list[int]:
         workers = server.workers
         results: list = [None] * workers
+        # Every connection is open (and taken by a sync worker, which then waits for its request)
+        # before any request goes out: a warm answer takes a fraction of a millisecond, so requests
+        # sent at once would otherwise all be answered by whichever worker accepted first.
+        connected = threading.Barrier(workers)
 
         def one(i: int) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
             try:
-                results[i] = request("127.0.0.1", server.port, "GET", self.path, headers=self.headers[name])[0]
-            except OSError as exc:
+                connection.connect()
+                connected.wait(timeout=10)
+                time.sleep(0.02)  # each idle worker accepts one of them meanwhile
+                connection.request("GET", self.path, headers=self.headers[name])
+                response = connection.getresponse()
+                response.read()
+                results[i] = response.status
+            except (OSError, threading.BrokenBarrierError) as exc:
                 results[i] = exc
+            finally:
+                connection.close()
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(workers)]
         for thread in threads:
