@@ -60,6 +60,51 @@ class Page:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Version:
+    """A version key: one small key per fan-out scope (every plan at once, one character name) that
+    the values of the families naming it are built under. A cached value carries the version it
+    was built under (``Payload.stamp``) and counts only while this key exists and holds that
+    version; a write that changes the scope deletes the key (``invalidate((VERSION, parts))``, one
+    command however many keys it covers), and the next fill starts a new random version. A missing
+    key (deleted, evicted, a restart) means misses, never a stale value. It has no TTL: a few bytes
+    per scope. Its parts are some of the families' parts; in Redis Cluster it is tagged by ``tag``
+    (None: the whole key), so it can share a slot with a key read beside it."""
+
+    name: str
+    template: str
+    holds: str
+    tag: str | None = None
+    invalidated_by: list[str] = field(default_factory=list, compare=False)  # filled by @invalidates
+
+    @cached_property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(_FIELD.findall(self.template))
+
+    @cached_property
+    def cluster_template(self) -> str:
+        if self.tag is None:
+            return "{{" + self.template + "}}"
+        field = "{" + self.tag + "}"
+        return self.template.replace(field, "{{" + field + "}}")
+
+    @property
+    def cluster_form(self) -> str:
+        return self.cluster_template.format(**{name: "{" + name + "}" for name in self.fields})
+
+    def key(self, **parts: object) -> str:
+        """The version key of the scope these parts (a family's, or just the scope's own) fall in."""
+        template = self.cluster_template if TOPOLOGY.cluster else self.template
+        return template.format(**{name: key_part(parts[name]) for name in self.fields})
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @cached_property
+    def counters(self) -> metrics.FamilyCounters:
+        return metrics.FamilyCounters(self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
 class KeyFamily:
     name: str
     template: str
@@ -77,10 +122,16 @@ class KeyFamily:
     # (user:email:{123}:<email>); None tags the whole key (shared keys: {characters:list}).
     tag: str | None = None
     page: Page | None = None  # amendments append inside Redis (the value's shape: Page)
+    # A value counts only while this version key holds the version it was built under: a write
+    # that changes many keys at once (a plan edit, a rename) deletes one version key instead.
+    version: Version | None = None
 
     def __post_init__(self) -> None:
         if self.page is not None and self.ttl_cap is not None:
             raise TypeError(f"{self.name}: a page amended inside Redis keeps the family's TTL (no ttl_cap)")
+        if self.version is not None and not set(self.version.fields) <= set(self.fields):
+            raise TypeError(f"{self.name}: version {self.version.name} needs parts {self.version.fields} "
+                            f"the key does not have {self.fields}")
         # fetch() calls the loader with the key's parts as keywords: a template and a loader that
         # disagree fail here, when the app's cache.py is imported, not on a miss in production.
         try:

@@ -104,7 +104,8 @@ def test_writes_amend_on_the_cluster(world, user, cluster_cache):
     for text in ("again", "and again"):
         assert world.post("/api/chat/luna/sessions/s1/messages", {"content": text}, format="json").status_code == 202
         assert cluster_cache.get(history) == Payload.of(
-            CHAT_HISTORY.load(user_id=user.id, character="luna", session="s1")).pack()
+            CHAT_HISTORY.load(user_id=user.id, character="luna", session="s1"),
+            stamp=cluster_cache.get("chat:version:{luna}")).pack()
     assert cached_data(cluster_cache, stats) == SUBSCRIPTION_STATS.load(user_id=user.id)
     assert not [key for key in cluster_cache.keys() if key.startswith("lease:")]
     balance = world.get("/api/me/coins").json()["balance"]
