@@ -20,6 +20,16 @@ _VERSION_END = len(_VERSION_HEAD) + STAMP_LEN
 _STAMP_SKIP = _VERSION_END + 1  # '{"version":"<16>",' stands where '{' stands in an unstamped value
 
 
+STAMPED_HEAD = _STAMP_SKIP  # how many bytes of a value name its version (``stamp_of``)
+
+
+def stamp_of(head: bytes) -> bytes | None:
+    """The version a value (or its first STAMPED_HEAD bytes) was built under; None if unstamped."""
+    if head[: len(_VERSION_HEAD)] != _VERSION_HEAD or len(head) < _VERSION_END:
+        return None
+    return head[len(_VERSION_HEAD):_VERSION_END]
+
+
 @dataclass(frozen=True, slots=True)
 class Payload:
     """A JSON response body and its ETag; ``stamp``: the version it was built under, if any."""

@@ -83,6 +83,28 @@ def test_a_plan_edit_costs_the_same_for_10_and_1000_subscribers(plans, redis_raw
     assert sql_10 == sql_1000, costs
 
 
+def test_after_a_plan_edit_warm_fills_again_and_verify_finds_no_drift(plans, redis_raw):
+    from core.cache.api import Payload
+    from core.cache.ops.verify import verify
+    from subscriptions.cache import SUBSCRIPTION_USER
+
+    plan = plans["plus"]
+    users = subscribers(plan, 5)
+    cache_subscriptions(users)
+    edit_plan(plan, name="Plus Edited", daily_generation_limit=9)
+    # The values built under the old version are still there, never served: verify does not count
+    # them as drift, and a warm-up fills them again rather than taking them for cached.
+    assert redis_raw.exists(f"subscription:user:{users[0]}")
+    assert verify().drifted == []
+    result = warm([(SUBSCRIPTION_USER, {"user_id": user_id}) for user_id in users])
+    assert result.written == {"subscription:user": 5} and result.already == {}
+    version = redis_raw.get("plans:version")
+    for user_id in users:
+        payload = Payload.unpack(redis_raw.get(f"subscription:user:{user_id}"))
+        assert payload.stamp == version and payload.data()["plan"]["name"] == "Plus Edited"
+    assert warm([(SUBSCRIPTION_USER, {"user_id": users[0]})]).already == {"subscription:user": 1}
+
+
 @pytest.fixture
 def faulty(settings):
     """A Redis of this test's own, with an AOF, that the test may kill and start again."""
