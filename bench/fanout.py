@@ -162,12 +162,11 @@ def edit_bench(args, redis) -> dict:
 
 
 def read_bench(args, redis, url: str) -> dict:
+    from accounts.apis import EmailTokenObtainPairSerializer
+    from accounts.models import User
     from bench.run import InprocServer
     from core.cache.api import fetch
     from subscriptions.cache import SUBSCRIPTION_STATS, SUBSCRIPTION_USER
-
-    from accounts.apis import EmailTokenObtainPairSerializer
-    from accounts.models import User
 
     user = User.objects.order_by("id").first()
     fetch(SUBSCRIPTION_USER, user_id=user.id)  # stamped values both apps read

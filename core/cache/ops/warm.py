@@ -16,9 +16,9 @@ from redis.cluster import RedisCluster
 
 from ..client import full_key, pipelined, redis_client
 from ..family import KeyFamily, Parts, WarmScope
+from ..payload import STAMPED_HEAD, stamp_of
 from ..read import fetch, fill_many
 from ..registry import activity_sources
-from ..payload import STAMPED_HEAD, stamp_of
 from ..topology import TOPOLOGY
 from .common import Progress, batches, mget, no_progress, ping, primaries
 
