@@ -91,6 +91,12 @@ class Version:
     def cluster_form(self) -> str:
         return self.cluster_template.format(**{name: "{" + name + "}" for name in self.fields})
 
+    @property
+    def pattern(self) -> str:
+        """SCAN pattern of every version key of this kind."""
+        template = self.cluster_template if TOPOLOGY.cluster else self.template
+        return "".join(literal + ("*" if name is not None else "") for literal, name, _, _ in string.Formatter().parse(template))
+
     def key(self, **parts: object) -> str:
         """The version key of the scope these parts (a family's, or just the scope's own) fall in."""
         template = self.cluster_template if TOPOLOGY.cluster else self.template
