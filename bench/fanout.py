@@ -191,6 +191,10 @@ def read_bench(args, redis, url: str) -> dict:
         for name in ("version", "no-version"):
             for path in paths.values():
                 servers[name].run([["GET", path, None, 0]], 20)
+        # Python function calls per request: a figure the machine's noise cannot move.
+        calls = {name: {p: servers[name].ask({"op": "calls", "requests": [["GET", path, None, 0]]})["calls"]
+                        for p, path in paths.items()} for name in ("version", "no-version")}
+        print(f"function calls per request: {calls}", flush=True)
         rows: dict = {name: {p: [] for p in paths} for name in ("version", "no-version")}
         ratios: dict = {name: {p: [] for p in paths} for name in ("version", "no-version")}
         bare_all: list[float] = []
@@ -208,7 +212,7 @@ def read_bench(args, redis, url: str) -> dict:
     finally:
         for server in servers.values():
             server.close()
-    return {"per_batch": per_batch, "rounds": args.read_rounds, "bare_us": spread(bare_all),
+    return {"per_batch": per_batch, "rounds": args.read_rounds, "bare_us": spread(bare_all), "calls": calls,
             "cpu_us": {n: {p: spread(v) for p, v in ps.items()} for n, ps in rows.items()},
             "ratio_to_bare": {n: {p: spread(v) for p, v in ps.items()} for n, ps in ratios.items()},
             "raw": {"bare": bare_all, "cpu_us": rows}}

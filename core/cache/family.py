@@ -100,7 +100,24 @@ class Version:
     def key(self, **parts: object) -> str:
         """The version key of the scope these parts (a family's, or just the scope's own) fall in."""
         template = self.cluster_template if TOPOLOGY.cluster else self.template
-        return template.format(**{name: key_part(parts[name]) for name in self.fields})
+        # Read beside its values on every cached read: remembered (no part, or one str part).
+        fields = self.fields
+        value = parts[fields[0]] if len(fields) == 1 else None
+        memo = (template, value) if not fields or type(value) is str else None
+        if memo is not None:
+            known = self._keys.get(memo)
+            if known is not None:
+                return known
+        key = template.format(**{name: key_part(parts[name]) for name in fields})
+        if memo is not None:
+            if len(self._keys) >= _KEYS_REMEMBERED:
+                self._keys.clear()
+            self._keys[memo] = key
+        return key
+
+    @cached_property
+    def _keys(self) -> dict[tuple, str]:
+        return {}
 
     def __hash__(self) -> int:
         return hash(self.name)

@@ -66,8 +66,13 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
 
 def _version_keys(targets: tuple[tuple[KeyFamily, Parts], ...], keys: list[str]) -> list[str]:
     """The version keys the versioned targets count under, once each (read in the same MGET)."""
-    versions = [family.version.key(**parts) for family, parts in targets if family.version is not None]
-    return list(dict.fromkeys(v for v in versions if v not in keys)) if versions else []
+    versions: list[str] = []
+    for family, parts in targets:  # a loop, not comprehensions: this runs on every cached read
+        if family.version is not None:
+            key = family.version.key(**parts)
+            if key not in keys and key not in versions:
+                versions.append(key)
+    return versions
 
 
 def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
@@ -196,7 +201,7 @@ def _read_with_version(target: str, version: str, client: redis.Redis | None = N
 def _serve(family: KeyFamily, key: str, parts: dict, raw: bytes | None, version: bytes | None = None) -> Payload:
     if raw is not None:
         payload = Payload.unpack(raw)
-        if payload is not None and (family.version is None or current(payload, version)):
+        if payload is not None and (family.version is None or (version is not None and payload.stamp == version)):
             family.counters.hit.inc()
             return payload
     family.counters.miss.inc()
