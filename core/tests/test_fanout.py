@@ -105,6 +105,42 @@ def test_after_a_plan_edit_warm_fills_again_and_verify_finds_no_drift(plans, red
     assert warm([(SUBSCRIPTION_USER, {"user_id": users[0]})]).already == {"subscription:user": 1}
 
 
+# The stale-set race across a fan-out: a reader misses, loads the OLD plan, and before it stores
+# that value the plan edit commits and deletes the version key (the writer runs inside the wrapped
+# loader, autocommit: its after-commit delete runs at once). The value it stores is stamped with
+# the version it read before loading, which is gone: never served.
+
+
+@pytest.mark.parametrize("version_missing", [False, True], ids=["version-known", "version-started-by-the-fill"])
+def test_a_plan_edit_during_a_load_is_never_hidden_by_it(plans, redis_raw, monkeypatch, version_missing):
+    from subscriptions.cache import SUBSCRIPTION_USER
+
+    plan = plans["plus"]
+    (user_id,) = subscribers(plan, 1)
+    other = subscribers(plan, 1, start=1)[0]
+    fetch(SUBSCRIPTION_USER, user_id=other)  # the plans' version exists
+    if version_missing:
+        redis_raw.delete("plans:version")
+    real = SUBSCRIPTION_USER.loader
+    raced = []
+
+    def reader_then_writer(*, user_id):
+        old = real(user_id=user_id)
+        if not raced:
+            raced.append(old["plan"]["name"])
+            plan.name = "Plus Raced"
+            plan.save()  # commits, deletes the version key
+        return old
+
+    monkeypatch.setitem(SUBSCRIPTION_USER.__dict__, "loader", reader_then_writer)
+    assert fetch(SUBSCRIPTION_USER, user_id=user_id).data()["plan"]["name"] == "Plus"  # what it read...
+    assert raced == ["Plus"]
+    assert redis_raw.exists(f"subscription:user:{user_id}")  # ...stored, under a version that is gone
+    monkeypatch.setitem(SUBSCRIPTION_USER.__dict__, "loader", real)
+    assert fetch(SUBSCRIPTION_USER, user_id=user_id).data()["plan"]["name"] == "Plus Raced"
+    assert fetch(SUBSCRIPTION_USER, user_id=other).data()["plan"]["name"] == "Plus Raced"
+
+
 @pytest.fixture
 def faulty(settings):
     """A Redis of this test's own, with an AOF, that the test may kill and start again."""
