@@ -68,9 +68,11 @@ def test_only_tagged_contract_keys_remain(world, user, cluster_cache):
     assert cluster_cache.keys() == {key.format(uid=user.id) for key in ENDPOINTS.values()} | versions
 
 
-@pytest.mark.parametrize(("url", "slots"), [("/api/me/coins", 1), ("/api/chat/luna/sessions/s1/messages", 2)])
+@pytest.mark.parametrize(("url", "slots"), [("/api/me/coins", 1), ("/api/chat/luna/sessions/s1/messages", 2),
+                                           ("/api/subscription", 2)])
 def test_a_warm_read_is_one_round_trip_per_slot(world, cluster_cache, url, slots):
-    """The user's keys share a slot: one MGET; the chat page also reads character:{luna}: two."""
+    """The user's keys share a slot: one MGET; the chat page also reads character:{luna} (and
+    chat:version:{luna}, in the same slot): two; the subscription also {plans:version}: two."""
     world.get(url)
     clients = [server.client() for server in cluster_cache.primaries()]
     for client in clients:
