@@ -17,6 +17,7 @@ from core.cache.api import (
     KeyFamily,
     Page,
     Parts,
+    Version,
     WarmScope,
     connect_receivers,
     invalidate,
@@ -113,11 +114,18 @@ def _recent_sessions(scope: WarmScope) -> Iterable[Parts]:
     return ({"user_id": user_id, "character": character, "session": session} for user_id, character, session in rows)
 
 
+# History keys carry the character's name: a rename must not leave the old name's histories to be
+# served again if a character takes that name (a new one, or the renamed one back). One version key
+# per name, in the name's slot (beside character:{name}, read with it), instead of one delete per
+# session.
+CHAT_VERSION = Version(name="chat:version", template="chat:version:{character}", tag="character",
+                       holds="the version of the chat histories under one character name")
+
 CHAT_HISTORY = KeyFamily(
     name="chat:history", template="chat:history:{user_id}:{character}:{session}", ttl_setting="CACHE_TTL_CHAT_HISTORY",
     default_ttl=600, loader=chat_history_payload, bulk_loader=chat_history_payloads,
     holds="recent messages of one chat session",
-    enumerate=_recent_sessions, tag="user_id",
+    enumerate=_recent_sessions, tag="user_id", version=CHAT_VERSION,
     # A new message is appended to the cached page inside Redis: a post sends the message, not the page.
     page=Page(items="messages", order="seq", cap_setting="CHAT_HISTORY_CACHED_MESSAGES"),
 )
@@ -147,15 +155,10 @@ def flush_message(*, instance: ChatMessage, **kwargs: object) -> None:
         invalidate_chat_history(user_id=user_id, character=character, session=session)
 
 
-@invalidates(CHAT_HISTORY, triggers=[on("character_renamed", signal=character_renamed)])
-def flush_histories_of_renamed_character(*, character_id: int, old_name: str, **kwargs: object) -> None:
-    # History keys carry the name: a rename must not leave the old name's histories behind, to
-    # be served again if a new character takes that name.
-    sessions = ChatSession.objects.filter(character_id=character_id).values_list("user_id", "session_id")
-    invalidate(*(
-        (CHAT_HISTORY, {"user_id": user_id, "character": old_name, "session": session})
-        for user_id, session in sessions
-    ))
+@invalidates(CHAT_HISTORY, CHAT_VERSION, triggers=[on("character_renamed", signal=character_renamed)])
+def flush_histories_of_renamed_character(*, old_name: str, **kwargs: object) -> None:
+    # Every history under the old name at once: one key, however many sessions it has.
+    invalidate((CHAT_VERSION, {"character": old_name}))
 
 
 def _active_users(since: datetime) -> Iterable[int]:

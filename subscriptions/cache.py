@@ -15,7 +15,18 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import CoinLedgerEntry
-from core.cache.api import Change, KeyFamily, Parts, WarmScope, connect_receivers, invalidate, invalidates, on, register
+from core.cache.api import (
+    Change,
+    KeyFamily,
+    Parts,
+    Version,
+    WarmScope,
+    connect_receivers,
+    invalidate,
+    invalidates,
+    on,
+    register,
+)
 from core.clock import day_start
 from core.http.formatting import iso_utc
 
@@ -186,22 +197,28 @@ def _user_ids_of(scope: WarmScope) -> Iterable[Parts]:
     return ({"user_id": user_id} for user_id in scope.user_ids)
 
 
+# Both families embed plans (the subscription's plan and next plan, the stats' limits): a plan edit
+# deletes this one key rather than two keys per subscriber. One version for the whole catalogue: a
+# read cannot know its plan before it has the value, and plan edits are rare (the cost of one is
+# at most one early reload per cached subscriber, as if their keys expired).
+PLANS_VERSION = Version(name="plans:version", template="plans:version", holds="the version of the plans")
+
 SUBSCRIPTION_USER = KeyFamily(
     name="subscription:user", template="subscription:user:{user_id}", ttl_setting="CACHE_TTL_SUBSCRIPTION_USER",
     default_ttl=300, loader=subscription_payload, bulk_loader=subscription_payloads, holds="the user's current subscription",
-    ttl_cap=seconds_until_period_end, enumerate=_user_ids_of, tag="user_id",
+    ttl_cap=seconds_until_period_end, enumerate=_user_ids_of, tag="user_id", version=PLANS_VERSION,
 )
 SUBSCRIPTION_STATS = KeyFamily(
     name="subscription:stats", template="subscription:stats:{user_id}", ttl_setting="CACHE_TTL_SUBSCRIPTION_STATS",
     default_ttl=300, loader=subscription_stats_payload, bulk_loader=subscription_stats_payloads,
     holds="usage in the current period",
-    ttl_cap=seconds_until_day_ends, enumerate=_user_ids_of, tag="user_id",
+    ttl_cap=seconds_until_day_ends, enumerate=_user_ids_of, tag="user_id", version=PLANS_VERSION,
 )
 
 
 @invalidates(SUBSCRIPTION_USER, SUBSCRIPTION_STATS, when="expiry")
 def invalidate_subscriptions(*, user_ids: Iterable[int]) -> None:
-    """Bulk paths (expiry, a plan edit) that send no per-row signal."""
+    """Bulk paths (expiry) that send no per-row signal."""
     invalidate(*(
         target
         for user_id in user_ids
@@ -221,10 +238,12 @@ def flush_subscription(*, instance: Subscription, **kwargs: object) -> None:
     invalidate_subscriptions(user_ids=[instance.user_id])
 
 
-@invalidates(SUBSCRIPTION_USER, SUBSCRIPTION_STATS, triggers=[on("post_save", "subscriptions.Plan")])
-def flush_plan_subscribers(*, instance: Plan, **kwargs: object) -> None:
-    # Cached subscriptions embed their plan: a plan edit reaches every subscriber's keys.
-    invalidate_subscriptions(user_ids=instance.subscriptions.values_list("user_id", flat=True).iterator())
+@invalidates(SUBSCRIPTION_USER, SUBSCRIPTION_STATS, PLANS_VERSION, triggers=[
+    on("post_save", "subscriptions.Plan"), on("post_delete", "subscriptions.Plan")])
+def flush_plan_subscribers(**kwargs: object) -> None:
+    # Cached subscriptions embed their plan: a plan edit reaches every subscriber's keys, through
+    # one version key (one command after commit, one pending row if Redis is down).
+    invalidate((PLANS_VERSION, {}))
 
 
 @invalidates(SUBSCRIPTION_STATS, triggers=[on("post_save", "accounts.CoinLedgerEntry"),

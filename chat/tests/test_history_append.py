@@ -22,9 +22,10 @@ def history_key(user) -> str:
     return f"chat:history:{user.id}:luna:s1"
 
 
-def loaded(user) -> bytes:
-    """What a load from the database stores for the session."""
-    return Payload.of(CHAT_HISTORY.load(user_id=user.id, character="luna", session="s1")).pack()
+def loaded(user, redis_raw, session: str = "s1") -> bytes:
+    """What a load from the database stores for the session (under the name's current version)."""
+    return Payload.of(CHAT_HISTORY.load(user_id=user.id, character="luna", session=session),
+                      stamp=redis_raw.get("chat:version:luna")).pack()
 
 
 def redis_bytes(redis_raw) -> int:
@@ -40,7 +41,7 @@ def test_posts_leave_the_page_the_loader_builds(alice, user, characters, redis_r
         alice.get(URL)
         before = Payload.unpack(redis_raw.get(history_key(user)))
         assert alice.post(URL, {"content": text}, format="json").status_code == 202
-        assert redis_raw.get(history_key(user)) == loaded(user)  # amended, not deleted: the ETag too
+        assert redis_raw.get(history_key(user)) == loaded(user, redis_raw)  # amended, not deleted: the ETag too
         assert Payload.unpack(redis_raw.get(history_key(user))).etag != before.etag
         assert not redis_raw.exists(f"lease:{history_key(user)}")
 
@@ -60,7 +61,7 @@ def post_bytes(alice, user, characters, redis_raw, *, session: str, page_message
     before = redis_bytes(redis_raw)
     assert alice.post(url, {"content": message}, format="json").status_code == 202
     moved = redis_bytes(redis_raw) - before
-    assert redis_raw.get(key) == Payload.of(CHAT_HISTORY.load(user_id=user.id, character="luna", session=session)).pack()
+    assert redis_raw.get(key) == loaded(user, redis_raw, session)
     return moved
 
 
@@ -99,10 +100,10 @@ def test_a_reply_that_lands_after_a_newer_message_goes_in_its_place(alice, user,
     alice.get(URL)  # cached: messages 1 and 3, both replies still queued
     first_reply, second_reply = no_worker("chat")
     chat_reply(**first_reply, last_try=True)  # seq 2, below the page's newest
-    assert redis_raw.get(history_key(user)) == loaded(user)  # amended in place, not deleted
+    assert redis_raw.get(history_key(user)) == loaded(user, redis_raw)  # amended in place, not deleted
     assert [m["seq"] for m in orjson.loads(alice.get(URL).content)["messages"]] == [1, 2, 3]
     chat_reply(**second_reply, last_try=True)
-    assert redis_raw.get(history_key(user)) == loaded(user)
+    assert redis_raw.get(history_key(user)) == loaded(user, redis_raw)
 
 
 @pytest.mark.parametrize("cap", [2, 3])  # the late reply falls off a full page, or lands in it
@@ -116,9 +117,9 @@ def test_a_late_reply_keeps_a_full_page_as_the_loader_builds_it(alice, user, cha
     alice.get(URL)  # seqs 1, 3, 5 in the database; the page holds the newest ``cap``
     replies = no_worker("chat")
     chat_reply(**replies[0], last_try=True)  # seq 2
-    assert redis_raw.get(history_key(user)) == loaded(user)
+    assert redis_raw.get(history_key(user)) == loaded(user, redis_raw)
     chat_reply(**replies[2], last_try=True)  # seq 6, the newest
-    assert redis_raw.get(history_key(user)) == loaded(user)
+    assert redis_raw.get(history_key(user)) == loaded(user, redis_raw)
 
 
 def test_a_value_of_another_shape_is_deleted_not_amended(alice, user, characters, redis_raw, no_worker):
@@ -157,7 +158,7 @@ def test_concurrent_posts_leave_the_loaders_page_or_none(client_for, user, chara
 
         assert run_concurrently(4, post) == [202] * 4
         raw = redis_raw.get(history_key(user))
-        assert raw is None or raw == loaded(user)
+        assert raw is None or raw == loaded(user, redis_raw)
         assert not redis_raw.exists(f"lease:{history_key(user)}")
     page = orjson.loads(client_for(user).get(URL).content)
     assert [m["seq"] for m in page["messages"]] == list(range(30, 35))

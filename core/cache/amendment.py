@@ -40,6 +40,7 @@ class Amendment:
     health: CacheHealth = HEALTH  # of the key's node in a cluster
     token: str | None = None  # our lease's token; None: not amendable, the commit deletes the key
     old: Any = None  # the cached value; never read for a family whose value is a Page
+    stamp: bytes | None = None  # the version the cached value was built under: the amended one keeps it
     changes: list[Change] = field(default_factory=list)
     appended: list[tuple[int, bytes]] = field(default_factory=list)
 
@@ -141,7 +142,7 @@ def _lease_and_read(amendments: tuple[Amendment, ...]) -> bool:
                 continue
             payload = Payload.unpack(reply) if reply is not None else None
             if payload is not None:
-                amendment.token, amendment.old = token, payload.data()
+                amendment.token, amendment.old, amendment.stamp = token, payload.data(), payload.stamp
     return True
 
 
@@ -192,7 +193,7 @@ def _amend_on(health: CacheHealth, amendments: list[Amendment]) -> None:
             continue
         commands.append(STORE_IF_LEASED.command(
             [lease_key(amendment.key), full_key(amendment.key)],
-            [token, Payload.of(data).pack(), amendment.family.ttl_for(data), _DELETE_IF_LOST]))
+            [token, Payload.of(data, stamp=amendment.stamp).pack(), amendment.family.ttl_for(data), _DELETE_IF_LOST]))
         amended.append(amendment)
     try:
         # As any invalidation: the key and its lease, confirmed by replicas when asked for.

@@ -3,7 +3,8 @@
 An app declares its key families in its own ``cache.py`` (``KeyFamily``, ``register``), the
 receivers that invalidate them beside them (``invalidates``, ``on``, ``connect_receivers``), reads
 through ``fetch`` (and ``read_ahead`` for a request's keys together), and writes with
-``invalidate`` or ``amend_after_commit``. Everything else in ``core.cache`` is the engine's own
+``invalidate`` or ``amend_after_commit``. A fan-out (one write, the values of many keys) names a
+``Version`` on its families and invalidates that one key. Everything else in ``core.cache`` is the engine's own
 and may be rearranged; import-linter holds apps to this module (``.importlinter``).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from .amendment import Amendment, Change, amend_after_commit
 from .client import CACHE_ERRORS
-from .family import BulkLoader, KeyFamily, Loader, Page, Parts, TtlCap, WarmScope
+from .family import BulkLoader, KeyFamily, Loader, Page, Parts, TtlCap, Version, WarmScope
 from .invalidation import invalidate
 from .keys import normalize_email
 from .ops.warm import WarmResult, warm
@@ -33,6 +34,7 @@ __all__ = [
     "Payload",
     "Trigger",
     "TtlCap",
+    "Version",
     "WarmResult",
     "WarmScope",
     "amend_after_commit",

@@ -60,6 +60,74 @@ class Page:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Version:
+    """A version key: one small key per fan-out scope (every plan at once, one character name) that
+    the values of the families naming it are built under. A cached value carries the version it
+    was built under (``Payload.stamp``) and counts only while this key exists and holds that
+    version; a write that changes the scope deletes the key (``invalidate((VERSION, parts))``, one
+    command however many keys it covers), and the next fill starts a new random version. A missing
+    key (deleted, evicted, a restart) means misses, never a stale value. It has no TTL: a few bytes
+    per scope. Its parts are some of the families' parts; in Redis Cluster it is tagged by ``tag``
+    (None: the whole key), so it can share a slot with a key read beside it."""
+
+    name: str
+    template: str
+    holds: str
+    tag: str | None = None
+    invalidated_by: list[str] = field(default_factory=list, compare=False)  # filled by @invalidates
+
+    @cached_property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(_FIELD.findall(self.template))
+
+    @cached_property
+    def cluster_template(self) -> str:
+        if self.tag is None:
+            return "{{" + self.template + "}}"
+        field = "{" + self.tag + "}"
+        return self.template.replace(field, "{{" + field + "}}")
+
+    @property
+    def cluster_form(self) -> str:
+        return self.cluster_template.format(**{name: "{" + name + "}" for name in self.fields})
+
+    @property
+    def pattern(self) -> str:
+        """SCAN pattern of every version key of this kind."""
+        template = self.cluster_template if TOPOLOGY.cluster else self.template
+        return "".join(literal + ("*" if name is not None else "") for literal, name, _, _ in string.Formatter().parse(template))
+
+    def key(self, **parts: object) -> str:
+        """The version key of the scope these parts (a family's, or just the scope's own) fall in."""
+        template = self.cluster_template if TOPOLOGY.cluster else self.template
+        # Read beside its values on every cached read: remembered (no part, or one str part).
+        fields = self.fields
+        value = parts[fields[0]] if len(fields) == 1 else None
+        memo = (template, value) if not fields or type(value) is str else None
+        if memo is not None:
+            known = self._keys.get(memo)
+            if known is not None:
+                return known
+        key = template.format(**{name: key_part(parts[name]) for name in fields})
+        if memo is not None:
+            if len(self._keys) >= _KEYS_REMEMBERED:
+                self._keys.clear()
+            self._keys[memo] = key
+        return key
+
+    @cached_property
+    def _keys(self) -> dict[tuple, str]:
+        return {}
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @cached_property
+    def counters(self) -> metrics.FamilyCounters:
+        return metrics.FamilyCounters(self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
 class KeyFamily:
     name: str
     template: str
@@ -78,10 +146,16 @@ class KeyFamily:
     tag: str | None = None
     page: Page | None = None  # amendments append inside Redis (the value's shape: Page)
     near: bool = False  # also held in each process, kept coherent by Redis tracking (near.py)
+    # A value counts only while this version key holds the version it was built under: a write
+    # that changes many keys at once (a plan edit, a rename) deletes one version key instead.
+    version: Version | None = None
 
     def __post_init__(self) -> None:
         if self.page is not None and self.ttl_cap is not None:
             raise TypeError(f"{self.name}: a page amended inside Redis keeps the family's TTL (no ttl_cap)")
+        if self.version is not None and not set(self.version.fields) <= set(self.fields):
+            raise TypeError(f"{self.name}: version {self.version.name} needs parts {self.version.fields} "
+                            f"the key does not have {self.fields}")
         # fetch() calls the loader with the key's parts as keywords: a template and a loader that
         # disagree fail here, when the app's cache.py is imported, not on a miss in production.
         try:

@@ -1,9 +1,10 @@
 """Invalidation after commit.
 
-``invalidate`` deletes keys (and their leases) once the current transaction commits. A delete that
+``invalidate`` deletes keys (and their leases) once the current transaction commits; a version key
+(``family.Version``) is deleted the same way, and with it every value built under it. A delete that
 cannot reach Redis is recorded in ``core.PendingInvalidation``: its keys are read from the database,
-on every worker of every host, until it is applied (pending.py, health.py, watch.py). In a cluster each node's keys go on their own, so a node that
-is down defers only its keys.
+on every worker of every host, until it is applied (pending.py, health.py, watch.py). In a cluster
+each node's keys go on their own, so a node that is down defers only its keys.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from django.conf import settings
 from django.db import transaction
 
 from .client import CACHE_ERRORS, full_key
-from .family import KeyFamily, Parts
+from .family import KeyFamily, Parts, Version
 from .health import HEALTH, CacheHealth
 from .near import NEAR
 from .pending import record_pending_invalidations
 from .topology import TOPOLOGY
 
-Keys = tuple[tuple[KeyFamily, str], ...]
+Keys = tuple[tuple[KeyFamily | Version, str], ...]
 
 
 class _TakenOver(threading.local):
@@ -33,10 +34,11 @@ class _TakenOver(threading.local):
 TAKEN_OVER = _TakenOver()
 
 
-def invalidate(*targets: tuple[KeyFamily, Parts]) -> None:
+def invalidate(*targets: tuple[KeyFamily | Version, Parts]) -> None:
     """Delete these keys once the current transaction commits (at once outside a transaction).
 
-    ``targets`` are ``(family, parts)`` pairs. A rollback discards the delete; a failing Redis
+    ``targets`` are ``(family, parts)`` pairs, or ``(version, parts)``: one key however many
+    values were built under that version (a fan-out). A rollback discards the delete; a failing Redis
     never fails the committed write: the keys are recorded and deleted later.
     """
     if not settings.CACHE_LAYER_ENABLED:
@@ -61,7 +63,7 @@ def delete_now(keys: Keys) -> None:
         NEAR.evict([key for _, key in keys])
         return
     # Cluster: each node's keys on their own, so a node that is down defers only its keys.
-    by_node: dict[CacheHealth, list[tuple[KeyFamily, str]]] = {}
+    by_node: dict[CacheHealth, list[tuple[KeyFamily | Version, str]]] = {}
     for family, key in keys:
         by_node.setdefault(TOPOLOGY.health_for(full_key(key)), []).append((family, key))
     for health, group in by_node.items():

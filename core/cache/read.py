@@ -9,6 +9,9 @@ instead of querying too (single flight); while Redis cannot be trusted, identica
 process share one query instead (coalesce.py). Losing a lease to eviction costs a miss, never a stale
 value. Warm-up fills a batch of keys the same way (``fill_many``): leases, one bulk load, the same
 compare-and-set per key.
+A family with a version key (version.py) is read with its version in the same round trip: a value
+counts only while it carries the version its scope holds now, and a fill stamps what it stores
+with the version it saw before loading.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .payload import Payload
 from .pending import PENDING
 from .scripts import RELEASE_LEASE, STORE_IF_LEASED
 from .topology import TOPOLOGY
+from .version import current, version_key, version_of, versions_of
 
 _KEEP = "0"  # store_if_leased.lua: on a lost lease leave the key to whoever took the lease
 
@@ -46,7 +50,8 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
     if not settings.CACHE_LAYER_ENABLED:
         return {}
     if TOPOLOGY.cluster:
-        return _read_ahead_cluster([family.key(**parts) for family, parts in targets])
+        keys = [family.key(**parts) for family, parts in targets]
+        return _read_ahead_cluster(keys + _version_keys(targets, keys))
     pairs = [(family, key) for family, key in ((family, family.key(**parts)) for family, parts in targets)
              if not PENDING.holds(key)]
     if not pairs or not HEALTH.ready():
@@ -55,6 +60,7 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
     keys, tokens = NEAR.ahead(pairs)
     if not keys:
         return {}
+    keys += _version_keys(targets, keys)
     try:
         values = read_command(redis_client(), "MGET", *(full_key(k) for k in keys))
     except CACHE_ERRORS as exc:
@@ -65,6 +71,18 @@ def read_ahead(*targets: tuple[KeyFamily, Parts]) -> dict[str, bytes | None]:
     read = dict(zip(keys, cast("list[bytes | None]", values), strict=True))
     NEAR.keep_read(tokens, read)
     return read
+
+
+def _version_keys(targets: tuple[tuple[KeyFamily, Parts], ...], keys: list[str]) -> list[str]:
+    """The version keys the versioned targets count under, once each (read in the same MGET)."""
+    versions: list[str] = []
+    for family, parts in targets:  # a loop, not comprehensions: this runs on every cached read
+        if family.version is not None:
+            key = family.version.key(**parts)
+            # A pending version key is left out: fetch then reads the value the way that bypasses it.
+            if key not in keys and key not in versions and not PENDING.holds(key):
+                versions.append(key)
+    return versions
 
 
 def _read_ahead_cluster(keys: list[str]) -> dict[str, bytes | None]:
@@ -90,12 +108,25 @@ def fetch(family: KeyFamily, /, readahead: dict[str, bytes | None] | None = None
     held = NEAR.get(family, key)
     if held is not None:
         return held
+    if family.version is not None:
+        return _fetch_versioned(family, key, parts, readahead)
     if readahead and key in readahead:
         return _serve(family, key, parts, readahead.pop(key))
     trusted, raw = _get(family, key)
     if not trusted:  # from the database; identical loads in this process share one query
         return load_once(key, lambda: Payload.of(family.load(**parts)))
     return _serve(family, key, parts, raw)
+
+
+def _fetch_versioned(family: KeyFamily, key: str, parts: dict, readahead: dict[str, bytes | None] | None) -> Payload:
+    assert family.version is not None
+    version = family.version.key(**parts)
+    if readahead and key in readahead and version in readahead:  # read together, version first-hand
+        return _serve(family, key, parts, readahead.pop(key), readahead[version])
+    trusted, raw, current_version = _get_versioned(family, key, parts)
+    if not trusted:
+        return load_once(key, lambda: Payload.of(family.load(**parts)))
+    return _serve(family, key, parts, raw, current_version)
 
 
 def fetch_data(family: KeyFamily, /, **parts: object):
@@ -108,8 +139,13 @@ def read_if_cached(family: KeyFamily, /, **parts: object) -> Payload | None:
     statement instead (subscriptions.services.usage_consume)."""
     if not settings.CACHE_LAYER_ENABLED:
         return None
-    trusted, raw = _get(family, family.key(**parts))
-    payload = Payload.unpack(raw) if raw is not None else None
+    if family.version is not None:
+        trusted, raw, version = _get_versioned(family, family.key(**parts), parts)
+        payload = Payload.unpack(raw) if raw is not None else None
+        payload = payload if current(payload, version) else None
+    else:
+        trusted, raw = _get(family, family.key(**parts))
+        payload = Payload.unpack(raw) if raw is not None else None
     if trusted:
         (family.counters.hit if payload is not None else family.counters.miss).inc()
     return payload
@@ -142,17 +178,55 @@ def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
     return True, raw
 
 
-def _serve(family: KeyFamily, key: str, parts: dict, raw: bytes | None) -> Payload:
+def _get_versioned(family: KeyFamily, key: str, parts: dict) -> tuple[bool, bytes | None, bytes | None]:
+    """``_get`` for a family with a version key: (True, the value, the version) read together
+    when Redis (both keys' nodes in a cluster) can be trusted, else (False, None, None)."""
+    counters = family.counters
+    target, version = full_key(key), version_key(family, parts)
+    health = TOPOLOGY.health_for(target)
+    # Both keys as recorded (pending deletes name them without the namespace), with their nodes.
+    checks = {(health, key), (TOPOLOGY.health_for(version), family.version.key(**parts))}
+    healths = {node for node, _ in checks}
+    if not all(node.ready_for(name) for node, name in checks):  # a pending version key too
+        counters.bypass.inc()
+        return False, None, None
+    try:
+        raw, current_version = _read_with_version(target, version)
+        if any(node.needs_sync for node in healths):
+            # A connection was (re)made during that call: sync before trusting what it read.
+            if not all(node.ready_for(name) for node, name in checks):
+                counters.bypass.inc()
+                return False, None, None
+            raw, current_version = _read_with_version(target, version)
+    except CACHE_ERRORS as exc:
+        health.failure(exc, "get")
+        counters.error.inc()
+        return False, None, None
+    return True, raw, current_version
+
+
+def _read_with_version(target: str, version: str, client: redis.Redis | None = None) -> tuple[bytes | None, bytes | None]:
+    """A value and its version key in one round trip: one MGET, or in a cluster one MGET per slot
+    pipelined per node (a node's connection errors reach its breaker on the way)."""
+    if TOPOLOGY.cluster:
+        values = cluster_client().mget_nonatomic([target, version])
+    else:
+        values = read_command(client or redis_client(), "MGET", target, version)
+    raw, current_version = cast("list[bytes | None]", values)
+    return raw, current_version
+
+
+def _serve(family: KeyFamily, key: str, parts: dict, raw: bytes | None, version: bytes | None = None) -> Payload:
     if raw is not None:
         payload = Payload.unpack(raw)
-        if payload is not None:
+        if payload is not None and (family.version is None or (version is not None and payload.stamp == version)):
             family.counters.hit.inc()
             return payload
     family.counters.miss.inc()
-    return _fill(family, key, parts)
+    return _fill(family, key, parts, version)
 
 
-def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
+def _fill(family: KeyFamily, key: str, parts: dict, version: bytes | None = None) -> Payload:
     if transaction.get_connection().in_atomic_block:
         # What a transaction reads may be its own uncommitted writes: stored, a rollback would
         # leave a value in Redis that never existed. Serve it, do not store it.
@@ -172,7 +246,7 @@ def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
             # to it; a holder that died lets its lease expire and the next SET NX above takes over.
             delay = min(delay * 2 or 0.002, 0.02)
             HOOKS.lease_wait(delay)
-            payload = _look(client, target)
+            payload = _look(client, target, family, parts)
             if payload is not None:
                 return payload
             if time.monotonic() > deadline:  # the safety net, not the normal path
@@ -180,17 +254,21 @@ def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
         if delay:
             # We waited: the holder may have stored its value (and dropped its lease) between our
             # last look and our SET NX. Look once more rather than query again.
-            payload = _look(client, target)
+            payload = _look(client, target, family, parts)
             if payload is not None:
                 _quietly(health, RELEASE_LEASE, client, [lease], [token])
                 return payload
+        if family.version is not None and version is None:
+            # The scope has no version yet (a write deleted it): start one before loading, so a
+            # write that commits during the load deletes the version this value is stamped with.
+            version = version_of(client, version_key(family, parts))
     except CACHE_ERRORS as exc:
         health.failure(exc, "lease")
         return load_once(key, lambda: Payload.of(family.load(**parts)))
     LEASE_KEEPER.hold(client, lease, token)
     try:
         data = family.load(**parts)
-        payload = Payload.of(data)
+        payload = Payload.of(data, stamp=version if family.version is not None else None)
         ttl = family.ttl_for(data)
     except BaseException:  # whatever failed, the lease must not outlive this request
         LEASE_KEEPER.drop(lease)
@@ -201,10 +279,16 @@ def _fill(family: KeyFamily, key: str, parts: dict) -> Payload:
     return payload
 
 
-def _look(client: redis.Redis, target: str) -> Payload | None:
-    """A waiting miss looks for the lease holder's value."""
-    raw = cast("bytes | None", client.get(target))
-    payload = Payload.unpack(raw) if raw is not None else None
+def _look(client: redis.Redis, target: str, family: KeyFamily, parts: dict) -> Payload | None:
+    """A waiting miss looks for the lease holder's value (with a version key: one built under the
+    version its scope holds now)."""
+    if family.version is not None:
+        raw, version = _read_with_version(target, version_key(family, parts), client)
+        payload = Payload.unpack(raw) if raw is not None else None
+        payload = payload if current(payload, version) else None
+    else:
+        raw = cast("bytes | None", client.get(target))
+        payload = Payload.unpack(raw) if raw is not None else None
     HOOKS.lease_looked(target, payload is not None)
     return payload
 
@@ -253,6 +337,17 @@ def fill_many(family: KeyFamily, parts_list: list[Parts], *, client: redis.Redis
     if not leased:
         return result
     leases = [lease_key(keys[i]) for i in leased]
+    try:
+        # Each key's version, read (or started) before the load, as fetch does.
+        versions = (versions_of(client if not TOPOLOGY.cluster else redis_client(),
+                                [version_key(family, parts_list[i]) for i in leased])
+                    if family.version is not None else {})
+    except BaseException:
+        try:
+            pipelined(client, [RELEASE_LEASE.command([lease], [token]) for lease in leases])
+        except CACHE_ERRORS:  # the leases expire on their own
+            pass
+        raise
     LEASE_KEEPER.hold_many(client, leases, token)
     family.counters.miss.inc(len(leased))
     try:
@@ -271,8 +366,9 @@ def fill_many(family: KeyFamily, parts_list: list[Parts], *, client: redis.Redis
             commands.append(RELEASE_LEASE.command([lease], [token]))
             continue
         data = loaded[at]
+        stamp = versions[version_key(family, parts_list[i])] if versions else None
         commands.append(STORE_IF_LEASED.command([lease, full_key(keys[i])],
-                                                [token, Payload.of(data).pack(), family.ttl_for(data), _KEEP]))
+                                                [token, Payload.of(data, stamp=stamp).pack(), family.ttl_for(data), _KEEP]))
     replies = pipelined(client, commands)
     for at, i in enumerate(leased):
         if at not in loaded:

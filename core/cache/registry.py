@@ -17,7 +17,7 @@ from django.apps import apps
 from django.db.models import signals as model_signals
 from django.dispatch import Signal
 
-from .family import KeyFamily
+from .family import KeyFamily, Version
 
 FAMILIES: dict[str, KeyFamily] = {}
 
@@ -40,6 +40,11 @@ def register_activity(name: str, source: ActivitySource) -> None:
 
 def activity_sources() -> dict[str, ActivitySource]:
     return dict(_ACTIVITY)
+
+
+def versions() -> list[Version]:
+    """The version keys the registered families count under, in registry order."""
+    return list(dict.fromkeys(family.version for family in FAMILIES.values() if family.version is not None))
 
 
 def family_of(key: str) -> KeyFamily | None:
@@ -84,7 +89,7 @@ def on(signal_name: str, sender: str | None = None, *, signal: Signal | None = N
     return Trigger(signal or getattr(model_signals, signal_name), sender, signal_name)
 
 
-def invalidates(*families: KeyFamily, triggers: Iterable[Trigger] = (),
+def invalidates(*families: KeyFamily | Version, triggers: Iterable[Trigger] = (),
                 when: str | None = None) -> Callable[[Callable], Callable]:
     """Declare what a function invalidates and, for a receiver, which signals call it.
 

@@ -28,6 +28,9 @@ class Endpoint:
     shared: bool
 
 
+# The version key each versioned family's values count under (README key table).
+VERSION_KEYS = {"subscription:user": "plans:version", "subscription:stats": "plans:version",
+                "chat:history": "chat:version:luna"}
 ENDPOINTS = [
     Endpoint("/api/me", "user:email:alice@example.com", "CACHE_TTL_USER_EMAIL", False),
     Endpoint("/api/me/coins", "user:coins:{uid}", "CACHE_TTL_USER_COINS", False),
@@ -63,11 +66,15 @@ def test_endpoint_fills_its_key_and_serves_warm_hits_without_sql(
     first = world.client.get(endpoint.url)
     assert first.status_code == 200, first.content
 
-    # The key reads exactly like the contract, its value is plain JSON {"etag", "data"}.
+    # The key reads exactly like the contract, its value is plain JSON {"etag", "data"}; a value
+    # of a family with a version key starts with the version it was built under (README).
     raw = redis_raw.get(key)
     assert raw is not None, sorted(redis_raw.scan_iter())
     value = json.loads(raw)
-    assert set(value) == {"etag", "data"}
+    version = VERSION_KEYS.get(key.split(":")[0] + ":" + key.split(":")[1])
+    assert set(value) == {"etag", "data"} | ({"version"} if version else set())
+    if version:
+        assert value["version"].encode() == redis_raw.get(version)
     assert value["data"] == first.json()
     assert len(value["etag"]) == 16 and int(value["etag"], 16) >= 0
 
@@ -97,7 +104,8 @@ def test_only_the_contract_keys_remain_after_reading_everything(world, redis_raw
     for endpoint in ENDPOINTS:
         assert world.client.get(endpoint.url).status_code == 200
     keys = {k.decode() for k in redis_raw.scan_iter()}
-    assert keys == {e.key.format(uid=world.user.id) for e in ENDPOINTS}  # no lease left behind
+    # no lease left behind; the version keys beside the values built under them
+    assert keys == {e.key.format(uid=world.user.id) for e in ENDPOINTS} | set(VERSION_KEYS.values())
     assert {k.decode() for k in redis_raw.scan_iter(match="user:coins:*")} == {f"user:coins:{world.user.id}"}
 
 
@@ -194,8 +202,9 @@ def test_hostile_path_parts_give_404_and_cache_nothing(url, alice, characters, r
     assert response.status_code == 404, response.content
     assert response["Content-Type"].startswith("application/json")
     keys = {k.decode() for k in redis_raw.scan_iter()}
-    # Authentication and (for a chat URL) the real character only; no lease left behind either.
-    assert keys <= {"user:email:alice@example.com", "character:luna"}
+    # Authentication and (for a chat URL) the real character only (and the version of its chats,
+    # started before the load found no session); no lease left behind either.
+    assert keys <= {"user:email:alice@example.com", "character:luna", "chat:version:luna"}
 
 
 def test_unknown_character_is_404_and_another_users_session_is_unknown(world, make_user, client_for, redis_raw):

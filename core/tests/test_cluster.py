@@ -64,12 +64,15 @@ def test_endpoint_fills_its_tagged_key_and_warm_hits_cost_no_sql(url, world, use
 def test_only_tagged_contract_keys_remain(world, user, cluster_cache):
     for url in ENDPOINTS:
         assert world.get(url).status_code == 200
-    assert cluster_cache.keys() == {key.format(uid=user.id) for key in ENDPOINTS.values()}
+    versions = {"{plans:version}", "chat:version:{luna}"}  # what the versioned values count under
+    assert cluster_cache.keys() == {key.format(uid=user.id) for key in ENDPOINTS.values()} | versions
 
 
-@pytest.mark.parametrize(("url", "slots"), [("/api/me/coins", 1), ("/api/chat/luna/sessions/s1/messages", 2)])
+@pytest.mark.parametrize(("url", "slots"), [("/api/me/coins", 1), ("/api/chat/luna/sessions/s1/messages", 2),
+                                           ("/api/subscription", 2)])
 def test_a_warm_read_is_one_round_trip_per_slot(world, cluster_cache, url, slots):
-    """The user's keys share a slot: one MGET; the chat page also reads character:{luna}: two."""
+    """The user's keys share a slot: one MGET; the chat page also reads character:{luna} (and
+    chat:version:{luna}, in the same slot): two; the subscription also {plans:version}: two."""
     world.get(url)
     clients = [server.client() for server in cluster_cache.primaries()]
     for client in clients:
@@ -104,7 +107,8 @@ def test_writes_amend_on_the_cluster(world, user, cluster_cache):
     for text in ("again", "and again"):
         assert world.post("/api/chat/luna/sessions/s1/messages", {"content": text}, format="json").status_code == 202
         assert cluster_cache.get(history) == Payload.of(
-            CHAT_HISTORY.load(user_id=user.id, character="luna", session="s1")).pack()
+            CHAT_HISTORY.load(user_id=user.id, character="luna", session="s1"),
+            stamp=cluster_cache.get("chat:version:{luna}")).pack()
     assert cached_data(cluster_cache, stats) == SUBSCRIPTION_STATS.load(user_id=user.id)
     assert not [key for key in cluster_cache.keys() if key.startswith("lease:")]
     balance = world.get("/api/me/coins").json()["balance"]

@@ -169,20 +169,23 @@ def test_admin_plan_edit_invalidates_every_subscriber(user, alice, make_user, cl
     for client in (alice, bob_client):
         assert client.get("/api/subscription").json()["plan"]["name"] == "Free"
         client.get("/api/subscription/stats")
-    carol = make_user("carol@example.com", plan="plus")  # another plan's subscriber keeps its keys
-    client_for(carol).get("/api/subscription")
+    carol = make_user("carol@example.com", plan="plus")
+    carol_client = client_for(carol)
+    carol_client.get("/api/subscription")
+    assert redis_raw.exists("plans:version")
 
     url = f"/admin/subscriptions/plan/{plans['free'].pk}/change/"
     data = admin_form(admin_web, url)
     data.update(name="Free Forever", daily_generation_limit=7)
     admin_post(admin_web, url, data)
 
-    for u in (user, bob):
-        assert not redis_raw.exists(f"subscription:user:{u.id}")
-        assert not redis_raw.exists(f"subscription:stats:{u.id}")
-    assert redis_raw.exists(f"subscription:user:{carol.id}")
+    # One key for every subscriber: the plans' version, not two keys per subscriber.
+    assert not redis_raw.exists("plans:version")
     assert alice.get("/api/subscription").json()["plan"]["name"] == "Free Forever"
+    assert alice.get("/api/subscription/stats").json()["generations"]["daily_limit"] == 7
     assert bob_client.get("/api/subscription/stats").json()["generations"]["daily_limit"] == 7
+    assert bob_client.get("/api/subscription").json()["plan"]["name"] == "Free Forever"
+    assert carol_client.get("/api/subscription").json()["plan"]["code"] == "plus"
 
 
 # --- chat --------------------------------------------------------------------------------------------
@@ -267,7 +270,7 @@ def test_rename_drops_the_old_names_chat_histories(user, alice, characters, admi
     data = admin_form(admin_web, change)
     data["name"] = "selene"
     admin_post(admin_web, change, data)
-    assert not redis_raw.exists(f"chat:history:{user.id}:luna:s1")
+    assert not redis_raw.exists("chat:version:luna")  # every history under the old name, in one key
 
     # A new character takes the old name: the renamed one's session must not show up under it.
     from characters.models import Character

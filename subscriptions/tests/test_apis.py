@@ -147,7 +147,8 @@ def test_cached_subscription_past_its_end_still_forbids(alice, user, characters,
     assert data["status"] == "active"
     # As if it had been cached just before its end with a TTL that outlived it (no sleep: a
     # capped TTL would let the key lapse and the request would read the database instead).
-    redis_raw.set(key, Payload.of({**data, "current_period_end": iso_utc(ended)}).pack(), ex=300)
+    stamp = Payload.unpack(redis_raw.get(key)).stamp  # built under the plans' current version
+    redis_raw.set(key, Payload.of({**data, "current_period_end": iso_utc(ended)}, stamp=stamp).pack(), ex=300)
     Subscription.objects.filter(user_id=user.id).update(current_period_end=ended)  # no invalidation
     with CaptureQueriesContext(connection) as queries:
         response = alice.post("/api/generations", {"prompt": "a cat"}, format="json")

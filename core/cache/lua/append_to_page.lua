@@ -6,6 +6,8 @@
 -- KEYS[1] the lease, KEYS[2] the key; ARGV[1] our token, ARGV[2] the TTL (s), ARGV[3] the page's
 -- cap, ARGV[4] the list's field, ARGV[5] the order's field, then for each item (ascending) its
 -- order and its JSON.
+-- A value stamped with a version ({"version":"<16 hex>","etag":...}) keeps its stamp: the amended
+-- page counts under the version the cached one was built under, no other.
 -- Stores the page with the items in their place by order (mostly at its end; the oldest dropped
 -- beyond the cap, has_more and next_before as a load would set them) under a new ETag (the body's
 -- SHA1, as payload.py). An item older than a partial page's oldest is not on the page. A lost lease,
@@ -18,6 +20,11 @@ end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return drop() end
 local value = redis.call('GET', KEYS[2])
 if not value then return drop() end
+local stamp = ''
+if value:sub(1, 12) == '{"version":"' and value:sub(29, 30) == '",' then
+  stamp = value:sub(2, 30)
+  value = '{' .. value:sub(31)
+end
 local head, mid = '{"etag":"', '","data":'
 local body_start = #head + 16 + #mid + 1
 if value:sub(1, #head) ~= head or value:sub(#head + 17, body_start - 1) ~= mid or value:sub(-1) ~= '}' then
@@ -76,6 +83,6 @@ if has_more then
 end
 body = body:sub(1, open) .. list .. close_mark .. (has_more and 'true' or 'false') ..
   ',"next_before":' .. next_before .. '}'
-redis.call('SET', KEYS[2], head .. redis.sha1hex(body):sub(1, 16) .. mid .. body .. '}', 'EX', ARGV[2])
+redis.call('SET', KEYS[2], '{' .. stamp .. head:sub(2) .. redis.sha1hex(body):sub(1, 16) .. mid .. body .. '}', 'EX', ARGV[2])
 redis.call('DEL', KEYS[1])
 return 1

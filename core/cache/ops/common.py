@@ -37,13 +37,13 @@ def resolve_families(names: Iterable[str]) -> list[KeyFamily]:
     return [family for name, family in FAMILIES.items() if name in names]
 
 
-def _glob_escape(text: str) -> str:
+def glob_escape(text: str) -> str:
     # The namespace is operator-supplied: a '*' or '[' in it must match literally in SCAN MATCH.
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def scan_pattern(family: KeyFamily) -> str:
-    return _glob_escape(namespace()) + family.pattern
+    return glob_escape(namespace()) + family.pattern
 
 
 def scan_family(client: redis.Redis, family: KeyFamily, count: int = BATCH) -> Iterator[str]:

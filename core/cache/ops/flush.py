@@ -9,7 +9,7 @@ import redis
 from ..client import full_key, lease_key, namespace, redis_client
 from ..family import KeyFamily
 from ..registry import family_of
-from .common import Progress, UnknownFamily, batches, no_progress, scan_family
+from .common import Progress, UnknownFamily, batches, glob_escape, no_progress, scan_family
 
 
 def flush(families: Iterable[KeyFamily], *, dry_run: bool = False, progress: Progress = no_progress,
@@ -19,6 +19,7 @@ def flush(families: Iterable[KeyFamily], *, dry_run: bool = False, progress: Pro
     client = client or redis_client()
     prefix = namespace()
     counts: dict[str, int] = {}
+    families = list(families)
     for family in families:
         counts[family.name] = 0
         for batch in batches(scan_family(client, family)):
@@ -26,6 +27,11 @@ def flush(families: Iterable[KeyFamily], *, dry_run: bool = False, progress: Pro
                 client.unlink(*batch, *(lease_key(k[len(prefix):]) for k in batch))
             counts[family.name] += len(batch)
             progress(len(batch))
+    # The version keys these families count under go too: what a flush left is rebuilt under new ones.
+    for version in dict.fromkeys(family.version for family in families if family.version is not None):
+        for keys in batches(client.scan_iter(match=glob_escape(prefix) + version.pattern, count=1000)):
+            if not dry_run:
+                client.unlink(*keys)
     return counts
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..registry import FAMILIES
+from ..registry import FAMILIES, versions
 
 KEYS_START, KEYS_END = "<!-- keys:start -->", "<!-- keys:end -->"
 
@@ -34,6 +34,12 @@ def keys_table_markdown() -> str:
             ttl += f"; capped: {doc[0].lower()}{doc[1:]}"
         lines.append(
             f"| `{family.template}` | `{family.cluster_form}` | {family.holds} | {ttl} | `{family.ttl_setting}` | {invalidated_by(family)} |"
+        )
+    for version in versions():
+        users = ", ".join(f"`{family.name}`" for family in FAMILIES.values() if family.version is version)
+        lines.append(
+            f"| `{version.template}` | `{version.cluster_form}` | {version.holds}: a value of {users} counts only while "
+            f"this key holds the version it was built under | none | | {invalidated_by(version)} |"
         )
     return "\n".join(lines)
 

@@ -53,6 +53,7 @@ def verify(families: Iterable[KeyFamily] | None = None, *, fix: bool = False, pr
         result.checked[family.name] = 0
         for batch in batches(scan_family(client, family), 500):
             values = mget(client, batch)
+            versions = _versions(client, family, batch)
             for key, raw in zip(batch, values, strict=True):
                 if raw is None:
                     continue  # expired or invalidated since the scan
@@ -62,6 +63,8 @@ def verify(families: Iterable[KeyFamily] | None = None, *, fix: bool = False, pr
                 if any(value.startswith(HASH_MARK) for value in parts.values()):
                     result.unverifiable[family.name] = result.unverifiable.get(family.name, 0) + 1
                     continue
+                if family.version is not None and not _counts(raw, versions.get(key)):
+                    continue  # built under a version that is gone: never served, as if expired
                 result.checked[family.name] += 1
                 reason = _judge(family, parts, raw)
                 if reason is None or client.get(key) != raw:
@@ -73,6 +76,26 @@ def verify(families: Iterable[KeyFamily] | None = None, *, fix: bool = False, pr
             progress(len(batch))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _versions(client: redis.Redis, family: KeyFamily, keys: list[str]) -> dict[str, bytes | None]:
+    """Each key's current version (its family's version key), for a family that has one."""
+    if family.version is None:
+        return {}
+    prefix = namespace()
+    of = {}
+    for key in keys:
+        parts = family.parts_of(key[len(prefix):])
+        if parts is not None and not any(value.startswith(HASH_MARK) for value in parts.values()):
+            of[key] = prefix + family.version.key(**parts)
+    names = list(dict.fromkeys(of.values()))
+    current = dict(zip(names, mget(client, names), strict=True)) if names else {}
+    return {key: current[name] for key, name in of.items()}
+
+
+def _counts(raw: bytes, version: bytes | None) -> bool:
+    payload = Payload.unpack(raw)
+    return payload is None or (version is not None and payload.stamp == version)  # unreadable: judged below
 
 
 def _judge(family: KeyFamily, parts: dict[str, str], raw: bytes) -> str | None:

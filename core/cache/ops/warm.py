@@ -16,9 +16,11 @@ from redis.cluster import RedisCluster
 
 from ..client import full_key, pipelined, redis_client
 from ..family import KeyFamily, Parts, WarmScope
+from ..payload import STAMPED_HEAD, stamp_of
 from ..read import fetch, fill_many
 from ..registry import activity_sources
-from .common import Progress, batches, no_progress, ping, primaries
+from ..topology import TOPOLOGY
+from .common import Progress, batches, mget, no_progress, ping, primaries
 
 
 @dataclass
@@ -117,7 +119,7 @@ def _by_node(client: redis.Redis, targets: list[tuple[KeyFamily, Parts]]) -> lis
 def _warm_batch(result: WarmResult, batch: list[tuple[KeyFamily, Parts]], *, progress: Progress,
                 client: redis.Redis) -> None:
     keys = [full_key(family.key(**parts)) for family, parts in batch]
-    before = pipelined(client, [("EXISTS", key) for key in keys])
+    before = _cached(client, batch, keys)
     missing: dict[str, list[int]] = {}  # per family, the batch positions to fill
     for at, ((family, _), existed) in enumerate(zip(batch, before, strict=True)):
         if existed:
@@ -134,6 +136,28 @@ def _warm_batch(result: WarmResult, batch: list[tuple[KeyFamily, Parts]], *, pro
     for at, exists in zip(fetched, pipelined(client, [("EXISTS", keys[at]) for at in fetched]), strict=True):
         if exists:
             _count(result.written, batch[at][0])
+
+
+def _cached(client: redis.Redis, batch: list[tuple[KeyFamily, Parts]], keys: list[str]) -> list[bool]:
+    """Whether each key holds a value a read would serve: it exists, and with a version key, it was
+    built under the version its scope holds now (a value left by a plan edit or a rename is filled
+    again). One round trip for the keys (a versioned value's head only), one for the versions."""
+    replies = pipelined(client, [("GETRANGE", key, 0, STAMPED_HEAD - 1) if family.version is not None else ("EXISTS", key)
+                                 for key, (family, _) in zip(keys, batch, strict=True)])
+    names = {at: full_key(family.version.key(**parts)) for at, (family, parts) in enumerate(batch)
+             if family.version is not None and replies[at]}
+    if not names:
+        return [bool(reply) for reply in replies]
+    unique = list(dict.fromkeys(names.values()))
+    versions = dict(zip(unique, mget(redis_client() if TOPOLOGY.cluster else client, unique), strict=True))
+
+    def served(at: int, reply) -> bool:
+        if at not in names:
+            return bool(reply)
+        version = versions[names[at]]
+        return version is not None and stamp_of(reply) == version
+
+    return [served(at, reply) for at, reply in enumerate(replies)]
 
 
 def _fill(result: WarmResult, batch: list[tuple[KeyFamily, Parts]], positions: list[int], *,
