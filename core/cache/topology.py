@@ -186,7 +186,32 @@ def check_redis_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage
         errors.append(checks.Error(
             f"CACHE_INVALIDATION_WAIT_MS ({wait_ms}) must stay below REDIS_SOCKET_TIMEOUT "
             f"({settings.REDIS_SOCKET_TIMEOUT} s): WAIT would time the connection out", id="core.E014"))
+    kind = topology.get("kind")
+    if kind in (CLUSTER, SENTINEL) and _broker_on(settings, url, topology.get("nodes", ())):
+        # kombu's Redis transport speaks to one server: on a cluster node its queue keys answer MOVED
+        # (every job would wait for the sweep, and a frozen node freezes every commit that enqueues);
+        # with sentinels REDIS_URL's host names no server at all.
+        where = "a Redis Cluster node" if kind == CLUSTER else "REDIS_URL, whose host Sentinel mode ignores"
+        errors.append(checks.Error(
+            f"CELERY_BROKER_URL is {where}: the job queue needs a Redis of its own",
+            hint="CELERY_BROKER_URL=redis://broker-host:6379/0 (noeviction, AOF on), or "
+            "sentinel://s1:26379;sentinel://s2:26379 with CELERY_BROKER_SENTINEL_MASTER", id="core.E016"))
     return errors
+
+
+def _broker_on(settings, redis_url: str, nodes) -> bool:
+    """Whether the job broker (when jobs leave the process) is REDIS_URL or one of these nodes."""
+    broker = getattr(settings, "CELERY_BROKER_URL", "")
+    if not broker or getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
+        return False
+    if broker == redis_url:
+        return True
+    parts = urlsplit(broker)
+    try:
+        address = f"{parts.hostname}:{parts.port or 6379}"
+    except ValueError:
+        return False
+    return address in set(nodes)
 
 
 def _redacted(url: str) -> str:

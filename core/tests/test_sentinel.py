@@ -48,7 +48,8 @@ def settings_with(**env: str) -> subprocess.CompletedProcess:
 def test_sentinels_by_configuration_alone():
     result = settings_with(REDIS_URL="rediss://app:s3cret@ignored:6379/2", REDIS_SENTINELS="10.0.0.1:26379, s2:26380",
                            REDIS_SENTINEL_SERVICE="cache", REDIS_SENTINEL_PASSWORD="sentinel-pass",
-                           REDIS_SENTINEL_TLS="true")
+                           REDIS_SENTINEL_TLS="true", CELERY_BROKER_URL="sentinel://10.0.0.1:26379",
+                           CELERY_BROKER_SENTINEL_MASTER="jobs")
     data = json.loads(result.stdout)
     assert data["location"] == "rediss://app:s3cret@cache/2"
     assert data["pool"] == "core.cache.health.GuardedSentinelConnectionPool"
@@ -74,8 +75,24 @@ def test_a_bad_redis_setting_is_a_clear_error_at_startup(env, error):
 
 def test_confirmed_deletes_may_be_asked_of_a_cluster():
     # Each key's node WAITs for its own replicas (core/cache/cluster.py): a valid production setting.
-    data = json.loads(settings_with(REDIS_CLUSTER_NODES="n1:7000", CACHE_INVALIDATION_REPLICAS="1").stdout)
+    data = json.loads(settings_with(REDIS_CLUSTER_NODES="n1:7000", CACHE_INVALIDATION_REPLICAS="1",
+                                    CELERY_BROKER_URL="redis://broker:6379/0").stdout)
     assert data["errors"] == []
+
+
+@pytest.mark.parametrize(("env", "broker"), [
+    ({"REDIS_CLUSTER_NODES": "n1:7000,n2:7001"}, None),  # the default: REDIS_URL, a node
+    ({"REDIS_CLUSTER_NODES": "n1:7000,n2:7001"}, "redis://n2:7001/0"),
+    ({"REDIS_SENTINELS": "s1:26379", "REDIS_SENTINEL_SERVICE": "cache"}, None),  # a host Sentinel mode ignores
+], ids=["cluster-by-default", "cluster-node", "sentinel-by-default"])
+def test_the_job_broker_must_be_a_redis_of_its_own_beside_a_cluster_or_sentinels(env, broker):
+    env = {"REDIS_URL": "redis://n1:7000/0", **env}
+    if broker:
+        env["CELERY_BROKER_URL"] = broker
+    data = json.loads(settings_with(**env).stdout)
+    assert [e.split()[0] for e in data["errors"]] == ["core.E016"], data["errors"]
+    env["CELERY_BROKER_URL"] = "redis://broker:6379/0"
+    assert json.loads(settings_with(**env).stdout)["errors"] == []
 
 
 def test_the_guarded_pool_wraps_sentinel_managed_connections():
