@@ -15,8 +15,9 @@ The lone primary (``lone_primary``): a promoted replica whose old primary is dea
 reconfigured, has no replica that could confirm a ``WAIT``. A delete is then taken as confirmed by
 the primary alone when nothing could be promoted holding an older copy of its data: it has no
 replica in sync, the sentinels name it as the primary with no failover in progress, and every
-replica they list is down, is the demoted primary that has not replicated from it yet, or is still
-in its initial sync from it. Such a delete is lost only if that primary is lost before any replica
+replica they list is the demoted primary that has not replicated from it yet, is still in its
+initial sync from it, or is down and either never replicated from it or has been down longer than
+Sentinel would still promote it (ten times down-after-milliseconds). Such a delete is lost only if that primary is lost before any replica
 has synced from it (docs/operations.en.md, "Redis Sentinel").
 """
 
@@ -278,15 +279,22 @@ def lone_primary(conn) -> bool:
         flags = _flags(master)
         if (master.get("ip"), master.get("port")) != address or flags & {"s_down", "o_down", "failover_in_progress"}:
             return False
-        if any(_may_hold_older_copy(replica, syncing) for replica in replicas):
+        # A replica of this primary that went down may still be promoted when it returns, as long
+        # as its link has been down less than about ten times down-after-milliseconds.
+        horizon_ms = 10 * int(master.get("down-after-milliseconds") or 30_000)
+        if any(_may_hold_older_copy(replica, syncing, address, horizon_ms) for replica in replicas):
             return False
     return answered > len(manager.sentinels) // 2
 
 
-def _may_hold_older_copy(replica: dict, syncing: set) -> bool:
+def _may_hold_older_copy(replica: dict, syncing: set, primary: tuple[str, int], horizon_ms: int) -> bool:
     flags = _flags(replica)
     if flags & {"s_down", "o_down"}:
-        return False  # down: it syncs from the primary when it returns
+        # Down. One that never replicated from this primary (the dead old primary after a
+        # failover) syncs from it if it returns; one that did may be promoted with what it has
+        # until Sentinel's own rule rules it out.
+        replicated_here = (replica.get("master-host"), replica.get("master-port")) == primary
+        return replicated_here and int(replica.get("s-down-time") or 0) < horizon_ms
     if replica.get("role-reported") == "master" and "promoted" not in flags:
         return False  # the demoted primary, not reconfigured yet: it never replicated from this one
     if (replica.get("ip"), replica.get("port")) in syncing:

@@ -361,6 +361,32 @@ def test_a_primary_lost_for_good_leaves_the_cache_to_the_promoted_replica(sentin
     assert replica.client().info("replication")["connected_slaves"] == 0  # still alone
 
 
+@pytest.mark.slow
+def test_a_replica_down_for_a_while_still_keeps_a_lone_primarys_deletes_pending(sentinels, make_user, client_for):
+    """The replica is frozen and cut off until the sentinels call it down: the primary then has no
+    replica, but that one may come back and be promoted with what it had, so the primary cannot
+    confirm a delete alone."""
+    from accounts.models import CoinLedgerEntry
+    from accounts.services import coins_apply
+
+    user = make_user(coins=10)
+    key = f"user:coins:{user.id}"
+    assert client_for(user).get("/api/me/coins").json() == {"balance": 10}
+    primary, replica = sentinels.primary, sentinels.replica
+    replica.pause()
+    try:
+        primary.client().client_kill_filter(_type="replica")
+        sentinels.wait_for(lambda: all(r["is_sdown"] for r in sentinels.sentinels[0].client().sentinel_slaves(sentinels.service)),
+                           "the sentinels never called the frozen replica down", 15)
+        coins_apply(user_id=user.id, amount=5, reason=CoinLedgerEntry.Reason.ADJUSTMENT)
+        assert not primary.client().exists(key)
+        assert PendingInvalidation.objects.filter(key=key).exists()
+    finally:
+        replica.resume()
+    sentinels.wait_replicated(replica)
+    sentinels.wait_for(lambda: not PendingInvalidation.objects.exists(), "the pending delete was never confirmed", 30)
+
+
 def refuses_writes(server) -> bool:
     """Does the server answer NOREPLICAS to a write (and still serve reads)?"""
     client = server.client()
