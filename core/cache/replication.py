@@ -19,7 +19,7 @@ import redis
 from django.conf import settings
 
 from .client import pipelined, unlink_commands
-from .sentinel import lone_primary, recheck_primary
+from .sentinel import lone_primary, lone_recently, recheck_primary
 
 _REFUSALS = ("NOREPLICAS", "READONLY")
 
@@ -68,8 +68,11 @@ def pipelined_confirmed(client: redis.Redis, commands: list[tuple[object, ...]])
     if replicas <= 0:
         return pipelined(client, commands)
     check = _LoneCheck(replicas)
+    # A primary found alone a moment ago has no replica to wait for: wait 1 ms (0 would be for
+    # ever). A replica that attached since shows on the check and the delete waits its turn.
+    wait_ms = 1 if lone_recently(client) else settings.CACHE_INVALIDATION_WAIT_MS
     try:
-        replies = pipelined(client, [*commands, ("WAIT", replicas, settings.CACHE_INVALIDATION_WAIT_MS)], after=check)
+        replies = pipelined(client, [*commands, ("WAIT", replicas, wait_ms)], after=check)
     except redis.ResponseError as exc:
         if str(exc).startswith(_REFUSALS):
             recheck_primary(client)  # refused by a demoted or isolated primary: has it moved?

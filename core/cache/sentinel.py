@@ -41,6 +41,7 @@ SWITCH_CHANNEL = "+switch-master"
 FOLLOW_GRACE = 5.0  # seconds an announced primary wins over a sentinel that has not heard of it yet
 RECHECK_EVERY = 0.5  # at most one "who is the primary?" per pool in this interval after a refusal
 RESUBSCRIBE_AFTER = 1.0  # a sentinel that could not be reached is tried again after this
+LONE_FOR = 1.0  # seconds the sentinels' answer "no replica could be promoted" is reused
 
 
 class FollowingProxy(SentinelConnectionPoolProxy):
@@ -52,6 +53,12 @@ class FollowingProxy(SentinelConnectionPoolProxy):
         super().reset()
         self.followed: tuple[str, int] | None = None
         self.followed_at = 0.0
+        self.lone_until: dict[tuple[str, int], float] = {}  # the sentinels' part of a lone verdict
+
+    def lone_recently(self) -> bool:
+        """Did the sentinels find the current primary alone within the last LONE_FOR seconds?"""
+        address = self.master_address
+        return address is not None and self.lone_until.get(address, 0.0) > time.monotonic()
 
     def get_master_address(self):
         LISTENER.ensure_running()  # a forked worker's first connection starts its own
@@ -256,18 +263,24 @@ def lone_primary(conn) -> bool:
     manager = getattr(proxy, "sentinel_manager", None)
     if proxy is None or manager is None:
         return False
+    address = (conn.host, int(conn.port))
+    lone_until = getattr(proxy, "lone_until", {})
     conn.send_command("INFO", "replication")
     info = _info(conn.read_response())
-    if info.get("role") != "master":
-        return False
     syncing = set()
     for name, value in info.items():
         if name.startswith("slave") and name[5:].isdigit():
             fields = dict(part.partition("=")[::2] for part in value.split(","))
-            if fields.get("state") == "online":
-                return False  # a replica in sync did not confirm in time: it lags, it may be promoted
+            if fields.get("state") == "online":  # in sync but did not confirm in time: it lags
+                lone_until.pop(address, None)
+                return False
             syncing.add((fields.get("ip"), int(fields.get("port") or 0)))
-    address = (conn.host, int(conn.port))
+    if info.get("role") != "master":
+        lone_until.pop(address, None)
+        return False
+    if lone_until.get(address, 0.0) > time.monotonic():
+        return True  # the sentinels said so within LONE_FOR; the primary's own side is checked above
+    lone_until.pop(address, None)
     answered = 0
     for sentinel in manager.sentinels:
         try:
@@ -284,7 +297,17 @@ def lone_primary(conn) -> bool:
         horizon_ms = 10 * int(master.get("down-after-milliseconds") or 30_000)
         if any(_may_hold_older_copy(replica, syncing, address, horizon_ms) for replica in replicas):
             return False
-    return answered > len(manager.sentinels) // 2
+    if answered <= len(manager.sentinels) // 2:
+        return False
+    lone_until[address] = time.monotonic() + LONE_FOR
+    return True
+
+
+def lone_recently(client: redis.Redis) -> bool:
+    """Was this client's current primary found alone within the last LONE_FOR seconds? Its
+    deletes then need not wait CACHE_INVALIDATION_WAIT_MS for a replica that is not there."""
+    pool = getattr(client, "connection_pool", None)
+    return isinstance(pool, FollowingSentinelPool) and pool.proxy.lone_recently()
 
 
 def _may_hold_older_copy(replica: dict, syncing: set, primary: tuple[str, int], horizon_ms: int) -> bool:
