@@ -7,7 +7,8 @@ to the new primary sooner:
 
 * one listener thread per process subscribes to ``+switch-master`` on every sentinel and points
   the pool at the new address at once (idle connections are closed; one in use is dropped when it
-  is handed back);
+  is handed back); while it hears fewer than a majority of the sentinels it asks them who the
+  primary is about once a second instead;
 * a refused or unconfirmed delete (``NOREPLICAS``, ``READONLY``, a short ``WAIT``) asks the
   sentinels again, at most every ``RECHECK_EVERY`` seconds, in case a notice was missed.
 
@@ -183,6 +184,7 @@ class SwitchListener:
                             retry_at[address] = now + RESUBSCRIBE_AFTER
                         else:
                             subscribed[address] = conn
+                self._poll_unheard(subscribed)
                 sockets = {conn._sock: address for address, conn in subscribed.items() if conn._sock is not None}
                 readable = select.select(list(sockets), [], [], RESUBSCRIBE_AFTER)[0] if sockets else []
                 if not sockets:
@@ -201,6 +203,18 @@ class SwitchListener:
             except Exception:  # the listener must outlive anything; failures only delay a switch
                 logger.exception("cache sentinel listener")
                 time.sleep(RESUBSCRIBE_AFTER)
+
+    def _poll_unheard(self, subscribed: dict) -> None:
+        """A pool that hears some of its sentinels but not a majority may miss a notice: it asks
+        who the primary is instead, about once a second, until it hears them again."""
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            sentinels = pool.sentinel_manager.sentinels
+            heard = sum(1 for client in sentinels if (client.connection_pool.connection_kwargs.get("host"),
+                                                      client.connection_pool.connection_kwargs.get("port")) in subscribed)
+            if 0 < heard <= len(sentinels) // 2:  # none heard: asking them would not answer either
+                pool.recheck()
 
     def _notice(self, reply) -> None:
         # A pushed message is [b"message", channel, data]; the SUBSCRIBE confirmation is not.
