@@ -53,11 +53,16 @@ class _LoneCheck:
 
     def __init__(self, replicas: int) -> None:
         self.replicas = replicas
-        self.lone = False
+        self.verdicts: list[bool] = []  # one per batch sent (a NOSCRIPT retry sends a second)
 
     def __call__(self, conn, replies: list) -> None:
         waited = replies[-1] if replies else None
-        self.lone = isinstance(waited, int) and waited < self.replicas and lone_primary(conn)
+        if isinstance(waited, int) and waited < self.replicas:
+            self.verdicts.append(lone_primary(conn))
+
+    @property
+    def lone(self) -> bool:
+        return bool(self.verdicts) and all(self.verdicts)
 
 
 def pipelined_confirmed(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
