@@ -418,7 +418,11 @@ class SentinelScenario(RedisScenario):
 
         self.setup = SentinelSetup(*REDIS_ARGS).start()
         self.env = {"REDIS_SENTINELS": ",".join(self.setup.addresses), "REDIS_SENTINEL_SERVICE": self.setup.service,
-                    "CACHE_INVALIDATION_REPLICAS": "1"}
+                    "CACHE_INVALIDATION_REPLICAS": "1",
+                    # The job broker through the same sentinels: REDIS_URL's host means nothing here,
+                    # and every enqueue would otherwise wait for a name lookup that fails.
+                    "CELERY_BROKER_URL": ";".join(f"sentinel://{a}" for a in self.setup.addresses),
+                    "CELERY_BROKER_SENTINEL_MASTER": self.setup.service}
         os.environ.update(self.env)  # this process (the admin writer) too
         self.redis_url = "redis://sentinel-managed/0"  # the host is the sentinels' business
 
@@ -660,11 +664,12 @@ def seconds_below_half(intervals, since: float, until: float, baseline: float) -
     return round(below, 2)
 
 
-def back_to(series, since: float, until: float, level: float) -> float | None:
-    """Seconds from `since` until the per-interval hit ratio first reaches `level`."""
-    for t, ratio in series:
-        if since < t <= until and ratio is not None and ratio >= level:
-            return round(t - since, 2)
+def back_to(intervals, since: float, until: float, level: float) -> float | None:
+    """Seconds from `since` to the end of the first interval that began after it and whose hit
+    ratio reached `level`."""
+    for start, end, ratio in intervals:
+        if since <= start and end <= until and ratio is not None and ratio >= level:
+            return round(end - since, 2)
     return None
 
 
@@ -861,7 +866,8 @@ def main() -> int:
     if baseline and promoted_at is not None:
         since = promoted_at - t0
         after_promotion = {"at_s": round(since, 2),
-                           "to_80pct_s": back_to(series, since, timeline.readers_stop, 0.8 * baseline),
+                           "to_80pct_s": back_to(hit_ratio_intervals(samples), since, timeline.readers_stop,
+                                                 0.8 * baseline),
                            "below_half_s": seconds_below_half(hit_ratio_intervals(samples), since,
                                                               timeline.readers_stop, baseline)}
     statuses: dict[str, int] = {}
