@@ -27,9 +27,11 @@ from __future__ import annotations
 import logging
 import os
 import select
+import socket
 import threading
 import time
 import weakref
+from typing import cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -49,6 +51,12 @@ class FollowingProxy(SentinelConnectionPoolProxy):
     """What a Sentinel-managed connection asks for the primary's address; it also knows the
     address a ``+switch-master`` notice announced, which wins for ``FOLLOW_GRACE`` seconds over a
     sentinel that still names the old one."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The same sentinels without redis-py's retries and their back-off: a dead sentinel must
+        # cost one refused connection here, not seconds of a request's (or the listener's) time.
+        self.quick_sentinels = [_without_retries(client) for client in self.sentinel_manager.sentinels]
 
     def reset(self) -> None:
         super().reset()
@@ -117,12 +125,16 @@ class FollowingSentinelPool(SentinelConnectionPool):
         if now - self._rechecked_at < RECHECK_EVERY:
             return
         self._rechecked_at = now
-        try:
-            address = self.sentinel_manager.discover_master(self.service_name)
-        except redis.RedisError:
-            return
-        if address != self.master_address:
-            self.follow(address)
+        for sentinel in self.proxy.quick_sentinels:  # as discover_master, without its retries
+            try:
+                state = cast("dict", sentinel.sentinel_master(self.service_name))
+            except (redis.RedisError, OSError):
+                continue
+            if state.get("is_master") and not (state.get("is_sdown") or state.get("is_odown")):
+                address = (state["ip"], state["port"])
+                if address != self.master_address:
+                    self.follow(address)
+                return
 
 
 def recheck_primary(client: redis.Redis) -> None:
@@ -185,12 +197,17 @@ class SwitchListener:
                         else:
                             subscribed[address] = conn
                 self._poll_unheard(subscribed)
-                sockets = {conn._sock: address for address, conn in subscribed.items() if conn._sock is not None}
-                readable = select.select(list(sockets), [], [], RESUBSCRIBE_AFTER)[0] if sockets else []
+                # poll(), not select(): a long-lived process may hold descriptors above 1024.
+                sockets = {cast("socket.socket", conn._sock).fileno(): address
+                           for address, conn in subscribed.items() if conn._sock is not None}
+                poller = select.poll()
+                for fd in sockets:
+                    poller.register(fd, select.POLLIN)
+                readable = [fd for fd, _ in poller.poll(RESUBSCRIBE_AFTER * 1000)] if sockets else []
                 if not sockets:
                     time.sleep(RESUBSCRIBE_AFTER)
-                for sock in readable:
-                    address = sockets[sock]
+                for fd in readable:
+                    address = sockets[fd]
                     conn = subscribed[address]
                     try:
                         while True:  # every reply that arrived, buffered ones included
@@ -231,6 +248,13 @@ class SwitchListener:
             pool.follow(new)
         if pools:
             self.notices += 1
+
+
+def _without_retries(client: redis.Redis) -> redis.Redis:
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs),
+                       retry=Retry(NoBackoff(), 0))
 
 
 def _subscribe(pool: redis.ConnectionPool) -> redis.Connection | None:
@@ -296,11 +320,12 @@ def lone_primary(conn) -> bool:
         return True  # the sentinels said so within LONE_FOR; the primary's own side is checked above
     lone_until.pop(address, None)
     answered = 0
-    for sentinel in manager.sentinels:
+    sentinels = getattr(proxy, "quick_sentinels", None) or manager.sentinels
+    for sentinel in sentinels:
         try:
             master = sentinel.sentinel_master(proxy.service_name)
             replicas = sentinel.sentinel_slaves(proxy.service_name)
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, OSError):
             continue
         answered += 1
         flags = _flags(master)
@@ -311,7 +336,7 @@ def lone_primary(conn) -> bool:
         horizon_ms = 10 * int(master.get("down-after-milliseconds") or 30_000)
         if any(_may_hold_older_copy(replica, syncing, address, horizon_ms) for replica in replicas):
             return False
-    if answered <= len(manager.sentinels) // 2:
+    if answered <= len(sentinels) // 2:
         return False
     lone_until[address] = time.monotonic() + LONE_FOR
     return True
