@@ -1,5 +1,5 @@
-"""make chaos: steady mixed load while Redis fails in three ways (--scenario, default redis; make
-chaos runs all three, make chaos-quick the first, compressed).
+"""make chaos: steady mixed load while Redis fails in several ways (--scenario, default redis; make
+chaos runs all but the cluster one, make chaos-quick the first, compressed).
 
 Timelines (seconds; --quick compresses them by 0.3):
   redis      0 steady - 10 SIGKILL Redis - 20 restart it from its AOF - 30 SIGSTOP it - 40 SIGCONT
@@ -7,6 +7,10 @@ Timelines (seconds; --quick compresses them by 0.3):
              CACHE_INVALIDATION_REPLICAS=1: 0 steady - 10 SENTINEL FAILOVER - 32 SIGKILL of the new
              primary (the sentinels fail over back) - 42 it restarts and rejoins as a replica -
              55 the replica frozen (SIGSTOP) - 58 resumed; writers stop at 68, readers at 78
+  sentinel-lost  the same Sentinel set-up: 0 steady - 10 the replica frozen and cut off, an admin
+             edit whose delete reaches only the primary, the primary SIGKILLed and never restarted,
+             the replica resumed (and promoted); writers stop at 30, readers at 36; reports the
+             seconds from the promotion until the hit ratio is back to 80% of steady
   two-hosts  two gunicorn "hosts" on one PostgreSQL and one Redis, requests spread over both; host A
              reaches Redis through a proxy: 0 steady - 10 A cut off from Redis - 30 reconnected
 then 45 writers stop - 55 readers stop - quiescence: every object read through the API (each host)
@@ -23,7 +27,7 @@ every 0.5 s (cache_requests_total of every app host's /metrics: hit over hit, mi
 error), its steady value (median before the first fault), the seconds it stayed below half of that
 after each event and in all, and the seconds until it was back to 90% of it.
 
-    python bench/chaos.py [--quick] [--workers N] [--scenario redis|sentinel|two-hosts|cluster|all]
+    python bench/chaos.py [--quick] [--workers N] [--scenario redis|sentinel|sentinel-lost|two-hosts|cluster|all]
 
 --cluster (= --scenario cluster) runs the redis timeline on a Redis Cluster (3 primaries + 3 replicas,
 REDIS_CLUSTER_NODES): one primary is SIGKILLed (its replica takes over), restarted (it rejoins as a
@@ -414,7 +418,11 @@ class SentinelScenario(RedisScenario):
 
         self.setup = SentinelSetup(*REDIS_ARGS).start()
         self.env = {"REDIS_SENTINELS": ",".join(self.setup.addresses), "REDIS_SENTINEL_SERVICE": self.setup.service,
-                    "CACHE_INVALIDATION_REPLICAS": "1"}
+                    "CACHE_INVALIDATION_REPLICAS": "1",
+                    # The job broker through the same sentinels: REDIS_URL's host means nothing here,
+                    # and every enqueue would otherwise wait for a name lookup that fails.
+                    "CELERY_BROKER_URL": ";".join(f"sentinel://{a}" for a in self.setup.addresses),
+                    "CELERY_BROKER_SENTINEL_MASTER": self.setup.service}
         os.environ.update(self.env)  # this process (the admin writer) too
         self.redis_url = "redis://sentinel-managed/0"  # the host is the sentinels' business
 
@@ -452,6 +460,40 @@ class SentinelScenario(RedisScenario):
         for app in self.apps:
             app.stop()
         self.setup.close()
+
+
+class SentinelLostScenario(SentinelScenario):
+    """Redis Sentinel; the primary is killed right after deletes it could not replicate (its
+    replica frozen and cut off for a moment) and never comes back: the replica is promoted and
+    must serve the cache alone."""
+
+    description = ("Redis Sentinel (1 primary, 1 replica, 3 sentinels), CACHE_INVALIDATION_REPLICAS=1, one gunicorn;"
+                   " the primary killed after an unreplicated delete and never restarted")
+    ends = (30, 36)
+    promoted_at: float | None = None  # time.monotonic() of the promotion
+
+    def events(self) -> list[tuple]:
+        return [(10, "lost", "primary killed for good", self.lose, True)]
+
+    def lose(self) -> str:
+        from characters.models import Character
+        from characters.services import character_save
+
+        primary, replica = self.setup.primary, self.setup.replica
+        replica.pause()
+        try:
+            # Cut the replication link: the deletes from here on stay in the primary's memory.
+            primary.client().client_kill_filter(_type="replica")
+            character = Character.objects.order_by("name").first()
+            character.description = "Edited just before its primary died."
+            character_save(character=character)  # its delete reaches the primary alone
+            keys = primary.client().dbsize()
+            primary.stop()  # SIGKILL, never restarted
+        finally:
+            replica.resume()
+        port = self.setup.wait_new_primary(primary.port)
+        self.promoted_at = time.monotonic()
+        return f"primary {primary.port} SIGKILL after an unreplicated delete ({keys} keys on it); {port} promoted"
 
 
 class TcpProxy:
@@ -567,9 +609,9 @@ class ClusterScenario(RedisScenario):
         self.redis_url = self.redis.url
 
 
-SCENARIOS = {"redis": RedisScenario, "sentinel": SentinelScenario, "two-hosts": TwoHostsScenario,
-             "cluster": ClusterScenario}
-ALL = ("redis", "sentinel", "two-hosts")  # make chaos; the cluster has make chaos-cluster
+SCENARIOS = {"redis": RedisScenario, "sentinel": SentinelScenario, "sentinel-lost": SentinelLostScenario,
+             "two-hosts": TwoHostsScenario, "cluster": ClusterScenario}
+ALL = ("redis", "sentinel", "sentinel-lost", "two-hosts")  # make chaos; the cluster has make chaos-cluster
 
 
 SCRAPE_EVERY = 0.5  # seconds between two scrapes of every app's /metrics: the hit ratio's resolution
@@ -620,6 +662,15 @@ def seconds_below_half(intervals, since: float, until: float, baseline: float) -
         if overlap > 0 and (ratio is None or ratio < 0.5 * baseline):
             below += overlap
     return round(below, 2)
+
+
+def back_to(intervals, since: float, until: float, level: float) -> float | None:
+    """Seconds from `since` to the end of the first interval that began after it and whose hit
+    ratio reached `level`."""
+    for start, end, ratio in intervals:
+        if since <= start and end <= until and ratio is not None and ratio >= level:
+            return round(end - since, 2)
+    return None
 
 
 def recovery_time(series, since: float, until: float, baseline: float) -> float | None:
@@ -810,6 +861,15 @@ def main() -> int:
                                      for event_id, since, until in timeline.windows()},
                       "still_below_at_next_event": [event_id for event_id, _since, until in timeline.windows()
                                                     if still_below_half(intervals, until, baseline)]}
+    promoted_at = getattr(scenario, "promoted_at", None)
+    after_promotion = {}
+    if baseline and promoted_at is not None:
+        since = promoted_at - t0
+        after_promotion = {"at_s": round(since, 2),
+                           "to_80pct_s": back_to(hit_ratio_intervals(samples), since, timeline.readers_stop,
+                                                 0.8 * baseline),
+                           "below_half_s": seconds_below_half(hit_ratio_intervals(samples), since,
+                                                              timeline.readers_stop, baseline)}
     statuses: dict[str, int] = {}
     for r in records:
         if r[2] != "admin":
@@ -836,6 +896,9 @@ def main() -> int:
         # Seconds the hit ratio of a 0.5 s interval stayed below half the steady one, after each event
         # (until the next one; the last until the readers stop) and from the first fault on.
         "hit_ratio_below_half": below_half,
+        # Seconds from a promotion (sentinel-lost) until the hit ratio of a 0.5 s interval is back
+        # to 80% of the steady one.
+        "hit_ratio_after_promotion": after_promotion,
         "hit_ratio_series": [(round(t, 2), None if r is None else round(r, 3)) for t, r in series],
         "pending_keys_series": [(round(t, 2), int(p)) for t, _h, _n, p in samples],
         "stale_check": stale,
@@ -882,6 +945,10 @@ def chaos_markdown(result: dict) -> str:
         + ", ".join(f"{k} {'>= ' if k in below.get('still_below_at_next_event', ()) else ''}{v} s"
                     for k, v in below.get("by_event_s", {}).items())
         + " (>=: still below when the next event came)",
+        *([f"- After the promotion ({result['hit_ratio_after_promotion']['at_s']} s): back to 80% of the steady hit"
+           f" ratio after **{result['hit_ratio_after_promotion']['to_80pct_s']} s**; below half of it"
+           f" {result['hit_ratio_after_promotion']['below_half_s']} s in all"]
+          if result.get("hit_ratio_after_promotion") else []),
         f"- Revoked tokens (deactivation, new password, deletion in turn): {rv['revocations']}; refused by every"
         f" app after p50 {rv['refused_after_p50_s']} s, max **{rv['refused_after_max_s']} s** (bound {REFUSE_WITHIN} s);"
         f" accepted later than {REFUSE_WITHIN} s: **{rv['accepted_after_2s']}**; never refused: {rv['never_refused']};"

@@ -133,21 +133,23 @@ def read_command(client: redis.Redis, *args: str):
         raise
 
 
-def pipelined(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
+def pipelined(client: redis.Redis, commands: list[tuple[object, ...]], after=None) -> list:
     """Many commands in one round trip, each reply in its place: ``read_command`` for a batch. The
     ops commands send hundreds of small commands per round trip, where redis-py's pipeline layers
     cost more than Redis does. Replies come raw (SET gives b"OK" or None). An ``EVALSHA`` that
     Redis answers with NOSCRIPT (restarted, failed over, flushed) did not run: its script is loaded
     and those commands are sent again, once. Any other error reply raises once the batch is read.
-    Cluster and other clients take a pipeline."""
-    replies = _send(client, commands)
+    Cluster and other clients take a pipeline. ``after(connection, replies)``, if given, runs on
+    the connection that ran the batch once its replies are read (replication.py: the lone
+    primary's check must ask the server that took the deletes)."""
+    replies = _send(client, commands, after)
     unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if unknown:
         for sha in {commands[i][1] for i in unknown}:
             client.script_load(BY_SHA[cast(str, sha)].text)
         if commands[-1][0] == "WAIT":  # a batch that ends waiting for replicas waits for these too
             unknown.append(len(commands) - 1)
-        for i, reply in zip(unknown, _send(client, [commands[i] for i in unknown]), strict=True):
+        for i, reply in zip(unknown, _send(client, [commands[i] for i in unknown], after), strict=True):
             replies[i] = reply
     for reply in replies:
         if isinstance(reply, redis.ResponseError):
@@ -155,7 +157,7 @@ def pipelined(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
     return replies
 
 
-def _send(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
+def _send(client: redis.Redis, commands: list[tuple[object, ...]], after=None) -> list:
     """The batch's replies, an error reply in its place as its exception."""
     if type(client) is not redis.Redis:
         pipe = client.pipeline(transaction=False)
@@ -174,6 +176,8 @@ def _send(client: redis.Redis, commands: list[tuple[object, ...]]) -> list:
                 replies.append(conn.read_response())
             except redis.ResponseError as exc:  # read whole: the next reply follows
                 replies.append(exc)
+        if after is not None:
+            after(conn, replies)
         return replies
     except BaseException:
         conn.disconnect()  # replies may be left on it: never hand it out again

@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING
 import redis
 from django.conf import settings
 from redis.connection import Connection, SSLConnection
-from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
 from core import metrics
 
 from .client import CACHE_ERRORS, redis_client
 from .pending import PENDING, drain_pending_invalidations, reload_pending_keys
 from .replication import NotReplicated, unlink_confirmed
+from .sentinel import FollowingSentinelPool
 from .watch import watcher
 
 logger = logging.getLogger("core.cache")
@@ -442,8 +443,9 @@ class GuardedSentinelManagedSSLConnection(GuardedMixin, SentinelManagedSSLConnec
     server = GuardedSentinelManagedConnection.server
 
 
-class GuardedSentinelConnectionPool(SentinelConnectionPool):
-    """django-redis's SentinelConnectionFactory with guarded connections. The connection class is
+class GuardedSentinelConnectionPool(FollowingSentinelPool):
+    """django-redis's SentinelConnectionFactory with guarded connections, following a failover
+    within about a second (sentinel.py). The connection class is
     chosen here, not in CONNECTION_POOL_KWARGS: the factory hands those kwargs to the Sentinel
     client's own connections too, which are plain connections to the sentinels."""
 

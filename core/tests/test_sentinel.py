@@ -313,6 +313,97 @@ def test_a_delete_the_dead_primary_never_replicated_is_not_lost(sentinels, revok
     revoked.refused(steady=0.5)
 
 
+@pytest.mark.slow
+def test_after_a_planned_failover_the_next_delete_goes_to_the_new_primary(sentinels, make_user, client_for):
+    """The demoted primary stays a primary, answering and taking writes, for about ten seconds
+    after the promotion (until the sentinels reconfigure it); the app's pooled connections must
+    leave it well before that."""
+    from accounts.models import CoinLedgerEntry
+    from accounts.services import coins_apply
+
+    user = make_user(coins=10)
+    client = client_for(user)
+    key = f"user:coins:{user.id}"
+    for _ in range(2):  # cached, over a pooled connection to the first primary
+        assert client.get("/api/me/coins").json() == {"balance": 10}
+    old, new = sentinels.primary, sentinels.replica
+    sentinels.wait_for(lambda: new.client().exists(key), "the value never reached the replica")
+
+    sentinels.failover()
+    time.sleep(1.5)  # the bound asked of the app: it follows the promotion within about a second
+    assert old.client().info("replication")["role"] == "master", "the old primary was reconfigured already"
+    coins_apply(user_id=user.id, amount=5, reason=CoinLedgerEntry.Reason.ADJUSTMENT)
+
+    assert b'"balance":10' in old.client().get(key)  # the delete did not go to the demoted primary ...
+    assert b'"balance":10' not in (new.client().get(key) or b"")  # ... but to the new one
+    # The new primary has no replica yet; nothing could be promoted holding its old value, so it
+    # confirmed the delete alone: nothing pending, and the cache is filled there again.
+    assert not PendingInvalidation.objects.filter(key=key).exists()
+    for _ in range(2):
+        assert client.get("/api/me/coins").json() == {"balance": 15}
+    assert b'"balance":15' in new.client().get(key)
+
+
+@pytest.mark.slow
+def test_a_primary_lost_for_good_leaves_the_cache_to_the_promoted_replica(sentinels, make_user, client_for):
+    """A delete reaches only the primary (its replica frozen and cut off), the primary is killed
+    and never comes back. The promoted replica, which holds the old value, gets the delete and
+    serves the cache again, without waiting for the dead node."""
+    from accounts.models import CoinLedgerEntry
+    from accounts.services import coins_apply
+
+    user = make_user(coins=10)
+    client = client_for(user)
+    key = f"user:coins:{user.id}"
+    assert client.get("/api/me/coins").json() == {"balance": 10}
+    old, replica = sentinels.primary, sentinels.replica
+    sentinels.wait_for(lambda: replica.client().exists(key), "the value never reached the replica")
+    replica.pause()
+    old.client().client_kill_filter(_type="replica")
+    try:
+        coins_apply(user_id=user.id, amount=5, reason=CoinLedgerEntry.Reason.ADJUSTMENT)
+        assert PendingInvalidation.objects.filter(key=key).exists()  # a replica that may be promoted missed it
+        old_port = old.port
+        old.stop()  # kill -9, for good
+    finally:
+        replica.resume()
+    assert sentinels.wait_new_primary(old_port) == replica.port
+
+    sentinels.wait_for(lambda: not PendingInvalidation.objects.exists(),
+                       "the pending delete was never applied on the promoted replica", 20)
+    assert b'"balance":10' not in (replica.client().get(key) or b"")
+    for _ in range(2):
+        assert client.get("/api/me/coins").json() == {"balance": 15}
+    assert b'"balance":15' in replica.client().get(key)  # trusted again: filled there
+    assert replica.client().info("replication")["connected_slaves"] == 0  # still alone
+
+
+@pytest.mark.slow
+def test_a_replica_down_for_a_while_still_keeps_a_lone_primarys_deletes_pending(sentinels, make_user, client_for):
+    """The replica is frozen and cut off until the sentinels call it down: the primary then has no
+    replica, but that one may come back and be promoted with what it had, so the primary cannot
+    confirm a delete alone."""
+    from accounts.models import CoinLedgerEntry
+    from accounts.services import coins_apply
+
+    user = make_user(coins=10)
+    key = f"user:coins:{user.id}"
+    assert client_for(user).get("/api/me/coins").json() == {"balance": 10}
+    primary, replica = sentinels.primary, sentinels.replica
+    replica.pause()
+    try:
+        primary.client().client_kill_filter(_type="replica")
+        sentinels.wait_for(lambda: all(r["is_sdown"] for r in sentinels.sentinels[0].client().sentinel_slaves(sentinels.service)),
+                           "the sentinels never called the frozen replica down", 15)
+        coins_apply(user_id=user.id, amount=5, reason=CoinLedgerEntry.Reason.ADJUSTMENT)
+        assert not primary.client().exists(key)
+        assert PendingInvalidation.objects.filter(key=key).exists()
+    finally:
+        replica.resume()
+    sentinels.wait_replicated(replica)
+    sentinels.wait_for(lambda: not PendingInvalidation.objects.exists(), "the pending delete was never confirmed", 30)
+
+
 def refuses_writes(server) -> bool:
     """Does the server answer NOREPLICAS to a write (and still serve reads)?"""
     client = server.client()
