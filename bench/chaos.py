@@ -603,10 +603,19 @@ class ClusterScenario(RedisScenario):
         self.apps, self.env = [], {}
 
     def start(self) -> None:
+        from tests.support.harness import RedisServer
+
         self.redis = ClusterTarget()
-        self.env = {"REDIS_CLUSTER_NODES": ",".join(self.redis.cluster.nodes), "CACHE_INVALIDATION_REPLICAS": "1"}
+        # The job queue on a Redis of its own, as a cluster needs (kombu talks to one server).
+        self.broker = RedisServer().start()
+        self.env = {"REDIS_CLUSTER_NODES": ",".join(self.redis.cluster.nodes), "CACHE_INVALIDATION_REPLICAS": "1",
+                    "CELERY_BROKER_URL": self.broker.url}
         os.environ.update(self.env)  # this process and gunicorn
         self.redis_url = self.redis.url
+
+    def close(self) -> None:
+        super().close()
+        self.broker.close()
 
 
 SCENARIOS = {"redis": RedisScenario, "sentinel": SentinelScenario, "sentinel-lost": SentinelLostScenario,
