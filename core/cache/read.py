@@ -181,6 +181,7 @@ def _get(family: KeyFamily, key: str) -> tuple[bool, bytes | None]:
 def _get_versioned(family: KeyFamily, key: str, parts: dict) -> tuple[bool, bytes | None, bytes | None]:
     """``_get`` for a family with a version key: (True, the value, the version) read together
     when Redis (both keys' nodes in a cluster) can be trusted, else (False, None, None)."""
+    assert family.version is not None
     counters = family.counters
     target, version = full_key(key), version_key(family, parts)
     health = TOPOLOGY.health_for(target)
