@@ -121,6 +121,9 @@ class _Own:
 # another host serves its own (JOB_METRICS_PORT). Queue depth is read from the broker at scrape.
 jobs_finished = Counter("jobs_total", "Jobs by kind and outcome (completed, failed, retried, skipped).",
                         ["job", "outcome"])
+jobs_enqueued = Counter("jobs_enqueue_total", "Jobs handed to the broker by a request: sent, failed (the broker "
+                        "did not take it), skipped (the broker failed moments ago; the sweep sends it).",
+                        ["outcome"])
 job_latency = Histogram(
     "job_latency_seconds", "From the request that queued a job to its outcome.", ["job"],
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0),

@@ -372,8 +372,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 if env("CELERY_BROKER_SENTINEL_MASTER", default=""):  # CELERY_BROKER_URL=sentinel://host:26379;sentinel://...
     CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = env("CELERY_BROKER_SENTINEL_MASTER")
-# Publishing: a couple of quick tries, then give up (the row stays pending; the sweep re-sends it).
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# One quick reconnect (a pooled connection a broker restart left dead), then give up; after a failure a
+# process does not try again for JOB_BROKER_COOLDOWN seconds (core.jobs.enqueue).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
+JOB_BROKER_COOLDOWN = env.float("JOB_BROKER_COOLDOWN", default=5.0)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True  # the database holds every outcome; no result backend
 CELERY_TASK_ACKS_LATE = True  # acknowledged when done: a worker killed mid-job leaves it to another

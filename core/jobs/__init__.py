@@ -5,11 +5,17 @@ never imports its own tasks module (which imports the service)."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
+import time
 
 from celery import current_app
 from django.conf import settings
+
+from core import metrics
+
+logger = logging.getLogger(__name__)
 
 _REGISTRY_LOCK = threading.Lock()
 _registry_filled = False
@@ -27,9 +33,32 @@ def _fill_registry(app) -> None:
             _registry_filled = True
 
 
+class _BrokerBreaker:
+    """After the broker failed to take a job, this process stops trying for JOB_BROKER_COOLDOWN
+    seconds: a frozen broker would otherwise hold every request that queues a job for the
+    connection's timeout (and each sync worker with it). Nothing is lost: the job's row is its
+    record, and the sweep sends what was not queued."""
+
+    def __init__(self) -> None:
+        self.open_until = 0.0
+
+    def blocking(self) -> bool:
+        return time.monotonic() < self.open_until
+
+    def failed(self) -> None:
+        self.open_until = time.monotonic() + settings.JOB_BROKER_COOLDOWN
+
+    def reset(self) -> None:
+        self.open_until = 0.0
+
+
+BROKER = _BrokerBreaker()
+
+
 def enqueue(task: str, /, **kwargs: object) -> None:
     """Queue ``task`` (its registered name) with these keyword arguments. Tests' eager mode runs
-    it here, in-process."""
+    it here, in-process. A broker that fails raises (the caller's on_commit logs it) and is left
+    alone for a moment; meanwhile jobs are not sent (the sweep sends them)."""
     app = current_app
     if app.conf.task_always_eager:
         _fill_registry(app)
@@ -37,7 +66,16 @@ def enqueue(task: str, /, **kwargs: object) -> None:
         # raises what the last try raised.
         app.tasks[task].apply(kwargs=kwargs, throw=False).get()
         return
-    app.send_task(task, kwargs=kwargs)
+    if BROKER.blocking():
+        metrics.jobs_enqueued.labels(outcome="skipped").inc()
+        return
+    try:
+        app.send_task(task, kwargs=kwargs)
+    except Exception:
+        BROKER.failed()
+        metrics.jobs_enqueued.labels(outcome="failed").inc()
+        raise
+    metrics.jobs_enqueued.labels(outcome="sent").inc()
 
 
 def retry_delay(retries: int) -> float:

@@ -231,3 +231,42 @@ def test_a_generation_refunded_as_stale_while_rendering_stays_failed(alice, user
     assert [e.reason for e in CoinLedgerEntry.objects.filter(user=user).order_by("id")] == [
         "plan_grant", "spend", "refund"]
     assert DailyUsage.objects.get(user=user).generations == 0
+
+
+def enqueued(outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("jobs_enqueue_total", {"outcome": outcome}) or 0.0
+
+
+@pytest.mark.slow
+def test_a_frozen_broker_holds_one_request_not_every_one(make_user, client_for, no_worker, redis_server, settings):
+    """The broker (here the test's Redis) frozen: the first request that queues a job waits out the
+    connection's timeout and fails to queue it; the next ones within JOB_BROKER_COOLDOWN do not try.
+    Every generation is accepted and pending (the sweep sends what was not queued)."""
+    from core.jobs import BROKER
+
+    settings.JOB_BROKER_COOLDOWN = 60
+    alice = client_for(make_user("frozen@example.com", plan="pro", coins=100))
+    BROKER.reset()
+    before = {outcome: enqueued(outcome) for outcome in ("sent", "failed", "skipped")}
+    redis_server.pause()
+    try:
+        statuses = [alice.post("/api/generations", {"prompt": f"frozen {n}"}, format="json").status_code
+                    for n in range(3)]
+    finally:
+        redis_server.resume()
+    try:
+        assert statuses == [202, 202, 202]
+        assert enqueued("failed") - before["failed"] == 1
+        assert enqueued("skipped") - before["skipped"] == 2
+        assert Generation.objects.filter(status=Generation.Status.PENDING).count() == 3
+        # The failed publish may still land once Redis runs again (its reply timed out, not its
+        # write): a job sent twice is harmless (a generation is taken once); the skipped never were.
+        queued = len(no_worker())
+        assert queued <= 1
+        BROKER.reset()  # the cooldown is over
+        assert alice.post("/api/generations", {"prompt": "thawed"}, format="json").status_code == 202
+        assert enqueued("sent") - before["sent"] == 1 and len(no_worker()) == queued + 1
+    finally:
+        BROKER.reset()
