@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.support.celery_worker import CeleryWorker
+from tests.support.harness import until
 from tests.support.openai_server import API_KEY, ProviderServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -34,25 +35,16 @@ def reply_seen(client, seq: int) -> dict | None:
     return next((m for m in client.get(URL).json()["messages"] if m["seq"] == seq), None)
 
 
-def wait_for(condition, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def test_the_message_is_acknowledged_at_once_and_the_reply_follows(alice, user, characters, provider, worker):
     assert alice.post(URL, {"content": "first"}, format="json").status_code == 202
-    wait_for(lambda: reply_seen(alice, 2))
+    until(lambda: reply_seen(alice, 2))
     provider.control(fail_status=502, fail_count=1)  # one failure: retried
     began = time.monotonic()
     response = alice.post(URL, {"content": "what is a comet?"}, format="json")
     assert time.monotonic() - began < 0.9  # the model's second is not the request's
     assert response.status_code == 202 and response.json()["reply_seq"] == 4
     assert reply_seen(alice, 4) is None  # not yet
-    reply = wait_for(lambda: reply_seen(alice, 4))
+    reply = until(lambda: reply_seen(alice, 4))
     assert reply["role"] == "assistant" and reply["content"].endswith("You said: what is a comet?")
     # The persona as the system prompt, the cached history as context.
     body = provider.received("/v1/chat/completions")[-1]["body"]
@@ -74,7 +66,7 @@ def test_a_reply_whose_job_was_lost_is_sent_again(alice, user, characters, provi
         "CHAT_RESPONDER": "chat.responders.OpenAIResponder", "OPENAI_BASE_URL": provider.base_url,
         "OPENAI_API_KEY": API_KEY}).start()
     try:
-        assert wait_for(lambda: reply_seen(alice, 2))["content"].endswith("You said: hello?")
+        assert until(lambda: reply_seen(alice, 2))["content"].endswith("You said: hello?")
     finally:
         worker.close()
     settings.CHAT_REPLY_GIVE_UP_AFTER = 0

@@ -37,7 +37,7 @@ from redis.retry import Retry
 
 from .client import CACHE_ERRORS, full_key, parse_host_ports, redis_client, unlink_keys
 from .django_cache import Client as DjangoCacheClient
-from .health import CLOSED, OPEN, CacheHealth, GuardedMixin, register_health_source
+from .health import CLOSED, OPEN, CacheHealth, GuardedMixin, Healths, register_health_source
 from .pending import PENDING, drain_rows, reload_pending_keys
 from .replication import execute_confirmed
 
@@ -133,30 +133,22 @@ def cluster_client() -> RedisCluster:
     return cast(RedisCluster, redis_client())
 
 
-_NODES: dict[str, NodeHealth] = {}
-_NODES_LOCK = threading.Lock()
+_NODES: Healths[NodeHealth] = Healths(NodeHealth)
 
 
 def node_health(name: str) -> NodeHealth:
-    health = _NODES.get(name)
-    if health is None:
-        with _NODES_LOCK:
-            health = _NODES.setdefault(name, NodeHealth(name))
-    return health
+    return _NODES.get(name)
 
 
 def node_healths() -> dict[str, NodeHealth]:
-    return dict(_NODES)
+    return _NODES.all()
 
 
 register_health_source(lambda: node_healths().values())  # the pending watcher signals every node
 
 
 def reset_node_healths() -> None:
-    with _NODES_LOCK:
-        for health in _NODES.values():
-            health.reset()
-        _NODES.clear()
+    _NODES.reset(forget=True)
 
 
 def topology_changed(serving: set[str] | None = None) -> None:
@@ -164,7 +156,7 @@ def topology_changed(serving: set[str] | None = None) -> None:
     wherever its slot lives, and a node met anew syncs on its first connection. A node that serves
     no slot any more (a dead primary replaced by its replica) no longer counts as an open breaker:
     no key is read from it, and its gauge says so."""
-    for name, health in list(_NODES.items()):
+    for name, health in _NODES.all().items():
         if serving is not None and name not in serving:
             health.state = CLOSED
             health.breaker_gauge.set(0)

@@ -59,6 +59,15 @@ class Page:
         return int(getattr(settings, self.cap_setting))
 
 
+
+def _remember(keys: dict[tuple, str], memo: tuple | None, key: str) -> str:
+    """Keep a built key under ``memo`` (None: not to be kept), within _KEYS_REMEMBERED."""
+    if memo is not None:
+        if len(keys) >= _KEYS_REMEMBERED:
+            keys.clear()
+        keys[memo] = key
+    return key
+
 @dataclass(frozen=True, kw_only=True)
 class Version:
     """A version key: one small key per fan-out scope (every plan at once, one character name) that
@@ -109,11 +118,7 @@ class Version:
             if known is not None:
                 return known
         key = template.format(**{name: key_part(parts[name]) for name in fields})
-        if memo is not None:
-            if len(self._keys) >= _KEYS_REMEMBERED:
-                self._keys.clear()
-            self._keys[memo] = key
-        return key
+        return _remember(self._keys, memo, key)
 
     @cached_property
     def _keys(self) -> dict[tuple, str]:
@@ -219,11 +224,7 @@ class KeyFamily:
         if set(parts) != set(self.fields):
             raise TypeError(f"{self.name} needs {self.fields}, got {tuple(parts)}")
         key = template.format(**{name: key_part(value) for name, value in parts.items()})
-        if memo is not None:
-            if len(self._keys) >= _KEYS_REMEMBERED:
-                self._keys.clear()
-            self._keys[memo] = key
-        return key
+        return _remember(self._keys, memo, key)
 
     @cached_property
     def _keys(self) -> dict[tuple, str]:

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import redis
 from django.conf import settings
@@ -283,8 +283,37 @@ class ServerHealth(CacheHealth):
         return True
 
 
-_SERVERS: dict[str, ServerHealth] = {}
-_SERVERS_LOCK = threading.Lock()
+H = TypeVar("H", bound="CacheHealth")
+
+
+class Healths(Generic[H]):
+    """Breakers by server name, one per server, made on first use and shared by the process's
+    threads (Redis Cluster's nodes, the servers other than the cache's own)."""
+
+    def __init__(self, make: Callable[[str], H]) -> None:
+        self._make = make
+        self._by_name: dict[str, H] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> H:
+        health = self._by_name.get(name)
+        if health is None:
+            with self._lock:
+                health = self._by_name.setdefault(name, self._make(name))
+        return health
+
+    def all(self) -> dict[str, H]:
+        return dict(self._by_name)
+
+    def reset(self, *, forget: bool = False) -> None:
+        with self._lock:
+            for health in self._by_name.values():
+                health.reset()
+            if forget:
+                self._by_name.clear()
+
+
+_SERVERS: Healths[ServerHealth] = Healths(ServerHealth)
 
 
 def _default_servers(cache: dict) -> frozenset[str]:
@@ -319,22 +348,16 @@ def server_health(server: str) -> CacheHealth:
         _DEFAULT_SERVERS = (cache.get("LOCATION"), _default_servers(cache))
     if server in _DEFAULT_SERVERS[1]:
         return HEALTH
-    health = _SERVERS.get(server)
-    if health is None:
-        with _SERVERS_LOCK:
-            health = _SERVERS.setdefault(server, ServerHealth(server))
-    return health
+    return _SERVERS.get(server)
 
 
 def server_healths() -> dict[str, ServerHealth]:
     """The breakers of the servers other than the cache's own that this process has talked to."""
-    return dict(_SERVERS)
+    return _SERVERS.all()
 
 
 def reset_server_healths() -> None:
-    with _SERVERS_LOCK:
-        for health in _SERVERS.values():
-            health.reset()
+    _SERVERS.reset()
 
 
 _HEALTH_SOURCES: list = []

@@ -183,10 +183,11 @@ def _get_versioned(family: KeyFamily, key: str, parts: dict) -> tuple[bool, byte
     when Redis (both keys' nodes in a cluster) can be trusted, else (False, None, None)."""
     assert family.version is not None
     counters = family.counters
-    target, version = full_key(key), version_key(family, parts)
-    health = TOPOLOGY.health_for(target)
     # Both keys as recorded (pending deletes name them without the namespace), with their nodes.
-    checks = {(health, key), (TOPOLOGY.health_for(version), family.version.key(**parts))}
+    version_name = family.version.key(**parts)
+    target, version = full_key(key), full_key(version_name)
+    health = TOPOLOGY.health_for(target)
+    checks = {(health, key), (TOPOLOGY.health_for(version), version_name)}
     healths = {node for node, _ in checks}
     if not all(node.ready_for(name) for node, name in checks):  # a pending version key too
         counters.bypass.inc()

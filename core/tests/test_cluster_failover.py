@@ -13,6 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from core.models import PendingInvalidation
+from tests.support.harness import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -29,13 +30,6 @@ def replicated(revived, cluster_cache, settings):
     settings.CACHE_INVALIDATION_WAIT_MS = 200  # below REDIS_SOCKET_TIMEOUT (0.25 s); room for a loaded CI machine
     settings.CACHE_BREAKER_COOLDOWN = 0.2
     return cluster_cache
-
-
-def until(condition, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def raw_get(server, key: str) -> bytes | None:

@@ -11,6 +11,7 @@ import pytest
 
 from core.cache.hooks import HOOKS
 from core.models import PendingInvalidation
+from tests.support.harness import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -27,13 +28,6 @@ def rows_read(monkeypatch) -> dict[str, list[str]]:
     read: dict[str, list[str]] = {}
     monkeypatch.setattr(HOOKS, "pending_rows_read", lambda node, keys: read.setdefault(node, []).extend(keys))
     return read
-
-
-def until(condition, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def node_name(server) -> str:

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.cache.api import Payload
+from tests.support import harness
 from tests.support.harness import cache_on_own_redis
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -54,13 +55,7 @@ def held(client, server, url: str):
 
 
 def until(condition, what: str, bound: float = BOUND):
-    deadline = time.monotonic() + bound
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
+    return harness.until(condition, what, timeout=bound, every=0.01)
 
 
 def list_body(alice) -> bytes:

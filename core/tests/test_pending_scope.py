@@ -14,7 +14,7 @@ import pytest
 from core.cache.health import HEALTH
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
-from tests.support.harness import Gunicorn, RedisServer, request
+from tests.support.harness import Gunicorn, RedisServer, request, until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -88,13 +88,6 @@ def set_balance_behind_the_cache(user, balance: int) -> None:
     from accounts.models import User
 
     User.objects.filter(pk=user.id).update(coin_balance=balance)
-
-
-def until(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_a_refused_delete_bypasses_its_key_only_on_every_host(

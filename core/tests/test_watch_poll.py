@@ -14,7 +14,7 @@ from django.db import connection
 
 from core.cache.health import HEALTH
 from core.models import PendingInvalidation
-from tests.support.harness import Gunicorn, RedisServer, request
+from tests.support.harness import Gunicorn, RedisServer, request, until
 from tests.support.revoked_tokens import RevokedTokens
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -57,13 +57,6 @@ def pending_gauge(server: Gunicorn) -> float:
     assert status == 200
     return next(sample.value for family in text_string_to_metric_families(body.decode())
                 for sample in family.samples if sample.name == "cache_pending_keys")
-
-
-def until(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("mode", ["listen", "poll"])

@@ -12,6 +12,7 @@ from accounts.models import CoinLedgerEntry, User
 from generation.models import Generation
 from subscriptions.models import DailyUsage
 from tests.support.celery_worker import CeleryWorker
+from tests.support.harness import until
 from tests.support.openai_server import API_KEY, ProviderServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -42,16 +43,6 @@ def start_worker(redis_server, provider, no_worker):
         worker.close()
 
 
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def finished(client, generation_id: int) -> dict | None:
     body = client.get(f"/api/generations/{generation_id}").json()
     return body if body["status"] in ("completed", "failed") else None
@@ -69,7 +60,7 @@ def test_the_request_answers_at_once_and_a_worker_renders(alice, user, provider,
     assert time.monotonic() - began < 0.9  # the provider's second is not the request's
     assert response.status_code == 202 and response.json()["status"] == "pending"
     gen_id = response.json()["id"]
-    body = wait_for(lambda: finished(alice, gen_id), what="the generation")
+    body = until(lambda: finished(alice, gen_id), what="the generation")
     assert body["status"] == "completed"
     assert body["result"]["url"].startswith("http://127.0.0.1:")
     assert [r["body"]["prompt"] for r in provider.received("/v1/images/generations")] == ["a lighthouse"]
@@ -80,7 +71,7 @@ def test_provider_errors_retry_with_backoff_then_complete(alice, user, provider,
     provider.control(fail_status=503, fail_count=2)
     start_worker()
     gen_id = alice.post("/api/generations", {"prompt": "a fox"}, format="json").json()["id"]
-    assert wait_for(lambda: finished(alice, gen_id), what="the generation")["status"] == "completed"
+    assert until(lambda: finished(alice, gen_id), what="the generation")["status"] == "completed"
     calls = [r["at"] for r in provider.received("/v1/images/generations")]
     assert len(calls) == 3
     gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
@@ -93,7 +84,7 @@ def test_a_provider_that_keeps_failing_is_refunded_after_the_last_try(alice, use
     provider.control(fail_status=500, fail_count=1000)
     start_worker()
     gen_id = alice.post("/api/generations", {"prompt": "a fox"}, format="json").json()["id"]
-    body = wait_for(lambda: finished(alice, gen_id), what="the generation")
+    body = until(lambda: finished(alice, gen_id), what="the generation")
     assert body["status"] == "failed" and "500" in body["result"]["error"]
     assert len(provider.received("/v1/images/generations")) == 3  # the try and JOB_MAX_RETRIES=2 retries
     assert ledger(user) == ["plan_grant", "spend", "refund"]
@@ -105,7 +96,7 @@ def test_a_refused_request_is_refunded_without_retrying(alice, user, provider, s
     provider.control(fail_status=400, fail_count=1000)
     start_worker()
     gen_id = alice.post("/api/generations", {"prompt": "forbidden"}, format="json").json()["id"]
-    assert wait_for(lambda: finished(alice, gen_id), what="the generation")["status"] == "failed"
+    assert until(lambda: finished(alice, gen_id), what="the generation")["status"] == "failed"
     assert len(provider.received("/v1/images/generations")) == 1
     assert ledger(user) == ["plan_grant", "spend", "refund"]
 
@@ -119,12 +110,12 @@ def test_a_worker_killed_mid_job_leads_to_exactly_one_outcome(make_user, client_
     provider.control(image_delay=2.0)
     first = start_worker(concurrency=4)
     ids = [c.post("/api/generations", {"prompt": f"p{i}"}, format="json").json()["id"] for i, c in enumerate(clients)]
-    wait_for(lambda: len(provider.received("/v1/images/generations")) >= 2, what="jobs on the provider")
+    until(lambda: len(provider.received("/v1/images/generations")) >= 2, what="jobs on the provider")
     first.kill()
     assert Generation.objects.filter(pk__in=ids, status="running").exists()  # killed mid-job
     start_worker()
     for client, gen_id in zip(clients, ids, strict=True):
-        assert wait_for(lambda c=client, g=gen_id: finished(c, g), timeout=60, what="the generation")["status"] \
+        assert until(lambda c=client, g=gen_id: finished(c, g), timeout=60, what="the generation")["status"] \
             == "completed"
     for u in users:
         assert ledger(u)[-1] == "spend"
@@ -142,13 +133,13 @@ def test_a_job_given_up_on_while_its_worker_was_dead_stays_refunded(alice, user,
     provider.control(image_delay=2.0)
     first = start_worker()
     gen_id = alice.post("/api/generations", {"prompt": "a fox"}, format="json").json()["id"]
-    wait_for(lambda: provider.received("/v1/images/generations"), what="the job on the provider")
+    until(lambda: provider.received("/v1/images/generations"), what="the job on the provider")
     first.kill()
     Generation.objects.filter(pk=gen_id).update(created_at=Generation.objects.get(pk=gen_id).created_at
                                                 - timedelta(hours=1))
     assert generations_sweep()["failed"] == 1
     worker = start_worker()
-    wait_for(lambda: "skipped" in worker.output(), timeout=30, what="the redelivered job")
+    until(lambda: "skipped" in worker.output(), timeout=30, what="the redelivered job")
     gen = Generation.objects.get(pk=gen_id)
     assert gen.status == "failed" and "url" not in gen.result
     assert ledger(user) == ["plan_grant", "spend", "refund"]
@@ -170,7 +161,7 @@ def test_the_sweep_sends_again_a_job_whose_message_was_lost(alice, user, provide
     settings.GENERATION_REQUEUE_AFTER = 60
     assert generations_sweep() == {"failed": 0, "requeued": 0}  # at most once per GENERATION_REQUEUE_AFTER
     start_worker()
-    assert wait_for(lambda: finished(alice, gen_id), what="the generation")["status"] == "completed"
+    assert until(lambda: finished(alice, gen_id), what="the generation")["status"] == "completed"
     assert ledger(user) == ["plan_grant", "spend"]
 
 
@@ -200,7 +191,7 @@ def test_a_worker_keeps_its_database_connection_across_jobs_and_survives_losing_
             seen.update(worker_backends())
             return finished(alice, gen_id)
 
-        assert wait_for(done, what=f"generation {n}")["status"] == "completed"
+        assert until(done, what=f"generation {n}")["status"] == "completed"
     # Six jobs, one thread: one session (Celery's fixup alone opens a new one for every job).
     assert len(seen) <= 2, seen
 
@@ -209,5 +200,5 @@ def test_a_worker_keeps_its_database_connection_across_jobs_and_survives_losing_
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                        " WHERE datname = current_database() AND pid <> pg_backend_pid()")
     gen_id = alice.post("/api/generations", {"prompt": "after the cut"}, format="json").json()["id"]
-    body = wait_for(lambda: finished(alice, gen_id), what="the generation after the cut")
+    body = until(lambda: finished(alice, gen_id), what="the generation after the cut")
     assert body["status"] == "completed" and body["result"]["url"].startswith("http://127.0.0.1:")

@@ -493,6 +493,18 @@ class LoopbackHttpServer:
         self.server.server_close()
 
 
+
+def until(condition, what: str = "the condition", timeout: float = 30.0, every: float = 0.05):
+    """Poll ``condition`` until it returns something truthy (returned), failing with ``what``
+    after ``timeout`` seconds: a bound, not a speed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
 @contextmanager
 def cache_on_own_redis(settings, *server_args: str):
     """The cache on a redis-server of this test's own (started with ``server_args``), which the
