@@ -4,8 +4,9 @@ An app declares its key families in its own ``cache.py`` (``KeyFamily``, ``regis
 receivers that invalidate them beside them (``invalidates``, ``on``, ``connect_receivers``), reads
 through ``fetch`` (and ``read_ahead`` for a request's keys together), and writes with
 ``invalidate`` or ``amend_after_commit``. A fan-out (one write, the values of many keys) names a
-``Version`` on its families and invalidates that one key. Everything else in ``core.cache`` is the engine's own
-and may be rearranged; import-linter holds apps to this module (``.importlinter``).
+``Version`` on its families and invalidates that one key. The HTTP plumbing's /api/health asks
+``probe_cache``. Everything else in ``core.cache`` is the engine's own and may be rearranged;
+import-linter holds the apps and ``core.http`` to this module (``.importlinter``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .invalidation import invalidate
 from .keys import normalize_email
 from .ops.warm import WarmResult, warm
 from .payload import Payload
+from .probe import probe_cache
 from .read import fetch, fetch_data, read_ahead, read_if_cached
 from .readahead import planned_reads, readahead_of
 from .registry import ActivitySource, Trigger, connect_receivers, invalidates, on, register, register_activity
@@ -46,6 +48,7 @@ __all__ = [
     "normalize_email",
     "on",
     "planned_reads",
+    "probe_cache",
     "read_ahead",
     "read_if_cached",
     "readahead_of",

@@ -14,10 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core import metrics
-from core.cache.client import redis_client
-from core.cache.cluster import probe_nodes
-from core.cache.health import HEALTH
-from core.cache.topology import TOPOLOGY
+from core.cache.api import probe_cache
 from core.jobs import queue_depths
 
 
@@ -33,12 +30,6 @@ def _probe(check) -> dict:
 def _db_check() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-
-
-def _cache_check() -> None:
-    if HEALTH.blocking():
-        raise ConnectionError("circuit open")
-    redis_client().ping()
 
 
 _COMPONENT = inline_serializer(
@@ -66,18 +57,7 @@ class HealthApi(APIView):
     def get(self, request):
         database = _probe(_db_check)
         ok = database["status"] == "up"
-        if TOPOLOGY.cluster:
-            # Per primary: one dead node leaves the others serving, which is "degraded", not "down".
-            cache = probe_nodes(sync=ok)
-            breaker = "open" if any(n["breaker"] == "open" for n in cache["nodes"].values()) else HEALTH.state
-        else:
-            cache = _probe(_cache_check)
-            if ok and cache["status"] == "up":
-                # Both answer: close the breaker now (ready() applies recorded invalidations first),
-                # so the state reported is this moment's. A worker that serves only health checks
-                # would otherwise say "open" until its next cached read.
-                HEALTH.ready()
-            breaker = HEALTH.state
+        cache, breaker = probe_cache(sync=ok)
         body = {
             "status": ("ok" if cache["status"] == "up" else "degraded") if ok else "down",
             "database": database,

@@ -105,6 +105,20 @@ def test_no_product_module_imports_test_code():
                   for path in (ROOT / package).rglob("testing.py")) == []
 
 
+def test_apps_and_the_http_plumbing_reach_the_engine_through_its_api_alone():
+    """Every app and core.http import core.cache.api and nothing else of the engine, so the engine
+    can be rearranged behind it. The settings (which build the client), the ops commands, the admin
+    page and core's app config are the engine's own wiring and may reach further."""
+    contract = importlinter()["importlinter:contract:cache-engine-api"]
+    assert contract["type"] == "forbidden"
+    assert set(contract["source_modules"].split()) == (local_packages() - {"core", "config"}) | {"core.http"}
+    assert contract["forbidden_modules"].split() == ["core.cache.*"]
+    assert [line.strip() for line in contract["ignore_imports"].strip().splitlines()] == ["** -> core.cache.api"]
+    held = [(path, name) for path, name in product_imports()
+            if not path.startswith(("core/", "config/")) or path.startswith("core/http/")]
+    assert [(path, name) for path, name in held if name.startswith("core.cache") and name != "core.cache.api"] == []
+
+
 def test_core_shows_its_parts():
     """core is the cache engine (core/cache), the HTTP/API plumbing (core/http), the job plumbing
     (core/jobs: queueing, retries, the model providers' client) and the Django app around them;
