@@ -167,17 +167,18 @@ def test_warm_fills_per_user_keys_in_batches_per_primary(world, user, cluster_ca
 
     others = [make_user(f"w{i}@example.com", coins=3) for i in range(12)]
     cluster_cache.wipe()
-    fetched: list[str] = []
-    real_fetch = warm_ops.fetch
+    loaded_one_by_one: list[str] = []  # fetch's way: the family's loader, one key at a time
 
-    def fetch(family, **parts):
-        fetched.append(family.name)
-        return real_fetch(family, **parts)
+    def observed(family):
+        load = family.loader
+        return lambda **parts: loaded_one_by_one.append(family.name) or load(**parts)
 
-    monkeypatch.setattr(warm_ops, "fetch", fetch)
+    for family in FAMILIES.values():
+        monkeypatch.setitem(family.__dict__, "loader", observed(family))
     result = warm_ops.warm(warm_ops.warm_targets(FAMILIES.values()))
     bulk = {name for name, family in FAMILIES.items() if family.bulk_loader is not None}
-    assert bulk and not bulk & set(fetched)
+    assert bulk and not bulk & set(loaded_one_by_one)
+    assert loaded_one_by_one  # the shared families (no bulk loader) went through it: it is observed
     for other in others:
         assert json.loads(cluster_cache.get(f"user:coins:{{{other.id}}}"))["data"] == {"balance": 3}
         assert cluster_cache.get(f"subscription:user:{{{other.id}}}") is not None
