@@ -504,7 +504,7 @@ def check_targets(med: dict, derived: dict, inproc: dict | None = None) -> list[
     value = med["ours"][worst_sql]["sql_per_request"]
     targets.append({"target": "zero SQL on warm cached reads", "met": value == 0,
                     "value": f"max {value} SQL/request ({worst_sql})"})
-    # The reads of the mix (the target), after cache_warm as after a deploy when that run
+    # The reads of the mix (the read-reduction target's), after cache_warm as after a deploy when that run
     # exists; the cold start (no cache_warm, every user's first request a miss) beside it.
     warmed = "mix_warmed" if "mix_warmed" in derived else "mix"
     mix = {mode: med[mode][warmed] for mode in MODES}

@@ -135,8 +135,8 @@ def fetch_data(family: KeyFamily, /, **parts: object):
 
 def read_if_cached(family: KeyFamily, /, **parts: object) -> Payload | None:
     """The family's cached value for these parts, or None when it is not cached or Redis cannot be
-    trusted right now. Never loads: for a write that can check the same thing in its own
-    statement instead (subscriptions.services.usage_consume)."""
+    trusted right now. Never loads: for a write that can read the same thing from its own rows
+    instead (subscriptions.services.usage_count takes the plan's daily limit from it)."""
     if not settings.CACHE_LAYER_ENABLED:
         return None
     if family.version is not None:

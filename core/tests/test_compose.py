@@ -336,7 +336,7 @@ def test_the_acl_example_copied_with_its_password_set_starts_redis(compose):
         server.close()
 
 
-# Refused to the app's user: what the issue found allowed, and more of the same kind.
+# Refused to the app's user: what an audit of the ACL found allowed, and more of the same kind.
 FORBIDDEN = [
     ("FLUSHALL",), ("FLUSHDB",), ("KEYS", "*"), ("SWAPDB", "0", "1"), ("MOVE", "character:luna", "1"),
     ("RENAME", "character:luna", "x"), ("RENAMENX", "character:luna", "x"), ("COPY", "character:luna", "x"),

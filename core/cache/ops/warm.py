@@ -77,8 +77,8 @@ def warm_targets(families: Iterable[KeyFamily], *, users_active_since: int | Non
 def warm(targets: list[tuple[KeyFamily, Parts]], *, rate: float = 0, progress: Progress = no_progress,
          client: redis.Redis | None = None) -> WarmResult:
     """Fill these keys the way a read does. A family with a bulk loader goes a batch at a time
-    (``store.fill_many``: leases, one bulk load, the same compare-and-set as a read); any other
-    key, and one fill_many leaves, goes through ``store.fetch`` (leases, TTL caps, metrics). A
+    (``read.fill_many``: leases, one bulk load, the same compare-and-set as a read); any other
+    key, and one fill_many leaves, goes through ``read.fetch`` (leases, TTL caps, metrics). A
     key already cached is left alone, so a second run writes nothing. ``rate`` (keys per second,
     0: as fast as it goes) paces the batches so a warm-up beside live traffic stays a small load.
     In cluster mode each batch holds the keys of one primary, sorted by slot, and goes to that
