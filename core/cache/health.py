@@ -231,8 +231,10 @@ class ProcessHealth(CacheHealth):
     all" (its breaker ends with its cooldown): each node drains its own slots' pending deletes, and
     draining them all here would fail on any one dead node and switch the whole cache off."""
 
-    # Set by the topology (topology.py): true while the cache runs on a Redis Cluster.
+    # Set by the topology (topology.py, which imports this module): true while the cache runs on a
+    # Redis Cluster; the service whose primary Sentinel names for it ("" without Sentinel).
     stands_for_cluster: Callable[[], bool] = staticmethod(lambda: False)
+    sentinel_service: Callable[[], str] = staticmethod(lambda: "")
 
     def reset(self) -> None:
         PENDING.reset()  # the process's knowledge of pending keys goes with its trust (tests)
@@ -321,9 +323,9 @@ def _default_servers(cache: dict) -> frozenset[str]:
     engine's key families live there, so their connections report to ``HEALTH``."""
     from redis.connection import parse_url
 
-    topology = cache.get("OPTIONS", {}).get("TOPOLOGY", {})
-    if topology.get("kind") == "sentinel":  # topology.SENTINEL (which imports this module)
-        return frozenset({f"sentinel:{topology.get('service')}"})
+    service = HEALTH.sentinel_service()
+    if service:
+        return frozenset({f"sentinel:{service}"})
     servers = set()
     for location in str(cache.get("LOCATION") or "").split(","):
         try:

@@ -110,15 +110,17 @@ def use_sentinels(cache: dict, *, sentinels: list[str], service: str) -> dict:
 
 
 class Topology:
-    """The topology in use. ``kind`` and ``cluster`` are plain attributes once chosen (a cached
-    read asks on every hit: as cheap as a settings lookup)."""
+    """The topology in use. ``kind``, ``cluster`` and ``service`` are plain attributes once chosen
+    (a cached read asks on every hit: as cheap as a settings lookup)."""
 
+    _CHOSEN = ("kind", "cluster", "service")
     kind: str
     cluster: bool  # keys carry hash tags, one health per node, no multi-key command across slots
+    service: str  # Sentinel: the service whose primary the cache talks to; "" otherwise
 
     def __getattr__(self, name: str) -> Any:
         # Only reached while the topology is not chosen yet (or was forgotten: settings changed).
-        if name not in ("kind", "cluster"):
+        if name not in self._CHOSEN:
             raise AttributeError(name)
         self._choose()
         return self.__dict__[name]
@@ -126,12 +128,14 @@ class Topology:
     def _choose(self) -> None:
         from django.conf import settings
 
-        kind = settings.CACHES["default"].get("OPTIONS", {}).get("TOPOLOGY", {}).get("kind", SINGLE)
+        chosen = settings.CACHES["default"].get("OPTIONS", {}).get("TOPOLOGY", {})
+        kind = chosen.get("kind", SINGLE)
         self.kind, self.cluster = kind, kind == CLUSTER
+        self.service = chosen.get("service", "") if kind == SENTINEL else ""
 
     def forget(self) -> None:
-        self.__dict__.pop("kind", None)
-        self.__dict__.pop("cluster", None)
+        for name in self._CHOSEN:
+            self.__dict__.pop(name, None)
 
     def health_for(self, key: str) -> CacheHealth:
         """The health that decides whether this full key may be read or written now: the process's
@@ -148,6 +152,7 @@ class Topology:
 
 TOPOLOGY = Topology()
 HEALTH.stands_for_cluster = lambda: TOPOLOGY.cluster
+HEALTH.sentinel_service = lambda: TOPOLOGY.service
 
 
 def _settings_changed(*, setting: str, **kwargs: object) -> None:

@@ -119,6 +119,43 @@ def test_apps_and_the_http_plumbing_reach_the_engine_through_its_api_alone():
     assert [(path, name) for path, name in held if name.startswith("core.cache") and name != "core.cache.api"] == []
 
 
+TOPOLOGY_SETTINGS = {"REDIS_CLUSTER_NODES", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE", "REDIS_SENTINEL_USERNAME",
+                     "REDIS_SENTINEL_PASSWORD", "REDIS_SENTINEL_TLS"}
+
+
+def topology_reads(path: Path) -> list[str]:
+    """What this module reads of the topology: a topology setting (``settings.REDIS_SENTINELS``,
+    ``env("REDIS_SENTINELS")``, ``getattr(settings, ...)``) or the choice recorded in the cache's
+    options (``options["TOPOLOGY"]``, ``.get("TOPOLOGY")``). Messages naming a setting are not reads."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in TOPOLOGY_SETTINGS:
+            found.append(node.attr)
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == "TOPOLOGY":
+            found.append('["TOPOLOGY"]')
+        elif isinstance(node, ast.Call) and node.args:
+            by_getattr = isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) > 1
+            name = node.args[1] if by_getattr else node.args[0]
+            if isinstance(name, ast.Constant) and name.value in TOPOLOGY_SETTINGS | {"TOPOLOGY"}:
+                found.append(f"{ast.unparse(node.func)}({name.value!r})")
+    return found
+
+
+def test_only_the_topology_reads_the_topology_settings():
+    """The settings declare them and hand them to ``configure_cache`` once; topology.py records the
+    choice in the cache's options and answers for it (``TOPOLOGY``). Only the cluster's connection
+    factory, which builds the client from those options, reads the record too (its seed nodes)."""
+    readers = {}
+    for package in local_packages():
+        for path in (ROOT / package).rglob("*.py"):
+            relative = path.relative_to(ROOT)
+            if "tests" not in relative.parts and (reads := topology_reads(path)):
+                readers[str(relative)] = sorted(set(reads))
+    assert {path for path in readers if not path.startswith("config/settings/")} == {
+        "core/cache/topology.py", "core/cache/cluster.py"}, readers
+    assert readers["core/cache/cluster.py"] == ['["TOPOLOGY"]']
+
+
 def test_core_shows_its_parts():
     """core is the cache engine (core/cache), the HTTP/API plumbing (core/http), the job plumbing
     (core/jobs: queueing, retries, the model providers' client) and the Django app around them;
