@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
-from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -16,7 +16,12 @@ from core.cache.api import normalize_email, readahead_of
 from core.http.responses import json_bytes_response
 from core.http.schema import errors
 from core.http.serializers import StrictInput, StrictInputMixin
-from core.http.throttling import AccountLoginThrottle, AddressRateThrottle
+from core.http.throttling import (
+    LOGIN_DEVICE_HEADER,
+    AccountLoginThrottle,
+    AddressRateThrottle,
+    login_device_issue,
+)
 
 from . import selectors, services
 from .cache import USER_COINS, user_payload
@@ -35,6 +40,11 @@ class ProfileOutput(serializers.Serializer):
 class TokenPairOutput(serializers.Serializer):
     access = serializers.CharField()
     refresh = serializers.CharField()
+
+
+class TokenLoginOutput(TokenPairOutput):
+    device = serializers.CharField(help_text=f"Keep it and send it back in {LOGIN_DEVICE_HEADER} on later logins: "
+                                             "this device then logs in while strangers' failures hold the account.")
 
 
 class EmailTokenObtainPairSerializer(StrictInputMixin, TokenObtainPairSerializer):
@@ -71,7 +81,11 @@ class AccessOutput(serializers.Serializer):
     refresh = serializers.CharField(required=False, help_text="Present when refresh tokens rotate.")
 
 
-@extend_schema_view(post=extend_schema(request=TokenInput, responses={200: TokenPairOutput, **errors(401)}, auth=[]))
+@extend_schema_view(post=extend_schema(
+    request=TokenInput, responses={200: TokenLoginOutput, **errors(401)}, auth=[],
+    parameters=[OpenApiParameter(LOGIN_DEVICE_HEADER, str, OpenApiParameter.HEADER, required=False,
+                                 description="The device token an earlier login of this account returned "
+                                             "(anything else is ignored).")]))
 @method_decorator(never_cache, name="dispatch")  # Cache-Control: no-store: tokens must not be kept
 class TokenApi(TokenObtainPairView):
     serializer_class = EmailTokenObtainPairSerializer
@@ -96,6 +110,7 @@ class TokenApi(TokenObtainPairView):
             self._login_attempt_end(request, "abandon")
             raise
         self._login_attempt_end(request, "succeeded")
+        response.data["device"] = login_device_issue(email=request.data["email"])
         return response
 
     @staticmethod

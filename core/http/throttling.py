@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import secrets
 import time
 from collections.abc import Mapping
 
 from axes.handlers.database import AxesDatabaseHandler
+from django.core import signing
 from django.core.cache import cache
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle, SimpleRateThrottle
 
@@ -101,6 +103,31 @@ def login_client_remember(*, email: str, client: str) -> None:
     cache.set(f"login_known_{_hashed(normalize_email(email), client)}", 1, timeout=LOGIN_KNOWN_CLIENT_TTL)
 
 
+LOGIN_DEVICE_HEADER = "Login-Device"
+LOGIN_DEVICE_SALT = "core.http.throttling.login_device"
+LOGIN_DEVICE_MAX_LENGTH = 200
+
+
+def login_device_issue(*, email: str) -> str:
+    """A device token for a successful login: the owner's app sends it back (``Login-Device``) on
+    later logins, so it is a known client wherever it connects from next (30 days)."""
+    return signing.dumps([_hashed(normalize_email(email)), secrets.token_urlsafe(12)], salt=LOGIN_DEVICE_SALT)
+
+
+def login_device_id(*, email: str, token) -> str | None:
+    """The device a token of this account names; None for anything else (forged, expired, another
+    account's, not a token at all)."""
+    if not isinstance(token, str) or not token or len(token) > LOGIN_DEVICE_MAX_LENGTH:
+        return None
+    try:
+        account, device = signing.loads(token, salt=LOGIN_DEVICE_SALT, max_age=LOGIN_KNOWN_CLIENT_TTL)
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    if account != _hashed(normalize_email(email)) or not isinstance(device, str):
+        return None
+    return device
+
+
 class LoginAttempt:
     """One login to one account from one client, counted as a failure before its password is
     checked (so concurrent guesses cannot all pass a check that none has counted yet) and given
@@ -111,17 +138,24 @@ class LoginAttempt:
     the account's failures from all clients the owner never logged in from (known clients,
     remembered for 30 days after a successful login, neither count nor wait): rotating addresses
     buys no more guesses than the total, and a stranger reaching it cannot lock the owner out of
-    the clients they use. The owner on a new network waits like everyone else until the window ends.
+    the clients they use. The owner's device token (``login_device_issue``) makes any address a
+    known client; its failures count on their own instead (``login_account`` per device), so a
+    stolen token buys one client's guesses. Only a new device on a new network waits for the window.
     """
 
-    def __init__(self, *, email: str, client: str) -> None:
-        self.email, self.client = normalize_email(email), client
+    def __init__(self, *, email: str, client: str, device: str | None = None) -> None:
+        self.email, self.client, self.device = normalize_email(email), client, device
         self.taken: list[str] = []
         self.wait: float | None = None
 
     def _windows(self):
         yield "login_account", _hashed(self.email, self.client)
-        if not login_client_known(email=self.email, client=self.client):
+        if login_client_known(email=self.email, client=self.client):
+            return
+        device = login_device_id(email=self.email, token=self.device)
+        if device is not None:
+            yield "login_account", _hashed(self.email, "device", device)
+        else:
             yield "login_account_total", _hashed(self.email)
 
     def begin(self) -> bool:
@@ -187,7 +221,8 @@ class AccountLoginThrottle(BaseThrottle):
         email = data.get("email") if isinstance(data, Mapping) else None
         if not isinstance(email, str) or not email.strip():
             return True  # the serializer refuses it; nothing to count
-        attempt = LoginAttempt(email=email, client=client_ident(request))
+        attempt = LoginAttempt(email=email, client=client_ident(request),
+                               device=request.headers.get(LOGIN_DEVICE_HEADER))
         if not attempt.begin():
             self._wait = attempt.wait
             return False

@@ -3,6 +3,7 @@ Compose file, it says what the operations guide promises, and its exact Redis co
 by a real redis-server, which reports every option back."""
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -334,6 +335,29 @@ def test_the_acl_example_copied_with_its_password_set_starts_redis(compose):
         assert app.set("acl-start", "1") and app.get("acl-start") == b"1"
     finally:
         server.close()
+
+
+def test_the_acl_steps_of_the_redis_readme_run_verbatim_and_start_redis(compose):
+    # The shell lines an operator pastes from deploy/redis/README.md, run as they are in a copy of
+    # the tree, leave a file this redis-server starts with; the password is the one sed wrote.
+    readme = (ROOT / "deploy" / "redis" / "README.md").read_text()
+    steps = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    assert "users.acl.example" in steps and "CHANGE-ME" in steps, steps
+    tree = Path(tempfile.mkdtemp(prefix="acl-steps-"))
+    (tree / "deploy" / "redis").mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "redis" / "users.acl.example", tree / "deploy" / "redis")
+    subprocess.run(["bash", "-euo", "pipefail", "-c", steps], cwd=tree, check=True, timeout=30)
+    acl = (tree / "deploy" / "redis" / "users.acl").read_text()
+    password = re.fullmatch(r"(?s).*\buser chatart on >([0-9a-f]{64}) .*", acl).group(1)
+    server = ComposeRedis(compose["services"]["redis"]["command"], "--aclfile", str(tree / "deploy" / "redis" / "users.acl"))
+    try:
+        app = server.wait(username="chatart", password=password)
+        assert app.set("acl-steps", "1") and app.get("acl-steps") == b"1"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port, username="chatart", password="CHANGE-ME").ping()
+    finally:
+        server.close()
+        shutil.rmtree(tree, ignore_errors=True)
 
 
 # Refused to the app's user: what an audit of the ACL found allowed, and more of the same kind.

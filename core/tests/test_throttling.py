@@ -231,6 +231,7 @@ def test_concurrent_failures_all_count(make_user, throttle_rates):
 
     make_user("frank@example.com")
     throttle_rates(auth="10000/min", login_account="10000/min", login_account_total="100/hour")
+    device = login(APIClient(), "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.9").json()["device"]
 
     def guess(thread: int) -> list[int]:
         client = APIClient()
@@ -243,6 +244,10 @@ def test_concurrent_failures_all_count(make_user, throttle_rates):
     # Exactly the total's worth of passwords were checked, however the threads interleaved.
     assert statuses.count(401) == 100 and statuses.count(429) == 20
     assert login(APIClient(), "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 429
+    # The owner's own device still gets in from that clean address, as from the one it knew.
+    assert login(APIClient(), "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.50",
+                 HTTP_LOGIN_DEVICE=device).status_code == 200
+    assert login(APIClient(), "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.9").status_code == 200
 
 
 def test_rotating_addresses_in_a_64_does_not_escape_the_admin_lockout(admin_user, trusted_proxies):
@@ -263,3 +268,27 @@ def test_the_admin_shares_the_account_total_without_locking_out_the_owner(admin_
         assert admin_login(Client(REMOTE_ADDR=f"198.51.100.{i}"), f"wrong-{i}").status_code == 200
     assert admin_login(Client(REMOTE_ADDR="198.51.100.99"), PASSWORD).status_code == 429
     assert admin_login(Client(REMOTE_ADDR="192.0.2.50"), PASSWORD).status_code == 302
+
+
+def test_the_owners_device_logs_in_from_a_never_used_address_while_strangers_wait(api, make_user, throttle_rates):
+    make_user("frank@example.com")
+    make_user("grace@example.com")
+    throttle_rates(auth="1000/min", login_account="5/min", login_account_total="8/min")
+    # The owner's app logged in once and keeps the device token it was given.
+    device = login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="192.0.2.50").json()["device"]
+    other_device = login(api, "grace@example.com", PASSWORD, REMOTE_ADDR="192.0.2.51").json()["device"]
+    statuses = [login(api, "frank@example.com", f"wrong-{i}", REMOTE_ADDR=f"198.51.100.{i}").status_code
+                for i in range(10)]
+    assert statuses == [401] * 8 + [429] * 2
+    # On a network never used, the right password with that token gets in; without it, or with a
+    # token of another account or a forged one, it waits like a stranger.
+    assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="203.0.113.9").status_code == 429
+    for token in (other_device, device[:-2] + "xx", "junk", "a" * 5000):
+        assert login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="203.0.113.9",
+                     HTTP_LOGIN_DEVICE=token).status_code == 429
+    response = login(api, "frank@example.com", PASSWORD, REMOTE_ADDR="203.0.113.10", HTTP_LOGIN_DEVICE=device)
+    assert response.status_code == 200 and response.json()["device"]
+    # A stolen token buys one client's guesses, however many addresses it comes from.
+    statuses = [login(api, "frank@example.com", f"guess-{i}", REMOTE_ADDR=f"203.0.113.{100 + i}",
+                      HTTP_LOGIN_DEVICE=device).status_code for i in range(7)]
+    assert statuses == [401] * 5 + [429] * 2
