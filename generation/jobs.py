@@ -13,6 +13,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -38,17 +39,22 @@ def _backend():
 
 def generation_take(*, generation_id: int, job_id: str) -> Generation | None:
     """Mark the generation running for this job, if it is free for it; None if not (finished,
-    failed, or another job holds a lease that is not over)."""
+    failed, or another job holds a lease that is not over). Free: pending, or running for this
+    same job (a retry), or running past its lease (the worker that took it died)."""
     now = timezone.now()
     lease_over = now - timedelta(seconds=settings.GENERATION_JOB_LEASE)
-    free = (Q(status=Generation.Status.PENDING) | Q(status=Generation.Status.RUNNING, job_id=job_id)
-            | Q(status=Generation.Status.RUNNING, started_at__lt=lease_over))
-    taken = Generation.objects.filter(free, pk=generation_id).update(
-        status=Generation.Status.RUNNING, job_id=job_id, started_at=now)
+    # One statement takes the row and returns what the job needs (the ORM's update() returns a
+    # count only): every job runs it, and a second round trip would buy nothing.
+    table, quote = Generation._meta.db_table, connection.ops.quote_name
+    taken = list(Generation.objects.raw(
+        f"UPDATE {quote(table)} SET status = %s, job_id = %s, started_at = %s"
+        " WHERE id = %s AND (status = %s OR (status = %s AND (job_id = %s OR started_at < %s)))"
+        " RETURNING id, user_id, prompt, parameters, cost, created_at, status",
+        [Generation.Status.RUNNING, job_id, now, generation_id, Generation.Status.PENDING,
+         Generation.Status.RUNNING, job_id, lease_over]))
     if not taken:
         return None
-    gen = Generation.objects.only("id", "user_id", "prompt", "parameters", "cost", "created_at", "status").get(
-        pk=generation_id)
+    gen = taken[0]
     invalidate_generation_status(user_id=gen.user_id, generation_id=gen.pk)
     return gen
 

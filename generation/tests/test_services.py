@@ -270,3 +270,25 @@ def test_a_frozen_broker_holds_one_request_not_every_one(make_user, client_for, 
         assert enqueued("sent") - before["sent"] == 1 and len(no_worker()) == queued + 1
     finally:
         BROKER.reset()
+
+
+def test_a_job_takes_its_generation_in_one_statement_once_free(alice, user, no_worker, settings,
+                                                                django_assert_num_queries):
+    from generation.jobs import generation_take
+
+    gen_id = alice.post("/api/generations", {"prompt": "take me"}, format="json").json()["id"]
+    with django_assert_num_queries(1):
+        taken = generation_take(generation_id=gen_id, job_id="job-a")
+    assert (taken.pk, taken.user_id, taken.prompt, taken.cost, taken.status) == (gen_id, user.id, "take me", 1,
+                                                                                  "running")
+    assert taken.parameters["size"] and taken.created_at is not None
+    # Another job while job-a's lease runs: not free; job-a's own retry: free again.
+    assert generation_take(generation_id=gen_id, job_id="job-b") is None
+    assert generation_take(generation_id=gen_id, job_id="job-a") is not None
+    # Past its lease (job-a's worker died), another job takes it over.
+    Generation.objects.filter(pk=gen_id).update(
+        started_at=F("started_at") - timedelta(seconds=settings.GENERATION_JOB_LEASE + 1))
+    assert generation_take(generation_id=gen_id, job_id="job-b").status == "running"
+    assert Generation.objects.get(pk=gen_id).job_id == "job-b"
+    Generation.objects.filter(pk=gen_id).update(status="completed")
+    assert generation_take(generation_id=gen_id, job_id="job-b") is None
