@@ -1,9 +1,11 @@
 """`make run`'s last step: gunicorn in the foreground, and the "Ready. Try:" line once it answers.
 
 The line is printed only when this gunicorn answers `/api/health/live`, never because some other
-server happens to listen on the port: the address is checked free first (a clear error names the
-port and `BIND=`), and the wait ends, silently, if gunicorn exits. Ctrl-C reaches gunicorn (it is in
-the terminal's process group) and this script waits for it to stop; a SIGTERM is passed on.
+server happens to listen on the port: this script binds the address itself (a clear error names
+the port and `BIND=` when it is taken) and hands that socket to gunicorn, so no other program can
+take it while gunicorn checks the settings; the wait ends, silently, if gunicorn exits. Ctrl-C
+reaches gunicorn (it is in the terminal's process group) and this script waits for it to stop; a
+SIGTERM is passed on.
 
     python config/serve.py [--bind HOST:PORT] [--check] [gunicorn arguments ...]
 
@@ -53,18 +55,23 @@ def client_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def port_taken(host: str, port: int) -> bool:
+def listen_on(host: str, port: int) -> socket.socket | None:
+    """The address bound and listening, or None when another program holds it. This socket is the
+    one gunicorn serves (``--bind fd://``): nothing can take the port between this check and the
+    moment gunicorn, after checking the settings for seconds, starts answering."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # gunicorn binds with SO_REUSEADDR too: a port left in TIME_WAIT is free for it.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-            raise SystemExit(f"make run: cannot bind {host}:{port}: {exc.strerror}") from exc
-    return False
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    # As gunicorn binds: a port left in TIME_WAIT is free.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)  # gunicorn's default backlog
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        raise SystemExit(f"make run: cannot bind {host}:{port}: {exc.strerror}") from exc
+    return listener
 
 
 def curl_line(base_url: str) -> str:
@@ -104,18 +111,22 @@ def main(argv: list[str]) -> int:
     if bind.startswith(("unix:", "fd://")):
         raise SystemExit("make run: give BIND=HOST:PORT (a unix socket is for a proxy in front, not for curl)")
     host, port = split_bind(bind)
-    if port_taken(host, port):
+    listener = listen_on(host, port)
+    if listener is None:
         print(f"make run: {host}:{port} is already taken by another program, so this server cannot start there.\n"
               f"  Stop that program, or choose a free address: make run BIND=127.0.0.1:{port + 1}",
               file=sys.stderr)
         return 1
     if args.check:
+        listener.close()
         return 0
 
     base_url = f"http://{client_host(host)}:{port}"
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    server = subprocess.Popen([gunicorn, "config.wsgi:application", "-c", "config/gunicorn.conf.py",
-                               "--bind", bind, *gunicorn_args], cwd=BASE_DIR)
+    with listener:  # gunicorn has its own copy of the socket; this one is closed once it started
+        server = subprocess.Popen([gunicorn, "config.wsgi:application", "-c", "config/gunicorn.conf.py",
+                                   "--bind", f"fd://{listener.fileno()}", *gunicorn_args],
+                                  cwd=BASE_DIR, pass_fds=(listener.fileno(),))
 
     # Ctrl-C goes to the whole foreground process group: gunicorn gets it itself and shuts down;
     # here it only means "wait for gunicorn". A SIGTERM (a supervisor, CI) is passed on.

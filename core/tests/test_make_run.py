@@ -1,6 +1,7 @@
 """`make run`'s server step (config/serve.py): "Ready. Try: curl ..." only once this gunicorn
 answers, a clear refusal when the port is taken, and Ctrl-C or SIGTERM stopping it."""
 
+import errno
 import os
 import signal
 import socket
@@ -80,6 +81,33 @@ def test_ready_only_once_this_server_answers_then_it_stops(tmp_path, redis_serve
         assert server.wait(timeout=40) in (0, -signal.SIGINT)
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/live", timeout=2)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        server.stdout.close()
+
+
+def test_the_address_stays_taken_from_the_check_until_gunicorn_serves_it(tmp_path, redis_server):
+    """gunicorn checks the settings for seconds before it serves: another program must not slip into
+    the port meanwhile, or "Ready" would point at it."""
+    port = free_port()
+    server = start(port, serve_env(tmp_path, redis_server.url))
+    try:
+        started = []
+        while not any("Starting gunicorn" in line for line in started):
+            line = server.stdout.readline()
+            assert line, started
+            started.append(line)
+        with socket.socket() as other, pytest.raises(OSError) as taken:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+        assert taken.value.errno == errno.EADDRINUSE
+        read_until(server, "Ready. Try:")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/live", timeout=5) as response:
+            assert response.status == 200
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=40) == 0
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
