@@ -82,6 +82,14 @@ def test_the_readme_says_how_to_get_an_admin_and_that_a_postgresql_database_must
     assert "CREATE DATABASE" in quick_start and "createdb" in quick_start
 
 
+def test_the_quick_start_names_another_address_and_what_sqlite_does_not_guarantee():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = " ".join(readme[readme.index("## Quick start"):readme.index("## What it is")].split())
+    assert "make run BIND=127.0.0.1:8001" in quick_start and "8000 is also where `docker compose`" in quick_start
+    assert "without `DATABASE_URL` the database is `var/db.sqlite3`" in quick_start
+    assert "proved on PostgreSQL only" in quick_start and "core/tests/test_races.py" in quick_start
+
+
 @pytest.mark.django_db
 def test_the_documented_createsuperuser_gives_an_admin_who_can_log_in(client, monkeypatch):
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "admin-password-123")
