@@ -89,12 +89,30 @@ def answers(url: str) -> bool:
         return False
 
 
+def cache_down(base_url: str) -> bool:
+    """Whether /api/health says Redis does not answer (the API then serves from the database)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/api/health", timeout=10) as response:
+            return json.loads(response.read())["cache"]["status"] == "down"
+    except urllib.error.HTTPError as exc:  # 503: the database is down; the body still says
+        return json.loads(exc.read() or b"{}").get("cache", {}).get("status") == "down"
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def announce_when_ready(server: subprocess.Popen, base_url: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while server.poll() is None and time.monotonic() < deadline:
         if answers(f"{base_url}/api/health/live"):
             if server.poll() is None:
                 print(f"\nReady. Try:\n  {curl_line(base_url)}\n", flush=True)
+            # Without Redis everything answers, but the job worker gets nothing: say so once, here.
+            if server.poll() is None and cache_down(base_url):
+                print("make run: Redis does not answer (REDIS_URL, default redis://localhost:6379/0). The API\n"
+                      "  answers from the database, but chat replies and generations wait (pending) for the\n"
+                      "  job worker, which takes them from Redis. Start Redis (apt-get install redis-server)\n"
+                      "  or set REDIS_URL; what waits is sent again a few minutes after it answers.",
+                      file=sys.stderr, flush=True)
             return
         time.sleep(0.2)
     if server.poll() is None:
