@@ -1,9 +1,11 @@
 """`make run`'s last step: gunicorn in the foreground, and the "Ready. Try:" line once it answers.
 
 The line is printed only when this gunicorn answers `/api/health/live`, never because some other
-server happens to listen on the port: the address is checked free first (a clear error names the
-port and `BIND=`), and the wait ends, silently, if gunicorn exits. Ctrl-C reaches gunicorn (it is in
-the terminal's process group) and this script waits for it to stop; a SIGTERM is passed on.
+server happens to listen on the port: this script binds the address itself (a clear error names
+the port and `BIND=` when it is taken) and hands that socket to gunicorn, so no other program can
+take it while gunicorn checks the settings; the wait ends, silently, if gunicorn exits. Ctrl-C
+reaches gunicorn (it is in the terminal's process group) and this script waits for it to stop; a
+SIGTERM is passed on.
 
     python config/serve.py [--bind HOST:PORT] [--check] [gunicorn arguments ...]
 
@@ -53,18 +55,23 @@ def client_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def port_taken(host: str, port: int) -> bool:
+def listen_on(host: str, port: int) -> socket.socket | None:
+    """The address bound and listening, or None when another program holds it. This socket is the
+    one gunicorn serves (``--bind fd://``): nothing can take the port between this check and the
+    moment gunicorn, after checking the settings for seconds, starts answering."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # gunicorn binds with SO_REUSEADDR too: a port left in TIME_WAIT is free for it.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-            raise SystemExit(f"make run: cannot bind {host}:{port}: {exc.strerror}") from exc
-    return False
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    # As gunicorn binds: a port left in TIME_WAIT is free.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)  # gunicorn's default backlog
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            return None
+        raise SystemExit(f"make run: cannot bind {host}:{port}: {exc.strerror}") from exc
+    return listener
 
 
 def curl_line(base_url: str) -> str:
@@ -82,12 +89,30 @@ def answers(url: str) -> bool:
         return False
 
 
+def cache_down(base_url: str) -> bool:
+    """Whether /api/health says Redis does not answer (the API then serves from the database)."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/api/health", timeout=10) as response:
+            return json.loads(response.read())["cache"]["status"] == "down"
+    except urllib.error.HTTPError as exc:  # 503: the database is down; the body still says
+        return json.loads(exc.read() or b"{}").get("cache", {}).get("status") == "down"
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def announce_when_ready(server: subprocess.Popen, base_url: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while server.poll() is None and time.monotonic() < deadline:
         if answers(f"{base_url}/api/health/live"):
             if server.poll() is None:
                 print(f"\nReady. Try:\n  {curl_line(base_url)}\n", flush=True)
+            # Without Redis everything answers, but the job worker gets nothing: say so once, here.
+            if server.poll() is None and cache_down(base_url):
+                print("make run: Redis does not answer (REDIS_URL, default redis://localhost:6379/0). The API\n"
+                      "  answers from the database, but chat replies and generations wait (pending) for the\n"
+                      "  job worker, which takes them from Redis. Start Redis (apt-get install redis-server)\n"
+                      "  or set REDIS_URL; what waits is sent again a few minutes after it answers.",
+                      file=sys.stderr, flush=True)
             return
         time.sleep(0.2)
     if server.poll() is None:
@@ -104,18 +129,22 @@ def main(argv: list[str]) -> int:
     if bind.startswith(("unix:", "fd://")):
         raise SystemExit("make run: give BIND=HOST:PORT (a unix socket is for a proxy in front, not for curl)")
     host, port = split_bind(bind)
-    if port_taken(host, port):
+    listener = listen_on(host, port)
+    if listener is None:
         print(f"make run: {host}:{port} is already taken by another program, so this server cannot start there.\n"
               f"  Stop that program, or choose a free address: make run BIND=127.0.0.1:{port + 1}",
               file=sys.stderr)
         return 1
     if args.check:
+        listener.close()
         return 0
 
     base_url = f"http://{client_host(host)}:{port}"
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    server = subprocess.Popen([gunicorn, "config.wsgi:application", "-c", "config/gunicorn.conf.py",
-                               "--bind", bind, *gunicorn_args], cwd=BASE_DIR)
+    with listener:  # gunicorn has its own copy of the socket; this one is closed once it started
+        server = subprocess.Popen([gunicorn, "config.wsgi:application", "-c", "config/gunicorn.conf.py",
+                                   "--bind", f"fd://{listener.fileno()}", *gunicorn_args],
+                                  cwd=BASE_DIR, pass_fds=(listener.fileno(),))
 
     # Ctrl-C goes to the whole foreground process group: gunicorn gets it itself and shuts down;
     # here it only means "wait for gunicorn". A SIGTERM (a supervisor, CI) is passed on.

@@ -53,7 +53,7 @@ class PaymentEventAdmin(ReadOnlyAdmin):
     list_display = ("received_at", "provider", "event_id", "type", "outcome", "payment")
     list_filter = ("outcome", "provider", "type")
     search_fields = ("event_id", "type", "payment_ref", "payment_intent", "payment__user__email")
-    list_select_related = ("payment",)
+    list_select_related = ("payment__user", "payment__plan")  # a payment is named by its plan and user
     date_hierarchy = "received_at"
 
 

@@ -192,6 +192,17 @@ def test_a_fresh_machine_starts_without_editing_files_and_takes_no_real_money(co
     assert given["secret_key"] == "k" * 60 and given["offline_secret"] == settings_seen["offline_secret"]
 
 
+def test_every_app_container_reads_the_same_generated_secrets(compose):
+    """The job worker and the scheduler take web's settings: without the volume each would generate a
+    SECRET_KEY and offline webhook secret of its own, unlike web's."""
+    users = {name: service for name, service in compose["services"].items()
+             if "GENERATED_SECRETS_FILE" in service.get("environment", {})}
+    assert set(users) == {"web", "worker", "beat"}
+    for name, service in users.items():
+        directory = service["environment"]["GENERATED_SECRETS_FILE"].rsplit("/", 1)[0]
+        assert f"app_secrets:{directory}" in service.get("volumes", []), name
+
+
 def test_choosing_stripe_in_env_still_needs_its_keys(compose, tmp_path):
     result = _check_as_the_web_container(
         _web_environment(compose, {"PAYMENT_PROVIDER": "stripe"}, tmp_path / "generated.env"))

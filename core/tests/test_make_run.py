@@ -1,11 +1,14 @@
 """`make run`'s server step (config/serve.py): "Ready. Try: curl ..." only once this gunicorn
 answers, a clear refusal when the port is taken, and Ctrl-C or SIGTERM stopping it."""
 
+import errno
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -30,21 +33,51 @@ def serve_env(tmp_path: Path, redis_url: str) -> dict:
             "GUNICORN_CONTROL_SOCKET": str(tmp_path / "gunicorn.ctl")}
 
 
-def start(port: int, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "config/serve.py", "--bind", f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+class Served:
+    """config/serve.py running in a session of its own, its output read line by line by a thread (a
+    read never blocks past its timeout); stop() ends the whole session whatever happened."""
 
+    def __init__(self, port: int, env: dict) -> None:
+        self.process = subprocess.Popen([sys.executable, "config/serve.py", "--bind", f"127.0.0.1:{port}"], cwd=ROOT,
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True)
+        self.lines: queue.Queue = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
-def read_until(server: subprocess.Popen, marker: str, timeout: float = 60) -> list[str]:
-    lines, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = server.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if line.startswith(marker):
-            return lines
-    raise AssertionError(f"no {marker!r} in: {lines}")
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def next_line(self, timeout: float = 60) -> str | None:
+        return self.lines.get(timeout=timeout)
+
+    def read_until(self, marker: str, timeout: float = 60) -> list[str]:
+        lines, deadline = [], time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.next_line(left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            lines.append(line)
+            if marker in line:
+                return lines
+        raise AssertionError(f"no {marker!r} in: {lines}")
+
+    def rest(self) -> str:
+        """What it printed after the last line read, once it has exited."""
+        self.reader.join(timeout=10)
+        return "\n".join(line for line in iter(self.lines.get_nowait, None))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.reader.join(timeout=10)
+        self.process.stdout.close()
 
 
 def test_a_taken_port_is_refused_clearly_and_nothing_is_announced(tmp_path, redis_server):
@@ -62,29 +95,62 @@ def test_a_taken_port_is_refused_clearly_and_nothing_is_announced(tmp_path, redi
 @pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])
 def test_ready_only_once_this_server_answers_then_it_stops(tmp_path, redis_server, stop_with):
     port = free_port()
-    server = start(port, serve_env(tmp_path, redis_server.url))
+    server = Served(port, serve_env(tmp_path, redis_server.url))
     try:
-        lines = read_until(server, "Ready. Try:")
+        lines = server.read_until("Ready. Try:")
         # gunicorn bound first; at the moment the line appears, the server answers.
         assert any(f"Listening at: http://127.0.0.1:{port}" in line for line in lines)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/live", timeout=5) as response:
             assert response.status == 200
-        curl = server.stdout.readline().strip()
+        curl = server.next_line().strip()
         assert curl.startswith(f"curl -s http://127.0.0.1:{port}/api/characters -H ")
         assert f"http://127.0.0.1:{port}/api/auth/token" in curl
         # Ctrl-C reaches the whole foreground process group; a supervisor sends SIGTERM to us.
         if stop_with == signal.SIGINT:
-            os.killpg(server.pid, signal.SIGINT)
+            os.killpg(server.process.pid, signal.SIGINT)
         else:
-            server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=40) in (0, -signal.SIGINT)
+            server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=40) in (0, -signal.SIGINT)
+        assert "Redis does not answer" not in server.rest()  # Redis answers: no warning
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/live", timeout=2)
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        server.stdout.close()
+        server.stop()
+
+
+def test_the_address_stays_taken_from_the_check_until_gunicorn_serves_it(tmp_path, redis_server):
+    """gunicorn checks the settings for seconds before it serves: another program must not slip into
+    the port meanwhile, or "Ready" would point at it."""
+    port = free_port()
+    server = Served(port, serve_env(tmp_path, redis_server.url))
+    try:
+        server.read_until("Starting gunicorn")  # its settings checks come next, then it serves
+        with socket.socket() as other, pytest.raises(OSError) as taken:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+        assert taken.value.errno == errno.EADDRINUSE
+        server.read_until("Ready. Try:")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/live", timeout=5) as response:
+            assert response.status == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=40) == 0
+    finally:
+        server.stop()
+
+
+def test_without_redis_it_says_the_jobs_wait(tmp_path):
+    port = free_port()
+    server = Served(port, serve_env(tmp_path, f"redis://127.0.0.1:{free_port()}/0"))  # nothing listens there
+    try:
+        server.read_until("Ready. Try:")
+        warning = server.read_until("  or set REDIS_URL", timeout=30)
+        assert any(line.startswith("make run: Redis does not answer") for line in warning)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/live", timeout=5) as response:
+            assert response.status == 200  # it serves all the same
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=40) == 0
+    finally:
+        server.stop()
 
 
 def test_check_alone_answers_whether_the_port_is_free(tmp_path, redis_server):

@@ -82,6 +82,14 @@ def test_the_readme_says_how_to_get_an_admin_and_that_a_postgresql_database_must
     assert "CREATE DATABASE" in quick_start and "createdb" in quick_start
 
 
+def test_the_quick_start_names_another_address_and_what_sqlite_does_not_guarantee():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = " ".join(readme[readme.index("## Quick start"):readme.index("## What it is")].split())
+    assert "make run BIND=127.0.0.1:8001" in quick_start and "8000 is also where `docker compose`" in quick_start
+    assert "without `DATABASE_URL` the database is `var/db.sqlite3`" in quick_start
+    assert "proved on PostgreSQL only" in quick_start and "core/tests/test_races.py" in quick_start
+
+
 @pytest.mark.django_db
 def test_the_documented_createsuperuser_gives_an_admin_who_can_log_in(client, monkeypatch):
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "admin-password-123")
@@ -100,3 +108,60 @@ def test_make_lint_type_checks_the_cache_layer_with_django_stubs():
     assert "core/cache" in config["files"] and "mypy_django_plugin.main" in config["plugins"]
     dev = (ROOT / "requirements-dev.txt").read_text()
     assert re.search(r"^mypy==[\d.]+$", dev, re.MULTILINE) and re.search(r"^django-stubs==[\d.]+$", dev, re.MULTILINE)
+
+
+def test_make_run_collects_static_files_only_when_something_they_come_from_changed(tmp_path):
+    import os
+    import shutil
+    import subprocess
+
+    # The Makefile in a checkout of its own: an installed virtualenv, settings, an app's static file.
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "config" / "settings").mkdir(parents=True)
+    (tmp_path / "config" / "settings" / "base.py").write_text("")
+    (tmp_path / "core" / "static").mkdir(parents=True)
+    (tmp_path / "core" / "static" / "favicon.ico").write_bytes(b"")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".installed").write_text("")
+    clock = iter(range(1_700_000_000, 1_800_000_000, 10))
+
+    def touch(*paths: str) -> None:
+        for path in paths:
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).touch()
+            now = next(clock)
+            os.utime(tmp_path / path, (now, now))
+
+    def collects() -> bool:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "BIND"))}
+        out = subprocess.run(["make", "-n", "run"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             check=True).stdout
+        return "manage.py collectstatic" in out
+
+    touch("requirements.txt", "requirements-dev.txt", "config/settings/base.py", "core/static/favicon.ico",
+          ".venv/.installed")
+    assert collects()  # the first run
+    touch("staticfiles/.collected")
+    assert not collects()  # a restart with nothing changed
+    for changed in ("core/static/favicon.ico", "config/settings/base.py", ".venv/.installed",
+                    "chat/static/chat/new.css"):
+        touch(changed)
+        assert collects(), changed
+        touch("staticfiles/.collected")
+        assert not collects(), changed
+
+
+def test_ci_runs_the_quick_start_on_a_fresh_copy_with_no_configuration_before_the_suite():
+    import subprocess
+
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci.index(".ci/smoke") < ci.index("make test")
+    smoke = (ROOT / ".ci" / "smoke").read_text()
+    subprocess.run(["bash", "-n", str(ROOT / ".ci" / "smoke")], check=True)
+    # Tracked files only (no .env, var/ or virtualenv), an empty environment (no DATABASE_URL: SQLite).
+    assert "git ls-files" in smoke and 'env -i "${environment[@]}" make run BIND=' in smoke
+    assert re.search(r"^environment=\(PATH=\"\$PATH\" HOME=\"\$HOME\" LANG=C.UTF-8 TERM=dumb\)$", smoke, re.MULTILINE)
+    # It waits for the health check, then runs the curl line make run printed.
+    assert '"$base/api/health"' in smoke and "grep -A1 '^Ready. Try:'" in smoke and 'bash -c "$line"' in smoke

@@ -69,3 +69,29 @@ def test_the_subscription_page_cannot_hand_out_a_plan(staff, user):
     data.update(plan=Plan.objects.get(code="pro").pk)
     assert staff.post(url, data).status_code == 302  # saved: only what may be edited
     assert Subscription.objects.get(user=user).plan.code == "free"
+
+
+@pytest.mark.parametrize("model", ["payment", "paymentevent", "plangrant"])
+def test_a_changelist_costs_the_same_queries_for_more_rows(staff, user, make_user, model):
+    """Each row names its user and plan: they come with the page's query, not one query per row."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from payments.services import plan_grant
+    from subscriptions.models import Plan
+
+    def page_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert staff.get(f"/admin/payments/{model}/").status_code == 200
+        return len(queries)
+
+    def add_rows(email: str) -> None:
+        other = make_user(email)
+        plan_pay(user_id=other.id, plan_code="pro")
+        plan_grant(user_id=other.id, plan=Plan.objects.get(code="plus"), reason="a test", granted_by_id=staff.admin.id)
+
+    add_rows("one@example.com")
+    few = page_queries()
+    add_rows("two@example.com")
+    add_rows("three@example.com")
+    assert page_queries() == few
