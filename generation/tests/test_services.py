@@ -268,5 +268,12 @@ def test_a_frozen_broker_holds_one_request_not_every_one(make_user, client_for, 
         BROKER.reset()  # the cooldown is over
         assert alice.post("/api/generations", {"prompt": "thawed"}, format="json").status_code == 202
         assert enqueued("sent") - before["sent"] == 1 and len(no_worker()) == queued + 1
+        # The rows are the record: the sweep sends every job the frozen broker did not take.
+        from generation.jobs import generations_sweep
+
+        settings.GENERATION_REQUEUE_AFTER = 0
+        assert generations_sweep() == {"failed": 0, "requeued": 4}
+        frozen = set(Generation.objects.filter(prompt__startswith="frozen").values_list("id", flat=True))
+        assert len(frozen) == 3 and frozen <= {job["generation_id"] for job in no_worker()}
     finally:
         BROKER.reset()
