@@ -78,7 +78,7 @@ def test_a_wrong_key_is_a_clear_error_that_is_not_retried_nor_shown(provider, se
     with pytest.raises(ProviderError, match=str(status)) as caught:
         OpenAIImageBackend().generate(prompt="x", parameters={"size": "512x512"})
     assert not caught.value.retryable
-    assert "key was not accepted" in str(caught.value)
+    assert "key was not accepted or lacks access" in str(caught.value)
     assert "sk-" not in str(caught.value) and "1234" not in str(caught.value)
     assert "injected" not in str(caught.value)
 
