@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -118,24 +118,28 @@ def _finished(outcome: str, asked_at: datetime | None) -> str:
 
 def chat_replies_sweep() -> dict[str, int]:
     """User messages still without their reply: sent again after CHAT_REPLY_REQUEUE_AFTER seconds
-    (the job's message was lost or its worker died); answered with the placeholder after
-    CHAT_REPLY_GIVE_UP_AFTER (or the user would wait forever). A job run twice writes once."""
+    (the job's message was lost or its worker died), each at most once per CHAT_REPLY_REQUEUE_AFTER
+    (a provider that is down, or a long queue, must not get one more job per sweep); answered with
+    the placeholder after CHAT_REPLY_GIVE_UP_AFTER (or the user would wait forever). A job run
+    twice writes once."""
     now = timezone.now()
-    waiting = (ChatMessage.objects.filter(role=ChatMessage.Role.USER,
-                                          created_at__lt=now - timedelta(seconds=settings.CHAT_REPLY_REQUEUE_AFTER),
-                                          created_at__gte=now - timedelta(days=1))
+    quiet_since = now - timedelta(seconds=settings.CHAT_REPLY_REQUEUE_AFTER)
+    give_up_before = now - timedelta(seconds=settings.CHAT_REPLY_GIVE_UP_AFTER)
+    recent = Q(role=ChatMessage.Role.USER, created_at__gte=now - timedelta(days=1))
+    resend = Q(created_at__lt=quiet_since) & (Q(reply_sent_at__isnull=True) | Q(reply_sent_at__lt=quiet_since))
+    waiting = (ChatMessage.objects.filter(recent & (resend | Q(created_at__lt=give_up_before)))
                .exclude(Exists(ChatMessage.objects.filter(session_id=OuterRef("session_id"), seq=OuterRef("seq") + 1)))
-               .values_list("user_id", "session__character__name", "session__session_id", "session_id", "seq",
+               .values_list("id", "user_id", "session__character__name", "session__session_id", "session_id", "seq",
                             "created_at")
                .order_by("id")[:1000])
-    give_up_before = now - timedelta(seconds=settings.CHAT_REPLY_GIVE_UP_AFTER)
     requeued = given_up = 0
-    for user_id, character, session, session_pk, seq, created_at in waiting:
+    for message_id, user_id, character, session, session_pk, seq, created_at in waiting:
         job = {"user_id": user_id, "character": character, "session": session, "session_pk": session_pk,
                "reply_seq": seq + 1}
         if created_at < give_up_before:
             given_up += chat_reply_write(**job, content=NO_REPLY)
-        else:
+        # The conditional update: of two sweeps at once (a second beat), one sends it.
+        elif ChatMessage.objects.filter(recent & resend, pk=message_id).update(reply_sent_at=now):
             chat_reply_enqueue(**job)
             requeued += 1
     return {"requeued": requeued, "given_up": given_up}

@@ -32,6 +32,9 @@ class ChatMessage(models.Model):
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
+    # A user message: when the reply sweep last sent its reply's job again (it waits
+    # CHAT_REPLY_REQUEUE_AFTER before the next, so a long outage is not one job per sweep).
+    reply_sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["session", "seq"]

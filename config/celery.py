@@ -6,7 +6,7 @@ Settings are read from Django's (the CELERY_ ones, config/settings/base.py)."""
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 
 # As config/wsgi.py: make run and compose set it explicitly.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
@@ -29,6 +29,18 @@ def recycle_database_connections(task=None, **kwargs) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_init.connect
+def serve_job_metrics(**kwargs) -> None:
+    """JOB_METRICS_PORT: the worker's metrics, scraped where it runs (another host, its own
+    container), since gunicorn's /metrics there cannot see them."""
+    from django.conf import settings
+
+    if settings.JOB_METRICS_PORT:
+        from core.jobs import metrics_serve
+
+        metrics_serve(addr=settings.JOB_METRICS_ADDR, port=settings.JOB_METRICS_PORT)
 
 
 # Metrics in multiprocess mode (PROMETHEUS_MULTIPROC_DIR, as gunicorn's): the directory must exist

@@ -399,6 +399,11 @@ JOB_QUEUES = ("generations", "chat", "default")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # False: an eager retry runs the next try (core.jobs.enqueue raises what the last one raised).
 CELERY_TASK_EAGER_PROPAGATES = False
+# A worker's own /metrics (jobs_total, job_latency_seconds, jobs_queue_depth) on this port, for a
+# host or container without gunicorn's /metrics beside it; 0: off (make run's worker writes into
+# gunicorn's metrics directory instead).
+JOB_METRICS_PORT = env.int("JOB_METRICS_PORT", default=0)
+JOB_METRICS_ADDR = env("JOB_METRICS_ADDR", default="127.0.0.1")
 # Provider errors are retried this many times, after 2, 4, 8 ... seconds (at most JOB_RETRY_MAX_DELAY).
 JOB_MAX_RETRIES = env.int("JOB_MAX_RETRIES", default=3)
 JOB_RETRY_DELAY = env.float("JOB_RETRY_DELAY", default=2.0)

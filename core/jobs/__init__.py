@@ -85,6 +85,16 @@ def retry_delay(retries: int) -> float:
     return delay * random.uniform(0.5, 1.0)
 
 
+def metrics_serve(*, addr: str, port: int) -> None:
+    """Serve this worker's metrics over HTTP (``/metrics``, a thread of this process): its jobs'
+    outcomes and latencies (its pool's children too, through PROMETHEUS_MULTIPROC_DIR) and the
+    queues' depth, read from the broker at each scrape."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=addr, registry=metrics.registry(metrics.QueueDepthCollector(queue_depths)))
+    logger.info("job metrics on http://%s:%s/metrics", addr, port)
+
+
 def queue_depths() -> dict[str, int]:
     """Messages waiting in each job queue (LLEN in the Redis broker; kombu's client adds the key prefix)."""
     with current_app.connection_for_read() as connection:

@@ -49,6 +49,11 @@ def openai_call(what: str, call: Callable[[], T]) -> T:
         raise ProviderError(f"The {what} provider could not be reached.", retryable=True) from exc
     except openai.RateLimitError as exc:
         raise ProviderError(f"The {what} provider is rate limiting us (429).", retryable=True) from exc
+    except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+        # The provider's words stay in the log (the chained exception): OpenAI's 401 quotes the key,
+        # masked, and this message is what the user reads in a failed generation.
+        raise ProviderError(f"The {what} provider refused the request ({exc.status_code}): the service's API key "
+                            "was not accepted or lacks access.", retryable=False) from exc
     except openai.APIStatusError as exc:
         retryable = exc.status_code >= 500 or exc.status_code == 408
         raise ProviderError(f"The {what} provider refused the request ({exc.status_code}): {_detail(exc)}",

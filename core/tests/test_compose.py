@@ -87,6 +87,9 @@ def test_job_worker_and_scheduler_run_with_the_apps_settings_and_healthchecks(co
     assert worker["command"][:4] == ["celery", "-A", "config", "worker"]
     assert worker["command"][worker["command"].index("-Q") + 1] == "generations,chat,default"
     assert "inspect ping" in worker["healthcheck"]["test"][1]
+    # Its jobs' metrics on a port of its own (the web's /metrics is in another container).
+    assert _default(worker["environment"]["JOB_METRICS_PORT"]) == "9101"
+    assert worker["environment"]["JOB_METRICS_ADDR"] == "0.0.0.0" and "ports" not in worker
     assert beat["command"][:4] == ["celery", "-A", "config", "beat"]
     assert "celerybeat-schedule" in beat["healthcheck"]["test"][1]
     assert beat["environment"]["CELERY_BEAT_SCHEDULE_FILENAME"].startswith("/tmp/")

@@ -1,5 +1,6 @@
 """`make run`'s server step (config/serve.py): "Ready. Try: curl ..." only once this gunicorn
-answers, a clear refusal when the port is taken, and Ctrl-C or SIGTERM stopping it."""
+answers, a clear refusal when the port is taken, and Ctrl-C or SIGTERM stopping it; and its
+jobs step (config/with_jobs.sh): a worker and the scheduler beside it, stopped with it."""
 
 import errno
 import os
@@ -17,7 +18,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.support.harness import free_port
+from tests.support.harness import free_port, until
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -165,3 +166,44 @@ def test_check_alone_answers_whether_the_port_is_free(tmp_path, redis_server):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert (taken.returncode, free.returncode) == (1, 0)
     assert "already taken" in taken.stderr and free.stdout == free.stderr == ""
+
+
+def group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "server-exits"])
+def test_with_jobs_runs_a_worker_and_the_scheduler_and_stops_them_with_the_server(tmp_path, redis_server, stop):
+    """config/with_jobs.sh, as `make run` uses it: beside the command (gunicorn there, a stand-in
+    here) a worker runs what the scheduler sends (the job sweep, every second here). When the
+    command ends, by Ctrl-C or by itself, both stop with it: nothing of the process group is left."""
+    env = {**serve_env(tmp_path, redis_server.url), "CELERY_BROKER_URL": redis_server.url,
+           "CELERY_TASK_ALWAYS_EAGER": "false", "CELERY_BEAT_SCHEDULE_FILENAME": str(tmp_path / "beat"),
+           "JOB_LOG_LEVEL": "info", "JOBS_SWEEP_EVERY": "1", "PYTHONUNBUFFERED": "1"}
+    stop_file = tmp_path / "stop"
+    server = f"import os, time\nwhile not os.path.exists({str(stop_file)!r}): time.sleep(0.1)"
+    runner = subprocess.Popen(["config/with_jobs.sh", sys.executable, "-c", server], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(runner.stdout), daemon=True)
+    reader.start()
+    try:
+        until(lambda: any("generation.tasks.sweep[" in line and "succeeded" in line for line in lines),
+              timeout=90, what="a sweep sent by the scheduler and run by the worker")
+        if stop == "ctrl-c":
+            os.killpg(runner.pid, signal.SIGINT)  # in make run's terminal
+        else:
+            stop_file.touch()  # gunicorn ended on its own
+        runner.wait(timeout=40)
+        until(lambda: group_gone(runner.pid), timeout=30, what="the worker and the scheduler to stop")
+    finally:
+        if not group_gone(runner.pid):
+            os.killpg(runner.pid, signal.SIGKILL)
+        if runner.poll() is None:
+            runner.wait()
+        reader.join(5)
+        runner.stdout.close()

@@ -67,11 +67,20 @@ def test_provider_errors_say_whether_to_retry(provider, status, retryable):
     assert len(provider.received()) == 2
 
 
-def test_a_wrong_key_is_a_clear_error_that_is_not_retried(provider, settings):
-    settings.OPENAI_API_KEY = "sk-wrong"
-    with pytest.raises(ProviderError, match="401") as caught:
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_wrong_key_is_a_clear_error_that_is_not_retried_nor_shown(provider, settings, status):
+    """The message becomes the generation's result.error, which its user reads: the provider's own
+    words about a key (OpenAI's 401 quotes it, masked) stay in the worker's log."""
+    if status == 401:
+        settings.OPENAI_API_KEY = "sk-wrong-key-1234"
+    else:
+        provider.control(fail_status=403, fail_count=1)
+    with pytest.raises(ProviderError, match=str(status)) as caught:
         OpenAIImageBackend().generate(prompt="x", parameters={"size": "512x512"})
-    assert not caught.value.retryable and "sk-wrong" not in str(caught.value)
+    assert not caught.value.retryable
+    assert "key was not accepted or lacks access" in str(caught.value)
+    assert "sk-" not in str(caught.value) and "1234" not in str(caught.value)
+    assert "injected" not in str(caught.value)
 
 
 def test_no_key_or_no_server_are_clear_errors(settings):

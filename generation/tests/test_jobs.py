@@ -3,6 +3,7 @@ request answers at once, the worker renders; provider errors retry with backoff,
 a worker killed with -9 mid-job leads to exactly one outcome, never a double charge or a free image."""
 
 import time
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from accounts.models import CoinLedgerEntry, User
 from generation.models import Generation
 from subscriptions.models import DailyUsage
 from tests.support.celery_worker import CeleryWorker
-from tests.support.harness import until
+from tests.support.harness import free_port, until
 from tests.support.openai_server import API_KEY, ProviderServer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -29,8 +30,8 @@ def provider():
 def start_worker(redis_server, provider, no_worker):
     started: list[CeleryWorker] = []
 
-    def start(concurrency: int = 2, **env: str) -> CeleryWorker:
-        worker = CeleryWorker(redis_url=redis_server.url, concurrency=concurrency, env={
+    def start(concurrency: int = 2, pool: str = "prefork", **env: str) -> CeleryWorker:
+        worker = CeleryWorker(redis_url=redis_server.url, concurrency=concurrency, pool=pool, env={
             "GENERATION_BACKEND": "generation.backends.OpenAIImageBackend",
             "OPENAI_BASE_URL": provider.base_url, "OPENAI_API_KEY": API_KEY,
             "JOB_RETRY_DELAY": "0.5", "JOB_MAX_RETRIES": "2",
@@ -202,3 +203,31 @@ def test_a_worker_keeps_its_database_connection_across_jobs_and_survives_losing_
     gen_id = alice.post("/api/generations", {"prompt": "after the cut"}, format="json").json()["id"]
     body = until(lambda: finished(alice, gen_id), what="the generation after the cut")
     assert body["status"] == "completed" and body["result"]["url"].startswith("http://127.0.0.1:")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+@pytest.mark.parametrize("pool, own_dir", [("threads", False), ("prefork", True)])
+def test_a_worker_serves_its_job_metrics_on_its_own_port(alice, user, provider, start_worker, tmp_path, pool,
+                                                         own_dir):
+    """A worker on a host (or in a container) of its own: its failures and latencies are scraped
+    from JOB_METRICS_PORT, with the queue depth read from the broker. Threads count in process;
+    prefork's children write to PROMETHEUS_MULTIPROC_DIR (the Dockerfile sets one)."""
+    port = free_port()
+    provider.control(fail_status=400, fail_count=1)  # refused: failed at once
+    start_worker(pool=pool, JOB_METRICS_PORT=str(port), JOB_METRICS_ADDR="127.0.0.1",
+                 **({"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")} if own_dir else {}))
+    failed_id = alice.post("/api/generations", {"prompt": "refused"}, format="json").json()["id"]
+    assert until(lambda: finished(alice, failed_id), what="the refused generation")["status"] == "failed"
+    done_id = alice.post("/api/generations", {"prompt": "a fox"}, format="json").json()["id"]
+    assert until(lambda: finished(alice, done_id), what="the generation")["status"] == "completed"
+    # The counter follows the row's update by a moment.
+    text = until(lambda: next((t for t in [scrape(port)] if 'outcome="completed"' in t), None),
+                 what="the worker's metrics")
+    assert 'jobs_total{job="generation",outcome="failed"} 1.0' in text
+    assert 'jobs_total{job="generation",outcome="completed"} 1.0' in text
+    assert 'job_latency_seconds_count{job="generation"} 2.0' in text
+    assert 'jobs_queue_depth{queue="generations"} 0.0' in text

@@ -233,6 +233,32 @@ def test_a_generation_refunded_as_stale_while_rendering_stays_failed(alice, user
     assert DailyUsage.objects.get(user=user).generations == 0
 
 
+class OvertakenFailingBackend:
+    """The stale rule refunds the generation while the backend runs; then the backend fails too
+    (its last try): the generation is refunded once, not twice."""
+
+    def generate(self, *, prompt: str, parameters: dict) -> dict:
+        from core.jobs.providers import ProviderError
+        from generation.services import generations_fail_stale
+
+        Generation.objects.filter(status="running").update(created_at=F("created_at") - timedelta(minutes=11))
+        assert generations_fail_stale(older_than=timedelta(minutes=10)) == 1
+        raise ProviderError("The image provider refused the request (400): no.", retryable=False)
+
+
+def test_a_generation_refunded_as_stale_whose_job_then_fails_is_refunded_once(alice, user, settings):
+    settings.GENERATION_BACKEND = "generation.tests.test_services.OvertakenFailingBackend"
+    response = alice.post("/api/generations", {"prompt": "slow, then refused"}, format="json")
+    assert response.status_code == 202, response.content
+    gen = Generation.objects.get(user=user)
+    assert gen.status == "failed" and gen.result == {"error": "The generation did not finish."}  # the first outcome
+    assert [e.reason for e in CoinLedgerEntry.objects.filter(user=user).order_by("id")] == [
+        "plan_grant", "spend", "refund"]
+    assert User.objects.get(pk=user.id).coin_balance == 30
+    assert DailyUsage.objects.get(user=user).generations == 0
+    assert alice.get("/api/subscription/stats").json()["generations"]["used_today"] == 0
+
+
 def enqueued(outcome: str) -> float:
     from prometheus_client import REGISTRY
 
@@ -268,6 +294,13 @@ def test_a_frozen_broker_holds_one_request_not_every_one(make_user, client_for, 
         BROKER.reset()  # the cooldown is over
         assert alice.post("/api/generations", {"prompt": "thawed"}, format="json").status_code == 202
         assert enqueued("sent") - before["sent"] == 1 and len(no_worker()) == queued + 1
+        # The rows are the record: the sweep sends every job the frozen broker did not take.
+        from generation.jobs import generations_sweep
+
+        settings.GENERATION_REQUEUE_AFTER = 0
+        assert generations_sweep() == {"failed": 0, "requeued": 4}
+        frozen = set(Generation.objects.filter(prompt__startswith="frozen").values_list("id", flat=True))
+        assert len(frozen) == 3 and frozen <= {job["generation_id"] for job in no_worker()}
     finally:
         BROKER.reset()
 

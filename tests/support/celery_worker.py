@@ -41,8 +41,9 @@ class CeleryWorker:
         self.log = Path(tempfile.mkstemp(prefix="celery-worker-", suffix=".log")[1])
 
     def start(self, timeout: float = 60.0) -> CeleryWorker:
+        # Not gunicorn's metrics directory (the test's own process may have one), unless given.
         env = {
-            **os.environ,
+            **{name: value for name, value in os.environ.items() if name != "PROMETHEUS_MULTIPROC_DIR"},
             "DJANGO_SETTINGS_MODULE": self.settings_module,
             "DATABASE_URL": database_url(),
             "REDIS_URL": self.redis_url,
@@ -51,7 +52,6 @@ class CeleryWorker:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         command = [str(Path(sys.executable).with_name("celery")), "-A", "config", "worker",
                    "--pool", self.pool, "--concurrency", str(self.concurrency), "-Q", self.queues,
                    "--loglevel", "info", "--without-heartbeat", "--without-gossip", "--without-mingle",

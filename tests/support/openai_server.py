@@ -87,8 +87,12 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests.append({"path": self.path, "body": body, "at": time.time()})
         if self.headers.get("Authorization") != f"Bearer {state.api_key}":
-            self._reply(401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                                        "code": "invalid_api_key"}})
+            # As OpenAI words it: the key, masked, in the message.
+            given = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            masked = f"{given[:3]}{'*' * max(len(given) - 7, 0)}{given[-4:]}"
+            self._reply(401, {"error": {"message": f"Incorrect API key provided: {masked}. You can find your API "
+                                                  "key at https://platform.openai.com/account/api-keys.",
+                                        "type": "invalid_request_error", "code": "invalid_api_key"}})
             return
         failure = state.take_failure()
         if failure is not None:

@@ -1,5 +1,5 @@
-"""Run from cron or a scheduler (e.g. every 10 minutes): apply provider events that waited for their
-payment, then renew, charge or expire subscriptions."""
+"""By hand, what the scheduler runs every RENEWALS_EVERY seconds (payments.tasks.renewals): apply
+provider events that waited for their payment, then renew, charge or expire subscriptions."""
 
 from django.core.management.base import BaseCommand
 
