@@ -133,6 +133,22 @@ def database_backends_cpu(dsn: str, database: str) -> float:
     return sum(common.process_tree_cpu(pid) for pid in pids)
 
 
+def cost_per_generation(round_: dict, rate: float, seconds: int) -> dict:
+    """Derived from a round's CPU meter, not measured apart: the CPU one generation costs each
+    party, and the share of reads a web host would keep if the job's other parties (worker,
+    database, Redis, provider) ran on hosts of their own. A POST's gunicorn CPU is gunicorn's CPU
+    with generations, less its reads at the CPU per read measured alone."""
+    alone, busy = round_["alone"], round_["with_generations"]
+    posted = rate * seconds
+    per_read = alone["cpu_s"]["gunicorn"] / (alone["rps"] * seconds)
+    per_post = (busy["cpu_s"]["gunicorn"] - busy["rps"] * seconds * per_read) / posted
+    others = {name: round((busy["cpu_s"][name] - alone["cpu_s"][name]) / posted * 1000, 2)
+              for name in ("job_worker", "postgres", "redis", "provider")}
+    return {"read_cpu_ms": round(per_read * 1000, 3), "post_cpu_ms": round(per_post * 1000, 2), **{
+        f"{name}_cpu_ms": value for name, value in others.items()},
+        "reads_kept_with_jobs_elsewhere": round(1 - per_post * posted / alone["cpu_s"]["gunicorn"], 3)}
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -275,6 +291,8 @@ def main() -> None:
             poster.join()
             latencies = outcomes_awaited(watcher, poster, args.image_delay)
             rounds.append({"alone": alone, "with_generations": busy, "posted": len(poster.accepted),
+                           "per_generation": cost_per_generation({"alone": alone, "with_generations": busy},
+                                                                 args.rate, args.seconds),
                            "refused": len(poster.refused), "completed": len(latencies),
                            "accepted_to_completed_p50_s": percentile(latencies, 0.5),
                            "accepted_to_completed_p90_s": percentile(latencies, 0.9),
@@ -320,6 +338,8 @@ def main() -> None:
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": common.machine(),
             "load_average": os.getloadavg(), "args": vars(args), "idle": idle, "rounds": rounds, "kill": kill,
             "summary": {"reads_rps_ratio_median": ratio, "reads_p99_ratio_median": p99_ratio,
+                        "reads_kept_with_jobs_elsewhere_median (derived)": statistics.median(
+                            [r["per_generation"]["reads_kept_with_jobs_elsewhere"] for r in rounds] or [0]),
                         "accepted_to_completed_p50_s_median": statistics.median(p50s) if p50s else None,
                         "accepted_to_completed_p50_s_idle": idle["accepted_to_completed_p50_s"]},
         }
