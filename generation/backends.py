@@ -14,9 +14,7 @@ from typing import Protocol
 
 from django.conf import settings
 
-from core.jobs.providers import ProviderError, openai_call, openai_client
-
-__all__ = ["ImageBackend", "OpenAIImageBackend", "PlaceholderBackend", "ProviderError"]
+__all__ = ["ImageBackend", "OpenAIImageBackend", "PlaceholderBackend"]
 
 
 class ImageBackend(Protocol):
@@ -45,9 +43,14 @@ class OpenAIImageBackend:
     OPENAI_IMAGE_MODEL (the settings row's default_model names the placeholder's)."""
 
     def __init__(self) -> None:
+        # Imported here: a web process that imports this module need not load the SDK (0.3 s, 22 MB).
+        from core.jobs.providers import openai_client
+
         self.client = openai_client(timeout=settings.OPENAI_IMAGE_TIMEOUT)
 
     def generate(self, *, prompt: str, parameters: dict) -> dict:
+        from core.jobs.providers import ProviderError, openai_call
+
         model = settings.OPENAI_IMAGE_MODEL
         response = openai_call("image", lambda: self.client.images.generate(
             model=model, prompt=prompt, size=parameters["size"], n=1))

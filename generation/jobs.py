@@ -19,8 +19,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from core import metrics
+from core.jobs.providers import ProviderError
 
-from .backends import ProviderError
 from .cache import invalidate_generation_status
 from .models import Generation
 from .queue import generation_enqueue
