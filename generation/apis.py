@@ -51,7 +51,8 @@ class GenerationApi(generics.ListAPIView):
         prompt = serializers.CharField(max_length=10000, trim_whitespace=True)
         character = serializers.SlugField(max_length=64, required=False, allow_null=True)
         size = serializers.ChoiceField(choices=SIZES, required=False,
-                                       help_text="Default: the first of the settings' allowed_sizes.")
+                                       help_text="Default: the first of the settings' allowed_sizes that the image "
+                                                 "model renders.")
         steps = serializers.IntegerField(min_value=1, max_value=1000, required=False)
         guidance = serializers.FloatField(min_value=0, max_value=50, required=False)
         seed = serializers.IntegerField(min_value=0, max_value=2**32 - 1, required=False, allow_null=True)

@@ -23,6 +23,7 @@ from core.http.exceptions import Conflict, PlanForbids
 from subscriptions.cache import stats_after_use, stats_target
 from subscriptions.services import usage_count, usage_release
 
+from .backends import renderable
 from .cache import generation_payload, invalidate_generation_status
 from .models import Generation, GenerationSettings
 from .queue import generation_enqueue
@@ -73,9 +74,19 @@ def generation_create(
     errors = {}
     if len(prompt) > conf["max_prompt_length"]:
         errors["prompt"] = [f"At most {conf['max_prompt_length']} characters."]
-    size = size or conf["allowed_sizes"][0]
-    if size not in conf["allowed_sizes"]:
-        errors["size"] = [f"One of {', '.join(conf['allowed_sizes'])}."]
+    # Only the sizes the image backend renders: a size the provider would refuse is refused here,
+    # before the charge, rather than charged, queued, refused and refunded. No size given: the
+    # first of them; none at all (settings and model disagree): a 400 that says so.
+    usable = renderable(conf["allowed_sizes"])
+    if not usable:
+        errors["size"] = [f"No size is available: the image model renders none of the allowed sizes "
+                          f"({', '.join(conf['allowed_sizes'])})."]
+    elif size is None:
+        size = usable[0]
+    elif size in conf["allowed_sizes"] and size not in usable:
+        errors["size"] = [f"The image model cannot render {size}: one of {', '.join(usable)}."]
+    elif size not in usable:
+        errors["size"] = [f"One of {', '.join(usable)}."]
     steps = conf["steps"] if steps is None else steps
     if not 1 <= steps <= conf["max_steps"]:
         errors["steps"] = [f"Between 1 and {conf['max_steps']}."]

@@ -131,12 +131,20 @@ def test_schema_states_the_constraints_inputs_enforce(api):
     assert "400" in document["paths"]["/api/generations"]["get"]["responses"]
 
 
-def test_the_image_size_enum_follows_the_generation_settings(api):
+def test_the_image_size_enum_follows_the_generation_settings_and_the_image_model(api, settings):
     from generation.models import GenerationSettings
 
     GenerationSettings.objects.update_or_create(pk=1, defaults={"allowed_sizes": ["1024x1792", "256x256"]})
     enum = api.get("/api/schema?format=json").json()["components"]["schemas"]["ImageSize"]["enum"]
     assert enum == ["1024x1792", "256x256"]
+    # Only the sizes the configured image model renders too; a model OpenAI does not serve takes any.
+    settings.GENERATION_BACKEND, settings.OPENAI_API_KEY = "generation.backends.OpenAIImageBackend", ""
+    GenerationSettings.objects.filter(pk=1).update(allowed_sizes=["512x512", "1024x1792", "1024x1024"])
+    for model, expected in [("gpt-image-1", ["1024x1024"]),
+                            ("stable-diffusion-xl", ["512x512", "1024x1792", "1024x1024"])]:
+        settings.OPENAI_IMAGE_MODEL = model
+        enum = api.get("/api/schema?format=json").json()["components"]["schemas"]["ImageSize"]["enum"]
+        assert enum == expected, model
 
 
 def test_the_schema_documents_what_the_server_checks(api):

@@ -5,6 +5,7 @@ from django.db.models import Sum
 
 from accounts.models import CoinLedgerEntry, User
 from generation.models import Generation
+from subscriptions.models import DailyUsage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -136,6 +137,66 @@ def test_bad_parameters_are_400_and_write_nothing(alice, user, characters, paylo
     assert body["code"] == "invalid" and field in body["errors"]
     assert not Generation.objects.exists()
     assert coins(user) == 30
+
+
+@pytest.fixture
+def openai_images(settings):
+    """The real image backend as the web process sees it: no key (it creates no client), no worker."""
+    settings.GENERATION_BACKEND = "generation.backends.OpenAIImageBackend"
+    settings.OPENAI_IMAGE_MODEL = "gpt-image-1"
+    settings.OPENAI_API_KEY = ""
+    return settings
+
+
+def test_a_size_the_image_model_cannot_render_is_400_and_changes_nothing(alice, user, openai_images, no_worker):
+    response = alice.post("/api/generations", {"prompt": "a cat", "size": "512x512"}, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"]["size"] == ["The image model cannot render 512x512: one of 1024x1024."]
+    # A size the settings do not allow names only the sizes that work too.
+    response = alice.post("/api/generations", {"prompt": "a cat", "size": "1792x1024"}, format="json")
+    assert response.json()["errors"]["size"] == ["One of 1024x1024."]
+    assert not Generation.objects.exists() and not DailyUsage.objects.filter(user_id=user.id).exists()
+    assert coins(user) == 30 and ledger_sum(user) == 30 and no_worker() == []
+    created = alice.post("/api/generations", {"prompt": "a cat", "size": "1024x1024"}, format="json")
+    assert created.status_code == 202, created.content
+    # No size given: the first allowed size the model renders, not the settings' first (512x512).
+    default = alice.post("/api/generations", {"prompt": "a dog"}, format="json")
+    assert default.status_code == 202 and default.json()["parameters"]["size"] == "1024x1024"
+    assert [job["generation_id"] for job in no_worker()] == [created.json()["id"], default.json()["id"]]
+    assert coins(user) == 28
+
+
+def test_when_the_image_model_renders_no_allowed_size_every_post_is_400(alice, user, openai_images, no_worker):
+    configure(allowed_sizes=["512x512", "768x768"])
+    response = alice.post("/api/generations", {"prompt": "a cat"}, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"]["size"] == [
+        "No size is available: the image model renders none of the allowed sizes (512x512, 768x768)."]
+    assert not Generation.objects.exists() and coins(user) == 30 and no_worker() == []
+
+
+def test_a_model_openai_does_not_serve_is_not_restricted(alice, user, openai_images, no_worker):
+    openai_images.OPENAI_IMAGE_MODEL = "stable-diffusion-xl"  # vLLM, LocalAI ...: any size
+    response = alice.post("/api/generations", {"prompt": "a cat", "size": "768x768"}, format="json")
+    assert response.status_code == 202, response.content
+    assert alice.post("/api/generations", {"prompt": "x"}, format="json").json()["parameters"]["size"] == "512x512"
+    assert len(no_worker()) == 2
+
+
+def test_openai_sizes_are_the_sdks_own():
+    """The table names only models and sizes the installed SDK knows: an SDK upgrade that drops one shows here."""
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    from openai.types.image_generate_params import ImageGenerateParamsBase
+    from openai.types.image_model import ImageModel
+
+    from generation.backends import OPENAI_IMAGE_SIZES
+
+    sdk_sizes = {arg for part in get_args(get_type_hints(ImageGenerateParamsBase)["size"])
+                 if get_origin(part) is Literal for arg in get_args(part)}
+    assert OPENAI_IMAGE_SIZES and set(OPENAI_IMAGE_SIZES) <= set(get_args(ImageModel))
+    assert all(sizes <= sdk_sizes for sizes in OPENAI_IMAGE_SIZES.values())
+    assert OPENAI_IMAGE_SIZES["gpt-image-1"] == {"1024x1024", "1536x1024", "1024x1536"}
 
 
 def test_inactive_character_is_400(alice, user, characters):
