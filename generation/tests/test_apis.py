@@ -199,6 +199,23 @@ def test_openai_sizes_are_the_sdks_own():
     assert OPENAI_IMAGE_SIZES["gpt-image-1"] == {"1024x1024", "1536x1024", "1024x1536"}
 
 
+def test_the_default_image_model_is_one_the_sdk_lists_and_not_as_shut_down():
+    """The SDK's model list ends with its notes on deprecated values: the default must not be one."""
+    import inspect
+    from typing import get_args
+
+    from django.conf import settings as django_settings
+    from openai.types import image_model
+
+    from config.settings import base
+
+    source = inspect.getsource(image_model)
+    deprecated = source.partition("Deprecated values:")[2]
+    assert base.OPENAI_IMAGE_MODEL == django_settings.OPENAI_IMAGE_MODEL  # no test override hides it
+    assert base.OPENAI_IMAGE_MODEL in get_args(image_model.ImageModel)
+    assert deprecated and f'"{base.OPENAI_IMAGE_MODEL}"' not in deprecated
+
+
 def test_inactive_character_is_400(alice, user, characters):
     characters["luna"].is_active = False
     characters["luna"].save()
