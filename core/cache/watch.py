@@ -22,8 +22,10 @@ The cached read path itself never runs SQL for this: it looks the key up in a di
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +40,10 @@ logger = logging.getLogger("core.cache")
 class PendingWatcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # why the thread was woken (set with a byte on the pipe)
+        # Written by _wakeup so the LISTEN wait, a poll() on the database socket and this pipe,
+        # sleeps until something happens instead of waking in slices to look at the event.
+        self._pipe = _pipe()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -47,6 +52,7 @@ class PendingWatcher:
         self.listening = False
         self._listening_on = None  # the raw connection LISTEN was sent on
         self.looks = 0  # periodic looks at the table done (tests wait for the first)
+        self.waits = 0  # times the thread came out of a wait (tests: an idle watcher sleeps)
         # Whose trust a pending invalidation withdraws: set by health.py (the process's health, and
         # in cluster mode every node's), so this module imports neither.
         self.healths: Callable[[], list] = list
@@ -68,7 +74,7 @@ class PendingWatcher:
         if not self.next_retry:
             self.next_retry = time.monotonic() + settings.CACHE_PENDING_RETRY
         self.ensure_running()
-        self._wake.set()
+        self._wakeup()
 
     def stop(self) -> None:
         """Stop the thread and close its database connection (tests: before the database goes)."""
@@ -76,11 +82,25 @@ class PendingWatcher:
         if thread is None:
             return
         self._stop.set()
-        self._wake.set()
+        self._wakeup()
         if thread is not threading.current_thread():
             thread.join(timeout=10)
         self._thread = None
         self.next_retry, self._delay = 0.0, 0.0
+
+    def _wakeup(self) -> None:
+        """The one way to wake the thread: the event before the byte, so a poll() the byte ends
+        finds the event set (a byte alone, left from a wake-up already seen, is just drained)."""
+        self._wake.set()
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: a wake-up is pending already
+            os.write(self._pipe[1], b"\0")
+
+    def _forked(self) -> None:
+        """A forked child (gunicorn, prefork worker) must not share the pipe with its parent, whose
+        thread reads it. Only the forking thread exists here, so no one else uses the old fds."""
+        for fd in self._pipe:
+            os.close(fd)
+        self._pipe = _pipe()
 
     # --- the thread ------------------------------------------------------------------------
 
@@ -114,24 +134,38 @@ class PendingWatcher:
 
     def _listen(self, connection, timeout: float) -> list[str]:
         """Wait up to ``timeout`` for a NOTIFY (PostgreSQL) or a local wake-up; the payloads of the
-        notifications that came (none on a wake-up or a timeout)."""
-        self._wake.clear()
+        notifications that came (none on a wake-up or a timeout). The wake-up is cleared only once
+        seen, so one made while the thread was busy is not lost."""
         if connection.vendor != "postgresql" or polling():
             self._wake.wait(timeout)
+            self.waits += 1
+            self._wake.clear()
             return []
         connection.ensure_connection()
         raw = connection.connection
         if not self.listening or self._listening_on is not raw:
             raw.execute(f"LISTEN {_channel()}")
             self._listening_on, self.listening = raw, True
-        # Short slices so a local wake-up (a record here, stop()) is seen quickly too.
+        # One poll() on both fds, with no periodic slices: an idle process spends no CPU here.
+        # Before each wait take, without blocking, what psycopg holds: notifications it read during
+        # a query (its backlog: the socket stays quiet for them) and what the socket has. A
+        # readable socket may carry only part of one (or none): then wait again.
+        poller = select.poll()
+        poller.register(raw.fileno(), select.POLLIN)
+        poller.register(self._pipe[0], select.POLLIN)
         deadline = time.monotonic() + timeout
         while True:
-            notified = [n.payload for n in raw.notifies(timeout=min(0.1, max(0.0, deadline - time.monotonic())), stop_after=1)]
-            if notified:
-                notified += [n.payload for n in raw.notifies(timeout=0)]  # those already queued
-            if notified or self._wake.is_set() or time.monotonic() >= deadline:
+            notified = [n.payload for n in raw.notifies(timeout=0)]
+            remaining = deadline - time.monotonic()
+            if notified or self._wake.is_set() or remaining <= 0:
+                self._wake.clear()
                 return notified
+            for fd, _ in poller.poll(remaining * 1000):
+                if fd == self._pipe[0]:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(fd, 4096):
+                            pass
+            self.waits += 1
 
     def _learn(self, payloads: list[str]) -> None:
         """Notifications: their keys are pending now (an empty payload: reload the set)."""
@@ -175,6 +209,13 @@ class PendingWatcher:
         self.next_retry = time.monotonic() + self._delay
 
 
+def _pipe() -> tuple[int, int]:
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    return read, write
+
+
 def polling() -> bool:
     """True when the watcher polls the table instead of LISTENing (CACHE_PENDING_NOTIFY)."""
     return settings.CACHE_PENDING_NOTIFY == "poll"
@@ -191,6 +232,7 @@ def _channel() -> str:
 
 
 _WATCHER = PendingWatcher()
+os.register_at_fork(after_in_child=_WATCHER._forked)
 
 
 def watcher() -> PendingWatcher:

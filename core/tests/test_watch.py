@@ -156,3 +156,42 @@ def test_a_revoked_token_is_refused_by_every_worker_of_another_host_within_2s(
     tokens.revoke(revocation)
     assert PendingInvalidation.objects.exists() or not own_redis.client().exists("user:email:revoked@example.com")
     tokens.refused()
+
+
+# --- an idle watcher sleeps: every process runs one, so it must cost nothing while nothing happens ---
+
+
+def seen_within(condition, seconds: float) -> float:
+    """How long ``condition`` took to hold, failing past ``seconds``."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < seconds, f"not seen within {seconds} s"
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+def test_an_idle_watcher_sleeps_until_a_notify_or_a_wake_up(settings):
+    settings.CACHE_PENDING_WATCH = True
+    settings.CACHE_PENDING_CHECK = 5.0  # its next deadline after the first look
+    settings.CACHE_PENDING_RETRY = 60.0  # no background drain inside the test
+    idle = watcher()
+    looks = idle.looks
+    idle.ensure_running()
+    seen_within(lambda: idle.looks > looks and idle.listening, 30.0)  # LISTEN sent, first look done
+
+    waits = idle.waits
+    time.sleep(2.0)
+    # Nothing happened, so nothing woke it (sleeping in 0.1 s slices it woke ~20 times).
+    assert idle.waits - waits <= 2
+
+    # Still woken at once (0.5 s: a bound on a shared machine, far from the 5 s deadline) by a
+    # NOTIFY sent on another connection...
+    pending.notify("user:coins:424242")
+    seen_within(lambda: pending.PENDING.holds("user:coins:424242"), 0.5)
+    # ...and by a local wake-up: a record in this process, then stop().
+    waits = idle.waits
+    idle.retry_soon()
+    seen_within(lambda: idle.waits > waits, 0.5)
+    start = time.monotonic()
+    idle.stop()
+    assert time.monotonic() - start < 0.5
