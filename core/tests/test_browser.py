@@ -60,10 +60,20 @@ def css(driver, selector: str):
 
 
 def admin_login(driver, base: str, email: str, password: str) -> None:
+    """Submit the admin's login form and return once its answer replaced the form's page: a wait
+    for an element right after the click could find it on the old page, mid-navigation."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
     driver.get(f"{base}/admin/login/?next=/admin/")
     wait_for(driver, "#id_username").send_keys(email)
     css(driver, "#id_password").send_keys(password)
+    form_page = css(driver, "html")
     css(driver, "#login-form [type=submit]").click()
+    # While the page changes, chromium can answer a look at the old one with an error of its own
+    # ("cannot find context"): look again until the old page is gone.
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(expected_conditions.staleness_of(form_page))
 
 
 def api_get(base: str, path: str, user) -> dict:
