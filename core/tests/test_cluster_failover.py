@@ -20,12 +20,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def revived(redis_cluster):
-    redis_cluster.revive()  # a previous test's victim rejoins first
-    return redis_cluster
-
-
-@pytest.fixture
 def replicated(revived, cluster_cache, settings):
     settings.CACHE_INVALIDATION_REPLICAS = 1
     settings.CACHE_INVALIDATION_WAIT_MS = 200  # below REDIS_SOCKET_TIMEOUT (0.25 s); room for a loaded CI machine

@@ -17,12 +17,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def revived(redis_cluster):
-    redis_cluster.revive()  # a previous test's victim rejoins first
-    return redis_cluster
-
-
-@pytest.fixture
 def rows_read(monkeypatch) -> dict[str, list[str]]:
     """The pending rows each node's sync read, by node."""
     read: dict[str, list[str]] = {}

@@ -4,59 +4,29 @@ this test process and a gunicorn with 2 workers, on one Redis that refuses write
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
 
 import pytest
 
-from core.cache.health import HEALTH
-from core.cache.watch import watcher
 from core.models import PendingInvalidation
-from tests.support.harness import Gunicorn, RedisServer, request, until
+from tests.support.harness import Gunicorn, request, until
+from tests.support.pending_hosts import refuse_writes, start_other_host
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def shared_redis():
-    server = RedisServer().start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def own_redis(shared_redis, settings):
-    shared_redis.wipe()
-    refuse_writes(shared_redis, refuse=False)
-    caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["LOCATION"] = shared_redis.url
-    settings.CACHES = caches
-    settings.CACHE_PENDING_WATCH = True
-    settings.CACHE_PENDING_RETRY = 0.2
-    settings.CACHE_PENDING_CHECK = 0.2
-    settings.CACHE_BREAKER_COOLDOWN = 0.3
-    HEALTH.reset()
-    yield shared_redis
-    watcher().stop()
-    refuse_writes(shared_redis, refuse=False)
-    HEALTH.reset()
+@pytest.fixture(autouse=True)
+def quick_look(settings):
+    settings.CACHE_PENDING_CHECK = 0.2  # this process's periodic look at the table, as the other host's
 
 
 @pytest.fixture(scope="module")
 def other_host(shared_redis, django_db_setup):
-    from django.db import connection
-
-    server = Gunicorn(connection.settings_dict["NAME"], shared_redis.url, CACHE_PENDING_WATCH="1",
-                      CACHE_PENDING_RETRY="0.2", CACHE_PENDING_CHECK="0.2", CACHE_BREAKER_COOLDOWN="0.3")
+    server = start_other_host(shared_redis, CACHE_PENDING_CHECK="0.2")
     yield server
     server.close()
-
-
-def refuse_writes(server: RedisServer, refuse: bool = True) -> None:
-    """NOREPLICAS: Redis keeps serving reads and refuses every write, deletes included."""
-    server.client().config_set("min-replicas-to-write", 1 if refuse else 0)
 
 
 def bearer(user) -> dict[str, str]:

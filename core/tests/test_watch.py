@@ -15,40 +15,10 @@ from core.cache import pending
 from core.cache.health import HEALTH
 from core.cache.watch import watcher
 from core.models import PendingInvalidation
-from tests.support.harness import RedisServer
+from tests.support.pending_hosts import refuse_writes, start_other_host
 from tests.support.revoked_tokens import REVOCATIONS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def shared_redis():
-    """One Redis for this module's tests and the gunicorn they share."""
-    server = RedisServer().start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def own_redis(shared_redis, settings):
-    shared_redis.wipe()
-    refuse_writes(shared_redis, refuse=False)
-    caches = copy.deepcopy(settings.CACHES)
-    caches["default"]["LOCATION"] = shared_redis.url
-    settings.CACHES = caches
-    settings.CACHE_PENDING_WATCH = True
-    settings.CACHE_PENDING_RETRY = 0.2
-    settings.CACHE_BREAKER_COOLDOWN = 0.3
-    HEALTH.reset()
-    yield shared_redis
-    watcher().stop()
-    refuse_writes(shared_redis, refuse=False)
-    HEALTH.reset()
-
-
-def refuse_writes(server: RedisServer, refuse: bool = True) -> None:
-    """NOREPLICAS: Redis keeps serving reads and refuses every write, deletes included."""
-    server.client().config_set("min-replicas-to-write", 1 if refuse else 0)
 
 
 def another_host_changes_the_balance(user_id: int, balance: int, *, notify: bool = True) -> None:
@@ -122,12 +92,7 @@ def test_a_warm_read_runs_no_sql_while_nothing_is_pending(own_redis, alice, user
 
 @pytest.fixture(scope="module")
 def other_host(shared_redis, django_db_setup):
-    from django.db import connection
-
-    from tests.support.harness import Gunicorn
-
-    server = Gunicorn(connection.settings_dict["NAME"], shared_redis.url, CACHE_PENDING_WATCH="1",
-                      CACHE_PENDING_RETRY="0.2", CACHE_BREAKER_COOLDOWN="0.3")
+    server = start_other_host(shared_redis)
     yield server
     server.close()
 

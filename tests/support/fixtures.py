@@ -76,6 +76,13 @@ def cluster_cache(redis_cluster, settings):
 
 
 @pytest.fixture
+def revived(redis_cluster):
+    """``redis_cluster`` with a previous test's victim rejoined first."""
+    redis_cluster.revive()
+    return redis_cluster
+
+
+@pytest.fixture
 def no_worker(settings):
     """Jobs are queued in the test's Redis and nobody runs them (the suite otherwise runs them
     in-process as they are queued); ``no_worker()`` lists the queued messages' kwargs."""
